@@ -1,0 +1,88 @@
+//! The `Adapter` trait: the operations the gateway asks of a vendor, over canonical users and groups.
+//! Object-safe (`Arc<dyn Adapter>`), so the gateway holds one per configured app whatever its vendor.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::{Group, User};
+
+/// What a vendor can do; the gateway advertises and enforces it towards Entra.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// The vendor keeps groups and memberships.
+    pub groups: bool,
+    /// DELETE removes the vendor record; false means the vendor only disables it.
+    pub hard_delete: bool,
+    /// The vendor can be asked for a user by userName (used to match and to adopt existing records).
+    pub find_by_user_name: bool,
+    /// The vendor can update users after creation.
+    pub update_users: bool,
+}
+
+/// A user as the vendor holds it, with the vendor's own id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VendorUser {
+    pub vendor_id: String,
+    pub user: User,
+}
+
+/// What a harmless read against the vendor showed (used by `scim-bridge check` and `/readyz`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ProbeReport {
+    /// The vendor answered at all.
+    pub reachable: bool,
+    /// The vendor accepted the credential.
+    pub credential_accepted: bool,
+    /// Rate-limit headers the vendor sent, as seen (name: value).
+    pub rate_limit_headers: Vec<(String, String)>,
+    /// Anything an operator should know (token expiry soon, REST mode cannot deprovision, ...).
+    pub notes: Vec<String>,
+}
+
+#[async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    /// The vendor type as written in config (`sandbox`, `prodpad`, ...).
+    fn vendor(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates the user at the vendor and returns the vendor's id for it.
+    async fn create_user(&self, user: &User) -> Result<String>;
+
+    /// Reads one user by the vendor's id.
+    async fn get_user(&self, vendor_id: &str) -> Result<VendorUser>;
+
+    /// Looks a user up by userName (case-insensitive). `Ok(None)` when the vendor has no such user.
+    async fn find_user(&self, user_name: &str) -> Result<Option<VendorUser>>;
+
+    /// Brings the vendor record from `before` (last state the vendor confirmed) to `after`.
+    async fn update_user(&self, vendor_id: &str, before: &User, after: &User) -> Result<()>;
+
+    /// Deprovisions the user: removes it, or disables it where the vendor only disables
+    /// (`capabilities().hard_delete == false`).
+    async fn delete_user(&self, vendor_id: &str, last_known: &User) -> Result<()>;
+
+    async fn create_group(&self, _group: &Group) -> Result<String> {
+        Err(self.no_groups())
+    }
+
+    async fn update_group(&self, _vendor_id: &str, _before: &Group, _after: &Group) -> Result<()> {
+        Err(self.no_groups())
+    }
+
+    async fn delete_group(&self, _vendor_id: &str) -> Result<()> {
+        Err(self.no_groups())
+    }
+
+    /// A harmless read that shows whether the vendor is reachable and accepts the credential.
+    async fn probe(&self) -> Result<ProbeReport>;
+
+    /// The error every group call of a vendor without groups returns.
+    fn no_groups(&self) -> Error {
+        Error::unsupported(format!(
+            "{} does not support groups; in the Entra app set 'Provision Microsoft Entra ID Groups' to No",
+            self.vendor()
+        ))
+    }
+}

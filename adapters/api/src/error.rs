@@ -1,0 +1,159 @@
+//! The one error type every adapter returns. Its kind decides retry policy and, in exactly one place in the
+//! gateway (`scim::errors::from_adapter`), the HTTP status and `scimType` Entra sees. Policy reads kinds,
+//! never message strings.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What went wrong, in terms the gateway can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The vendor has no such resource.
+    NotFound,
+    /// The vendor already holds a resource with this unique value (userName, email, displayName).
+    Conflict,
+    /// The vendor refused the values (bad email, unknown role, a user it must not get).
+    Invalid,
+    /// The vendor refused the gateway's credential (revoked or expired key). Never retried.
+    Unauthorized,
+    /// The vendor asked us to slow down.
+    RateLimited { retry_after: Option<Duration> },
+    /// The vendor is down, slow, or answered 5xx; or our own circuit breaker is open.
+    Unavailable { retry_after: Option<Duration> },
+    /// The vendor cannot do this at all (groups, hard delete, updates through a create-only API).
+    Unsupported,
+    /// The vendor refused because of state an admin must fix by hand (PROMPT: user still holds permissions).
+    NeedsManualAction,
+}
+
+/// An adapter error: a kind, a detail an admin can act on, and whether the request may have taken effect.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    detail: String,
+    /// True when the request may have reached the vendor and been applied even though we saw no answer
+    /// (timeout, dropped connection after the body was sent). Creates check before they are retried.
+    maybe_applied: bool,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Error { kind, detail: detail.into(), maybe_applied: false }
+    }
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, detail)
+    }
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, detail)
+    }
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, detail)
+    }
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthorized, detail)
+    }
+    pub fn rate_limited(retry_after: Option<Duration>, detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::RateLimited { retry_after }, detail)
+    }
+    pub fn unavailable(retry_after: Option<Duration>, detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable { retry_after }, detail)
+    }
+    pub fn unsupported(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, detail)
+    }
+    pub fn needs_manual_action(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NeedsManualAction, detail)
+    }
+    /// Marks that the vendor may have applied the request although no answer came back.
+    pub fn with_maybe_applied(mut self, maybe: bool) -> Self {
+        self.maybe_applied = maybe;
+        self
+    }
+
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+    pub fn maybe_applied(&self) -> bool {
+        self.maybe_applied
+    }
+
+    /// Whether trying the same call again later can succeed without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ErrorKind::RateLimited { .. } | ErrorKind::Unavailable { .. })
+    }
+
+    /// How long the vendor (or our breaker) asked us to wait, when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.kind {
+            ErrorKind::RateLimited { retry_after } | ErrorKind::Unavailable { retry_after } => retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short stable name for logs, metrics and the audit log.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::RateLimited { .. } => "rate_limited",
+            ErrorKind::Unavailable { .. } => "unavailable",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::NeedsManualAction => "needs_manual_action",
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("detail", &self.detail)
+            .field("maybe_applied", &self.maybe_applied)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind_name(), self.detail)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rate_limits_and_outages_are_retryable() {
+        let table = [
+            (Error::not_found("x"), false),
+            (Error::conflict("x"), false),
+            (Error::invalid("x"), false),
+            (Error::unauthorized("x"), false),
+            (Error::rate_limited(Some(Duration::from_secs(3)), "x"), true),
+            (Error::unavailable(None, "x"), true),
+            (Error::unsupported("x"), false),
+            (Error::needs_manual_action("x"), false),
+        ];
+        for (err, retryable) in table {
+            assert_eq!(err.is_retryable(), retryable, "{err}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_reported_only_for_retryable_kinds() {
+        let d = Some(Duration::from_secs(7));
+        assert_eq!(Error::rate_limited(d, "slow down").retry_after(), d);
+        assert_eq!(Error::unavailable(d, "down").retry_after(), d);
+        assert_eq!(Error::invalid("bad").retry_after(), None);
+    }
+}

@@ -1,0 +1,15 @@
+//! The contract between the scim-bridge gateway and its vendor adapters: canonical users and groups, the
+//! object-safe `Adapter` trait, the error type whose kinds drive retry policy, and the built-in `sandbox`.
+//! This crate depends on nothing of the gateway; vendor crates depend only on it.
+
+pub mod adapter;
+pub mod error;
+pub mod model;
+pub mod outbound;
+pub mod sandbox;
+pub mod secret;
+
+pub use adapter::{Adapter, Capabilities, ProbeReport, VendorUser};
+pub use error::{Error, ErrorKind, Result};
+pub use model::{Enterprise, Group, Manager, Member, MultiValue, Name, User};
+pub use outbound::{Outbound, OutboundConfig, VendorRequest, VendorResponse};

@@ -1,0 +1,280 @@
+//! Canonical users and groups: what a vendor needs to know about a resource, independent of SCIM syntax.
+//! The gateway turns every Entra request (quirks included) into these; adapters never parse PATCH. Anything
+//! Entra sends that has no field here lands in `extra`, so nothing is dropped on the way through.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub const ENTERPRISE_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// One entry of a multi-valued attribute (emails, phoneNumbers, roles).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MultiValue {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Name {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formatted: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub middle_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honorific_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honorific_suffix: Option<String>,
+}
+
+/// A manager reference: the gateway's id of the manager user.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manager {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// The enterprise extension (urn:ietf:params:scim:schemas:extension:enterprise:2.0:User).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Enterprise {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_center: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub division: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<Manager>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A user as the gateway hands it to an adapter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub user_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default = "default_true")]
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Name>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nick_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<MultiValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phone_numbers: Vec<MultiValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<MultiValue>,
+    #[serde(rename = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enterprise: Option<Enterprise>,
+    /// Every other attribute Entra sent (addresses, custom extensions, ...), kept as JSON.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Keys of a SCIM document that belong to the gateway, not to the resource's values.
+const ENVELOPE_KEYS: [&str; 3] = ["schemas", "id", "meta"];
+
+fn strip_envelope(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    if let Some(obj) = doc.as_object_mut() {
+        for key in ENVELOPE_KEYS {
+            obj.remove(key);
+        }
+    }
+    doc
+}
+
+impl User {
+    /// A user with only a userName, active.
+    pub fn new(user_name: impl Into<String>) -> Self {
+        User {
+            user_name: user_name.into(),
+            external_id: None,
+            active: true,
+            name: None,
+            display_name: None,
+            nick_name: None,
+            title: None,
+            user_type: None,
+            preferred_language: None,
+            locale: None,
+            timezone: None,
+            emails: Vec::new(),
+            phone_numbers: Vec::new(),
+            roles: Vec::new(),
+            enterprise: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Builds the canonical user from a normalised SCIM document (attribute names in schema spelling,
+    /// no nulls). `schemas`, `id` and `meta` are the gateway's and are not part of the user.
+    pub fn from_scim(doc: &Value) -> Result<User, String> {
+        serde_json::from_value(strip_envelope(doc)).map_err(|e| format!("user does not fit the User schema: {e}"))
+    }
+
+    /// The SCIM attributes of this user (no `schemas`, `id` or `meta`).
+    pub fn to_scim(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The work email, else the primary one, else the first.
+    pub fn work_email(&self) -> Option<&str> {
+        pick(&self.emails, "work")
+    }
+
+    pub fn given_name(&self) -> Option<&str> {
+        self.name.as_ref().and_then(|n| n.given_name.as_deref())
+    }
+
+    pub fn family_name(&self) -> Option<&str> {
+        self.name.as_ref().and_then(|n| n.family_name.as_deref())
+    }
+
+    /// Role values (falling back to display) in the order Entra sent them.
+    pub fn role_values(&self) -> Vec<&str> {
+        self.roles.iter().filter_map(|r| r.value.as_deref().or(r.display.as_deref())).collect()
+    }
+}
+
+/// The entry of `kind`, else the primary one, else the first.
+pub fn pick<'a>(values: &'a [MultiValue], kind: &str) -> Option<&'a str> {
+    values
+        .iter()
+        .find(|v| v.kind.as_deref().is_some_and(|k| k.eq_ignore_ascii_case(kind)))
+        .or_else(|| values.iter().find(|v| v.primary == Some(true)))
+        .or_else(|| values.first())
+        .and_then(|v| v.value.as_deref())
+}
+
+/// A group member: `value` is the id of the member as the receiver of the struct knows it (the gateway's id
+/// inside the gateway, the vendor's id once the gateway has mapped it for an adapter).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Member>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Group {
+    pub fn from_scim(doc: &Value) -> Result<Group, String> {
+        serde_json::from_value(strip_envelope(doc)).map_err(|e| format!("group does not fit the Group schema: {e}"))
+    }
+
+    pub fn to_scim(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn entra_create_body_round_trips_without_loss() {
+        let doc = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE_URN],
+            "externalId": "ext-1", "userName": "Test_User_1", "active": true,
+            "emails": [{"primary": true, "type": "work", "value": "a@example.com"}],
+            "meta": {"resourceType": "User"},
+            "name": {"formatted": "g f", "familyName": "f", "givenName": "g"},
+            "addresses": [{"type": "work", "postalCode": "1234"}],
+            ENTERPRISE_URN: {"department": "Sales", "manager": {"value": "m-1"}, "customThing": "x"},
+            "urn:example:custom:2.0:User": {"badge": "42"}
+        });
+        let user = User::from_scim(&doc).unwrap();
+        assert_eq!(user.user_name, "Test_User_1");
+        assert_eq!(user.work_email(), Some("a@example.com"));
+        assert_eq!(user.given_name(), Some("g"));
+        let ent = user.enterprise.as_ref().unwrap();
+        assert_eq!(ent.department.as_deref(), Some("Sales"));
+        assert_eq!(ent.manager.as_ref().unwrap().value.as_deref(), Some("m-1"));
+        assert_eq!(ent.extra["customThing"], "x");
+        assert!(user.extra.contains_key("addresses"));
+        assert!(user.extra.contains_key("urn:example:custom:2.0:User"));
+        assert!(!user.extra.contains_key("meta"));
+
+        let back = user.to_scim();
+        let mut expected = doc.clone();
+        for k in ["schemas", "meta"] {
+            expected.as_object_mut().unwrap().remove(k);
+        }
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn pick_prefers_type_then_primary_then_first() {
+        let mv = |v: &str, t: Option<&str>, p: Option<bool>| MultiValue {
+            value: Some(v.into()),
+            kind: t.map(Into::into),
+            primary: p,
+            display: None,
+        };
+        let list = vec![mv("a", Some("home"), None), mv("b", None, Some(true)), mv("c", Some("WORK"), None)];
+        assert_eq!(pick(&list, "work"), Some("c"));
+        assert_eq!(pick(&list[..2], "work"), Some("b"));
+        assert_eq!(pick(&list[..1], "work"), Some("a"));
+        assert_eq!(pick(&[], "work"), None);
+    }
+
+    #[test]
+    fn wrong_shapes_are_reported_not_panicked() {
+        assert!(User::from_scim(&json!({"userName": 5})).is_err());
+        assert!(User::from_scim(&json!({"displayName": "no user name"})).is_err());
+        assert!(Group::from_scim(&json!({"displayName": "g", "members": [{"value": "1"}]})).is_ok());
+    }
+}

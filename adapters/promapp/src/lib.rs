@@ -1,0 +1,1 @@
+//! scim-bridge adapter for promapp (being written).

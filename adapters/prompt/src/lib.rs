@@ -1,0 +1,1 @@
+//! scim-bridge adapter for prompt (being written).
