@@ -1,0 +1,11 @@
+//! scim-bridge: a self-hosted SCIM 2.0 gateway between Microsoft Entra ID provisioning and SaaS vendor
+//! APIs. See ARCHITECTURE.md for the map and the invariants.
+
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod scim;
+pub mod server;
+pub mod store;
+pub mod vendors;

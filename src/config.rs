@@ -1,0 +1,251 @@
+//! Gateway configuration: typed, loaded once with figment (YAML file, then `SCIM_BRIDGE_*` environment
+//! variables with `__` for nesting), validated once. Every error names the key and the file it came from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Yaml};
+use figment::Figment;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub const ENV_PREFIX: &str = "SCIM_BRIDGE_";
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_store_path() -> String {
+    "scim-bridge.sqlite".into()
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the SCIM endpoint listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Optional separate address for /healthz, /readyz and /metrics.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// The public base URL (e.g. https://gw.example.com) used in `meta.location`; else taken from Host.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Largest request body accepted; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite file; `:memory:` keeps everything in memory (lost on restart).
+    #[serde(default = "default_store_path")]
+    pub path: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: default_store_path() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Outbound limits for one app; unset values take the vendor's defaults.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub max_in_flight: Option<usize>,
+    pub queue_timeout_ms: Option<u64>,
+    pub attempt_timeout_ms: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown_ms: Option<u64>,
+}
+
+/// One Entra enterprise app pointed at `/scim/{name}/v2`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct AppConfig {
+    /// sandbox | prodpad | promapp | prompt
+    #[serde(rename = "type")]
+    pub vendor: String,
+    /// Hex SHA-256 of the bearer token Entra sends (`scim-bridge token` makes one).
+    pub token_sha256: String,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Optional CIDR allow-list for Entra's source addresses.
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    /// Everything else: the vendor's own options, validated by its adapter crate.
+    #[serde(flatten)]
+    pub options: Map<String, Value>,
+}
+
+/// A configuration problem, said with the key and the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads `path`, applies environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError(format!("config file {} does not exist", path.display())));
+        }
+        let figment =
+            Figment::from(Yaml::file_exact(path)).merge(Env::prefixed(ENV_PREFIX).split("__").lowercase(true));
+        let config: Config = figment.extract().map_err(|e| ConfigError(describe_figment_error(e, path)))?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Parses YAML text (no environment), for tests and `demo`.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Yaml::string(text))
+            .extract()
+            .map_err(|e| ConfigError(describe_figment_error(e, Path::new(origin))))?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: token hashes, duplicate tokens, app names, limits.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let mut seen_tokens: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, app) in &self.apps {
+            let at = |key: &str| format!("{origin}: apps.{name}.{key}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(ConfigError(format!(
+                    "{origin}: apps.{name}: app names may hold only letters, digits, '-' and '_' (they appear in the URL)"
+                )));
+            }
+            let hash = app.token_sha256.trim().to_ascii_lowercase();
+            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ConfigError(format!(
+                    "{}: must be the 64-character hex SHA-256 of the app's token (run `scim-bridge token`)",
+                    at("token_sha256")
+                )));
+            }
+            if let Some(other) = seen_tokens.insert(hash, name) {
+                return Err(ConfigError(format!(
+                    "{}: the same token is configured for app '{other}'; every app needs its own token",
+                    at("token_sha256")
+                )));
+            }
+            let l = &app.limits;
+            if let Some(rps) = l.requests_per_second {
+                if !(rps.is_finite() && rps > 0.0) {
+                    return Err(ConfigError(format!("{}: must be a positive number", at("limits.requests_per_second"))));
+                }
+            }
+            for (key, v) in [("limits.burst", l.burst.map(|v| v as u64)), ("limits.max_in_flight", l.max_in_flight.map(|v| v as u64)), ("limits.max_attempts", l.max_attempts.map(u64::from))] {
+                if v == Some(0) {
+                    return Err(ConfigError(format!("{}: must be at least 1", at(key))));
+                }
+            }
+            if let (Some(attempt), Some(deadline)) = (l.attempt_timeout_ms, l.deadline_ms) {
+                if attempt > deadline {
+                    return Err(ConfigError(format!(
+                        "{}: an attempt timeout of {attempt} ms cannot fit in a deadline of {deadline} ms",
+                        at("limits.attempt_timeout_ms")
+                    )));
+                }
+            }
+            for (i, cidr) in app.ip_allow.iter().enumerate() {
+                crate::http::Cidr::parse(cidr)
+                    .map_err(|e| ConfigError(format!("{}: {e}", at(&format!("ip_allow[{i}]")))))?;
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError(format!("{origin}: max_body_bytes: must be at least 1024")));
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError(format!("{origin}: public_url: must start with http:// or https://")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// figment already says "for key `x` in file"; make sure the file is named even when it does not.
+fn describe_figment_error(err: figment::Error, path: &Path) -> String {
+    let mut lines = Vec::new();
+    for e in err {
+        let key = if e.path.is_empty() { String::new() } else { format!("key `{}`: ", e.path.join(".")) };
+        let source = match &e.metadata {
+            Some(md) if md.name.contains("environment") => {
+                format!("environment variable {}{}", ENV_PREFIX, e.path.join("__").to_uppercase())
+            }
+            _ => path.display().to_string(),
+        };
+        lines.push(format!("{source}: {key}{}", e.kind));
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    const HASH2: &str = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_yaml(&format!("apps:\n  s:\n    type: sandbox\n    token_sha256: {HASH}\n"), "t.yaml")
+            .unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.store.path, "scim-bridge.sqlite");
+        assert_eq!(c.apps["s"].vendor, "sandbox");
+        assert!(c.apps["s"].options.is_empty());
+    }
+
+    #[test]
+    fn errors_name_key_and_file() {
+        let cases = [
+            ("lisen: 1\n", "lisen"),
+            (&format!("apps:\n  s:\n    type: sandbox\n    token_sha256: abc\n") as &str, "apps.s.token_sha256"),
+            (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n  b:\n    type: sandbox\n    token_sha256: {HASH}\n"), "apps.b.token_sha256"),
+            (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n    limits:\n      burst: 0\n"), "apps.a.limits.burst"),
+            (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n    limits:\n      requests_per_second: -1\n"), "apps.a.limits.requests_per_second"),
+            (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    limits:\n      bogus: 1\n"), "bogus"),
+            (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    ip_allow: [\"10.0.0.0/33\"]\n"), "apps.a.ip_allow[0]"),
+            ("listen: not-an-address\n", "listen"),
+            ("public_url: ftp://x\n", "public_url"),
+        ];
+        for (yaml, key) in cases {
+            let err = Config::from_yaml(yaml, "proxy.yaml").unwrap_err().0;
+            assert!(err.contains(key), "{yaml:?}: {err}");
+            assert!(err.contains("proxy.yaml"), "{yaml:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_load_names_the_file_and_env_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, "listen: [\n").unwrap();
+        let err = Config::load(&path).unwrap_err().0;
+        assert!(err.contains("bad.yaml"), "{err}");
+        let missing = Config::load(&dir.path().join("nope.yaml")).unwrap_err().0;
+        assert!(missing.contains("nope.yaml"), "{missing}");
+    }
+}

@@ -1,0 +1,649 @@
+//! The engine: turns one authenticated SCIM request into shadow-store reads, adapter calls and audit
+//! entries. Invariants kept here: no 2xx before the vendor confirmed; the shadow is written only after
+//! vendor success (a crash in between is recovered by the next request, which looks the user up before
+//! creating); one change per resource at a time; every attempt lands in the audit log.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use adapter_api::{Adapter, Capabilities, ErrorKind, Group, User, VendorUser};
+use axum::http::StatusCode;
+use serde_json::{json, Map, Value};
+use tokio::sync::Mutex;
+
+use crate::metrics::Metrics;
+use crate::scim::error::{from_adapter, ScimError};
+use crate::scim::filter::{self, Filter};
+use crate::scim::patch;
+use crate::scim::schema::{self, ResourceKind};
+use crate::scim::{list_response, ListQuery};
+use crate::store::{AuditEntry, Kind, Record, Store, StoreError};
+
+/// One configured app at run time.
+pub struct App {
+    pub name: String,
+    pub adapter: Arc<dyn Adapter>,
+    pub token_sha256: [u8; 32],
+    pub ip_allow: Vec<crate::http::Cidr>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("name", &self.name).field("vendor", &self.adapter.vendor()).finish()
+    }
+}
+
+/// Per-request facts the engine needs besides the body.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub request_id: String,
+    /// `https://host/scim/{app}/v2`, for `meta.location`.
+    pub base_url: String,
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Option<Value>,
+    pub location: Option<String>,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Self {
+        Reply { status: StatusCode::OK, body: Some(body), location: None }
+    }
+    fn no_content() -> Self {
+        Reply { status: StatusCode::NO_CONTENT, body: None, location: None }
+    }
+}
+
+pub type ScimResult<T> = Result<T, ScimError>;
+
+const LOCK_STRIPES: usize = 1024;
+
+/// Striped locks: one change per resource (and per name, for creates) at a time, bounded memory.
+struct Locks(Vec<Mutex<()>>);
+
+impl Locks {
+    fn new() -> Self {
+        Locks((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect())
+    }
+    fn stripe(&self, app: &str, kind: Kind, key: &str) -> &Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (app, kind, key).hash(&mut h);
+        &self.0[(h.finish() as usize) % LOCK_STRIPES]
+    }
+}
+
+pub struct Gateway {
+    pub apps: BTreeMap<String, Arc<App>>,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    locks: Locks,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("apps", &self.apps.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+fn resource_kind(kind: Kind) -> ResourceKind {
+    match kind {
+        Kind::User => ResourceKind::User,
+        Kind::Group => ResourceKind::Group,
+    }
+}
+
+fn collection(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => "Users",
+        Kind::Group => "Groups",
+    }
+}
+
+fn name_attr(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => "userName",
+        Kind::Group => "displayName",
+    }
+}
+
+fn store_err(err: StoreError) -> ScimError {
+    match err {
+        StoreError::Duplicate => ScimError::uniqueness("another resource already has this name"),
+        other => {
+            tracing::error!(error = %other, "shadow store failure");
+            ScimError::internal(format!("{other}; try again"))
+        }
+    }
+}
+
+/// Attributes that are written but never returned (RFC 7643 `password`) are never stored either: none of
+/// the vendors takes passwords (they sign in through Entra), and a shadow store must not hold them.
+fn strip_write_only(doc: &mut Map<String, Value>) {
+    doc.retain(|k, _| !k.eq_ignore_ascii_case("password"));
+}
+
+/// The resource's values without the gateway's envelope, for "did anything change?" comparisons.
+fn values_of(doc: &Value) -> Value {
+    let mut v = doc.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("meta");
+        o.remove("id");
+        o.remove("schemas");
+    }
+    v
+}
+
+/// `schemas` for a stored document: the core schema plus every extension it carries.
+fn schemas_for(kind: Kind, doc: &Map<String, Value>) -> Value {
+    let mut list = vec![json!(resource_kind(kind).core_schema_urn())];
+    for (k, v) in doc {
+        if k.to_ascii_lowercase().starts_with("urn:") && v.is_object() {
+            list.push(json!(k));
+        }
+    }
+    Value::Array(list)
+}
+
+impl Gateway {
+    pub fn new(apps: BTreeMap<String, Arc<App>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        Gateway { apps, store, metrics, locks: Locks::new() }
+    }
+
+    fn audit(&self, app: &App, ctx: &Ctx, kind: Kind, op: &str) -> AuditEntry {
+        AuditEntry {
+            at: now(),
+            app: app.name.clone(),
+            resource_type: kind.as_str().into(),
+            operation: op.into(),
+            actor: "entra".into(),
+            request_id: Some(ctx.request_id.clone()),
+            outcome: "ok".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Records a failed operation; the failure itself is what the caller returns.
+    fn audit_failure(&self, mut entry: AuditEntry, err: &ScimError, adapter_err: Option<&adapter_api::Error>) {
+        entry.outcome = adapter_err.map(|e| e.kind_name().to_string()).unwrap_or_else(|| "rejected".into());
+        entry.status = err.status.as_u16();
+        entry.detail = Some(err.detail.clone());
+        if let Err(e) = self.store.audit(&entry) {
+            tracing::error!(error = %e, "cannot write audit entry");
+        }
+    }
+
+    fn with_location(&self, ctx: &Ctx, kind: Kind, doc: &Value) -> Value {
+        let mut doc = doc.clone();
+        let id = doc.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        if let Some(meta) = doc.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.insert("location".into(), json!(format!("{}/{}/{}", ctx.base_url, collection(kind), id)));
+        }
+        doc
+    }
+
+    fn group_capable(app: &App, kind: Kind) -> ScimResult<()> {
+        if kind == Kind::Group && !app.adapter.capabilities().groups {
+            return Err(from_adapter(&app.name, &app.adapter.no_groups()));
+        }
+        Ok(())
+    }
+
+    /// Parses and normalises a POST/PUT body into a stored document's values.
+    fn incoming_doc(kind: Kind, body: Value) -> ScimResult<Map<String, Value>> {
+        let mut doc = body;
+        if !doc.is_object() {
+            return Err(ScimError::invalid_syntax("the request body must be a JSON object"));
+        }
+        schema::normalize(resource_kind(kind), &mut doc).map_err(|e| ScimError::invalid_value(e.to_string()))?;
+        let Value::Object(mut map) = doc else {
+            return Err(ScimError::invalid_syntax("the request body must be a JSON object"));
+        };
+        // Read-only envelope sent by clients (Entra sends meta.resourceType) is ignored, not an error.
+        map.remove("id");
+        map.remove("meta");
+        map.remove("schemas");
+        strip_write_only(&mut map);
+        let name_ok = map.get(name_attr(kind)).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty());
+        if !name_ok {
+            return Err(ScimError::invalid_value(format!("{} is required and must be a non-empty string", name_attr(kind))));
+        }
+        Ok(map)
+    }
+
+    fn to_user(doc: &Value) -> ScimResult<User> {
+        User::from_scim(doc).map_err(ScimError::invalid_value)
+    }
+
+    /// A group with member ids translated to the vendor's ids.
+    fn to_group(&self, app: &App, doc: &Value) -> ScimResult<Group> {
+        let mut group = Group::from_scim(doc).map_err(ScimError::invalid_value)?;
+        for m in &mut group.members {
+            let rec = match self.store.get(&app.name, Kind::User, &m.value).map_err(store_err)? {
+                Some(r) => Some(r),
+                None => self.store.get(&app.name, Kind::Group, &m.value).map_err(store_err)?,
+            };
+            match rec {
+                Some(r) => m.value = r.vendor_id,
+                None => {
+                    return Err(ScimError::invalid_value(format!(
+                        "member {} is not a user or group provisioned through this app",
+                        m.value
+                    )))
+                }
+            }
+        }
+        Ok(group)
+    }
+
+    // ------------------------------------------------------------------ create
+
+    pub async fn create(&self, app: &App, ctx: &Ctx, kind: Kind, body: Value) -> ScimResult<Reply> {
+        Self::group_capable(app, kind)?;
+        let values = Self::incoming_doc(kind, body)?;
+        let name = values.get(name_attr(kind)).and_then(Value::as_str).unwrap_or_default().to_string();
+        let _guard = self.locks.stripe(&app.name, kind, &name.to_lowercase()).lock().await;
+
+        let mut audit = self.audit(app, ctx, kind, "create");
+        audit.name = Some(name.clone());
+        if self.store.find_by_name(&app.name, kind, &name).map_err(store_err)?.is_some() {
+            let err = ScimError::uniqueness(format!("{} '{name}' already exists", name_attr(kind)));
+            self.audit_failure(audit, &err, None);
+            return Err(err);
+        }
+        let values_doc = Value::Object(values.clone());
+        let outcome = match kind {
+            Kind::User => {
+                let user = Self::to_user(&values_doc)?;
+                self.create_user_at_vendor(app, &user, &mut audit).await
+            }
+            Kind::Group => {
+                let group = self.to_group(app, &values_doc)?;
+                audit.vendor_calls += 1;
+                app.adapter.create_group(&group).await
+            }
+        };
+        let vendor_id = match outcome {
+            Ok(id) => id,
+            Err(e) => {
+                let err = from_adapter(&app.name, &e);
+                self.audit_failure(audit, &err, Some(&e));
+                return Err(err);
+            }
+        };
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let at = now();
+        let mut doc = Map::new();
+        doc.insert("schemas".into(), schemas_for(kind, &values));
+        doc.insert("id".into(), json!(id));
+        doc.extend(values);
+        doc.insert(
+            "meta".into(),
+            json!({"resourceType": kind.as_str(), "created": at, "lastModified": at, "version": "W/\"1\""}),
+        );
+        let record = Record {
+            app: app.name.clone(),
+            kind,
+            id: id.clone(),
+            vendor_id,
+            doc: Value::Object(doc),
+            created: at.clone(),
+            modified: at,
+            version: 1,
+        };
+        audit.resource_id = Some(id.clone());
+        audit.after = Some(record.doc.clone());
+        audit.status = 201;
+        self.store.put(&record, &audit).map_err(store_err)?;
+        let body = self.with_location(ctx, kind, &record.doc);
+        let location = body.pointer("/meta/location").and_then(Value::as_str).map(String::from);
+        Ok(Reply { status: StatusCode::CREATED, body: Some(body), location })
+    }
+
+    /// Creates the user, or adopts the vendor's existing record with the same userName (re-assigned user
+    /// of a disable-only vendor, or a create whose answer was lost). Never creates a duplicate.
+    async fn create_user_at_vendor(&self, app: &App, user: &User, audit: &mut AuditEntry) -> adapter_api::Result<String> {
+        let caps: Capabilities = app.adapter.capabilities();
+        let mut tried_lookup = false;
+        for _attempt in 0..2 {
+            audit.vendor_calls += 1;
+            let err = match app.adapter.create_user(user).await {
+                Ok(id) => return Ok(id),
+                Err(e) => e,
+            };
+            let worth_a_lookup = matches!(err.kind(), ErrorKind::Conflict) || err.maybe_applied();
+            if !worth_a_lookup || !caps.find_by_user_name || tried_lookup {
+                return Err(err);
+            }
+            tried_lookup = true;
+            audit.vendor_calls += 1;
+            match app.adapter.find_user(&user.user_name).await? {
+                Some(existing) => return self.adopt(app, existing, user, audit).await,
+                // Conflict on something else (an email): the admin must sort it out.
+                None if matches!(err.kind(), ErrorKind::Conflict) => return Err(err),
+                // The lost create did not happen: trying again cannot duplicate.
+                None => continue,
+            }
+        }
+        Err(adapter_api::Error::unavailable(None, "the vendor did not confirm the create; try again"))
+    }
+
+    async fn adopt(&self, app: &App, existing: VendorUser, user: &User, audit: &mut AuditEntry) -> adapter_api::Result<String> {
+        if let Ok(Some(owner)) = self.store.find_by_vendor_id(&app.name, Kind::User, &existing.vendor_id) {
+            return Err(adapter_api::Error::conflict(format!(
+                "the vendor's user '{}' is already linked to gateway id {}",
+                existing.user.user_name, owner.id
+            )));
+        }
+        if existing.user != *user && app.adapter.capabilities().update_users {
+            audit.vendor_calls += 1;
+            app.adapter.update_user(&existing.vendor_id, &existing.user, user).await?;
+        }
+        audit.operation = "adopt".into();
+        audit.detail = Some(format!("linked to the vendor's existing user {}", existing.vendor_id));
+        Ok(existing.vendor_id)
+    }
+
+    // ------------------------------------------------------------------ read
+
+    fn load(&self, app: &App, kind: Kind, id: &str) -> ScimResult<Record> {
+        self.store
+            .get(&app.name, kind, id)
+            .map_err(store_err)?
+            .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.as_str())))
+    }
+
+    pub async fn get(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, q: &ListQuery) -> ScimResult<Reply> {
+        let rec = self.load(app, kind, id)?;
+        let doc = self.with_location(ctx, kind, &rec.doc);
+        Ok(Reply::ok(schema::project(resource_kind(kind), &doc, &q.attributes, &q.excluded_attributes)))
+    }
+
+    pub async fn list(&self, app: &App, ctx: &Ctx, kind: Kind, q: &ListQuery) -> ScimResult<Reply> {
+        let rk = resource_kind(kind);
+        let parsed: Option<Filter> = match q.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            Some(text) => {
+                let f = filter::parse(text).map_err(|e| ScimError::invalid_filter(e.detail))?;
+                filter::validate(rk, &f).map_err(|e| ScimError::invalid_filter(e.detail))?;
+                Some(f)
+            }
+            None => None,
+        };
+        let simple = parsed.as_ref().and_then(filter::simple_eq);
+        let mut candidates = match &simple {
+            Some((attr, value)) if attr == name_attr(kind) => {
+                self.store.find_by_name(&app.name, kind, value).map_err(store_err)?.into_iter().collect()
+            }
+            Some((attr, value)) if attr == "externalId" => {
+                self.store.find_by_external_id(&app.name, kind, value).map_err(store_err)?
+            }
+            Some((attr, value)) if attr == "id" => {
+                self.store.get(&app.name, kind, value).map_err(store_err)?.into_iter().collect()
+            }
+            _ => {
+                // Groups of a vendor without groups: nothing to list, and no vendor call.
+                if kind == Kind::Group && !app.adapter.capabilities().groups {
+                    Vec::new()
+                } else {
+                    self.store.list(&app.name, kind).map_err(store_err)?
+                }
+            }
+        };
+        if let Some(f) = &parsed {
+            candidates.retain(|r| filter::matches(rk, f, &r.doc));
+        }
+        if candidates.is_empty() && kind == Kind::User {
+            if let Some((attr, value)) = &simple {
+                if attr == "userName" {
+                    if let Some(rec) = self.import_from_vendor(app, ctx, value).await? {
+                        candidates.push(rec);
+                    }
+                }
+            }
+        }
+        let docs: Vec<Value> = candidates
+            .iter()
+            .map(|r| {
+                let doc = self.with_location(ctx, kind, &r.doc);
+                schema::project(rk, &doc, &q.attributes, &q.excluded_attributes)
+            })
+            .collect();
+        Ok(Reply::ok(list_response(docs, q)))
+    }
+
+    /// A userName the shadow does not know may still exist at the vendor (created before the gateway,
+    /// or by a create whose answer was lost). Link it so Entra matches it instead of creating a twin.
+    async fn import_from_vendor(&self, app: &App, ctx: &Ctx, user_name: &str) -> ScimResult<Option<Record>> {
+        if !app.adapter.capabilities().find_by_user_name {
+            return Ok(None);
+        }
+        let _guard = self.locks.stripe(&app.name, Kind::User, &user_name.to_lowercase()).lock().await;
+        if let Some(rec) = self.store.find_by_name(&app.name, Kind::User, user_name).map_err(store_err)? {
+            return Ok(Some(rec));
+        }
+        let found = app.adapter.find_user(user_name).await.map_err(|e| from_adapter(&app.name, &e))?;
+        let Some(vu) = found else { return Ok(None) };
+        if self.store.is_tombstoned(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?
+            || self.store.find_by_vendor_id(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?.is_some()
+        {
+            return Ok(None);
+        }
+        let mut values = vu.user.to_scim();
+        schema::normalize(ResourceKind::User, &mut values).map_err(|e| ScimError::invalid_value(e.to_string()))?;
+        let Value::Object(values) = values else { return Ok(None) };
+        let id = uuid::Uuid::new_v4().to_string();
+        let at = now();
+        let mut doc = Map::new();
+        doc.insert("schemas".into(), schemas_for(Kind::User, &values));
+        doc.insert("id".into(), json!(id));
+        doc.extend(values);
+        doc.insert("meta".into(), json!({"resourceType": "User", "created": at, "lastModified": at, "version": "W/\"1\""}));
+        let record = Record {
+            app: app.name.clone(),
+            kind: Kind::User,
+            id: id.clone(),
+            vendor_id: vu.vendor_id.clone(),
+            doc: Value::Object(doc),
+            created: at.clone(),
+            modified: at,
+            version: 1,
+        };
+        let mut audit = self.audit(app, ctx, Kind::User, "import");
+        audit.actor = "gateway".into();
+        audit.name = Some(user_name.to_string());
+        audit.resource_id = Some(id);
+        audit.after = Some(record.doc.clone());
+        audit.status = 200;
+        audit.vendor_calls = 1;
+        audit.detail = Some(format!("linked the vendor's existing user {} found by userName", vu.vendor_id));
+        self.store.put(&record, &audit).map_err(store_err)?;
+        Ok(Some(record))
+    }
+
+    // ------------------------------------------------------------------ update
+
+    pub async fn patch(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
+        let ops = patch::parse_patch(&body).map_err(|e| ScimError::bad_request(e.scim_type, e.detail))?;
+        let _guard = self.locks.stripe(&app.name, kind, id).lock().await;
+        let rec = self.load(app, kind, id)?;
+        let mut doc = rec.doc.clone();
+        patch::apply(resource_kind(kind), &mut doc, &ops).map_err(|e| ScimError::bad_request(e.scim_type, e.detail))?;
+        if let Some(map) = doc.as_object_mut() {
+            strip_write_only(map);
+        }
+        let updated = self.commit_update(app, ctx, rec, doc, "update").await?;
+        match kind {
+            // Entra discourages returning member lists on group PATCH: 204.
+            Kind::Group => Ok(Reply::no_content()),
+            Kind::User => Ok(Reply::ok(self.with_location(ctx, kind, &updated.doc))),
+        }
+    }
+
+    pub async fn replace(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
+        let values = Self::incoming_doc(kind, body)?;
+        let _guard = self.locks.stripe(&app.name, kind, id).lock().await;
+        let rec = self.load(app, kind, id)?;
+        let mut doc = Map::new();
+        doc.insert("schemas".into(), schemas_for(kind, &values));
+        doc.insert("id".into(), json!(id));
+        doc.extend(values);
+        if let Some(meta) = rec.doc.get("meta") {
+            doc.insert("meta".into(), meta.clone());
+        }
+        let updated = self.commit_update(app, ctx, rec, Value::Object(doc), "replace").await?;
+        Ok(Reply::ok(self.with_location(ctx, kind, &updated.doc)))
+    }
+
+    /// Sends a changed resource to the vendor and, once confirmed, to the shadow store.
+    async fn commit_update(&self, app: &App, ctx: &Ctx, rec: Record, mut doc: Value, op: &str) -> ScimResult<Record> {
+        let kind = rec.kind;
+        if values_of(&doc) == values_of(&rec.doc) {
+            // Nothing changed: Entra re-sends the same values every cycle; the vendor need not hear it again.
+            return Ok(rec);
+        }
+        let mut audit = self.audit(app, ctx, kind, op);
+        audit.resource_id = Some(rec.id.clone());
+        audit.name = Some(rec.name().to_string());
+        audit.before = Some(rec.doc.clone());
+        let new_name = crate::store::name_of(kind, &doc).to_string();
+        if new_name.trim().is_empty() {
+            return Err(ScimError::invalid_value(format!("{} must not be empty", name_attr(kind))));
+        }
+        if !new_name.eq_ignore_ascii_case(rec.name()) {
+            if let Some(other) = self.store.find_by_name(&app.name, kind, &new_name).map_err(store_err)? {
+                if other.id != rec.id {
+                    let err = ScimError::uniqueness(format!("{} '{new_name}' already exists", name_attr(kind)));
+                    self.audit_failure(audit, &err, None);
+                    return Err(err);
+                }
+            }
+        }
+        if let Some(obj) = doc.as_object_mut() {
+            let schemas = schemas_for(kind, obj);
+            obj.insert("schemas".into(), schemas);
+        }
+        audit.vendor_calls = 1;
+        let result = match kind {
+            Kind::User => {
+                let before = Self::to_user(&rec.doc)?;
+                let after = Self::to_user(&doc)?;
+                app.adapter.update_user(&rec.vendor_id, &before, &after).await
+            }
+            Kind::Group => {
+                let before = self.to_group(app, &rec.doc).unwrap_or_else(|_| Group {
+                    display_name: rec.name().to_string(),
+                    external_id: None,
+                    members: Vec::new(),
+                    extra: Map::new(),
+                });
+                let after = self.to_group(app, &doc)?;
+                app.adapter.update_group(&rec.vendor_id, &before, &after).await
+            }
+        };
+        if let Err(e) = result {
+            let err = from_adapter(&app.name, &e);
+            self.audit_failure(audit, &err, Some(&e));
+            return Err(err);
+        }
+        let at = now();
+        let version = rec.version + 1;
+        if let Some(obj) = doc.as_object_mut() {
+            let meta = json!({
+                "resourceType": kind.as_str(),
+                "created": rec.created,
+                "lastModified": at,
+                "version": format!("W/\"{version}\""),
+            });
+            obj.insert("meta".into(), meta);
+        }
+        let updated = Record { doc, modified: at, version, ..rec };
+        audit.after = Some(updated.doc.clone());
+        audit.status = 200;
+        self.store.put(&updated, &audit).map_err(store_err)?;
+        Ok(updated)
+    }
+
+    // ------------------------------------------------------------------ delete
+
+    pub async fn delete(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str) -> ScimResult<Reply> {
+        let _guard = self.locks.stripe(&app.name, kind, id).lock().await;
+        let rec = self.load(app, kind, id)?;
+        let mut audit = self.audit(app, ctx, kind, "delete");
+        audit.resource_id = Some(rec.id.clone());
+        audit.name = Some(rec.name().to_string());
+        audit.before = Some(rec.doc.clone());
+        audit.vendor_calls = 1;
+        let caps = app.adapter.capabilities();
+        let result = match kind {
+            Kind::User => match Self::to_user(&rec.doc) {
+                Ok(user) => app.adapter.delete_user(&rec.vendor_id, &user).await,
+                Err(e) => return Err(e),
+            },
+            Kind::Group => app.adapter.delete_group(&rec.vendor_id).await,
+        };
+        match result {
+            Ok(()) => {}
+            // Already gone at the vendor: the goal of the delete is met.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound) => {
+                audit.detail = Some("the vendor no longer had it".into());
+            }
+            Err(e) => {
+                let err = from_adapter(&app.name, &e);
+                self.audit_failure(audit, &err, Some(&e));
+                return Err(err);
+            }
+        }
+        if kind == Kind::User && !caps.hard_delete {
+            audit.detail = Some("the vendor only disables users: its record is kept, disabled".into());
+        }
+        audit.status = 204;
+        let tombstone = kind == Kind::User && !caps.hard_delete;
+        self.store.remove(&rec, tombstone, &audit).map_err(store_err)?;
+        self.drop_memberships(app, ctx, id).await;
+        Ok(Reply::no_content())
+    }
+
+    /// Removes a deleted resource from the shadow's group member lists (the vendor drops memberships of
+    /// deleted users itself).
+    async fn drop_memberships(&self, app: &App, ctx: &Ctx, member_id: &str) {
+        if !app.adapter.capabilities().groups {
+            return;
+        }
+        let Ok(groups) = self.store.list(&app.name, Kind::Group) else { return };
+        for g in groups {
+            let Some(members) = g.doc.get("members").and_then(Value::as_array) else { continue };
+            if !members.iter().any(|m| m.get("value").and_then(Value::as_str) == Some(member_id)) {
+                continue;
+            }
+            let mut doc = g.doc.clone();
+            if let Some(list) = doc.get_mut("members").and_then(Value::as_array_mut) {
+                list.retain(|m| m.get("value").and_then(Value::as_str) != Some(member_id));
+                if list.is_empty() {
+                    doc.as_object_mut().map(|o| o.remove("members"));
+                }
+            }
+            let mut audit = self.audit(app, ctx, Kind::Group, "drop-member");
+            audit.actor = "gateway".into();
+            audit.resource_id = Some(g.id.clone());
+            audit.name = Some(g.name().to_string());
+            audit.before = Some(g.doc.clone());
+            audit.after = Some(doc.clone());
+            audit.status = 204;
+            let updated = Record { doc, ..g };
+            if let Err(e) = self.store.put(&updated, &audit) {
+                tracing::error!(error = %e, "cannot drop a deleted member from a group");
+            }
+        }
+    }
+}

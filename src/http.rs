@@ -1,0 +1,389 @@
+//! HTTP front end: routes `/scim/{app}/v2/...`, per-app bearer auth (SHA-256 of the token, compared in
+//! constant time), optional IP allow-lists, body limits, JSON parsing, request ids, and the operational
+//! endpoints (/healthz, /readyz, /metrics). Everything SCIM-shaped is handed to the gateway engine.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tracing::Instrument;
+
+use crate::gateway::{App, Ctx, Gateway, Reply};
+use crate::scim::discovery;
+use crate::scim::error::{ScimError, SCIM_CONTENT_TYPE};
+use crate::scim::{list_response, ListQuery};
+use crate::store::Kind;
+
+/// Shared state of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub max_body_bytes: usize,
+    pub public_url: Option<String>,
+}
+
+/// The SCIM router (plus the operational endpoints unless they have their own listener).
+pub fn app(state: AppState, with_admin: bool) -> Router {
+    let mut router = Router::new()
+        .route("/scim/{app}/v2", any(scim_root))
+        .route("/scim/{app}/v2/", any(scim_root))
+        .route("/scim/{app}/v2/{*rest}", any(scim_entry));
+    if with_admin {
+        router = router.merge(admin_routes());
+    }
+    router.fallback(not_found).with_state(state)
+}
+
+/// /healthz, /readyz and /metrics.
+pub fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+pub fn admin_app(state: AppState) -> Router {
+    admin_routes().fallback(not_found).with_state(state)
+}
+
+async fn not_found() -> Response {
+    ScimError::not_found("no such endpoint; SCIM lives under /scim/{app}/v2").into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let gw = &state.gateway;
+    let store_ok = gw.store.ping().is_ok();
+    let apps: serde_json::Map<String, Value> = gw
+        .apps
+        .values()
+        .map(|a| (a.name.clone(), json!({"vendor": a.adapter.vendor(), "state": gw.metrics.vendor_state(&a.name)})))
+        .collect();
+    let body = json!({"store": if store_ok { "ok" } else { "unavailable" }, "config": "loaded", "apps": apps});
+    let status = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.gateway.metrics.render(&state.gateway);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// An IPv4 or IPv6 network in CIDR notation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr.trim().parse().map_err(|_| format!("'{s}' is not an IP address or CIDR"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("'{s}': prefix must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(Cidr { net, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// SHA-256 of a token, as stored in config.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether the request carries this app's bearer token. Constant-time in the token's content.
+fn authorized(app: &App, headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some((scheme, token)) = value.trim().split_once(' ') else { return false };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
+    let presented = token_hash(token.trim());
+    presented.ct_eq(&app.token_sha256).into()
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    ["client-request-id", "x-request-id", "x-ms-request-id"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap, app: &str) -> String {
+    let origin = match &state.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+            let proto = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
+            format!("{proto}://{host}")
+        }
+    };
+    format!("{origin}/scim/{app}/v2")
+}
+
+async fn scim_root(state: State<AppState>, Path(app): Path<String>, req: Request) -> Response {
+    handle(state.0, app, String::new(), req).await
+}
+
+async fn scim_entry(state: State<AppState>, Path((app, rest)): Path<(String, String)>, req: Request) -> Response {
+    handle(state.0, app, rest, req).await
+}
+
+async fn handle(state: AppState, app_name: String, rest: String, req: Request) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let (parts, body) = req.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let started = Instant::now();
+    let rid = request_id(&headers);
+    let segments: Vec<String> = rest.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+    let resource = segments.first().cloned().unwrap_or_default();
+    let span = tracing::info_span!("scim", app = %app_name, method = %method, resource = %resource, request_id = %rid,
+        operation = tracing::field::Empty, status = tracing::field::Empty);
+    async move {
+        let gw = state.gateway.clone();
+        let (operation, result) = match gw.apps.get(&app_name).cloned() {
+            // An unknown app answers like a wrong token: app names are not disclosed.
+            None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
+            Some(app) => {
+                if !app.ip_allow.is_empty() && !peer.is_some_and(|p| app.ip_allow.iter().any(|c| c.contains(p.ip()))) {
+                    ("auth", Err(ScimError::new(StatusCode::FORBIDDEN, None, "this address may not call this app")))
+                } else if !authorized(&app, &headers) {
+                    ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token")))
+                } else {
+                    let ctx = Ctx { request_id: rid.clone(), base_url: base_url(&state, &headers, &app_name) };
+                    dispatch(&state, &app, &ctx, &method, &segments, uri.query(), &headers, body).await
+                }
+            }
+        };
+        let status = match &result {
+            Ok(r) => r.status,
+            Err(e) => e.status,
+        };
+        let span = tracing::Span::current();
+        span.record("operation", operation);
+        span.record("status", status.as_u16());
+        gw.metrics.observe_request(&app_name, operation, status.as_u16(), started.elapsed());
+        match &result {
+            Err(e) if e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS => {
+                tracing::warn!(detail = %e.detail, elapsed_ms = started.elapsed().as_millis() as u64, "request failed")
+            }
+            Err(e) => tracing::info!(detail = %e.detail, elapsed_ms = started.elapsed().as_millis() as u64, "request refused"),
+            Ok(_) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "request done"),
+        }
+        let mut resp = match result {
+            Ok(reply) => reply_response(reply),
+            Err(e) => e.into_response(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&rid) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+fn reply_response(reply: Reply) -> Response {
+    let mut resp = match reply.body {
+        Some(body) => (reply.status, serde_json::to_vec(&body).unwrap_or_default()).into_response(),
+        None => reply.status.into_response(),
+    };
+    if resp.status() != StatusCode::NO_CONTENT {
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
+    }
+    if let Some(loc) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    resp
+}
+
+/// Reads and parses a JSON body within the size limit.
+async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ScimError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if !(mime.is_empty() || mime == "application/scim+json" || mime == "application/json") {
+            return Err(ScimError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("invalidSyntax"),
+                format!("send application/scim+json or application/json, not {mime}"),
+            ));
+        }
+    }
+    let too_large = || {
+        ScimError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            format!("the request body is larger than the limit of {} bytes", state.max_body_bytes),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| too_large())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ScimError::invalid_syntax("the request body is empty; a JSON object is expected"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+}
+
+fn kind_of(segment: &str) -> Option<Kind> {
+    if segment.eq_ignore_ascii_case("Users") {
+        Some(Kind::User)
+    } else if segment.eq_ignore_ascii_case("Groups") {
+        Some(Kind::Group)
+    } else {
+        None
+    }
+}
+
+fn method_not_allowed(method: &Method) -> ScimError {
+    ScimError::new(StatusCode::METHOD_NOT_ALLOWED, None, format!("{method} is not allowed here"))
+}
+
+type Dispatched = (&'static str, Result<Reply, ScimError>);
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    state: &AppState,
+    app: &App,
+    ctx: &Ctx,
+    method: &Method,
+    segments: &[String],
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Dispatched {
+    let gw = &state.gateway;
+    let groups = app.adapter.capabilities().groups;
+    let base = &ctx.base_url;
+    let list_of = |items: Vec<Value>| {
+        let n = items.len();
+        Ok(Reply {
+            status: StatusCode::OK,
+            body: Some(list_response(items, &ListQuery { start_index: 1, count: Some(n), ..Default::default() })),
+            location: None,
+        })
+    };
+    let ok = |v: Value| Ok(Reply { status: StatusCode::OK, body: Some(v), location: None });
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+
+    if method == Method::GET {
+        match lower.as_slice() {
+            [] | ["serviceproviderconfig"] | ["serviceproviderconfigs"] => {
+                return ("discovery", ok(discovery::service_provider_config(base)))
+            }
+            ["resourcetypes"] => return ("discovery", list_of(discovery::resource_types(base, groups))),
+            ["resourcetypes", _] => {
+                return (
+                    "discovery",
+                    discovery::find_by_id(discovery::resource_types(base, groups), segs[1])
+                        .map(|v| Reply { status: StatusCode::OK, body: Some(v), location: None })
+                        .ok_or_else(|| ScimError::not_found(format!("no resource type {}", segs[1]))),
+                )
+            }
+            ["schemas"] => return ("discovery", list_of(discovery::schemas(base, groups))),
+            ["schemas", _] => {
+                let id = segs[1..].join("/");
+                return (
+                    "discovery",
+                    discovery::find_by_id(discovery::schemas(base, groups), &id)
+                        .map(|v| Reply { status: StatusCode::OK, body: Some(v), location: None })
+                        .ok_or_else(|| ScimError::not_found(format!("no schema {id}"))),
+                );
+            }
+            _ => {}
+        }
+    }
+    if matches!(lower.first(), Some(&"serviceproviderconfig" | &"resourcetypes" | &"schemas")) {
+        return ("discovery", Err(method_not_allowed(method)));
+    }
+    if matches!(lower.first(), Some(&"bulk" | &"me" | &".search")) {
+        return ("unsupported", Err(ScimError::not_implemented(format!("/{} is not supported by this gateway", segs[0]))));
+    }
+    let Some(kind) = segs.first().and_then(|s| kind_of(s)) else {
+        return ("unknown", Err(ScimError::not_found(format!("no endpoint /{}", segs.join("/")))));
+    };
+    let query = match ListQuery::parse(query) {
+        Ok(q) => q,
+        Err(e) => return ("list", Err(e)),
+    };
+    match (segs.len(), method) {
+        (1, &Method::GET) => ("list", gw.list(app, ctx, kind, &query).await),
+        (1, &Method::POST) => match json_body(state, headers, body).await {
+            Ok(v) => ("create", gw.create(app, ctx, kind, v).await),
+            Err(e) => ("create", Err(e)),
+        },
+        (2, &Method::POST) if segs[1].eq_ignore_ascii_case(".search") => {
+            match json_body(state, headers, body).await.and_then(|v| ListQuery::from_search_body(&v)) {
+                Ok(q) => ("search", gw.list(app, ctx, kind, &q).await),
+                Err(e) => ("search", Err(e)),
+            }
+        }
+        (2, &Method::GET) => ("get", gw.get(app, ctx, kind, segs[1], &query).await),
+        (2, &Method::PATCH) => match json_body(state, headers, body).await {
+            Ok(v) => ("patch", gw.patch(app, ctx, kind, segs[1], v).await),
+            Err(e) => ("patch", Err(e)),
+        },
+        (2, &Method::PUT) => match json_body(state, headers, body).await {
+            Ok(v) => ("replace", gw.replace(app, ctx, kind, segs[1], v).await),
+            Err(e) => ("replace", Err(e)),
+        },
+        (2, &Method::DELETE) => ("delete", gw.delete(app, ctx, kind, segs[1]).await),
+        (1 | 2, _) => ("unknown", Err(method_not_allowed(method))),
+        _ => ("unknown", Err(ScimError::not_found(format!("no endpoint /{}", segs.join("/"))))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_matching() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nonsense").is_err());
+    }
+}

@@ -1,0 +1,501 @@
+//! The shadow store: per app, the gateway id ↔ vendor id mapping, the last full SCIM representation
+//! returned to Entra, timestamps, tombstones of users a disable-only vendor still holds, and the
+//! append-only audit log. Embedded SQLite; every write is one transaction, so a record and its audit
+//! entry land together or not at all. Storage never sees SCIM syntax beyond the JSON document it keeps.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Users or groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Kind {
+    User,
+    Group,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "User",
+            Kind::Group => "Group",
+        }
+    }
+    fn parse(s: &str) -> Kind {
+        if s == "Group" {
+            Kind::Group
+        } else {
+            Kind::User
+        }
+    }
+}
+
+/// One shadowed resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub app: String,
+    pub kind: Kind,
+    /// The gateway's id: what Entra knows.
+    pub id: String,
+    /// The vendor's id for the same resource.
+    pub vendor_id: String,
+    /// The full SCIM document last returned to Entra (with `meta`).
+    pub doc: Value,
+    pub created: String,
+    pub modified: String,
+    pub version: i64,
+}
+
+impl Record {
+    /// The unique name: userName for users, displayName for groups; compared case-insensitively.
+    pub fn name(&self) -> &str {
+        name_of(self.kind, &self.doc)
+    }
+}
+
+pub fn name_of(kind: Kind, doc: &Value) -> &str {
+    let key = match kind {
+        Kind::User => "userName",
+        Kind::Group => "displayName",
+    };
+    doc.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn external_id_of(doc: &Value) -> Option<&str> {
+    doc.get("externalId").and_then(Value::as_str)
+}
+
+/// One line of the audit log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: String,
+    pub app: String,
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub name: Option<String>,
+    /// create, update, replace, delete, adopt, import, ...
+    pub operation: String,
+    /// Who asked: "entra" (the bearer of the app's token) or "gateway" for its own work.
+    pub actor: String,
+    pub request_id: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    /// ok, or the error kind.
+    pub outcome: String,
+    /// HTTP status given to Entra.
+    pub status: u16,
+    pub detail: Option<String>,
+    /// Vendor calls this operation made.
+    pub vendor_calls: u32,
+}
+
+/// Filters for reading the audit log back.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub app: Option<String>,
+    pub name: Option<String>,
+    pub since: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the name is already taken")]
+    Duplicate,
+    #[error("shadow store: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("shadow store: bad JSON in a stored document: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resources (
+    app TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    vendor_id TEXT NOT NULL,
+    name_key TEXT NOT NULL,
+    external_id TEXT,
+    doc TEXT NOT NULL,
+    created TEXT NOT NULL,
+    modified TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (app, kind, id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS resources_name ON resources (app, kind, name_key);
+CREATE INDEX IF NOT EXISTS resources_external ON resources (app, kind, external_id);
+CREATE INDEX IF NOT EXISTS resources_vendor ON resources (app, kind, vendor_id);
+CREATE TABLE IF NOT EXISTS tombstones (
+    app TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    vendor_id TEXT NOT NULL,
+    name_key TEXT NOT NULL,
+    deleted TEXT NOT NULL,
+    PRIMARY KEY (app, kind, vendor_id)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    app TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    resource_id TEXT,
+    name_key TEXT,
+    name TEXT,
+    operation TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    request_id TEXT,
+    before TEXT,
+    after TEXT,
+    outcome TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    detail TEXT,
+    vendor_calls INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_app_name ON audit (app, name_key, seq);
+";
+
+fn lower(s: &str) -> String {
+    s.to_lowercase()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`; `:memory:` keeps it in memory.
+    pub fn open(path: &str) -> StoreResult<Store> {
+        let conn = if path == ":memory:" {
+            Connection::open_in_memory()?
+        } else {
+            if let Some(dir) = Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+            }
+            Connection::open(path)?
+        };
+        // WAL + FULL: a commit is on disk before Entra hears 2xx, and readers do not block the writer.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn: Mutex::new(conn), path: path.to_string() })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll back), so a
+        // poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cheap liveness check for /readyz.
+    pub fn ping(&self) -> StoreResult<()> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, String)> {
+        let doc: String = row.get(4)?;
+        Ok((
+            Record {
+                app: row.get(0)?,
+                kind: Kind::parse(&row.get::<_, String>(1)?),
+                id: row.get(2)?,
+                vendor_id: row.get(3)?,
+                doc: Value::Null,
+                created: row.get(5)?,
+                modified: row.get(6)?,
+                version: row.get(7)?,
+            },
+            doc,
+        ))
+    }
+
+    fn collect(rows: Vec<(Record, String)>) -> StoreResult<Vec<Record>> {
+        rows.into_iter()
+            .map(|(mut r, doc)| {
+                r.doc = serde_json::from_str(&doc)?;
+                Ok(r)
+            })
+            .collect()
+    }
+
+    const COLUMNS: &'static str = "app, kind, id, vendor_id, doc, created, modified, version";
+
+    fn query(&self, sql_where: &str, args: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<Record>> {
+        let conn = self.conn();
+        let sql = format!("SELECT {} FROM resources WHERE {sql_where} ORDER BY rowid", Self::COLUMNS);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, Self::row_to_record)?.collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        Self::collect(rows)
+    }
+
+    pub fn get(&self, app: &str, kind: Kind, id: &str) -> StoreResult<Option<Record>> {
+        Ok(self.query("app = ?1 AND kind = ?2 AND id = ?3", &[&app, &kind.as_str(), &id])?.pop())
+    }
+
+    /// By userName / displayName, case-insensitively.
+    pub fn find_by_name(&self, app: &str, kind: Kind, name: &str) -> StoreResult<Option<Record>> {
+        Ok(self.query("app = ?1 AND kind = ?2 AND name_key = ?3", &[&app, &kind.as_str(), &lower(name)])?.pop())
+    }
+
+    pub fn find_by_external_id(&self, app: &str, kind: Kind, external_id: &str) -> StoreResult<Vec<Record>> {
+        self.query("app = ?1 AND kind = ?2 AND external_id = ?3", &[&app, &kind.as_str(), &external_id])
+    }
+
+    pub fn find_by_vendor_id(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Record>> {
+        Ok(self.query("app = ?1 AND kind = ?2 AND vendor_id = ?3", &[&app, &kind.as_str(), &vendor_id])?.pop())
+    }
+
+    /// Every record of a kind, oldest first (stable paging order).
+    pub fn list(&self, app: &str, kind: Kind) -> StoreResult<Vec<Record>> {
+        self.query("app = ?1 AND kind = ?2", &[&app, &kind.as_str()])
+    }
+
+    pub fn count(&self, app: &str, kind: Kind) -> StoreResult<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM resources WHERE app = ?1 AND kind = ?2",
+            params![app, kind.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Inserts or replaces a record and appends its audit entry, atomically. `Duplicate` when another
+    /// record of the app already has the same name.
+    pub fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let res = tx.execute(
+            "INSERT INTO resources (app, kind, id, vendor_id, name_key, external_id, doc, created, modified, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (app, kind, id) DO UPDATE SET vendor_id = excluded.vendor_id,
+               name_key = excluded.name_key, external_id = excluded.external_id, doc = excluded.doc,
+               modified = excluded.modified, version = excluded.version",
+            params![
+                rec.app,
+                rec.kind.as_str(),
+                rec.id,
+                rec.vendor_id,
+                lower(rec.name()),
+                external_id_of(&rec.doc),
+                serde_json::to_string(&rec.doc)?,
+                rec.created,
+                rec.modified,
+                rec.version
+            ],
+        );
+        match res {
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                return Err(StoreError::Duplicate)
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        tx.execute(
+            "DELETE FROM tombstones WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3",
+            params![rec.app, rec.kind.as_str(), rec.vendor_id],
+        )?;
+        Self::append_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes a record and appends its audit entry, atomically. With `tombstone`, remembers that the
+    /// vendor still holds the (disabled) record so filters do not bring it back.
+    pub fn remove(&self, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3",
+            params![rec.app, rec.kind.as_str(), rec.id],
+        )?;
+        if tombstone {
+            tx.execute(
+                "INSERT OR REPLACE INTO tombstones (app, kind, vendor_id, name_key, deleted) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![rec.app, rec.kind.as_str(), rec.vendor_id, lower(rec.name()), audit.at],
+            )?;
+        }
+        Self::append_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn is_tombstoned(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<bool> {
+        let found: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM tombstones WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3",
+                params![app, kind.as_str(), vendor_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// Appends an audit entry on its own (failed operations, imports).
+    pub fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let conn = self.conn();
+        Self::append_audit(&conn, entry)
+    }
+
+    fn append_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
+        let json = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
+        conn.prepare_cached(
+            "INSERT INTO audit (at, app, resource_type, resource_id, name_key, name, operation, actor, request_id,
+               before, after, outcome, status, detail, vendor_calls)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )?
+        .execute(params![
+            e.at,
+            e.app,
+            e.resource_type,
+            e.resource_id,
+            e.name.as_deref().map(lower),
+            e.name,
+            e.operation,
+            e.actor,
+            e.request_id,
+            json(&e.before),
+            json(&e.after),
+            e.outcome,
+            e.status,
+            e.detail,
+            e.vendor_calls
+        ])?;
+        Ok(())
+    }
+
+    /// Audit entries, newest first.
+    pub fn audit_log(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, app, resource_type, resource_id, name, operation, actor, request_id, before, after,
+                    outcome, status, detail, vendor_calls
+             FROM audit
+             WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR name_key = ?2) AND (?3 IS NULL OR at >= ?3)
+             ORDER BY seq DESC LIMIT ?4",
+        )?;
+        let limit = if q.limit == 0 { i64::MAX } else { q.limit as i64 };
+        let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+        let rows = stmt
+            .query_map(params![q.app, q.name.as_deref().map(lower), q.since, limit], |r| {
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    app: r.get(2)?,
+                    resource_type: r.get(3)?,
+                    resource_id: r.get(4)?,
+                    name: r.get(5)?,
+                    operation: r.get(6)?,
+                    actor: r.get(7)?,
+                    request_id: r.get(8)?,
+                    before: parse(r.get(9)?),
+                    after: parse(r.get(10)?),
+                    outcome: r.get(11)?,
+                    status: r.get(12)?,
+                    detail: r.get(13)?,
+                    vendor_calls: r.get(14)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn audit_len(&self) -> StoreResult<u64> {
+        let n: i64 = self.conn().query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(id: &str, name: &str) -> Record {
+        Record {
+            app: "a".into(),
+            kind: Kind::User,
+            id: id.into(),
+            vendor_id: format!("v-{id}"),
+            doc: json!({"id": id, "userName": name, "externalId": format!("ext-{id}")}),
+            created: "2026-01-01T00:00:00Z".into(),
+            modified: "2026-01-01T00:00:00Z".into(),
+            version: 1,
+        }
+    }
+
+    fn audit(op: &str, name: &str) -> AuditEntry {
+        AuditEntry {
+            at: "2026-01-01T00:00:00Z".into(),
+            app: "a".into(),
+            resource_type: "User".into(),
+            name: Some(name.into()),
+            operation: op.into(),
+            actor: "entra".into(),
+            outcome: "ok".into(),
+            status: 201,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn put_get_find_and_names_are_unique_case_insensitively() {
+        let s = Store::open(":memory:").unwrap();
+        s.put(&rec("1", "Alice@x"), &audit("create", "Alice@x")).unwrap();
+        assert_eq!(s.get("a", Kind::User, "1").unwrap().unwrap().name(), "Alice@x");
+        assert!(s.find_by_name("a", Kind::User, "ALICE@X").unwrap().is_some());
+        assert!(s.find_by_name("other", Kind::User, "alice@x").unwrap().is_none());
+        assert_eq!(s.find_by_external_id("a", Kind::User, "ext-1").unwrap().len(), 1);
+        assert!(matches!(s.put(&rec("2", "alice@X"), &audit("create", "x")), Err(StoreError::Duplicate)));
+        // The failed insert left no audit line behind.
+        assert_eq!(s.audit_len().unwrap(), 1);
+    }
+
+    #[test]
+    fn remove_with_tombstone_and_audit_newest_first() {
+        let s = Store::open(":memory:").unwrap();
+        let r = rec("1", "bob");
+        s.put(&r, &audit("create", "bob")).unwrap();
+        s.remove(&r, true, &audit("delete", "bob")).unwrap();
+        assert!(s.get("a", Kind::User, "1").unwrap().is_none());
+        assert!(s.is_tombstoned("a", Kind::User, "v-1").unwrap());
+        s.put(&r, &audit("adopt", "bob")).unwrap();
+        assert!(!s.is_tombstoned("a", Kind::User, "v-1").unwrap());
+        let log = s.audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() }).unwrap();
+        let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
+        assert_eq!(ops, ["adopt", "delete", "create"]);
+    }
+
+    #[test]
+    fn survives_reopen_on_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let path = path.to_str().unwrap();
+        Store::open(path).unwrap().put(&rec("1", "carol"), &audit("create", "carol")).unwrap();
+        let again = Store::open(path).unwrap();
+        assert_eq!(again.get("a", Kind::User, "1").unwrap().unwrap().vendor_id, "v-1");
+    }
+}
