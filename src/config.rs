@@ -152,10 +152,17 @@ impl Config {
             let l = &app.limits;
             if let Some(rps) = l.requests_per_second {
                 if !(rps.is_finite() && rps > 0.0) {
-                    return Err(ConfigError(format!("{}: must be a positive number", at("limits.requests_per_second"))));
+                    return Err(ConfigError(format!(
+                        "{}: must be a positive number",
+                        at("limits.requests_per_second")
+                    )));
                 }
             }
-            for (key, v) in [("limits.burst", l.burst.map(|v| v as u64)), ("limits.max_in_flight", l.max_in_flight.map(|v| v as u64)), ("limits.max_attempts", l.max_attempts.map(u64::from))] {
+            for (key, v) in [
+                ("limits.burst", l.burst.map(|v| v as u64)),
+                ("limits.max_in_flight", l.max_in_flight.map(|v| v as u64)),
+                ("limits.max_attempts", l.max_attempts.map(u64::from)),
+            ] {
                 if v == Some(0) {
                     return Err(ConfigError(format!("{}: must be at least 1", at(key))));
                 }
@@ -222,7 +229,7 @@ mod tests {
     fn errors_name_key_and_file() {
         let cases = [
             ("lisen: 1\n", "lisen"),
-            (&format!("apps:\n  s:\n    type: sandbox\n    token_sha256: abc\n") as &str, "apps.s.token_sha256"),
+            ("apps:\n  s:\n    type: sandbox\n    token_sha256: abc\n", "apps.s.token_sha256"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n  b:\n    type: sandbox\n    token_sha256: {HASH}\n"), "apps.b.token_sha256"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n    limits:\n      burst: 0\n"), "apps.a.limits.burst"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n    limits:\n      requests_per_second: -1\n"), "apps.a.limits.requests_per_second"),

@@ -216,7 +216,10 @@ impl Gateway {
         strip_write_only(&mut map);
         let name_ok = map.get(name_attr(kind)).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty());
         if !name_ok {
-            return Err(ScimError::invalid_value(format!("{} is required and must be a non-empty string", name_attr(kind))));
+            return Err(ScimError::invalid_value(format!(
+                "{} is required and must be a non-empty string",
+                name_attr(kind)
+            )));
         }
         Ok(map)
     }
@@ -313,7 +316,12 @@ impl Gateway {
 
     /// Creates the user, or adopts the vendor's existing record with the same userName (re-assigned user
     /// of a disable-only vendor, or a create whose answer was lost). Never creates a duplicate.
-    async fn create_user_at_vendor(&self, app: &App, user: &User, audit: &mut AuditEntry) -> adapter_api::Result<String> {
+    async fn create_user_at_vendor(
+        &self,
+        app: &App,
+        user: &User,
+        audit: &mut AuditEntry,
+    ) -> adapter_api::Result<String> {
         let caps: Capabilities = app.adapter.capabilities();
         let mut tried_lookup = false;
         for _attempt in 0..2 {
@@ -339,7 +347,13 @@ impl Gateway {
         Err(adapter_api::Error::unavailable(None, "the vendor did not confirm the create; try again"))
     }
 
-    async fn adopt(&self, app: &App, existing: VendorUser, user: &User, audit: &mut AuditEntry) -> adapter_api::Result<String> {
+    async fn adopt(
+        &self,
+        app: &App,
+        existing: VendorUser,
+        user: &User,
+        audit: &mut AuditEntry,
+    ) -> adapter_api::Result<String> {
         if let Ok(Some(owner)) = self.store.find_by_vendor_id(&app.name, Kind::User, &existing.vendor_id) {
             return Err(adapter_api::Error::conflict(format!(
                 "the vendor's user '{}' is already linked to gateway id {}",
@@ -448,7 +462,10 @@ impl Gateway {
         doc.insert("schemas".into(), schemas_for(Kind::User, &values));
         doc.insert("id".into(), json!(id));
         doc.extend(values);
-        doc.insert("meta".into(), json!({"resourceType": "User", "created": at, "lastModified": at, "version": "W/\"1\""}));
+        doc.insert(
+            "meta".into(),
+            json!({"resourceType": "User", "created": at, "lastModified": at, "version": "W/\"1\""}),
+        );
         let record = Record {
             app: app.name.clone(),
             kind: Kind::User,

@@ -93,7 +93,12 @@ impl Cidr {
         let net: IpAddr = addr.trim().parse().map_err(|_| format!("'{s}' is not an IP address or CIDR"))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("'{s}': prefix must be 0..={max}"))?,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("'{s}': prefix must be 0..={max}"))?,
             None => max,
         };
         Ok(Cidr { net, prefix })
@@ -201,7 +206,9 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
             Err(e) if e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS => {
                 tracing::warn!(detail = %e.detail, elapsed_ms = started.elapsed().as_millis() as u64, "request failed")
             }
-            Err(e) => tracing::info!(detail = %e.detail, elapsed_ms = started.elapsed().as_millis() as u64, "request refused"),
+            Err(e) => {
+                tracing::info!(detail = %e.detail, elapsed_ms = started.elapsed().as_millis() as u64, "request refused")
+            }
             Ok(_) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "request done"),
         }
         let mut resp = match result {
@@ -250,7 +257,8 @@ async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
             format!("the request body is larger than the limit of {} bytes", state.max_body_bytes),
         )
     };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
         return Err(too_large());
     }
@@ -335,7 +343,10 @@ async fn dispatch(
         return ("discovery", Err(method_not_allowed(method)));
     }
     if matches!(lower.first(), Some(&"bulk" | &"me" | &".search")) {
-        return ("unsupported", Err(ScimError::not_implemented(format!("/{} is not supported by this gateway", segs[0]))));
+        return (
+            "unsupported",
+            Err(ScimError::not_implemented(format!("/{} is not supported by this gateway", segs[0]))),
+        );
     }
     let Some(kind) = segs.first().and_then(|s| kind_of(s)) else {
         return ("unknown", Err(ScimError::not_found(format!("no endpoint /{}", segs.join("/")))));

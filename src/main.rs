@@ -78,7 +78,8 @@ async fn run(command: Command) -> Result<(), String> {
             let origin = config.display().to_string();
             let cfg = Config::load(&config).map_err(|e| e.to_string())?;
             let gateway = server::build_gateway(&cfg, &origin).map_err(|e| e.to_string())?;
-            let running = server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+            let running =
+                server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
             tracing::info!(addr = %running.addr, apps = cfg.apps.len(), "serving");
             server::termination().await;
             tracing::info!("shutting down; draining in-flight requests");

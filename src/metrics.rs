@@ -8,9 +8,14 @@ use std::time::Duration;
 
 use crate::gateway::Gateway;
 
+/// (app, operation, status)
+type RequestKey = (String, String, u16);
+/// (count, seconds)
+type RequestTally = (u64, f64);
+
 #[derive(Default, Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    requests: Mutex<BTreeMap<RequestKey, RequestTally>>,
     vendor_state: Mutex<BTreeMap<String, String>>,
 }
 
@@ -31,7 +36,12 @@ impl Metrics {
     }
 
     pub fn vendor_state(&self, app: &str) -> String {
-        self.vendor_state.lock().unwrap_or_else(|p| p.into_inner()).get(app).cloned().unwrap_or_else(|| "unknown".into())
+        self.vendor_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .cloned()
+            .unwrap_or_else(|| "unknown".into())
     }
 
     /// The Prometheus text exposition.
@@ -63,7 +73,12 @@ impl Metrics {
         for app in gw.apps.keys() {
             for kind in [crate::store::Kind::User, crate::store::Kind::Group] {
                 let n = gw.store.count(app, kind).unwrap_or(0);
-                let _ = writeln!(out, "scim_bridge_shadow_resources{{app=\"{}\",type=\"{}\"}} {n}", escape(app), kind.as_str());
+                let _ = writeln!(
+                    out,
+                    "scim_bridge_shadow_resources{{app=\"{}\",type=\"{}\"}} {n}",
+                    escape(app),
+                    kind.as_str()
+                );
             }
         }
         out.push_str("# HELP scim_bridge_audit_entries Entries in the audit log.\n");

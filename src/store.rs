@@ -484,7 +484,8 @@ mod tests {
         assert!(s.is_tombstoned("a", Kind::User, "v-1").unwrap());
         s.put(&r, &audit("adopt", "bob")).unwrap();
         assert!(!s.is_tombstoned("a", Kind::User, "v-1").unwrap());
-        let log = s.audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() }).unwrap();
+        let log =
+            s.audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() }).unwrap();
         let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
         assert_eq!(ops, ["adopt", "delete", "create"]);
     }

@@ -44,7 +44,15 @@ async fn auth_is_required_and_per_app() {
     let unknown = s.send_raw(Method::GET, &s.base.replace("/sandbox/", "/nope/"), Some(TOKEN), None, "").await;
     assert_eq!(unknown.status, 401);
     // Nothing was created by an unauthenticated POST.
-    let post = s.send_raw(Method::POST, "/Users", None, Some(entra_user("sneaky").to_string().into_bytes()), "application/scim+json").await;
+    let post = s
+        .send_raw(
+            Method::POST,
+            "/Users",
+            None,
+            Some(entra_user("sneaky").to_string().into_bytes()),
+            "application/scim+json",
+        )
+        .await;
     assert_eq!(post.status, 401);
     assert_eq!(s.get(&filter_path("Users", "userName eq \"sneaky\"")).await.body["totalResults"], 0);
 }
@@ -110,10 +118,13 @@ async fn patch_forms_entra_sends() {
 
     // Multi-valued filtered path + sub-attribute, "Replace" capitalised.
     let a = s
-        .patch(&path, json!([
-            {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "new@example.com"},
-            {"op": "Replace", "path": "name.familyName", "value": "NewFamily"}
-        ]))
+        .patch(
+            &path,
+            json!([
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "new@example.com"},
+                {"op": "Replace", "path": "name.familyName", "value": "NewFamily"}
+            ]),
+        )
         .await;
     assert!(a.status == 200 || a.status == 204, "{:?}", a.body);
     let u = s.get(&path).await.body;
@@ -132,11 +143,14 @@ async fn patch_forms_entra_sends() {
 
     // No-path replace with dotted and URN-qualified keys.
     let a = s
-        .patch(&path, json!([{"op": "replace", "value": {
-            "displayName": "Pat Doe",
-            "name.givenName": "Pat",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "42"
-        }}]))
+        .patch(
+            &path,
+            json!([{"op": "replace", "value": {
+                "displayName": "Pat Doe",
+                "name.givenName": "Pat",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "42"
+            }}]),
+        )
         .await;
     assert!(a.status.is_success(), "{:?}", a.body);
     let u = s.get(&path).await.body;
@@ -163,7 +177,11 @@ async fn patch_forms_entra_sends() {
     assert_eq!(u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["manager"]["value"], "mgr-1");
 
     // userName change: new name findable, old not.
-    assert!(s.patch(&path, json!([{"op": "Replace", "path": "userName", "value": "renamed@example.com"}])).await.status.is_success());
+    assert!(s
+        .patch(&path, json!([{"op": "Replace", "path": "userName", "value": "renamed@example.com"}]))
+        .await
+        .status
+        .is_success());
     assert_eq!(s.get(&filter_path("Users", "userName eq \"renamed@example.com\"")).await.body["totalResults"], 1);
     assert_eq!(s.get(&filter_path("Users", "userName eq \"pat\"")).await.body["totalResults"], 0);
 }
@@ -186,7 +204,12 @@ async fn groups_as_entra_uses_them() {
     let add = s.patch(&gpath, json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": uid}, {"$ref": null, "value": uid2}]}])).await;
     assert_eq!(add.status, 204);
     // Re-adding is a no-op success.
-    assert_eq!(s.patch(&gpath, json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": uid}]}])).await.status, 204);
+    assert_eq!(
+        s.patch(&gpath, json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": uid}]}]))
+            .await
+            .status,
+        204
+    );
     assert_eq!(s.get(&gpath).await.body["members"].as_array().unwrap().len(), 2);
 
     let excluded = s.get(&format!("{gpath}?excludedAttributes=members")).await;
@@ -195,15 +218,26 @@ async fn groups_as_entra_uses_them() {
     let by_name = s.get("/Groups?excludedAttributes=members&filter=displayName+eq+%22Group+One%22").await;
     assert_eq!(by_name.body["totalResults"], 1);
     assert!(by_name.body["Resources"][0].get("members").is_none());
-    let membership = s.get(&format!("/Groups?filter={}", url_encode(&format!("id eq \"{gid}\" and members[value eq \"{uid}\"]")))).await;
+    let membership = s
+        .get(&format!("/Groups?filter={}", url_encode(&format!("id eq \"{gid}\" and members[value eq \"{uid}\"]"))))
+        .await;
     assert_eq!(membership.body["totalResults"], 1, "{:?}", membership.body);
 
     // Remove: default form (value list) and flag form (filtered path).
-    assert_eq!(s.patch(&gpath, json!([{"op": "Remove", "path": "members", "value": [{"value": uid}]}])).await.status, 204);
-    assert_eq!(s.patch(&gpath, json!([{"op": "remove", "path": format!("members[value eq \"{uid2}\"]")}])).await.status, 204);
+    assert_eq!(
+        s.patch(&gpath, json!([{"op": "Remove", "path": "members", "value": [{"value": uid}]}])).await.status,
+        204
+    );
+    assert_eq!(
+        s.patch(&gpath, json!([{"op": "remove", "path": format!("members[value eq \"{uid2}\"]")}])).await.status,
+        204
+    );
     assert!(s.get(&gpath).await.body.get("members").is_none());
 
-    assert_eq!(s.patch(&gpath, json!([{"op": "Replace", "path": "displayName", "value": "Group Renamed"}])).await.status, 204);
+    assert_eq!(
+        s.patch(&gpath, json!([{"op": "Replace", "path": "displayName", "value": "Group Renamed"}])).await.status,
+        204
+    );
     assert_eq!(s.get(&gpath).await.body["displayName"], "Group Renamed");
 
     assert_eq!(s.delete(&gpath).await.status, 204);
@@ -227,13 +261,21 @@ async fn delete_and_unknown_ids() {
 #[tokio::test]
 async fn errors_are_scim_errors_with_the_right_scim_type() {
     let s = start().await;
-    let cases: Vec<(Method, &str, Option<&[u8]>, u16, Option<&str>)> = vec![
+    // (method, path, raw body, status, scimType)
+    type Case<'a> = (Method, &'a str, Option<&'a [u8]>, u16, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (Method::GET, "/Users?filter=userName+eq", None, 400, Some("invalidFilter")),
         (Method::GET, "/Users?filter=noSuchAttribute+eq+%22x%22", None, 400, Some("invalidFilter")),
         (Method::GET, "/Groups?filter=displayName+eq+%22unterminated", None, 400, Some("invalidFilter")),
         (Method::POST, "/Users", Some(b"{\"userName\": "), 400, Some("invalidSyntax")),
         (Method::POST, "/Users", Some(b"[1,2]"), 400, Some("invalidSyntax")),
-        (Method::POST, "/Users", Some(b"{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"]}"), 400, Some("invalidValue")),
+        (
+            Method::POST,
+            "/Users",
+            Some(b"{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"]}"),
+            400,
+            Some("invalidValue"),
+        ),
         (Method::POST, "/Users", Some(b"{\"userName\":\"x\",\"active\":\"maybe\"}"), 400, Some("invalidValue")),
         (Method::GET, "/Users?count=lots", None, 400, Some("invalidValue")),
         (Method::GET, "/Nope", None, 404, None),
@@ -252,9 +294,19 @@ async fn errors_are_scim_errors_with_the_right_scim_type() {
     let a = s.send_raw(Method::POST, "/Users", Some(TOKEN), Some(big), "application/scim+json").await;
     assert_eq!(a.status, 413);
     // application/json is accepted too; text/plain is not.
-    let a = s.send_raw(Method::POST, "/Users", Some(TOKEN), Some(entra_user("json").to_string().into_bytes()), "application/json").await;
+    let a = s
+        .send_raw(
+            Method::POST,
+            "/Users",
+            Some(TOKEN),
+            Some(entra_user("json").to_string().into_bytes()),
+            "application/json",
+        )
+        .await;
     assert_eq!(a.status, 201);
-    let a = s.send_raw(Method::POST, "/Users", Some(TOKEN), Some(entra_user("text").to_string().into_bytes()), "text/plain").await;
+    let a = s
+        .send_raw(Method::POST, "/Users", Some(TOKEN), Some(entra_user("text").to_string().into_bytes()), "text/plain")
+        .await;
     assert_eq!(a.status, 415);
 }
 

@@ -131,7 +131,9 @@ pub fn from_adapter(app: &str, err: &AdapterError) -> ScimError {
         }
         ErrorKind::Unauthorized => ScimError::unavailable(
             seconds(None, CREDENTIAL_RETRY_AFTER),
-            format!("{detail} (the vendor refused the gateway's credential for app '{app}'; fix it in the gateway config)"),
+            format!(
+                "{detail} (the vendor refused the gateway's credential for app '{app}'; fix it in the gateway config)"
+            ),
         ),
     }
 }

@@ -6,8 +6,7 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::schema::{
-    self, eq_ci, get_ci, is_known_schema_urn, AttrDef, AttrType, ResourceKind, GROUP_SCHEMA,
-    USER_SCHEMA,
+    self, eq_ci, get_ci, is_known_schema_urn, AttrDef, AttrType, ResourceKind, GROUP_SCHEMA, USER_SCHEMA,
 };
 
 /// Nesting (parentheses, `not`, value paths) deeper than this is rejected instead of risking the stack.
@@ -66,10 +65,7 @@ impl CompareOp {
     }
 
     fn is_ordering(self) -> bool {
-        matches!(
-            self,
-            CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le
-        )
+        matches!(self, CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le)
     }
 }
 
@@ -105,9 +101,7 @@ impl FilterError {
     pub const SCIM_TYPE: &'static str = "invalidFilter";
 
     fn new(detail: impl Into<String>) -> Self {
-        FilterError {
-            detail: detail.into(),
-        }
+        FilterError { detail: detail.into() }
     }
 }
 
@@ -178,9 +172,8 @@ fn tokenize(input: &str) -> Result<Vec<Tok>, FilterError> {
                     FilterError::new(format!("unterminated string literal starting at offset {start}"))
                 })?;
                 let literal = input.get(start..=end).unwrap_or_default();
-                let text: String = serde_json::from_str(literal).map_err(|e| {
-                    FilterError::new(format!("invalid string literal {literal}: {e}"))
-                })?;
+                let text: String = serde_json::from_str(literal)
+                    .map_err(|e| FilterError::new(format!("invalid string literal {literal}: {e}")))?;
                 toks.push(Tok::Str(text));
             }
             _ => {
@@ -220,11 +213,7 @@ fn parse_attr_path(word: &str) -> Result<AttrPath, FilterError> {
     if !valid_name(attr) || sub.is_some_and(|s| !valid_name(s)) {
         return Err(FilterError::new(format!("invalid attribute path '{word}'")));
     }
-    Ok(AttrPath {
-        urn: urn.map(str::to_string),
-        attr: attr.to_string(),
-        sub: sub.map(str::to_string),
-    })
+    Ok(AttrPath { urn: urn.map(str::to_string), attr: attr.to_string(), sub: sub.map(str::to_string) })
 }
 
 fn is_keyword(tok: Option<&Tok>, keyword: &str) -> bool {
@@ -257,13 +246,7 @@ struct Parser {
 
 impl Parser {
     fn new(toks: Vec<Tok>) -> Self {
-        Parser {
-            toks,
-            pos: 0,
-            depth: 0,
-            logical_ops: 0,
-            in_value_filter: false,
-        }
+        Parser { toks, pos: 0, depth: 0, logical_ops: 0, in_value_filter: false }
     }
 
     fn peek(&self) -> Option<&Tok> {
@@ -281,24 +264,15 @@ impl Parser {
     fn expect(&mut self, want: Tok, context: &str) -> Result<(), FilterError> {
         match self.next() {
             Some(t) if t == want => Ok(()),
-            Some(t) => Err(FilterError::new(format!(
-                "expected {} {context}, found {}",
-                want.describe(),
-                t.describe()
-            ))),
-            None => Err(FilterError::new(format!(
-                "expected {} {context}, found end of filter",
-                want.describe()
-            ))),
+            Some(t) => Err(FilterError::new(format!("expected {} {context}, found {}", want.describe(), t.describe()))),
+            None => Err(FilterError::new(format!("expected {} {context}, found end of filter", want.describe()))),
         }
     }
 
     fn count_logical_op(&mut self) -> Result<(), FilterError> {
         self.logical_ops += 1;
         if self.logical_ops > MAX_LOGICAL_OPERATORS {
-            return Err(FilterError::new(format!(
-                "filter has more than {MAX_LOGICAL_OPERATORS} and/or operators"
-            )));
+            return Err(FilterError::new(format!("filter has more than {MAX_LOGICAL_OPERATORS} and/or operators")));
         }
         Ok(())
     }
@@ -328,9 +302,7 @@ impl Parser {
     fn parse_unary(&mut self) -> Result<Filter, FilterError> {
         self.depth += 1;
         if self.depth > MAX_NESTING {
-            return Err(FilterError::new(format!(
-                "filter is nested more than {MAX_NESTING} levels deep"
-            )));
+            return Err(FilterError::new(format!("filter is nested more than {MAX_NESTING} levels deep")));
         }
         let result = self.parse_unary_inner();
         self.depth -= 1;
@@ -354,13 +326,10 @@ impl Parser {
                 self.pos += 1;
                 self.parse_attr_expression(&w)
             }
-            Some(t) => Err(FilterError::new(format!(
-                "expected an attribute name, '(' or 'not', found {}",
-                t.describe()
-            ))),
-            None => Err(FilterError::new(
-                "expected an attribute name, '(' or 'not', found end of filter",
-            )),
+            Some(t) => {
+                Err(FilterError::new(format!("expected an attribute name, '(' or 'not', found {}", t.describe())))
+            }
+            None => Err(FilterError::new("expected an attribute name, '(' or 'not', found end of filter")),
         }
     }
 
@@ -371,17 +340,9 @@ impl Parser {
         }
         let (filter, sub) = self.parse_value_filter(&path)?;
         match sub {
-            None => Ok(Filter::ValuePath {
-                attr: path,
-                filter: Box::new(filter),
-                sub: None,
-            }),
+            None => Ok(Filter::ValuePath { attr: path, filter: Box::new(filter), sub: None }),
             Some(sub) => {
-                let sub_path = AttrPath {
-                    urn: None,
-                    attr: sub.clone(),
-                    sub: None,
-                };
+                let sub_path = AttrPath { urn: None, attr: sub.clone(), sub: None };
                 let comparison = self.parse_comparison(sub_path)?;
                 Ok(Filter::ValuePath {
                     attr: path,
@@ -393,10 +354,7 @@ impl Parser {
     }
 
     /// Parses `"[" valFilter "]" ["." sub]` after `path`.
-    fn parse_value_filter(
-        &mut self,
-        path: &AttrPath,
-    ) -> Result<(Filter, Option<String>), FilterError> {
+    fn parse_value_filter(&mut self, path: &AttrPath) -> Result<(Filter, Option<String>), FilterError> {
         if self.in_value_filter {
             return Err(FilterError::new("value filters ('[...]') cannot be nested"));
         }
@@ -408,9 +366,7 @@ impl Parser {
         self.expect(Tok::LBracket, "")?;
         self.depth += 1;
         if self.depth > MAX_NESTING {
-            return Err(FilterError::new(format!(
-                "filter is nested more than {MAX_NESTING} levels deep"
-            )));
+            return Err(FilterError::new(format!("filter is nested more than {MAX_NESTING} levels deep")));
         }
         self.in_value_filter = true;
         let inner = self.parse_or();
@@ -422,9 +378,7 @@ impl Parser {
             Some(Tok::Word(w)) if w.starts_with('.') => {
                 let name = w.get(1..).unwrap_or_default().to_string();
                 if !valid_name(&name) {
-                    return Err(FilterError::new(format!(
-                        "invalid sub-attribute '{w}' after '{path}[...]'"
-                    )));
+                    return Err(FilterError::new(format!("invalid sub-attribute '{w}' after '{path}[...]'")));
                 }
                 self.pos += 1;
                 Some(name)
@@ -438,16 +392,9 @@ impl Parser {
         let op_word = match self.next() {
             Some(Tok::Word(w)) => w,
             Some(t) => {
-                return Err(FilterError::new(format!(
-                    "expected an operator after '{path}', found {}",
-                    t.describe()
-                )))
+                return Err(FilterError::new(format!("expected an operator after '{path}', found {}", t.describe())))
             }
-            None => {
-                return Err(FilterError::new(format!(
-                    "expected an operator after '{path}', found end of filter"
-                )))
-            }
+            None => return Err(FilterError::new(format!("expected an operator after '{path}', found end of filter"))),
         };
         if eq_ci(&op_word, "pr") {
             if let Some(t) = self.peek() {
@@ -484,10 +431,7 @@ impl Parser {
     fn finish(&self) -> Result<(), FilterError> {
         match self.peek() {
             None => Ok(()),
-            Some(t) => Err(FilterError::new(format!(
-                "unexpected {} after the end of the expression",
-                t.describe()
-            ))),
+            Some(t) => Err(FilterError::new(format!("unexpected {} after the end of the expression", t.describe()))),
         }
     }
 }
@@ -508,12 +452,7 @@ pub fn parse_path(input: &str) -> Result<PatchPath, FilterError> {
     let mut parser = Parser::new(tokenize(input)?);
     let word = match parser.next() {
         Some(Tok::Word(w)) => w,
-        Some(t) => {
-            return Err(FilterError::new(format!(
-                "expected an attribute path, found {}",
-                t.describe()
-            )))
-        }
+        Some(t) => return Err(FilterError::new(format!("expected an attribute path, found {}", t.describe()))),
         None => return Err(FilterError::new("empty path")),
     };
     let mut path = parse_attr_path(&word)?;
@@ -528,10 +467,7 @@ pub fn parse_path(input: &str) -> Result<PatchPath, FilterError> {
 }
 
 /// Top-level definition for a path of `kind`, `Ok(None)` for custom-extension attributes.
-fn check_resource_path(
-    kind: ResourceKind,
-    path: &AttrPath,
-) -> Result<Option<&'static AttrDef>, FilterError> {
+fn check_resource_path(kind: ResourceKind, path: &AttrPath) -> Result<Option<&'static AttrDef>, FilterError> {
     if let Some(urn) = &path.urn {
         if !is_known_schema_urn(urn) {
             return Ok(None);
@@ -540,18 +476,11 @@ fn check_resource_path(
     schema::resolve_parts(kind, path.urn.as_deref(), &path.attr, path.sub.as_deref())
         .map(|r| Some(r.leaf()))
         .ok_or_else(|| {
-            FilterError::new(format!(
-                "unknown attribute '{path}' for resource type {}",
-                kind.resource_type()
-            ))
+            FilterError::new(format!("unknown attribute '{path}' for resource type {}", kind.resource_type()))
         })
 }
 
-fn check_operator(
-    def: Option<&'static AttrDef>,
-    path: &AttrPath,
-    op: CompareOp,
-) -> Result<(), FilterError> {
+fn check_operator(def: Option<&'static AttrDef>, path: &AttrPath, op: CompareOp) -> Result<(), FilterError> {
     let Some(def) = def else { return Ok(()) };
     if op.is_ordering() && matches!(def.kind, AttrType::Boolean | AttrType::Binary) {
         return Err(FilterError::new(format!(
@@ -560,9 +489,7 @@ fn check_operator(
         )));
     }
     if def.kind == AttrType::Complex && !def.multi_valued {
-        return Err(FilterError::new(format!(
-            "'{path}' is complex: compare one of its sub-attributes instead"
-        )));
+        return Err(FilterError::new(format!("'{path}' is complex: compare one of its sub-attributes instead")));
     }
     Ok(())
 }
@@ -576,12 +503,9 @@ pub fn validate_element(parent: &'static AttrDef, f: &Filter) -> Result<(), Filt
                 parent.name
             )));
         }
-        parent.sub_attribute(&path.attr).ok_or_else(|| {
-            FilterError::new(format!(
-                "unknown sub-attribute '{}' of '{}'",
-                path.attr, parent.name
-            ))
-        })
+        parent
+            .sub_attribute(&path.attr)
+            .ok_or_else(|| FilterError::new(format!("unknown sub-attribute '{}' of '{}'", path.attr, parent.name)))
     };
     match f {
         Filter::Compare { path, op, .. } => check_operator(Some(sub_def(path)?), path, *op),
@@ -613,16 +537,12 @@ pub fn validate(kind: ResourceKind, f: &Filter) -> Result<(), FilterError> {
                 return Ok(());
             };
             if def.kind != AttrType::Complex {
-                return Err(FilterError::new(format!(
-                    "'{attr}' has no sub-attributes to filter on"
-                )));
+                return Err(FilterError::new(format!("'{attr}' has no sub-attributes to filter on")));
             }
             validate_element(def, filter)?;
             if let Some(s) = sub {
                 if def.sub_attribute(s).is_none() {
-                    return Err(FilterError::new(format!(
-                        "unknown sub-attribute '{s}' of '{attr}'"
-                    )));
+                    return Err(FilterError::new(format!("unknown sub-attribute '{s}' of '{attr}'")));
                 }
             }
             Ok(())
@@ -631,11 +551,7 @@ pub fn validate(kind: ResourceKind, f: &Filter) -> Result<(), FilterError> {
 }
 
 /// The object holding `path`'s attribute: the resource itself, or an extension object.
-fn container_of<'a>(
-    kind: ResourceKind,
-    doc: &'a Value,
-    path: &AttrPath,
-) -> Option<&'a Map<String, Value>> {
+fn container_of<'a>(kind: ResourceKind, doc: &'a Value, path: &AttrPath) -> Option<&'a Map<String, Value>> {
     let root = doc.as_object()?;
     match &path.urn {
         Some(urn) if !eq_ci(urn, kind.core_schema_urn()) => get_ci(root, urn)?.as_object(),
@@ -818,9 +734,7 @@ fn compare_all(values: &[&Value], def: Option<&'static AttrDef>, op: CompareOp, 
 fn present_at(container: &Map<String, Value>, path: &AttrPath) -> bool {
     match &path.sub {
         None => get_ci(container, &path.attr).is_some_and(is_present),
-        Some(sub) => values_at(container, &path.attr, Some(sub))
-            .iter()
-            .any(|v| is_present(v)),
+        Some(sub) => values_at(container, &path.attr, Some(sub)).iter().any(|v| is_present(v)),
     }
 }
 
@@ -852,9 +766,7 @@ pub fn matches(kind: ResourceKind, f: &Filter, doc: &Value) -> bool {
                 return false;
             };
             let parent = definition_of(kind, attr);
-            elements_of(container, &attr.attr)
-                .into_iter()
-                .any(|element| matches_element(parent, filter, element))
+            elements_of(container, &attr.attr).into_iter().any(|element| matches_element(parent, filter, element))
         }
     }
 }
@@ -871,9 +783,7 @@ pub fn matches_element(parent: Option<&'static AttrDef>, f: &Filter, element: &V
             };
             compare_all(&values, def, *op, value)
         }
-        Filter::Present(path) => element
-            .as_object()
-            .is_some_and(|m| path.urn.is_none() && present_at(m, path)),
+        Filter::Present(path) => element.as_object().is_some_and(|m| path.urn.is_none() && present_at(m, path)),
         Filter::And(a, b) => matches_element(parent, a, element) && matches_element(parent, b, element),
         Filter::Or(a, b) => matches_element(parent, a, element) || matches_element(parent, b, element),
         Filter::Not(inner) => !matches_element(parent, inner, element),
@@ -886,11 +796,9 @@ pub fn matches_element(parent: Option<&'static AttrDef>, f: &Filter, element: &V
 /// element a filtered path refers to when none exists yet.
 pub fn eq_conjunction(f: &Filter) -> Option<Vec<(String, Value)>> {
     match f {
-        Filter::Compare {
-            path,
-            op: CompareOp::Eq,
-            value,
-        } if path.urn.is_none() && path.sub.is_none() && !value.is_null() => {
+        Filter::Compare { path, op: CompareOp::Eq, value }
+            if path.urn.is_none() && path.sub.is_none() && !value.is_null() =>
+        {
             Some(vec![(path.attr.clone(), value.clone())])
         }
         Filter::And(a, b) => {
@@ -904,12 +812,7 @@ pub fn eq_conjunction(f: &Filter) -> Option<Vec<(String, Value)>> {
 
 /// If the filter is exactly `<attr> eq "<string>"` for a top-level attribute, returns (canonical attr name, value) so storage can use an index (the gateway uses it for userName, externalId, displayName, id).
 pub fn simple_eq(f: &Filter) -> Option<(String, String)> {
-    let Filter::Compare {
-        path,
-        op: CompareOp::Eq,
-        value: Value::String(value),
-    } = f
-    else {
+    let Filter::Compare { path, op: CompareOp::Eq, value: Value::String(value) } = f else {
         return None;
     };
     if path.sub.is_some() {
@@ -957,11 +860,7 @@ pub fn parse_datetime(s: &str) -> Option<(i64, u32)> {
     }
     let hour = num(11, 2)?;
     let minute = num(14, 2)?;
-    let (second, mut i) = if b.get(16) == Some(&b':') {
-        (num(17, 2)?, 19)
-    } else {
-        (0, 16)
-    };
+    let (second, mut i) = if b.get(16) == Some(&b':') { (num(17, 2)?, 19) } else { (0, 16) };
     if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
@@ -1120,8 +1019,18 @@ mod tests {
             (G, group(), r#"members.value eq "U-2""#, true),
             (G, group(), r#"members eq "u-2""#, false),
             // URN-qualified paths
-            (U, user(), r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "701984""#, true),
-            (U, user(), r#"URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:EMPLOYEENUMBER eq "701984""#, true),
+            (
+                U,
+                user(),
+                r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "701984""#,
+                true,
+            ),
+            (
+                U,
+                user(),
+                r#"URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:EMPLOYEENUMBER eq "701984""#,
+                true,
+            ),
             (U, user(), r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "mgr-1""#, true),
             (U, user(), r#"urn:ietf:params:scim:schemas:core:2.0:User:userName sw "test_""#, true),
             (U, user(), r#"urn:example:custom:1.0:User:badge eq "b-7""#, true),
@@ -1234,8 +1143,8 @@ mod tests {
                 Box::new(Filter::And(Box::new(cmp("b", 2)), Box::new(Filter::Not(Box::new(c)))))
             )
         );
-        let f = parse("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq \"m\"")
-            .expect("parses");
+        let f =
+            parse("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq \"m\"").expect("parses");
         let Filter::Compare { path, .. } = f else { panic!("compare expected") };
         assert_eq!(path.urn.as_deref(), Some(ENTERPRISE));
         assert_eq!(path.attr, "manager");
@@ -1318,7 +1227,14 @@ mod tests {
         assert_eq!(parse_datetime("2000-03-01T00:00:00.5Z"), Some((951_868_800, 500_000_000)));
         assert_eq!(parse_datetime("2011-05-13"), Some((1_305_244_800, 0)));
         assert_eq!(parse_datetime("2011-05-13T04:42Z"), parse_datetime("2011-05-13T04:42:00Z"));
-        for bad in ["", "2011-13-01T00:00:00Z", "2011-05-13T4:42", "yesterday", "2011-05-13T04:42:34Zjunk", "2011-05-13T04:42:34."] {
+        for bad in [
+            "",
+            "2011-13-01T00:00:00Z",
+            "2011-05-13T4:42",
+            "yesterday",
+            "2011-05-13T04:42:34Zjunk",
+            "2011-05-13T04:42:34.",
+        ] {
             assert_eq!(parse_datetime(bad), None, "{bad}");
         }
     }

@@ -4,9 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::filter::{self, Filter, PatchPath};
-use super::schema::{
-    self, eq_ci, find_key_ci, get_ci, AttrDef, AttrType, Mutability, ResourceKind,
-};
+use super::schema::{self, eq_ci, find_key_ci, get_ci, AttrDef, AttrType, Mutability, ResourceKind};
 
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
@@ -45,10 +43,7 @@ pub struct PatchError {
 
 impl PatchError {
     fn new(scim_type: &'static str, detail: impl Into<String>) -> Self {
-        PatchError {
-            scim_type,
-            detail: detail.into(),
-        }
+        PatchError { scim_type, detail: detail.into() }
     }
     fn syntax(detail: impl Into<String>) -> Self {
         Self::new("invalidSyntax", detail)
@@ -66,10 +61,7 @@ impl PatchError {
         Self::new("mutability", detail)
     }
     fn at(self, index: usize) -> Self {
-        PatchError {
-            scim_type: self.scim_type,
-            detail: format!("Operations[{index}]: {}", self.detail),
-        }
+        PatchError { scim_type: self.scim_type, detail: format!("Operations[{index}]: {}", self.detail) }
     }
 }
 
@@ -83,19 +75,15 @@ pub fn parse_patch(body: &Value) -> Result<Vec<PatchOp>, PatchError> {
     let Value::Object(body) = body else {
         return Err(PatchError::syntax("the PATCH body must be a JSON object"));
     };
-    let operations = get_ci(body, "Operations")
-        .ok_or_else(|| PatchError::syntax("the PATCH body has no 'Operations' array"))?;
+    let operations =
+        get_ci(body, "Operations").ok_or_else(|| PatchError::syntax("the PATCH body has no 'Operations' array"))?;
     let Value::Array(operations) = operations else {
         return Err(PatchError::syntax("'Operations' must be an array"));
     };
     if operations.is_empty() {
         return Err(PatchError::syntax("'Operations' must not be empty"));
     }
-    operations
-        .iter()
-        .enumerate()
-        .map(|(index, raw)| parse_operation(raw).map_err(|e| e.at(index)))
-        .collect()
+    operations.iter().enumerate().map(|(index, raw)| parse_operation(raw).map_err(|e| e.at(index))).collect()
 }
 
 fn parse_operation(raw: &Value) -> Result<PatchOp, PatchError> {
@@ -107,11 +95,7 @@ fn parse_operation(raw: &Value) -> Result<PatchOp, PatchError> {
             "add" => OpKind::Add,
             "replace" => OpKind::Replace,
             "remove" => OpKind::Remove,
-            _ => {
-                return Err(PatchError::syntax(format!(
-                    "unknown op \"{s}\" (expected add, replace or remove)"
-                )))
-            }
+            _ => return Err(PatchError::syntax(format!("unknown op \"{s}\" (expected add, replace or remove)"))),
         },
         Some(_) => return Err(PatchError::syntax("'op' must be a string")),
         None => return Err(PatchError::syntax("the operation has no 'op'")),
@@ -122,11 +106,7 @@ fn parse_operation(raw: &Value) -> Result<PatchOp, PatchError> {
         Some(Value::String(s)) => Some(s.trim().to_string()),
         Some(_) => return Err(PatchError::path("'path' must be a string")),
     };
-    Ok(PatchOp {
-        op,
-        path,
-        value: get_ci(raw, "value").cloned(),
-    })
+    Ok(PatchOp { op, path, value: get_ci(raw, "value").cloned() })
 }
 
 /// Applies the ops in order to `doc` (the full stored SCIM resource) atomically: on error `doc` is left unchanged.
@@ -139,9 +119,8 @@ pub fn apply(kind: ResourceKind, doc: &mut Value, ops: &[PatchOp]) -> Result<(),
     let Value::Object(root) = &work else {
         return Err(PatchError::value("the stored resource is not a JSON object"));
     };
-    let required_before: Vec<&'static str> = required_attributes(kind)
-        .filter(|name| get_ci(root, name).is_some())
-        .collect();
+    let required_before: Vec<&'static str> =
+        required_attributes(kind).filter(|name| get_ci(root, name).is_some()).collect();
     for (index, op) in ops.iter().enumerate() {
         apply_operation(kind, &mut work, op).map_err(|e| e.at(index))?;
     }
@@ -153,35 +132,19 @@ pub fn apply(kind: ResourceKind, doc: &mut Value, ops: &[PatchOp]) -> Result<(),
 }
 
 fn required_attributes(kind: ResourceKind) -> impl Iterator<Item = &'static str> {
-    kind.schemas()
-        .first()
-        .map(|s| s.attributes)
-        .unwrap_or_default()
-        .iter()
-        .filter(|d| d.required)
-        .map(|d| d.name)
+    kind.schemas().first().map(|s| s.attributes).unwrap_or_default().iter().filter(|d| d.required).map(|d| d.name)
 }
 
-fn check_required(
-    kind: ResourceKind,
-    doc: &Value,
-    required_before: &[&str],
-) -> Result<(), PatchError> {
+fn check_required(kind: ResourceKind, doc: &Value, required_before: &[&str]) -> Result<(), PatchError> {
     let Value::Object(root) = doc else {
         return Ok(());
     };
     for name in required_attributes(kind) {
         match get_ci(root, name) {
             Some(Value::String(s)) if !s.trim().is_empty() => {}
-            Some(_) => {
-                return Err(PatchError::value(format!(
-                    "'{name}' must be a non-empty string"
-                )))
-            }
+            Some(_) => return Err(PatchError::value(format!("'{name}' must be a non-empty string"))),
             None if required_before.contains(&name) => {
-                return Err(PatchError::value(format!(
-                    "'{name}' is required and cannot be removed"
-                )))
+                return Err(PatchError::value(format!("'{name}' is required and cannot be removed")))
             }
             None => {}
         }
@@ -197,17 +160,15 @@ fn declare_extensions(kind: ResourceKind, doc: &mut Value) {
         .filter(|(k, v)| {
             v.is_object()
                 && !eq_ci(k, kind.core_schema_urn())
-                && (schema::extension_for_urn(kind, k).is_some()
-                    || k.get(..4).is_some_and(|p| eq_ci(p, "urn:")))
+                && (schema::extension_for_urn(kind, k).is_some() || k.get(..4).is_some_and(|p| eq_ci(p, "urn:")))
         })
         .map(|(k, _)| k.clone())
         .collect();
     if extensions.is_empty() {
         return;
     }
-    let schemas = root
-        .entry("schemas")
-        .or_insert_with(|| Value::Array(vec![Value::String(kind.core_schema_urn().into())]));
+    let schemas =
+        root.entry("schemas").or_insert_with(|| Value::Array(vec![Value::String(kind.core_schema_urn().into())]));
     if !schemas.is_array() {
         *schemas = Value::Array(vec![Value::String(kind.core_schema_urn().into())]);
     }
@@ -225,7 +186,7 @@ fn declare_extensions(kind: ResourceKind, doc: &mut Value) {
 enum Target {
     /// The whole extension object (`path` is just the extension URN).
     Extension(String),
-    Attr(AttrTarget),
+    Attr(Box<AttrTarget>),
 }
 
 #[derive(Debug)]
@@ -242,10 +203,7 @@ struct AttrTarget {
 
 impl AttrTarget {
     fn is_server_managed(&self) -> bool {
-        self.container.is_none()
-            && ["id", "meta", "schemas"]
-                .iter()
-                .any(|n| eq_ci(n, &self.name))
+        self.container.is_none() && ["id", "meta", "schemas"].iter().any(|n| eq_ci(n, &self.name))
     }
 
     fn is_read_only(&self) -> bool {
@@ -262,9 +220,7 @@ impl AttrTarget {
         match self.def {
             _ if eq_ci(&self.name, "members") => Identity::Value,
             Some(d) if d.kind == AttrType::Complex => {
-                if d.sub_attribute("type")
-                    .is_some_and(|t| !t.canonical_values.is_empty())
-                {
+                if d.sub_attribute("type").is_some_and(|t| !t.canonical_values.is_empty()) {
                     Identity::Type
                 } else {
                     Identity::Value
@@ -290,12 +246,10 @@ fn resolve_target(kind: ResourceKind, path: &str) -> Result<Target, PatchError> 
         return Ok(Target::Extension(ext.urn.to_string()));
     }
     if eq_ci(path, kind.core_schema_urn()) {
-        return Err(PatchError::path(format!(
-            "path '{path}' names a schema, not an attribute"
-        )));
+        return Err(PatchError::path(format!("path '{path}' names a schema, not an attribute")));
     }
-    let PatchPath { path: parsed, filter } = filter::parse_path(path)
-        .map_err(|e| PatchError::path(format!("invalid path '{path}': {}", e.detail)))?;
+    let PatchPath { path: parsed, filter } =
+        filter::parse_path(path).map_err(|e| PatchError::path(format!("invalid path '{path}': {}", e.detail)))?;
     let (container, known_urn) = match parsed.urn.as_deref() {
         None => (None, None),
         Some(u) if eq_ci(u, kind.core_schema_urn()) => (None, None),
@@ -317,10 +271,7 @@ fn resolve_target(kind: ResourceKind, path: &str) -> Result<Target, PatchError> 
     };
     if let Some(d) = def {
         if d.kind != AttrType::Complex && (parsed.sub.is_some() || filter.is_some()) {
-            return Err(PatchError::path(format!(
-                "'{}' has no sub-attributes (path '{path}')",
-                d.name
-            )));
+            return Err(PatchError::path(format!("'{}' has no sub-attributes (path '{path}')", d.name)));
         }
         if let Some(f) = &filter {
             if !d.multi_valued {
@@ -334,14 +285,14 @@ fn resolve_target(kind: ResourceKind, path: &str) -> Result<Target, PatchError> 
         }
     }
     let sub_def = def.zip(parsed.sub.as_deref()).and_then(|(d, s)| d.sub_attribute(s));
-    Ok(Target::Attr(AttrTarget {
+    Ok(Target::Attr(Box::new(AttrTarget {
         container,
         name: def.map_or(parsed.attr, |d| d.name.to_string()),
         def,
         filter,
         sub: parsed.sub,
         sub_def,
-    }))
+    })))
 }
 
 fn apply_operation(kind: ResourceKind, work: &mut Value, op: &PatchOp) -> Result<(), PatchError> {
@@ -354,9 +305,10 @@ fn apply_operation(kind: ResourceKind, work: &mut Value, op: &PatchOp) -> Result
             remove(work, &target, op.value.as_ref())
         }
         OpKind::Add | OpKind::Replace => {
-            let value = op.value.as_ref().ok_or_else(|| {
-                PatchError::syntax(format!("'{}' requires a 'value'", op.op.as_str()))
-            })?;
+            let value = op
+                .value
+                .as_ref()
+                .ok_or_else(|| PatchError::syntax(format!("'{}' requires a 'value'", op.op.as_str())))?;
             match path {
                 None => apply_without_path(kind, work, op.op, value),
                 Some(path) => {
@@ -371,9 +323,9 @@ fn apply_operation(kind: ResourceKind, work: &mut Value, op: &PatchOp) -> Result
 
 fn check_writable(target: &Target, path: &str) -> Result<(), PatchError> {
     match target {
-        Target::Attr(t) if t.is_read_only() => Err(PatchError::mutability(format!(
-            "'{path}' is read-only and cannot be modified"
-        ))),
+        Target::Attr(t) if t.is_read_only() => {
+            Err(PatchError::mutability(format!("'{path}' is read-only and cannot be modified")))
+        }
         _ => Ok(()),
     }
 }
@@ -392,9 +344,7 @@ fn set_or_remove(
     match target {
         Target::Extension(urn) => {
             let Value::Object(members) = value else {
-                return Err(PatchError::value(format!(
-                    "the value for extension '{urn}' must be an object"
-                )));
+                return Err(PatchError::value(format!("the value for extension '{urn}' must be an object")));
             };
             for (name, member) in members {
                 apply_key(kind, work, op, &format!("{urn}:{}", name.trim()), member)?;
@@ -407,13 +357,7 @@ fn set_or_remove(
 
 /// One key of a no-path value object (or of an extension object), applied as if it were a path.
 /// Server-managed and read-only keys are skipped: clients echo them back from GET responses.
-fn apply_key(
-    kind: ResourceKind,
-    work: &mut Value,
-    op: OpKind,
-    path: &str,
-    value: &Value,
-) -> Result<(), PatchError> {
+fn apply_key(kind: ResourceKind, work: &mut Value, op: OpKind, path: &str, value: &Value) -> Result<(), PatchError> {
     let target = resolve_target(kind, path)?;
     if matches!(&target, Target::Attr(t) if t.is_read_only()) {
         return Ok(());
@@ -421,22 +365,22 @@ fn apply_key(
     set_or_remove(kind, work, op, &target, value)
 }
 
+/// Whether `urn` names a custom extension this resource already uses, so that an object value
+/// under that key is merged member by member rather than stored as one attribute.
 fn declares_schema(work: &Value, urn: &str) -> bool {
     let Value::Object(root) = work else {
         return false;
     };
+    if !urn.contains(':') {
+        return false;
+    }
     let listed = get_ci(root, "schemas")
         .and_then(Value::as_array)
         .is_some_and(|l| l.iter().any(|s| s.as_str().is_some_and(|s| eq_ci(s, urn))));
     listed || get_ci(root, urn).is_some_and(Value::is_object)
 }
 
-fn apply_without_path(
-    kind: ResourceKind,
-    work: &mut Value,
-    op: OpKind,
-    value: &Value,
-) -> Result<(), PatchError> {
+fn apply_without_path(kind: ResourceKind, work: &mut Value, op: OpKind, value: &Value) -> Result<(), PatchError> {
     let Value::Object(members) = value else {
         return Err(PatchError::value(format!(
             "'{}' without a 'path' needs an object of attributes as its value",
@@ -465,11 +409,7 @@ fn apply_without_path(
     Ok(())
 }
 
-fn coerce(
-    def: Option<&'static AttrDef>,
-    value: Value,
-    context: &str,
-) -> Result<Option<Value>, PatchError> {
+fn coerce(def: Option<&'static AttrDef>, value: Value, context: &str) -> Result<Option<Value>, PatchError> {
     match def {
         Some(d) => schema::coerce_value(d, value, context).map_err(|e| PatchError::value(e.detail)),
         None => Ok(strip_nulls(value)),
@@ -477,11 +417,7 @@ fn coerce(
 }
 
 /// Coerces one element of a multi-valued attribute (the definition describes the whole array).
-fn coerce_element(
-    def: Option<&'static AttrDef>,
-    value: Value,
-    context: &str,
-) -> Result<Option<Value>, PatchError> {
+fn coerce_element(def: Option<&'static AttrDef>, value: Value, context: &str) -> Result<Option<Value>, PatchError> {
     match coerce(def, value, context)? {
         Some(Value::Array(mut items)) if def.is_some_and(|d| d.multi_valued) => Ok(items.pop()),
         other => Ok(other),
@@ -492,14 +428,10 @@ fn coerce_element(
 fn strip_nulls(value: Value) -> Option<Value> {
     match value {
         Value::Null => None,
-        Value::Object(m) => Some(Value::Object(
-            m.into_iter()
-                .filter_map(|(k, v)| strip_nulls(v).map(|v| (k, v)))
-                .collect(),
-        )),
-        Value::Array(items) => Some(Value::Array(
-            items.into_iter().filter_map(strip_nulls).collect(),
-        )),
+        Value::Object(m) => {
+            Some(Value::Object(m.into_iter().filter_map(|(k, v)| strip_nulls(v).map(|v| (k, v))).collect()))
+        }
+        Value::Array(items) => Some(Value::Array(items.into_iter().filter_map(strip_nulls).collect())),
         other => Some(other),
     }
 }
@@ -509,9 +441,7 @@ fn container_mut<'a>(
     container: Option<&str>,
     create: bool,
 ) -> Result<Option<&'a mut Map<String, Value>>, PatchError> {
-    let root = work
-        .as_object_mut()
-        .ok_or_else(|| PatchError::value("the resource is not a JSON object"))?;
+    let root = work.as_object_mut().ok_or_else(|| PatchError::value("the resource is not a JSON object"))?;
     let Some(urn) = container else {
         return Ok(Some(root));
     };
@@ -602,11 +532,8 @@ fn same_element(existing: &Value, incoming: &Value, identity: Identity) -> bool 
 
 /// RFC 7643 §2.4: at most one element may be `primary`.
 fn keep_single_primary(elements: &mut [Value], primary_index: usize) {
-    let is_primary = |e: &Value| {
-        e.as_object()
-            .and_then(|m| get_ci(m, "primary"))
-            .is_some_and(|p| p == &Value::Bool(true))
-    };
+    let is_primary =
+        |e: &Value| e.as_object().and_then(|m| get_ci(m, "primary")).is_some_and(|p| p == &Value::Bool(true));
     if !elements.get(primary_index).is_some_and(is_primary) {
         return;
     }
@@ -639,12 +566,7 @@ fn add_element(elements: &mut Vec<Value>, incoming: Value, identity: Identity) {
     keep_single_primary(elements, index);
 }
 
-fn set_attribute(
-    work: &mut Value,
-    op: OpKind,
-    t: &AttrTarget,
-    value: Value,
-) -> Result<(), PatchError> {
+fn set_attribute(work: &mut Value, op: OpKind, t: &AttrTarget, value: Value) -> Result<(), PatchError> {
     let container = container_mut(work, t.container.as_deref(), true)?
         .ok_or_else(|| PatchError::value("the resource is not a JSON object"))?;
     let key = find_key_ci(container, &t.name).unwrap_or_else(|| t.name.clone());
@@ -662,10 +584,9 @@ fn set_whole(
     t: &AttrTarget,
     value: Value,
 ) -> Result<(), PatchError> {
-    let multi_valued = t.def.map_or_else(
-        || value.is_array() || matches!(container.get(&key), Some(Value::Array(_))),
-        |d| d.multi_valued,
-    );
+    let multi_valued = t
+        .def
+        .map_or_else(|| value.is_array() || matches!(container.get(&key), Some(Value::Array(_))), |d| d.multi_valued);
     if multi_valued {
         let items = match coerce(t.def, value, &t.name)? {
             Some(Value::Array(items)) => items,
@@ -710,10 +631,7 @@ fn set_sub_attribute(
 ) -> Result<(), PatchError> {
     let sub = t.sub_name(sub);
     let coerced = coerce(t.sub_def, value, &format!("{}.{sub}", t.name))?;
-    let multi_valued = t.def.map_or_else(
-        || matches!(container.get(&key), Some(Value::Array(_))),
-        |d| d.multi_valued,
-    );
+    let multi_valued = t.def.map_or_else(|| matches!(container.get(&key), Some(Value::Array(_))), |d| d.multi_valued);
     if multi_valued {
         let mut elements = take_elements(container, &key);
         if elements.is_empty() {
@@ -730,9 +648,7 @@ fn set_sub_attribute(
         put_elements(container, key, elements);
         return Ok(());
     }
-    let slot = container
-        .entry(key)
-        .or_insert_with(|| Value::Object(Map::new()));
+    let slot = container.entry(key).or_insert_with(|| Value::Object(Map::new()));
     if !slot.is_object() {
         *slot = Value::Object(Map::new());
     }
@@ -772,12 +688,8 @@ fn set_filtered(
     value: Value,
 ) -> Result<(), PatchError> {
     let mut elements = take_elements(container, &key);
-    let matching: Vec<usize> = elements
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| filter::matches_element(t.def, f, e))
-        .map(|(i, _)| i)
-        .collect();
+    let matching: Vec<usize> =
+        elements.iter().enumerate().filter(|(_, e)| filter::matches_element(t.def, f, e)).map(|(i, _)| i).collect();
     match sub {
         Some(sub) => {
             let sub = t.sub_name(sub);
@@ -814,9 +726,7 @@ fn set_filtered(
             } else {
                 for i in matching {
                     match (op, elements.get_mut(i)) {
-                        (OpKind::Add, Some(Value::Object(element))) => {
-                            merge_object(element, incoming.clone())
-                        }
+                        (OpKind::Add, Some(Value::Object(element))) => merge_object(element, incoming.clone()),
                         (_, Some(element)) => *element = Value::Object(incoming.clone()),
                         (_, None) => {}
                     }
@@ -835,9 +745,9 @@ fn removal_matches(existing: &Value, wanted: &Value) -> bool {
     match wanted {
         Value::Object(w) => match get_ci(w, "value") {
             Some(v) => value_of(existing) == Some(v),
-            None => existing.as_object().is_some_and(|e| {
-                !w.is_empty() && w.iter().all(|(k, v)| get_ci(e, k) == Some(v))
-            }),
+            None => {
+                existing.as_object().is_some_and(|e| !w.is_empty() && w.iter().all(|(k, v)| get_ci(e, k) == Some(v)))
+            }
         },
         other => existing == other || value_of(existing) == Some(other),
     }
@@ -974,210 +884,528 @@ mod tests {
         use ResourceKind::{Group as G, User as U};
         let cases: Vec<(&str, ResourceKind, Value, Value, Expect)> = vec![
             // quirk 1 + 2: op in any case, booleans as strings
-            ("disable with \"False\"", U, user(),
-             json!([{"op": "Replace", "path": "active", "value": "False"}]),
-             Yields(vec![("/active", json!(false))])),
-            ("disable with boolean, lowercase op", U, user(),
-             json!([{"op": "replace", "path": "active", "value": false}]),
-             Yields(vec![("/active", json!(false))])),
-            ("REPLACE in capitals with \"false\"", U, user(),
-             json!([{"op": "REPLACE", "path": "ACTIVE", "value": "false"}]),
-             Yields(vec![("/active", json!(false)), ("/ACTIVE", ABSENT)])),
-            ("re-enable with \"True\"", U, json!({"userName": "u", "active": false}),
-             json!([{"op": "Replace", "path": "active", "value": "True"}]),
-             Yields(vec![("/active", json!(true))])),
+            (
+                "disable with \"False\"",
+                U,
+                user(),
+                json!([{"op": "Replace", "path": "active", "value": "False"}]),
+                Yields(vec![("/active", json!(false))]),
+            ),
+            (
+                "disable with boolean, lowercase op",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "active", "value": false}]),
+                Yields(vec![("/active", json!(false))]),
+            ),
+            (
+                "REPLACE in capitals with \"false\"",
+                U,
+                user(),
+                json!([{"op": "REPLACE", "path": "ACTIVE", "value": "false"}]),
+                Yields(vec![("/active", json!(false)), ("/ACTIVE", ABSENT)]),
+            ),
+            (
+                "re-enable with \"True\"",
+                U,
+                json!({"userName": "u", "active": false}),
+                json!([{"op": "Replace", "path": "active", "value": "True"}]),
+                Yields(vec![("/active", json!(true))]),
+            ),
             // single values
-            ("Add nickName (default mode)", U, user(),
-             json!([{"op": "Add", "path": "nickName", "value": "Babs"}]),
-             Yields(vec![("/nickName", json!("Babs"))])),
-            ("add nickName (flag mode)", U, user(),
-             json!([{"op": "add", "path": "nickname", "value": "Babs"}]),
-             Yields(vec![("/nickName", json!("Babs")), ("/nickname", ABSENT)])),
-            ("Replace userName", U, user(),
-             json!([{"op": "Replace", "path": "userName", "value": "renamed@contoso.com"}]),
-             Yields(vec![("/userName", json!("renamed@contoso.com"))])),
-            ("path spelled USERNAME stores userName", U, user(),
-             json!([{"op": "replace", "path": "USERNAME", "value": "x"}]),
-             Yields(vec![("/userName", json!("x")), ("/USERNAME", ABSENT)])),
-            ("core-URN-qualified userName", U, user(),
-             json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User:userName", "value": "q"}]),
-             Yields(vec![("/userName", json!("q"))])),
-            ("name.familyName keeps givenName", U, user(),
-             json!([{"op": "Replace", "path": "name.familyName", "value": "Old"}]),
-             Yields(vec![("/name/familyName", json!("Old")), ("/name/givenName", json!("Joy"))])),
-            ("name.givenName creates name", U, json!({"userName": "u"}),
-             json!([{"op": "Add", "path": "name.givenName", "value": "G"}]),
-             Yields(vec![("/name", json!({"givenName": "G"}))])),
-            ("null value removes the attribute", U, user(),
-             json!([{"op": "Replace", "path": "title", "value": null}]),
-             Yields(vec![("/title", ABSENT)])),
-            ("unknown attribute is stored as sent", U, user(),
-             json!([{"op": "Add", "path": "customAttr", "value": {"a": 1, "b": null}}]),
-             Yields(vec![("/customAttr", json!({"a": 1}))])),
+            (
+                "Add nickName (default mode)",
+                U,
+                user(),
+                json!([{"op": "Add", "path": "nickName", "value": "Babs"}]),
+                Yields(vec![("/nickName", json!("Babs"))]),
+            ),
+            (
+                "add nickName (flag mode)",
+                U,
+                user(),
+                json!([{"op": "add", "path": "nickname", "value": "Babs"}]),
+                Yields(vec![("/nickName", json!("Babs")), ("/nickname", ABSENT)]),
+            ),
+            (
+                "Replace userName",
+                U,
+                user(),
+                json!([{"op": "Replace", "path": "userName", "value": "renamed@contoso.com"}]),
+                Yields(vec![("/userName", json!("renamed@contoso.com"))]),
+            ),
+            (
+                "path spelled USERNAME stores userName",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "USERNAME", "value": "x"}]),
+                Yields(vec![("/userName", json!("x")), ("/USERNAME", ABSENT)]),
+            ),
+            (
+                "core-URN-qualified userName",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User:userName", "value": "q"}]),
+                Yields(vec![("/userName", json!("q"))]),
+            ),
+            (
+                "name.familyName keeps givenName",
+                U,
+                user(),
+                json!([{"op": "Replace", "path": "name.familyName", "value": "Old"}]),
+                Yields(vec![("/name/familyName", json!("Old")), ("/name/givenName", json!("Joy"))]),
+            ),
+            (
+                "name.givenName creates name",
+                U,
+                json!({"userName": "u"}),
+                json!([{"op": "Add", "path": "name.givenName", "value": "G"}]),
+                Yields(vec![("/name", json!({"givenName": "G"}))]),
+            ),
+            (
+                "null value removes the attribute",
+                U,
+                user(),
+                json!([{"op": "Replace", "path": "title", "value": null}]),
+                Yields(vec![("/title", ABSENT)]),
+            ),
+            (
+                "unknown attribute is stored as sent",
+                U,
+                user(),
+                json!([{"op": "Add", "path": "customAttr", "value": {"a": 1, "b": null}}]),
+                Yields(vec![("/customAttr", json!({"a": 1}))]),
+            ),
             // filtered paths (quirk 4)
-            ("replace work email in place", U, user(),
-             json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "new@contoso.com"},
+            (
+                "replace work email in place",
+                U,
+                user(),
+                json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "new@contoso.com"},
                     {"op": "Replace", "path": "name.familyName", "value": "F"}]),
-             Yields(vec![("/emails", json!([{"primary": true, "type": "work", "value": "new@contoso.com"}])),
-                         ("/name/familyName", json!("F"))])),
-            ("add creates missing home email", U, user(),
-             json!([{"op": "Add", "path": "emails[type eq \"home\"].value", "value": "h@x"}]),
-             Yields(vec![("/emails/1", json!({"type": "home", "value": "h@x"})), ("/emails/2", ABSENT)])),
-            ("replace creates missing mobile phone", U, user(),
-             json!([{"op": "Replace", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555"}]),
-             Yields(vec![("/phoneNumbers", json!([{"type": "mobile", "value": "+1 555"}]))])),
-            ("replace creates missing work address", U, user(),
-             json!([{"op": "Replace", "path": "addresses[type eq \"work\"].postalCode", "value": "98052"}]),
-             Yields(vec![("/addresses", json!([{"type": "work", "postalCode": "98052"}]))])),
-            ("conjunction creates element with both values", U, json!({"userName": "u"}),
-             json!([{"op": "add", "path": "emails[type eq \"work\" and primary eq true].value", "value": "w@x"}]),
-             Yields(vec![("/emails", json!([{"type": "work", "primary": true, "value": "w@x"}]))])),
-            ("non-eq filter without match is noTarget", U, user(),
-             json!([{"op": "replace", "path": "emails[value co \"nomatch\"].value", "value": "x"}]),
-             Fails("noTarget")),
-            ("replace filtered element with object", U, user(),
-             json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"type": "work", "value": "r@x"}}]),
-             Yields(vec![("/emails", json!([{"type": "work", "value": "r@x"}]))])),
-            ("filter attribute names are case-insensitive", U, user(),
-             json!([{"op": "replace", "path": "EMAILS[TYPE EQ \"WORK\"].VALUE", "value": "c@x"}]),
-             Yields(vec![("/emails/0/value", json!("c@x")), ("/emails/1", ABSENT)])),
+                Yields(vec![
+                    ("/emails", json!([{"primary": true, "type": "work", "value": "new@contoso.com"}])),
+                    ("/name/familyName", json!("F")),
+                ]),
+            ),
+            (
+                "add creates missing home email",
+                U,
+                user(),
+                json!([{"op": "Add", "path": "emails[type eq \"home\"].value", "value": "h@x"}]),
+                Yields(vec![("/emails/1", json!({"type": "home", "value": "h@x"})), ("/emails/2", ABSENT)]),
+            ),
+            (
+                "replace creates missing mobile phone",
+                U,
+                user(),
+                json!([{"op": "Replace", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555"}]),
+                Yields(vec![("/phoneNumbers", json!([{"type": "mobile", "value": "+1 555"}]))]),
+            ),
+            (
+                "replace creates missing work address",
+                U,
+                user(),
+                json!([{"op": "Replace", "path": "addresses[type eq \"work\"].postalCode", "value": "98052"}]),
+                Yields(vec![("/addresses", json!([{"type": "work", "postalCode": "98052"}]))]),
+            ),
+            (
+                "conjunction creates element with both values",
+                U,
+                json!({"userName": "u"}),
+                json!([{"op": "add", "path": "emails[type eq \"work\" and primary eq true].value", "value": "w@x"}]),
+                Yields(vec![("/emails", json!([{"type": "work", "primary": true, "value": "w@x"}]))]),
+            ),
+            (
+                "non-eq filter without match is noTarget",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "emails[value co \"nomatch\"].value", "value": "x"}]),
+                Fails("noTarget"),
+            ),
+            (
+                "replace filtered element with object",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"type": "work", "value": "r@x"}}]),
+                Yields(vec![("/emails", json!([{"type": "work", "value": "r@x"}]))]),
+            ),
+            (
+                "filter attribute names are case-insensitive",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "EMAILS[TYPE EQ \"WORK\"].VALUE", "value": "c@x"}]),
+                Yields(vec![("/emails/0/value", json!("c@x")), ("/emails/1", ABSENT)]),
+            ),
             // enterprise extension and manager
-            ("employeeNumber via URN path declares the extension", U, user(),
-             json!([{"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "value": "42"}]),
-             Yields(vec![(concat!("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "/employeeNumber"), json!("42")),
-                         ("/schemas/1", json!(ENT))])),
-            ("manager as a bare id", U, user(),
-             json!([{"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "mgr-1"}]),
-             Yields(vec![("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/manager", json!({"value": "mgr-1"}))])),
-            ("manager as an object, URN in other case", U, user(),
-             json!([{"op": "replace", "path": "URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:MANAGER", "value": {"value": "mgr-2"}}]),
-             Yields(vec![("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/manager", json!({"value": "mgr-2"}))])),
-            ("remove manager", U, json!({"userName": "u", "schemas": [USER_SCHEMA, ENT], ENT: {"manager": {"value": "m"}, "department": "d"}}),
-             json!([{"op": "Remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"}]),
-             Yields(vec![("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", json!({"department": "d"}))])),
-            ("custom extension URN path", U, user(),
-             json!([{"op": "add", "path": "urn:contoso:scim:1.0:User:badge", "value": "B7"}]),
-             Yields(vec![("/urn:contoso:scim:1.0:User/badge", json!("B7")), ("/schemas/1", json!("urn:contoso:scim:1.0:User"))])),
+            (
+                "employeeNumber via URN path declares the extension",
+                U,
+                user(),
+                json!([{"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "value": "42"}]),
+                Yields(vec![
+                    (
+                        concat!("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "/employeeNumber"),
+                        json!("42"),
+                    ),
+                    ("/schemas/1", json!(ENT)),
+                ]),
+            ),
+            (
+                "manager as a bare id",
+                U,
+                user(),
+                json!([{"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "mgr-1"}]),
+                Yields(vec![(
+                    "/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/manager",
+                    json!({"value": "mgr-1"}),
+                )]),
+            ),
+            (
+                "manager as an object, URN in other case",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER:MANAGER", "value": {"value": "mgr-2"}}]),
+                Yields(vec![(
+                    "/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/manager",
+                    json!({"value": "mgr-2"}),
+                )]),
+            ),
+            (
+                "remove manager",
+                U,
+                json!({"userName": "u", "schemas": [USER_SCHEMA, ENT], ENT: {"manager": {"value": "m"}, "department": "d"}}),
+                json!([{"op": "Remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"}]),
+                Yields(vec![(
+                    "/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+                    json!({"department": "d"}),
+                )]),
+            ),
+            (
+                "custom extension URN path",
+                U,
+                user(),
+                json!([{"op": "add", "path": "urn:contoso:scim:1.0:User:badge", "value": "B7"}]),
+                Yields(vec![
+                    ("/urn:contoso:scim:1.0:User/badge", json!("B7")),
+                    ("/schemas/1", json!("urn:contoso:scim:1.0:User")),
+                ]),
+            ),
             // quirk 3: no path
-            ("no-path value with dotted and URN keys (flag mode)", U, user(),
-             json!([{"op": "replace", "value": {
+            (
+                "no-path value with dotted and URN keys (flag mode)",
+                U,
+                user(),
+                json!([{"op": "replace", "value": {
                  "displayName": "New Name", "name.givenName": "Ada", "name.familyName": "Lovelace",
                  "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "7"}}]),
-             Yields(vec![("/displayName", json!("New Name")), ("/name/givenName", json!("Ada")),
-                         ("/name/familyName", json!("Lovelace")), ("/name.givenName", ABSENT),
-                         ("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/employeeNumber", json!("7"))])),
-            ("no-path extension object merges members", U,
-             json!({"userName": "u", ENT: {"department": "d"}}),
-             json!([{"op": "add", "value": {ENT: {"costCenter": "c", "manager": {"value": "m"}}}}]),
-             Yields(vec![("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-                          json!({"department": "d", "costCenter": "c", "manager": {"value": "m"}}))])),
-            ("no-path ignores id, meta and schemas", U, user(),
-             json!([{"op": "replace", "value": {"id": "hijack", "meta": {"created": "x"}, "schemas": [], "nickName": "N"}}]),
-             Yields(vec![("/id", json!("u1")), ("/meta/created", json!("2024-01-01T00:00:00Z")),
-                         ("/schemas/0", json!(USER_SCHEMA)), ("/nickName", json!("N"))])),
-            ("no-path active \"False\"", U, user(),
-             json!([{"op": "Add", "value": {"active": "False"}}]),
-             Yields(vec![("/active", json!(false))])),
-            ("no-path add merges a complex value", U, user(),
-             json!([{"op": "add", "value": {"name": {"middleName": "M"}}}]),
-             Yields(vec![("/name/middleName", json!("M")), ("/name/givenName", json!("Joy"))])),
-            ("no-path replace replaces a complex value", U, user(),
-             json!([{"op": "replace", "value": {"NAME": {"givenName": "Z"}}}]),
-             Yields(vec![("/name", json!({"givenName": "Z"}))])),
-            ("no-path value must be an object", U, user(),
-             json!([{"op": "replace", "value": "x"}]),
-             Fails("invalidValue")),
+                Yields(vec![
+                    ("/displayName", json!("New Name")),
+                    ("/name/givenName", json!("Ada")),
+                    ("/name/familyName", json!("Lovelace")),
+                    ("/name.givenName", ABSENT),
+                    ("/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User/employeeNumber", json!("7")),
+                ]),
+            ),
+            (
+                "no-path extension object merges members",
+                U,
+                json!({"userName": "u", ENT: {"department": "d"}}),
+                json!([{"op": "add", "value": {ENT: {"costCenter": "c", "manager": {"value": "m"}}}}]),
+                Yields(vec![(
+                    "/urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+                    json!({"department": "d", "costCenter": "c", "manager": {"value": "m"}}),
+                )]),
+            ),
+            (
+                "no-path ignores id, meta and schemas",
+                U,
+                user(),
+                json!([{"op": "replace", "value": {"id": "hijack", "meta": {"created": "x"}, "schemas": [], "nickName": "N"}}]),
+                Yields(vec![
+                    ("/id", json!("u1")),
+                    ("/meta/created", json!("2024-01-01T00:00:00Z")),
+                    ("/schemas/0", json!(USER_SCHEMA)),
+                    ("/nickName", json!("N")),
+                ]),
+            ),
+            (
+                "no-path active \"False\"",
+                U,
+                user(),
+                json!([{"op": "Add", "value": {"active": "False"}}]),
+                Yields(vec![("/active", json!(false))]),
+            ),
+            (
+                "no-path add merges a complex value",
+                U,
+                user(),
+                json!([{"op": "add", "value": {"name": {"middleName": "M"}}}]),
+                Yields(vec![("/name/middleName", json!("M")), ("/name/givenName", json!("Joy"))]),
+            ),
+            (
+                "no-path replace replaces a complex value",
+                U,
+                user(),
+                json!([{"op": "replace", "value": {"NAME": {"givenName": "Z"}}}]),
+                Yields(vec![("/name", json!({"givenName": "Z"}))]),
+            ),
+            (
+                "no-path value must be an object",
+                U,
+                user(),
+                json!([{"op": "replace", "value": "x"}]),
+                Fails("invalidValue"),
+            ),
             // multi-valued add/replace
-            ("add a home email to the list", U, user(),
-             json!([{"op": "add", "path": "emails", "value": [{"type": "home", "value": "h@x"}]}]),
-             Yields(vec![("/emails/1/type", json!("home")), ("/emails/0/type", json!("work"))])),
-            ("re-adding the work email does not duplicate it", U, user(),
-             json!([{"op": "add", "path": "emails", "value": [{"type": "work", "value": "joy@contoso.com", "primary": true}]}]),
-             Yields(vec![("/emails/1", ABSENT)])),
-            ("replace emails replaces the list", U, user(),
-             json!([{"op": "replace", "path": "emails", "value": [{"type": "home", "value": "h@x"}]}]),
-             Yields(vec![("/emails", json!([{"type": "home", "value": "h@x"}]))])),
-            ("add empty roles is a no-op", U, user(),
-             json!([{"op": "Add", "path": "roles", "value": []}]),
-             Yields(vec![("/roles", ABSENT)])),
-            ("roles with the same type but different values both stay", U, user(),
-             json!([{"op": "Add", "path": "roles", "value": [
+            (
+                "add a home email to the list",
+                U,
+                user(),
+                json!([{"op": "add", "path": "emails", "value": [{"type": "home", "value": "h@x"}]}]),
+                Yields(vec![("/emails/1/type", json!("home")), ("/emails/0/type", json!("work"))]),
+            ),
+            (
+                "re-adding the work email does not duplicate it",
+                U,
+                user(),
+                json!([{"op": "add", "path": "emails", "value": [{"type": "work", "value": "joy@contoso.com", "primary": true}]}]),
+                Yields(vec![("/emails/1", ABSENT)]),
+            ),
+            (
+                "replace emails replaces the list",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "emails", "value": [{"type": "home", "value": "h@x"}]}]),
+                Yields(vec![("/emails", json!([{"type": "home", "value": "h@x"}]))]),
+            ),
+            (
+                "add empty roles is a no-op",
+                U,
+                user(),
+                json!([{"op": "Add", "path": "roles", "value": []}]),
+                Yields(vec![("/roles", ABSENT)]),
+            ),
+            (
+                "roles with the same type but different values both stay",
+                U,
+                user(),
+                json!([{"op": "Add", "path": "roles", "value": [
                  {"type": "WindowsAzureActiveDirectoryRole", "value": "Admin", "primary": false},
                  {"type": "WindowsAzureActiveDirectoryRole", "value": "Reader", "primary": false}]}]),
-             Yields(vec![("/roles/1/value", json!("Reader"))])),
+                Yields(vec![("/roles/1/value", json!("Reader"))]),
+            ),
             // groups and members (quirks 5, 6, 12)
-            ("add member with $ref null", G, group(),
-             json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": "u2"}]}]),
-             Yields(vec![("/members", json!([{"value": "m1"}, {"value": "u2"}]))])),
-            ("re-adding a member is a no-op", G, group(),
-             json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": "m1"}]}]),
-             Yields(vec![("/members", json!([{"value": "m1"}]))])),
-            ("add a single member object", G, group(),
-             json!([{"op": "add", "path": "members", "value": {"value": "u3", "type": "User"}}]),
-             Yields(vec![("/members/1", json!({"value": "u3", "type": "User"}))])),
-            ("several membership operations in one PATCH", G, group(),
-             json!([{"op": "Add", "path": "members", "value": [{"value": "u2"}, {"value": "u3"}]},
+            (
+                "add member with $ref null",
+                G,
+                group(),
+                json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": "u2"}]}]),
+                Yields(vec![("/members", json!([{"value": "m1"}, {"value": "u2"}]))]),
+            ),
+            (
+                "re-adding a member is a no-op",
+                G,
+                group(),
+                json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": "m1"}]}]),
+                Yields(vec![("/members", json!([{"value": "m1"}]))]),
+            ),
+            (
+                "add a single member object",
+                G,
+                group(),
+                json!([{"op": "add", "path": "members", "value": {"value": "u3", "type": "User"}}]),
+                Yields(vec![("/members/1", json!({"value": "u3", "type": "User"}))]),
+            ),
+            (
+                "several membership operations in one PATCH",
+                G,
+                group(),
+                json!([{"op": "Add", "path": "members", "value": [{"value": "u2"}, {"value": "u3"}]},
                     {"op": "Remove", "path": "members", "value": [{"value": "m1"}]}]),
-             Yields(vec![("/members", json!([{"value": "u2"}, {"value": "u3"}]))])),
-            ("Remove members with a value list (default mode)", G, group(),
-             json!([{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": "m1"}]}]),
-             Yields(vec![("/members", ABSENT), ("/displayName", json!("grp"))])),
-            ("remove members[value eq] (flag mode)", G, group(),
-             json!([{"op": "remove", "path": "members[value eq \"m1\"]"}]),
-             Yields(vec![("/members", ABSENT)])),
-            ("removing a member that is gone succeeds", G, group(),
-             json!([{"op": "remove", "path": "members[value eq \"gone\"]"}]),
-             Yields(vec![("/members", json!([{"value": "m1"}]))])),
-            ("remove all members", G, json!({"displayName": "g", "members": [{"value": "a"}, {"value": "b"}]}),
-             json!([{"op": "remove", "path": "members"}]),
-             Yields(vec![("/members", ABSENT)])),
-            ("Replace group displayName", G, group(),
-             json!([{"op": "Replace", "path": "displayName", "value": "grp2"}]),
-             Yields(vec![("/displayName", json!("grp2")), ("/schemas/1", json!(ADSCIM_GROUP_SCHEMA))])),
-            ("group displayName is required", G, group(),
-             json!([{"op": "remove", "path": "displayName"}]),
-             Fails("invalidValue")),
+                Yields(vec![("/members", json!([{"value": "u2"}, {"value": "u3"}]))]),
+            ),
+            (
+                "Remove members with a value list (default mode)",
+                G,
+                group(),
+                json!([{"op": "Remove", "path": "members", "value": [{"$ref": null, "value": "m1"}]}]),
+                Yields(vec![("/members", ABSENT), ("/displayName", json!("grp"))]),
+            ),
+            (
+                "remove members[value eq] (flag mode)",
+                G,
+                group(),
+                json!([{"op": "remove", "path": "members[value eq \"m1\"]"}]),
+                Yields(vec![("/members", ABSENT)]),
+            ),
+            (
+                "removing a member that is gone succeeds",
+                G,
+                group(),
+                json!([{"op": "remove", "path": "members[value eq \"gone\"]"}]),
+                Yields(vec![("/members", json!([{"value": "m1"}]))]),
+            ),
+            (
+                "remove all members",
+                G,
+                json!({"displayName": "g", "members": [{"value": "a"}, {"value": "b"}]}),
+                json!([{"op": "remove", "path": "members"}]),
+                Yields(vec![("/members", ABSENT)]),
+            ),
+            (
+                "Replace group displayName",
+                G,
+                group(),
+                json!([{"op": "Replace", "path": "displayName", "value": "grp2"}]),
+                Yields(vec![("/displayName", json!("grp2")), ("/schemas/1", json!(ADSCIM_GROUP_SCHEMA))]),
+            ),
+            (
+                "group displayName is required",
+                G,
+                group(),
+                json!([{"op": "remove", "path": "displayName"}]),
+                Fails("invalidValue"),
+            ),
             // remove
-            ("remove the work email", U, user(),
-             json!([{"op": "remove", "path": "emails[type eq \"work\"]"}]),
-             Yields(vec![("/emails", ABSENT)])),
-            ("remove only the work email's value", U, user(),
-             json!([{"op": "remove", "path": "emails[type eq \"work\"].value"}]),
-             Yields(vec![("/emails", json!([{"primary": true, "type": "work"}]))])),
-            ("remove a sub-attribute", U, user(),
-             json!([{"op": "Remove", "path": "name.givenName"}]),
-             Yields(vec![("/name/givenName", ABSENT), ("/name/familyName", json!("Young"))])),
-            ("remove an absent attribute succeeds", U, user(),
-             json!([{"op": "remove", "path": "nickName"}]),
-             Yields(vec![("/nickName", ABSENT)])),
+            (
+                "remove the work email",
+                U,
+                user(),
+                json!([{"op": "remove", "path": "emails[type eq \"work\"]"}]),
+                Yields(vec![("/emails", ABSENT)]),
+            ),
+            (
+                "remove only the work email's value",
+                U,
+                user(),
+                json!([{"op": "remove", "path": "emails[type eq \"work\"].value"}]),
+                Yields(vec![("/emails", json!([{"primary": true, "type": "work"}]))]),
+            ),
+            (
+                "remove a sub-attribute",
+                U,
+                user(),
+                json!([{"op": "Remove", "path": "name.givenName"}]),
+                Yields(vec![("/name/givenName", ABSENT), ("/name/familyName", json!("Young"))]),
+            ),
+            (
+                "remove an absent attribute succeeds",
+                U,
+                user(),
+                json!([{"op": "remove", "path": "nickName"}]),
+                Yields(vec![("/nickName", ABSENT)]),
+            ),
             ("remove without path", U, user(), json!([{"op": "remove"}]), Fails("noTarget")),
             // errors
             ("replace id", U, user(), json!([{"op": "replace", "path": "id", "value": "x"}]), Fails("mutability")),
-            ("replace meta.lastModified", U, user(),
-             json!([{"op": "replace", "path": "meta.lastModified", "value": "2030-01-01T00:00:00Z"}]), Fails("mutability")),
-            ("replace read-only groups", U, user(),
-             json!([{"op": "add", "path": "groups", "value": [{"value": "g"}]}]), Fails("mutability")),
-            ("empty userName", U, user(), json!([{"op": "replace", "path": "userName", "value": ""}]), Fails("invalidValue")),
-            ("null userName", U, user(), json!([{"op": "replace", "path": "userName", "value": null}]), Fails("invalidValue")),
-            ("numeric userName", U, user(), json!([{"op": "replace", "path": "userName", "value": 5}]), Fails("invalidValue")),
+            (
+                "replace meta.lastModified",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "meta.lastModified", "value": "2030-01-01T00:00:00Z"}]),
+                Fails("mutability"),
+            ),
+            (
+                "replace read-only groups",
+                U,
+                user(),
+                json!([{"op": "add", "path": "groups", "value": [{"value": "g"}]}]),
+                Fails("mutability"),
+            ),
+            (
+                "empty userName",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "userName", "value": ""}]),
+                Fails("invalidValue"),
+            ),
+            (
+                "null userName",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "userName", "value": null}]),
+                Fails("invalidValue"),
+            ),
+            (
+                "numeric userName",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "userName", "value": 5}]),
+                Fails("invalidValue"),
+            ),
             ("remove userName", U, user(), json!([{"op": "Remove", "path": "userName"}]), Fails("invalidValue")),
-            ("active \"maybe\"", U, user(), json!([{"op": "replace", "path": "active", "value": "maybe"}]), Fails("invalidValue")),
-            ("emails replaced with a number", U, user(), json!([{"op": "replace", "path": "emails", "value": 5}]), Fails("invalidValue")),
-            ("filtered element replaced with a string", U, user(),
-             json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": "x"}]), Fails("invalidValue")),
-            ("unterminated filter in path", U, user(),
-             json!([{"op": "replace", "path": "emails[type eq \"work", "value": "x"}]), Fails("invalidPath")),
-            ("unclosed bracket in path", U, user(),
-             json!([{"op": "replace", "path": "emails[type eq \"work\"", "value": "x"}]), Fails("invalidPath")),
-            ("too many dots", U, user(), json!([{"op": "replace", "path": "name.givenName.x", "value": "x"}]), Fails("invalidPath")),
-            ("filter on a single-valued attribute", U, user(),
-             json!([{"op": "replace", "path": "userName[value eq \"x\"]", "value": "x"}]), Fails("invalidPath")),
-            ("unknown sub-attribute in filter", U, user(),
-             json!([{"op": "replace", "path": "emails[tpye eq \"work\"].value", "value": "x"}]), Fails("invalidPath")),
-            ("Group schema on a User path", U, user(),
-             json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:Group:displayName", "value": "x"}]), Fails("invalidPath")),
+            (
+                "active \"maybe\"",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "active", "value": "maybe"}]),
+                Fails("invalidValue"),
+            ),
+            (
+                "emails replaced with a number",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "emails", "value": 5}]),
+                Fails("invalidValue"),
+            ),
+            (
+                "filtered element replaced with a string",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": "x"}]),
+                Fails("invalidValue"),
+            ),
+            (
+                "unterminated filter in path",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "emails[type eq \"work", "value": "x"}]),
+                Fails("invalidPath"),
+            ),
+            (
+                "unclosed bracket in path",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "emails[type eq \"work\"", "value": "x"}]),
+                Fails("invalidPath"),
+            ),
+            (
+                "too many dots",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "name.givenName.x", "value": "x"}]),
+                Fails("invalidPath"),
+            ),
+            (
+                "filter on a single-valued attribute",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "userName[value eq \"x\"]", "value": "x"}]),
+                Fails("invalidPath"),
+            ),
+            (
+                "unknown sub-attribute in filter",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "emails[tpye eq \"work\"].value", "value": "x"}]),
+                Fails("invalidPath"),
+            ),
+            (
+                "Group schema on a User path",
+                U,
+                user(),
+                json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:Group:displayName", "value": "x"}]),
+                Fails("invalidPath"),
+            ),
             ("add without value", U, user(), json!([{"op": "add", "path": "nickName"}]), Fails("invalidSyntax")),
-            ("unknown op", U, user(), json!([{"op": "move", "path": "nickName", "value": "x"}]), Fails("invalidSyntax")),
+            (
+                "unknown op",
+                U,
+                user(),
+                json!([{"op": "move", "path": "nickName", "value": "x"}]),
+                Fails("invalidSyntax"),
+            ),
         ];
         let count = cases.len();
         for (name, kind, start, ops, expect) in cases {
@@ -1272,18 +1500,56 @@ mod tests {
     }
 
     const KEYS: &[&str] = &[
-        "userName", "USERNAME", "name", "name.givenName", "displayName", "active", "emails",
-        "members", "value", "type", "primary", "$ref", "id", "meta", "schemas", "roles",
+        "userName",
+        "USERNAME",
+        "name",
+        "name.givenName",
+        "displayName",
+        "active",
+        "emails",
+        "members",
+        "value",
+        "type",
+        "primary",
+        "$ref",
+        "id",
+        "meta",
+        "schemas",
+        "roles",
         "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "x",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+        "x",
     ];
 
     const PATH_TOKENS: &[&str] = &[
-        "userName", "name", ".givenName", "emails", "[type eq \"work\"]", ".value", "members",
-        "[value eq \"m1\"]", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-        ":employeeNumber", ":manager", "phoneNumbers[type eq \"mobile\"]", "addresses",
-        "id", "meta.created", "active", "[", "]", ".", "\"", " eq ", " and ", "x", "", "roles",
-        "urn:ietf:params:scim:schemas:core:2.0:User:", "urn:x:y:", "displayName",
+        "userName",
+        "name",
+        ".givenName",
+        "emails",
+        "[type eq \"work\"]",
+        ".value",
+        "members",
+        "[value eq \"m1\"]",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        ":employeeNumber",
+        ":manager",
+        "phoneNumbers[type eq \"mobile\"]",
+        "addresses",
+        "id",
+        "meta.created",
+        "active",
+        "[",
+        "]",
+        ".",
+        "\"",
+        " eq ",
+        " and ",
+        "x",
+        "",
+        "roles",
+        "urn:ietf:params:scim:schemas:core:2.0:User:",
+        "urn:x:y:",
+        "displayName",
     ];
 
     fn json_value() -> impl Strategy<Value = Value> {
@@ -1298,20 +1564,42 @@ mod tests {
         leaf.prop_recursive(3, 24, 5, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::vec((proptest::sample::select(KEYS), inner), 0..5).prop_map(|pairs| {
-                    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-                }),
+                proptest::collection::vec((proptest::sample::select(KEYS), inner), 0..5)
+                    .prop_map(|pairs| { Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()) }),
             ]
         })
     }
 
+    const VALID_PATHS: &[&str] = &[
+        "userName",
+        "displayName",
+        "nickName",
+        "active",
+        "name",
+        "name.givenName",
+        "emails",
+        "emails[type eq \"work\"].value",
+        "emails[type eq \"work\"]",
+        "members",
+        "members[value eq \"m1\"]",
+        "phoneNumbers[type eq \"mobile\"].value",
+        "roles",
+        "x",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+    ];
+
     fn patch_op() -> impl Strategy<Value = PatchOp> {
-        (
-            prop_oneof![Just(OpKind::Add), Just(OpKind::Replace), Just(OpKind::Remove)],
-            proptest::option::of(proptest::collection::vec(proptest::sample::select(PATH_TOKENS), 1..4)),
-            proptest::option::of(json_value()),
-        )
-            .prop_map(|(op, path, value)| PatchOp { op, path: path.map(|p| p.concat()), value })
+        let op = prop_oneof![Just(OpKind::Add), Just(OpKind::Replace), Just(OpKind::Remove)];
+        let path = prop_oneof![
+            6 => proptest::sample::select(VALID_PATHS).prop_map(|p| Some(p.to_string())),
+            3 => proptest::collection::vec(proptest::sample::select(PATH_TOKENS), 1..4)
+                .prop_map(|p| Some(p.concat())),
+            1 => Just(None),
+        ];
+        let value = prop_oneof![9 => json_value().prop_map(Some), 1 => Just(None)];
+        (op, path, value).prop_map(|(op, path, value)| PatchOp { op, path, value })
     }
 
     proptest! {
@@ -1330,7 +1618,7 @@ mod tests {
         }
 
         #[test]
-        fn random_ops_are_atomic_and_canonical(ops in proptest::collection::vec(patch_op(), 1..5), as_group in any::<bool>()) {
+        fn random_ops_are_atomic_and_canonical(ops in proptest::collection::vec(patch_op(), 1..4), as_group in any::<bool>()) {
             let (kind, start) = if as_group { (ResourceKind::Group, group()) } else { (ResourceKind::User, user()) };
             let mut doc = start.clone();
             match apply(kind, &mut doc, &ops) {

@@ -5,11 +5,9 @@
 use serde_json::{json, Map, Value};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const ENTERPRISE_USER_SCHEMA: &str =
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-pub const ADSCIM_GROUP_SCHEMA: &str =
-    "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
+pub const ADSCIM_GROUP_SCHEMA: &str = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
 pub const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -162,22 +160,13 @@ impl AttrDef {
         }
     }
     const fn multi(self) -> Self {
-        AttrDef {
-            multi_valued: true,
-            ..self
-        }
+        AttrDef { multi_valued: true, ..self }
     }
     const fn exact(self) -> Self {
-        AttrDef {
-            case_exact: true,
-            ..self
-        }
+        AttrDef { case_exact: true, ..self }
     }
     const fn required(self) -> Self {
-        AttrDef {
-            required: true,
-            ..self
-        }
+        AttrDef { required: true, ..self }
     }
     const fn mutability(self, mutability: Mutability) -> Self {
         AttrDef { mutability, ..self }
@@ -189,22 +178,13 @@ impl AttrDef {
         AttrDef { uniqueness, ..self }
     }
     const fn subs(self, sub_attributes: &'static [AttrDef]) -> Self {
-        AttrDef {
-            sub_attributes,
-            ..self
-        }
+        AttrDef { sub_attributes, ..self }
     }
     const fn canonical(self, canonical_values: &'static [&'static str]) -> Self {
-        AttrDef {
-            canonical_values,
-            ..self
-        }
+        AttrDef { canonical_values, ..self }
     }
     const fn refs(self, reference_types: &'static [&'static str]) -> Self {
-        AttrDef {
-            reference_types,
-            ..self
-        }
+        AttrDef { reference_types, ..self }
     }
 
     /// Case-insensitive lookup of a sub-attribute.
@@ -236,8 +216,7 @@ const NAME_SUBS: &[AttrDef] = &[
 const EMAIL_SUBS: &[AttrDef] = &[
     AttrDef::new("value", T::String, "Email address."),
     AttrDef::new("display", T::String, "A human-readable name."),
-    AttrDef::new("type", T::String, "A label indicating the email's function.")
-        .canonical(&["work", "home", "other"]),
+    AttrDef::new("type", T::String, "A label indicating the email's function.").canonical(&["work", "home", "other"]),
     AttrDef::new("primary", T::Boolean, "Whether this is the primary email."),
 ];
 
@@ -252,17 +231,15 @@ const PHONE_SUBS: &[AttrDef] = &[
 const IMS_SUBS: &[AttrDef] = &[
     AttrDef::new("value", T::String, "Instant messaging address."),
     AttrDef::new("display", T::String, "A human-readable name."),
-    AttrDef::new("type", T::String, "A label indicating the IM service.").canonical(&[
-        "aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo",
-    ]),
+    AttrDef::new("type", T::String, "A label indicating the IM service.")
+        .canonical(&["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"]),
     AttrDef::new("primary", T::Boolean, "Whether this is the primary address."),
 ];
 
 const PHOTO_SUBS: &[AttrDef] = &[
     AttrDef::new("value", T::Reference, "URL of a photo of the user.").refs(&["external"]),
     AttrDef::new("display", T::String, "A human-readable name."),
-    AttrDef::new("type", T::String, "A label: 'photo' or 'thumbnail'.")
-        .canonical(&["photo", "thumbnail"]),
+    AttrDef::new("type", T::String, "A label: 'photo' or 'thumbnail'.").canonical(&["photo", "thumbnail"]),
     AttrDef::new("primary", T::Boolean, "Whether this is the primary photo."),
 ];
 
@@ -273,16 +250,13 @@ const ADDRESS_SUBS: &[AttrDef] = &[
     AttrDef::new("region", T::String, "The state or region."),
     AttrDef::new("postalCode", T::String, "The zip code or postal code."),
     AttrDef::new("country", T::String, "The country name (ISO 3166-1 alpha-2)."),
-    AttrDef::new("type", T::String, "A label indicating the address's function.")
-        .canonical(&["work", "home", "other"]),
+    AttrDef::new("type", T::String, "A label indicating the address's function.").canonical(&["work", "home", "other"]),
     AttrDef::new("primary", T::Boolean, "Whether this is the primary address."),
 ];
 
 const USER_GROUP_SUBS: &[AttrDef] = &[
     AttrDef::new("value", T::String, "The identifier of the group.").mutability(M::ReadOnly),
-    AttrDef::new("$ref", T::Reference, "The URI of the group.")
-        .mutability(M::ReadOnly)
-        .refs(&["User", "Group"]),
+    AttrDef::new("$ref", T::Reference, "The URI of the group.").mutability(M::ReadOnly).refs(&["User", "Group"]),
     AttrDef::new("display", T::String, "A human-readable name.").mutability(M::ReadOnly),
     AttrDef::new("type", T::String, "How the membership was derived.")
         .mutability(M::ReadOnly)
@@ -306,38 +280,25 @@ const CERTIFICATE_SUBS: &[AttrDef] = &[
 const MANAGER_SUBS: &[AttrDef] = &[
     AttrDef::new("value", T::String, "The id of the SCIM resource representing the manager."),
     AttrDef::new("$ref", T::Reference, "The URI of the manager's SCIM resource.").refs(&["User"]),
-    AttrDef::new("displayName", T::String, "The displayName of the manager.")
-        .mutability(M::ReadOnly),
+    AttrDef::new("displayName", T::String, "The displayName of the manager.").mutability(M::ReadOnly),
 ];
 
 const MEMBER_SUBS: &[AttrDef] = &[
-    AttrDef::new("value", T::String, "Identifier of the member of this group.")
-        .exact()
-        .mutability(M::Immutable),
+    AttrDef::new("value", T::String, "Identifier of the member of this group.").exact().mutability(M::Immutable),
     AttrDef::new("$ref", T::Reference, "The URI of the member resource.")
         .exact()
         .mutability(M::Immutable)
         .refs(&["User", "Group"]),
-    AttrDef::new("type", T::String, "The type of the member.")
-        .mutability(M::Immutable)
-        .canonical(&["User", "Group"]),
+    AttrDef::new("type", T::String, "The type of the member.").mutability(M::Immutable).canonical(&["User", "Group"]),
     AttrDef::new("display", T::String, "A human-readable name of the member."),
 ];
 
 const META_SUBS: &[AttrDef] = &[
-    AttrDef::new("resourceType", T::String, "The name of the resource type.")
-        .exact()
-        .mutability(M::ReadOnly),
+    AttrDef::new("resourceType", T::String, "The name of the resource type.").exact().mutability(M::ReadOnly),
     AttrDef::new("created", T::DateTime, "When the resource was added.").mutability(M::ReadOnly),
-    AttrDef::new("lastModified", T::DateTime, "When the resource was last updated.")
-        .mutability(M::ReadOnly),
-    AttrDef::new("location", T::Reference, "The URI of the resource.")
-        .exact()
-        .mutability(M::ReadOnly)
-        .refs(&["uri"]),
-    AttrDef::new("version", T::String, "The version (ETag) of the resource.")
-        .exact()
-        .mutability(M::ReadOnly),
+    AttrDef::new("lastModified", T::DateTime, "When the resource was last updated.").mutability(M::ReadOnly),
+    AttrDef::new("location", T::Reference, "The URI of the resource.").exact().mutability(M::ReadOnly).refs(&["uri"]),
+    AttrDef::new("version", T::String, "The version (ETag) of the resource.").exact().mutability(M::ReadOnly),
 ];
 
 /// RFC 7643 §3.1 common attributes: present on every resource, not part of any schema resource.
@@ -347,11 +308,8 @@ pub static COMMON_ATTRIBUTES: &[AttrDef] = &[
         .mutability(M::ReadOnly)
         .returned(Returned::Always)
         .unique(Uniqueness::Server),
-    AttrDef::new("externalId", T::String, "Identifier assigned by the provisioning client.")
-        .exact(),
-    AttrDef::new("meta", T::Complex, "Resource metadata.")
-        .mutability(M::ReadOnly)
-        .subs(META_SUBS),
+    AttrDef::new("externalId", T::String, "Identifier assigned by the provisioning client.").exact(),
+    AttrDef::new("meta", T::Complex, "Resource metadata.").mutability(M::ReadOnly).subs(META_SUBS),
 ];
 
 static USER_ATTRIBUTES: &[AttrDef] = &[
@@ -361,8 +319,7 @@ static USER_ATTRIBUTES: &[AttrDef] = &[
     AttrDef::new("name", T::Complex, "The components of the user's name.").subs(NAME_SUBS),
     AttrDef::new("displayName", T::String, "The name of the User, suitable for display."),
     AttrDef::new("nickName", T::String, "The casual way to address the user."),
-    AttrDef::new("profileUrl", T::Reference, "A URL to the user's online profile.")
-        .refs(&["external"]),
+    AttrDef::new("profileUrl", T::Reference, "A URL to the user's online profile.").refs(&["external"]),
     AttrDef::new("title", T::String, "The user's title, e.g. 'Vice President'."),
     AttrDef::new("userType", T::String, "The relationship between the organization and the user."),
     AttrDef::new("preferredLanguage", T::String, "The user's preferred written or spoken language."),
@@ -372,31 +329,17 @@ static USER_ATTRIBUTES: &[AttrDef] = &[
     AttrDef::new("password", T::String, "The user's cleartext password.")
         .mutability(M::WriteOnly)
         .returned(Returned::Never),
-    AttrDef::new("emails", T::Complex, "Email addresses for the user.")
-        .multi()
-        .subs(EMAIL_SUBS),
-    AttrDef::new("phoneNumbers", T::Complex, "Phone numbers for the user.")
-        .multi()
-        .subs(PHONE_SUBS),
-    AttrDef::new("ims", T::Complex, "Instant messaging addresses for the user.")
-        .multi()
-        .subs(IMS_SUBS),
-    AttrDef::new("photos", T::Complex, "URLs of photos of the user.")
-        .multi()
-        .subs(PHOTO_SUBS),
-    AttrDef::new("addresses", T::Complex, "Physical mailing addresses for this user.")
-        .multi()
-        .subs(ADDRESS_SUBS),
+    AttrDef::new("emails", T::Complex, "Email addresses for the user.").multi().subs(EMAIL_SUBS),
+    AttrDef::new("phoneNumbers", T::Complex, "Phone numbers for the user.").multi().subs(PHONE_SUBS),
+    AttrDef::new("ims", T::Complex, "Instant messaging addresses for the user.").multi().subs(IMS_SUBS),
+    AttrDef::new("photos", T::Complex, "URLs of photos of the user.").multi().subs(PHOTO_SUBS),
+    AttrDef::new("addresses", T::Complex, "Physical mailing addresses for this user.").multi().subs(ADDRESS_SUBS),
     AttrDef::new("groups", T::Complex, "Groups the user belongs to.")
         .multi()
         .mutability(M::ReadOnly)
         .subs(USER_GROUP_SUBS),
-    AttrDef::new("entitlements", T::Complex, "Entitlements of the user.")
-        .multi()
-        .subs(GENERIC_MULTI_SUBS),
-    AttrDef::new("roles", T::Complex, "Roles of the user.")
-        .multi()
-        .subs(GENERIC_MULTI_SUBS),
+    AttrDef::new("entitlements", T::Complex, "Entitlements of the user.").multi().subs(GENERIC_MULTI_SUBS),
+    AttrDef::new("roles", T::Complex, "Roles of the user.").multi().subs(GENERIC_MULTI_SUBS),
     AttrDef::new("x509Certificates", T::Complex, "X.509 certificates issued to the user.")
         .multi()
         .subs(CERTIFICATE_SUBS),
@@ -413,17 +356,11 @@ static ENTERPRISE_USER_ATTRIBUTES: &[AttrDef] = &[
 
 static GROUP_ATTRIBUTES: &[AttrDef] = &[
     AttrDef::new("displayName", T::String, "A human-readable name for the Group.").required(),
-    AttrDef::new("members", T::Complex, "A list of members of the Group.")
-        .multi()
-        .subs(MEMBER_SUBS),
+    AttrDef::new("members", T::Complex, "A list of members of the Group.").multi().subs(MEMBER_SUBS),
 ];
 
-pub static CORE_USER: SchemaDef = SchemaDef {
-    urn: USER_SCHEMA,
-    name: "User",
-    description: "User Account",
-    attributes: USER_ATTRIBUTES,
-};
+pub static CORE_USER: SchemaDef =
+    SchemaDef { urn: USER_SCHEMA, name: "User", description: "User Account", attributes: USER_ATTRIBUTES };
 
 pub static ENTERPRISE_USER: SchemaDef = SchemaDef {
     urn: ENTERPRISE_USER_SCHEMA,
@@ -432,12 +369,8 @@ pub static ENTERPRISE_USER: SchemaDef = SchemaDef {
     attributes: ENTERPRISE_USER_ATTRIBUTES,
 };
 
-pub static CORE_GROUP: SchemaDef = SchemaDef {
-    urn: GROUP_SCHEMA,
-    name: "Group",
-    description: "Group",
-    attributes: GROUP_ATTRIBUTES,
-};
+pub static CORE_GROUP: SchemaDef =
+    SchemaDef { urn: GROUP_SCHEMA, name: "Group", description: "Group", attributes: GROUP_ATTRIBUTES };
 
 /// Problem found while normalising a resource body. `scim_type` is always `invalidValue` or
 /// `invalidSyntax`; both map to HTTP 400.
@@ -450,10 +383,7 @@ pub struct SchemaError {
 
 impl SchemaError {
     fn invalid_value(detail: String) -> Self {
-        SchemaError {
-            scim_type: "invalidValue",
-            detail,
-        }
+        SchemaError { scim_type: "invalidValue", detail }
     }
 }
 
@@ -486,8 +416,7 @@ pub fn find_attr(defs: &'static [AttrDef], name: &str) -> Option<&'static AttrDe
 
 /// Looks a key up case-insensitively in a JSON object, preferring an exact match.
 pub fn get_ci<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    map.get(name)
-        .or_else(|| map.iter().find(|(k, _)| eq_ci(k, name)).map(|(_, v)| v))
+    map.get(name).or_else(|| map.iter().find(|(k, _)| eq_ci(k, name)).map(|(_, v)| v))
 }
 
 /// The key actually used in `map` for `name`, compared case-insensitively.
@@ -510,9 +439,7 @@ pub fn extension_for_urn(kind: ResourceKind, urn: &str) -> Option<&'static Schem
 
 /// Whether `urn` names one of the resource schemas this module defines, for any resource type.
 pub fn is_known_schema_urn(urn: &str) -> bool {
-    [USER_SCHEMA, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA]
-        .iter()
-        .any(|u| eq_ci(u, urn))
+    [USER_SCHEMA, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA].iter().any(|u| eq_ci(u, urn))
 }
 
 /// Splits an optionally URN-qualified path on its last colon: URNs contain colons and dots
@@ -525,24 +452,22 @@ pub fn split_urn(path: &str) -> (Option<&str>, &str) {
 }
 
 /// Resolves already split path parts. `urn` may be the core URN, a known extension or `None`.
-pub fn resolve_parts(
-    kind: ResourceKind,
-    urn: Option<&str>,
-    attr: &str,
-    sub: Option<&str>,
-) -> Option<ResolvedAttr> {
+pub fn resolve_parts(kind: ResourceKind, urn: Option<&str>, attr: &str, sub: Option<&str>) -> Option<ResolvedAttr> {
     let schema = match urn {
         None => kind.schemas().first().copied()?,
         Some(u) => schema_for_urn(kind, u)?,
     };
     let is_core = eq_ci(schema.urn, kind.core_schema_urn());
-    let attr_def = find_attr(schema.attributes, attr).or_else(|| {
-        if is_core {
-            find_attr(COMMON_ATTRIBUTES, attr)
-        } else {
-            None
-        }
-    })?;
+    let attr_def =
+        find_attr(schema.attributes, attr).or_else(
+            || {
+                if is_core {
+                    find_attr(COMMON_ATTRIBUTES, attr)
+                } else {
+                    None
+                }
+            },
+        )?;
     let sub_def = match sub {
         Some(s) => Some(attr_def.sub_attribute(s)?),
         None => None,
@@ -557,12 +482,7 @@ pub fn resolve_parts(
         canonical.push('.');
         canonical.push_str(s.name);
     }
-    Some(ResolvedAttr {
-        schema_urn: (!is_core).then_some(schema.urn),
-        attr: attr_def,
-        sub: sub_def,
-        canonical,
-    })
+    Some(ResolvedAttr { schema_urn: (!is_core).then_some(schema.urn), attr: attr_def, sub: sub_def, canonical })
 }
 
 /// Resolves an attribute path (case-insensitive, optionally URN-qualified: "userName", "name.givenName",
@@ -613,11 +533,7 @@ fn is_empty_value(v: &Value) -> bool {
 /// Coerces one attribute value to the shape its definition requires. `Ok(None)` means "no value"
 /// (null, an empty array, or a complex value that is empty once its nulls are gone).
 /// `context` is the attribute path used in error details.
-pub fn coerce_value(
-    def: &'static AttrDef,
-    value: Value,
-    context: &str,
-) -> Result<Option<Value>, SchemaError> {
+pub fn coerce_value(def: &'static AttrDef, value: Value, context: &str) -> Result<Option<Value>, SchemaError> {
     if value.is_null() {
         return Ok(None);
     }
@@ -644,22 +560,13 @@ pub fn coerce_value(
     Ok((!out.is_empty()).then_some(Value::Array(out)))
 }
 
-fn coerce_single(
-    def: &'static AttrDef,
-    value: Value,
-    context: &str,
-) -> Result<Option<Value>, SchemaError> {
+fn coerce_single(def: &'static AttrDef, value: Value, context: &str) -> Result<Option<Value>, SchemaError> {
     let wrong = |v: &Value, expected: &str| {
-        SchemaError::invalid_value(format!(
-            "attribute '{context}' must be {expected}, got {}",
-            json_type_name(v)
-        ))
+        SchemaError::invalid_value(format!("attribute '{context}' must be {expected}, got {}", json_type_name(v)))
     };
     match (def.kind, value) {
         (_, Value::Null) => Ok(None),
-        (T::String | T::Reference | T::DateTime | T::Binary, Value::String(s)) => {
-            Ok(Some(Value::String(s)))
-        }
+        (T::String | T::Reference | T::DateTime | T::Binary, Value::String(s)) => Ok(Some(Value::String(s))),
         (T::String | T::Reference | T::DateTime | T::Binary, other) => Err(wrong(&other, "a string")),
         (T::Boolean, Value::Bool(b)) => Ok(Some(Value::Bool(b))),
         // Entra's default (non-RFC) mode sends booleans as "True"/"False".
@@ -700,11 +607,7 @@ fn normalize_members(
         }
         match find_attr(defs, &key) {
             Some(def) => {
-                let path = if context.is_empty() {
-                    def.name.to_string()
-                } else {
-                    format!("{context}.{}", def.name)
-                };
+                let path = if context.is_empty() { def.name.to_string() } else { format!("{context}.{}", def.name) };
                 if let Some(v) = coerce_value(def, value, &path)? {
                     out.insert(def.name.to_string(), v);
                 }
@@ -826,11 +729,7 @@ enum Selection {
     /// A whole extension object (`urn:…:enterprise:2.0:User`).
     Container(String),
     /// `container` is the extension key for extension attributes, `None` for core attributes.
-    Attr {
-        container: Option<String>,
-        attr: String,
-        sub: Option<String>,
-    },
+    Attr { container: Option<String>, attr: String, sub: Option<String> },
 }
 
 fn parse_selection(kind: ResourceKind, doc: &Map<String, Value>, name: &str) -> Option<Selection> {
@@ -844,18 +743,12 @@ fn parse_selection(kind: ResourceKind, doc: &Map<String, Value>, name: &str) -> 
         return Some(Selection::Container(name.to_string()));
     }
     let (urn, rest) = split_urn(name);
-    let container = urn
-        .filter(|u| !eq_ci(u, kind.core_schema_urn()))
-        .map(str::to_string);
+    let container = urn.filter(|u| !eq_ci(u, kind.core_schema_urn())).map(str::to_string);
     let (attr, sub) = match rest.split_once('.') {
         Some((a, s)) => (a.to_string(), Some(s.to_string())),
         None => (rest.to_string(), None),
     };
-    Some(Selection::Attr {
-        container,
-        attr,
-        sub,
-    })
+    Some(Selection::Attr { container, attr, sub })
 }
 
 fn same_container(a: Option<&str>, b: Option<&str>) -> bool {
@@ -869,10 +762,7 @@ fn same_container(a: Option<&str>, b: Option<&str>) -> bool {
 /// Keeps only the listed sub-attributes of a complex (or multi-valued complex) value.
 fn keep_subs(value: &Value, subs: &[&str]) -> Option<Value> {
     let pick = |m: &Map<String, Value>| -> Map<String, Value> {
-        m.iter()
-            .filter(|(k, _)| subs.iter().any(|s| eq_ci(s, k)))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        m.iter().filter(|(k, _)| subs.iter().any(|s| eq_ci(s, k))).map(|(k, v)| (k.clone(), v.clone())).collect()
     };
     match value {
         Value::Object(m) => {
@@ -900,10 +790,7 @@ fn remove_subs(value: &mut Value, sub: &str) {
     };
     match value {
         Value::Object(m) => strip(m),
-        Value::Array(items) => items
-            .iter_mut()
-            .filter_map(Value::as_object_mut)
-            .for_each(strip),
+        Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).for_each(strip),
         _ => {}
     }
 }
@@ -920,12 +807,7 @@ fn project_members(
         let mut whole = false;
         let mut subs: Vec<&str> = Vec::new();
         for sel in selections {
-            if let Selection::Attr {
-                container: c,
-                attr,
-                sub,
-            } = sel
-            {
+            if let Selection::Attr { container: c, attr, sub } = sel {
                 if same_container(c.as_deref(), container) && eq_ci(attr, key) {
                     match sub {
                         None => whole = true,
@@ -946,10 +828,7 @@ fn project_members(
 }
 
 fn is_never_returned(kind: ResourceKind, key: &str) -> bool {
-    kind.schemas()
-        .first()
-        .and_then(|s| find_attr(s.attributes, key))
-        .is_some_and(|d| d.returned == Returned::Never)
+    kind.schemas().first().and_then(|s| find_attr(s.attributes, key)).is_some_and(|d| d.returned == Returned::Never)
 }
 
 fn is_always_returned(key: &str) -> bool {
@@ -960,22 +839,14 @@ fn is_always_returned(key: &str) -> bool {
 /// URN-qualified or dotted (`name.givenName`, `emails.value`). `id` and `schemas` are always
 /// returned; `meta` only when `attributes` is empty or asks for it; `returned: never` attributes
 /// (password) are never returned. When both lists are given, `attributes` is applied first.
-pub fn project(
-    kind: ResourceKind,
-    doc: &Value,
-    attributes: &[String],
-    excluded: &[String],
-) -> Value {
+pub fn project(kind: ResourceKind, doc: &Value, attributes: &[String], excluded: &[String]) -> Value {
     let Value::Object(source) = doc else {
         return doc.clone();
     };
     let mut result = if attributes.iter().all(|a| a.trim().is_empty()) {
         source.clone()
     } else {
-        let selections: Vec<Selection> = attributes
-            .iter()
-            .filter_map(|a| parse_selection(kind, source, a))
-            .collect();
+        let selections: Vec<Selection> = attributes.iter().filter_map(|a| parse_selection(kind, source, a)).collect();
         let mut out = Map::new();
         for (key, value) in source {
             if is_always_returned(key) {
@@ -984,10 +855,7 @@ pub fn project(
             }
             let is_container = key.contains(':') && value.is_object();
             if is_container {
-                if selections
-                    .iter()
-                    .any(|s| matches!(s, Selection::Container(c) if eq_ci(c, key)))
-                {
+                if selections.iter().any(|s| matches!(s, Selection::Container(c) if eq_ci(c, key))) {
                     out.insert(key.clone(), value.clone());
                 } else if let Value::Object(members) = value {
                     let kept = project_members(members, Some(key), &selections);
@@ -1009,16 +877,10 @@ pub fn project(
                     result.shift_remove(&k);
                 }
             }
-            Some(Selection::Attr {
-                container,
-                attr,
-                sub,
-            }) => {
+            Some(Selection::Attr { container, attr, sub }) => {
                 let target = match &container {
                     None => Some(&mut result),
-                    Some(c) => find_key_ci(&result, c)
-                        .and_then(|k| result.get_mut(&k))
-                        .and_then(Value::as_object_mut),
+                    Some(c) => find_key_ci(&result, c).and_then(|k| result.get_mut(&k)).and_then(Value::as_object_mut),
                 };
                 let Some(target) = target else { continue };
                 let Some(key) = find_key_ci(target, &attr) else {
@@ -1086,7 +948,8 @@ mod tests {
             let got = resolve(*kind, path).map(|r| r.canonical);
             assert_eq!(got.as_deref(), *expected, "resolve({kind:?}, {path})");
         }
-        let manager = resolve(ResourceKind::User, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value");
+        let manager =
+            resolve(ResourceKind::User, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value");
         assert_eq!(manager.and_then(|r| r.schema_urn), Some(ENTERPRISE_USER_SCHEMA));
         let user_name = resolve(ResourceKind::User, "userName");
         assert!(user_name.is_some_and(|r| r.schema_urn.is_none() && r.attr.required && !r.attr.case_exact));
@@ -1168,10 +1031,7 @@ mod tests {
             assert_eq!(err.scim_type, "invalidValue", "{doc}");
         }
         let mut not_object = json!([1]);
-        assert_eq!(
-            normalize(ResourceKind::User, &mut not_object).map_err(|e| e.scim_type),
-            Err("invalidSyntax")
-        );
+        assert_eq!(normalize(ResourceKind::User, &mut not_object).map_err(|e| e.scim_type), Err("invalidSyntax"));
     }
 
     #[test]
@@ -1181,10 +1041,7 @@ mod tests {
         let user = &resources[0];
         assert_eq!(user["id"], json!(USER_SCHEMA));
         assert_eq!(user["meta"]["resourceType"], json!("Schema"));
-        assert_eq!(
-            user["meta"]["location"],
-            json!(format!("https://x/scim/v2/Schemas/{USER_SCHEMA}"))
-        );
+        assert_eq!(user["meta"]["location"], json!(format!("https://x/scim/v2/Schemas/{USER_SCHEMA}")));
         let user_name = user["attributes"]
             .as_array()
             .and_then(|a| a.iter().find(|x| x["name"] == "userName"))
@@ -1218,16 +1075,23 @@ mod tests {
                    "name": {"givenName": "g"}, "emails": [{"value": "a@b"}]})
         );
         assert_eq!(
-            project(kind, &user, &strings(&["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"]), &[]),
+            project(
+                kind,
+                &user,
+                &strings(&["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"]),
+                &[]
+            ),
             json!({"schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "id": "1", ENTERPRISE_USER_SCHEMA: {"department": "d"}})
         );
-        let excluded = project(kind, &user, &[], &strings(&["emails", "name.familyName", "id", ENTERPRISE_USER_SCHEMA]));
+        let excluded =
+            project(kind, &user, &[], &strings(&["emails", "name.familyName", "id", ENTERPRISE_USER_SCHEMA]));
         assert_eq!(
             excluded,
             json!({"schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "id": "1", "userName": "u",
                    "name": {"givenName": "g"}, "meta": {"resourceType": "User"}})
         );
-        let group = json!({"schemas": [GROUP_SCHEMA], "id": "g", "displayName": "d", "members": [{"value": "1"}], "meta": {}});
+        let group =
+            json!({"schemas": [GROUP_SCHEMA], "id": "g", "displayName": "d", "members": [{"value": "1"}], "meta": {}});
         assert_eq!(
             project(ResourceKind::Group, &group, &[], &strings(&["members"])),
             json!({"schemas": [GROUP_SCHEMA], "id": "g", "displayName": "d", "meta": {}})

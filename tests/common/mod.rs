@@ -63,7 +63,14 @@ impl Answer {
 }
 
 impl Server {
-    pub async fn send_raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>, ct: &str) -> Answer {
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        ct: &str,
+    ) -> Answer {
         let url = if path.starts_with("http") { path.to_string() } else { format!("{}{}", self.base, path) };
         let mut req = self.client.request(method, url);
         if let Some(t) = token {
@@ -76,12 +83,17 @@ impl Server {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.expect("body");
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
         Answer { status, headers, body }
     }
 
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
-        self.send_raw(method, path, Some(TOKEN), body.map(|b| b.to_string().into_bytes()), "application/scim+json").await
+        self.send_raw(method, path, Some(TOKEN), body.map(|b| b.to_string().into_bytes()), "application/scim+json")
+            .await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -93,7 +105,12 @@ impl Server {
     }
 
     pub async fn patch(&self, path: &str, ops: Value) -> Answer {
-        self.send(Method::PATCH, path, Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}))).await
+        self.send(
+            Method::PATCH,
+            path,
+            Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str) -> Answer {
