@@ -1,7 +1,10 @@
 //! scim-bridge: a self-hosted SCIM 2.0 gateway between Microsoft Entra ID provisioning and SaaS vendor
 //! APIs. See ARCHITECTURE.md for the map and the invariants.
 
+pub mod audit_report;
+pub mod check;
 pub mod config;
+pub mod demo;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

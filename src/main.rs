@@ -32,14 +32,66 @@ enum Command {
         #[arg(long, short, default_value = "proxy.yaml")]
         config: PathBuf,
     },
+    /// Validate a config and probe each app's vendor with a harmless read.
+    Check {
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
+        /// Validate only; do not contact vendors.
+        #[arg(long)]
+        offline: bool,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a new random app token and the token_sha256 to put in the config.
     Token,
-    /// Serve a `sandbox` app on an in-memory store, for a first look.
+    /// Print what the gateway did, newest first, from the audit log.
+    Audit {
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
+        /// Only this app.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this userName (or group displayName), case-insensitive.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only entries at or after: 2026-11-25, an RFC 3339 time, or an age such as 30m, 12h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many entries (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve `sandbox`, `prodpad`, `promapp` and `prompt` apps in front of in-process vendor simulators,
+    /// on an in-memory store, for a first look.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The bearer token every demo app accepts.
         #[arg(long, default_value = "demo-token")]
         token: String,
+        /// Run a scripted Entra-like walkthrough against every app, print what each vendor holds, and exit.
+        #[arg(long)]
+        walkthrough: bool,
+        /// Make the simulators misbehave: `mixed`, or fault JSON such as '{"error_rate":0.2}'.
+        #[arg(long)]
+        faults: Option<String>,
+    },
+    /// Run one vendor simulator on its own (point a staging gateway app at it before the real vendor).
+    Simulate {
+        /// prodpad | promapp | prompt
+        vendor: String,
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// The vendor credential the simulator accepts.
+        #[arg(long)]
+        token: String,
+        /// Faults from the start: `mixed`, or fault JSON.
+        #[arg(long)]
+        faults: Option<String>,
     },
 }
 
@@ -80,10 +132,45 @@ async fn run(command: Command) -> Result<(), String> {
             let gateway = server::build_gateway(&cfg, &origin).map_err(|e| e.to_string())?;
             let running =
                 server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
-            tracing::info!(addr = %running.addr, apps = cfg.apps.len(), "serving");
+            server::reload_tls_on_sighup(&running);
+            tracing::info!(addr = %running.addr, tls = running.is_tls(), apps = cfg.apps.len(), "serving");
             server::termination().await;
             tracing::info!("shutting down; draining in-flight requests");
             running.stop().await.map_err(|e| e.to_string())
+        }
+        Command::Audit { config, app, user, since, limit, json } => {
+            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            if let Some(a) = &app {
+                if !cfg.apps.contains_key(a) {
+                    return Err(format!("--app: no app '{a}' in {}", config.display()));
+                }
+            }
+            let since = since
+                .map(|s| scim_bridge::audit_report::parse_since(&s, time::OffsetDateTime::now_utc()))
+                .transpose()?;
+            let store = scim_bridge::store::Store::open(&cfg.store.path)
+                .map_err(|e| format!("store.path {}: {e}", cfg.store.path))?;
+            let entries = store
+                .audit_log(&scim_bridge::store::AuditQuery { app, name: user, since, limit })
+                .map_err(|e| e.to_string())?;
+            if json {
+                print!("{}", scim_bridge::audit_report::render_json(&entries));
+            } else {
+                print!("{}", scim_bridge::audit_report::render_table(&entries));
+            }
+            Ok(())
+        }
+        Command::Check { config, offline, json } => {
+            let checks = scim_bridge::check::run(&config, offline).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", scim_bridge::check::render(&checks));
+            }
+            match checks.iter().filter(|c| !c.ok()).count() {
+                0 => Ok(()),
+                n => Err(format!("{n} app(s) failed the check")),
+            }
         }
         Command::Token => {
             let mut bytes = [0u8; 32];
@@ -95,18 +182,35 @@ async fn run(command: Command) -> Result<(), String> {
             println!("\nPut the token in the Entra app (Admin Credentials > Secret Token) and token_sha256 in the app's config.");
             Ok(())
         }
-        Command::Demo { listen, token } => {
-            let hash = hex::encode(scim_bridge::http::token_hash(&token));
-            let yaml = format!(
-                "listen: \"{listen}\"\nstore:\n  path: \":memory:\"\napps:\n  sandbox:\n    type: sandbox\n    token_sha256: \"{hash}\"\n"
-            );
-            let cfg = Config::from_yaml(&yaml, "demo").map_err(|e| e.to_string())?;
-            let gateway = server::build_gateway(&cfg, "demo").map_err(|e| e.to_string())?;
-            let running = server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-            println!("scim-bridge demo on http://{}", running.addr);
-            println!("  sandbox: http://{}/scim/sandbox/v2   token: {token}", running.addr);
+        Command::Demo { listen, token, walkthrough, faults } => {
+            let faults = faults.map(|f| scim_bridge::demo::parse_faults(&f)).transpose()?;
+            let demo = scim_bridge::demo::start(listen, &token, faults).await?;
+            print!("{}", demo.banner());
+            if walkthrough {
+                print!("{}", demo.walkthrough().await?);
+                return demo.running.stop().await.map_err(|e| e.to_string());
+            }
             server::termination().await;
-            running.stop().await.map_err(|e| e.to_string())
+            demo.running.stop().await.map_err(|e| e.to_string())
+        }
+        Command::Simulate { vendor, listen, token, faults } => {
+            let started = scim_bridge::demo::simulator(&vendor, &token, Some(listen)).await?;
+            if let Some(f) = faults {
+                started.sim.set_faults(scim_bridge::demo::parse_faults(&f)?);
+            }
+            println!("{vendor} simulator on {}", started.sim.root_url());
+            println!("gateway app options for it:");
+            for (k, v) in &started.app_options {
+                println!("    {k}: {v}");
+            }
+            println!(
+                "admin view: {}/_sim/users, {}/_sim/faults, {}/_sim/counters",
+                started.sim.root_url(),
+                started.sim.root_url(),
+                started.sim.root_url()
+            );
+            server::termination().await;
+            Ok(())
         }
     }
 }

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
 
 use tokio::net::TcpListener;
 
@@ -40,9 +43,13 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
+    tls: Option<(RustlsConfig, crate::config::TlsConfig)>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
+
+/// How long in-flight requests get to finish after SIGTERM.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Running {
     /// Stops accepting, drains in-flight requests, and waits for the server to finish.
@@ -50,20 +57,39 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.task.await.unwrap_or(Ok(()))
     }
+
+    /// Re-reads the certificate and key (what SIGHUP does). Open connections keep their session; new
+    /// handshakes use the new certificate. A bad file leaves the old certificate in place.
+    pub async fn reload_tls(&self) -> std::io::Result<()> {
+        match &self.tls {
+            Some((rustls, paths)) => rustls.reload_from_pem_file(&paths.cert, &paths.key).await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 async fn shutdown_signal(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Binds and serves `gateway` per `config` until `stop` or a signal.
+fn std_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Binds and serves `gateway` per `config` until `stop` is called.
 pub async fn start(config: &Config, gateway: Arc<Gateway>) -> std::io::Result<Running> {
     let state = AppState {
         gateway: gateway.clone(),
         max_body_bytes: config.max_body_bytes,
         public_url: config.public_url.clone(),
     };
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = std_listener(config.listen)?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let admin = match config.admin_listen {
@@ -72,22 +98,60 @@ pub async fn start(config: &Config, gateway: Arc<Gateway>) -> std::io::Result<Ru
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let router = http::app(state.clone(), admin.is_none());
-    let main_rx = rx.clone();
-    let task = tokio::spawn(async move {
-        if let Some(admin) = admin {
-            let admin_router = http::admin_app(state);
-            let admin_rx = main_rx.clone();
-            tokio::spawn(async move {
-                let _ = axum::serve(admin, admin_router.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(shutdown_signal(admin_rx))
-                    .await;
+    if let Some(admin) = admin {
+        let admin_router = http::admin_app(state);
+        let admin_rx = rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(admin, admin_router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(shutdown_signal(admin_rx))
+                .await;
+        });
+    }
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let (task, tls) = match &config.tls {
+        None => {
+            let listener = TcpListener::from_std(listener)?;
+            let task = tokio::spawn(async move {
+                axum::serve(listener, service).with_graceful_shutdown(shutdown_signal(rx)).await
             });
+            (task, None)
         }
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal(main_rx))
-            .await
-    });
-    Ok(Running { addr, admin_addr, gateway, shutdown: tx, task })
+        Some(paths) => {
+            let rustls = RustlsConfig::from_pem_file(&paths.cert, &paths.key).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("tls: cannot load {} / {}: {e}", paths.cert.display(), paths.key.display()),
+                )
+            })?;
+            let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
+            let drain = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal(rx).await;
+                drain.graceful_shutdown(Some(DRAIN_TIMEOUT));
+            });
+            let server = axum_server::from_tcp_rustls(listener, rustls.clone())?.handle(handle);
+            (tokio::spawn(async move { server.serve(service).await }), Some((rustls, paths.clone())))
+        }
+    };
+    Ok(Running { addr, admin_addr, gateway, tls, shutdown: tx, task })
+}
+
+/// Reloads the TLS certificate on every SIGHUP until the process ends.
+pub fn reload_tls_on_sighup(running: &Running) {
+    #[cfg(unix)]
+    if let Some((rustls, paths)) = running.tls.clone() {
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                match rustls.reload_from_pem_file(&paths.cert, &paths.key).await {
+                    Ok(()) => tracing::info!(cert = %paths.cert.display(), "TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = running;
 }
 
 /// Waits for SIGTERM or Ctrl-C.

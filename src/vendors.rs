@@ -8,7 +8,7 @@ use adapter_api::{Adapter, OutboundConfig};
 use crate::config::{AppConfig, LimitsConfig};
 
 /// The adapter types this build knows.
-pub const TYPES: &[&str] = &["sandbox"];
+pub const TYPES: &[&str] = &["sandbox", "prodpad", "promapp", "prompt"];
 
 fn apply_limits(mut base: OutboundConfig, l: &LimitsConfig) -> OutboundConfig {
     use std::time::Duration;
@@ -43,17 +43,26 @@ fn apply_limits(mut base: OutboundConfig, l: &LimitsConfig) -> OutboundConfig {
     base
 }
 
+/// The vendor's defaults with the app's `limits:` on top, validated.
+fn limits_for(defaults: OutboundConfig, l: &LimitsConfig) -> Result<OutboundConfig, String> {
+    let merged = apply_limits(defaults, l);
+    merged.validate().map_err(|e| format!("limits.{}", e.detail()))?;
+    Ok(merged)
+}
+
 /// Builds the adapter of one app. Errors name the offending key relative to `apps.<name>`.
-pub fn build(_name: &str, app: &AppConfig) -> Result<Arc<dyn Adapter>, String> {
+pub fn build(name: &str, app: &AppConfig) -> Result<Arc<dyn Adapter>, String> {
     let options = serde_json::Value::Object(app.options.clone());
     match app.vendor.as_str() {
         "sandbox" => {
             if let Some(key) = app.options.keys().next() {
                 return Err(format!("unknown key `{key}` (the sandbox type takes no options)"));
             }
-            let _ = (options, apply_limits(OutboundConfig::default(), &app.limits));
             Ok(Arc::new(Sandbox::new()))
         }
+        "prodpad" => adapter_prodpad::build(name, options, limits_for(adapter_prodpad::default_limits(), &app.limits)?),
+        "promapp" => adapter_promapp::build(name, options, limits_for(adapter_promapp::default_limits(), &app.limits)?),
+        "prompt" => adapter_prompt::build(name, options, limits_for(adapter_prompt::default_limits(), &app.limits)?),
         other => Err(format!("type: unknown adapter type '{other}' (known: {})", TYPES.join(", "))),
     }
 }

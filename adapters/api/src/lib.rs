@@ -7,9 +7,12 @@ pub mod error;
 pub mod model;
 pub mod outbound;
 pub mod sandbox;
+pub mod scim_client;
 pub mod secret;
+pub mod simkit;
+pub mod testkit;
 
 pub use adapter::{Adapter, Capabilities, ProbeReport, VendorUser};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Enterprise, Group, Manager, Member, MultiValue, Name, User};
-pub use outbound::{Outbound, OutboundConfig, VendorRequest, VendorResponse};
+pub use outbound::{BreakerState, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};

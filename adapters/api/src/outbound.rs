@@ -2,20 +2,54 @@
 //! timeouts, retries only for calls that are safe to repeat, `Retry-After` honoured, and a circuit breaker.
 //! Adapters build requests and read responses; this module decides when and how often to send them.
 //!
-//! (First cut: one attempt with a timeout. Rate limiting, retries and the breaker land with the
-//! outbound-resilience issue behind this same interface.)
+//! Every timing here runs on `tokio::time` (the `governor` limiter too, through [`TokioClock`]), so tests
+//! drive the whole client on tokio's paused clock instead of sleeping.
+//!
+//! What happens to one failed attempt ([`may_retry`]); every attempt takes a rate-limit permit:
+//!
+//! | attempt outcome                          | idempotent | not idempotent (POST) | `maybe_applied` |
+//! |------------------------------------------|------------|-----------------------|-----------------|
+//! | 2xx-4xx but 429 (401/403 included), 501 | `Ok`, done | `Ok`, done            | -               |
+//! | 429                                      | retry      | retry                 | false           |
+//! | connect failed (request never sent)      | retry      | retry                 | false           |
+//! | 5xx but 501                              | retry      | error                 | true            |
+//! | attempt timed out                        | retry      | error                 | true            |
+//! | connection lost after sending            | retry      | error                 | true            |
+//!
+//! A retry waits the jittered exponential backoff or the vendor's `Retry-After`, whichever is longer, and
+//! never past the call's deadline: when the next wait would cross it, the last error is returned as is.
+//! A `Retry-After` (and any 429) also pauses the whole app, so every other call waits too.
 
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use backon::BackoffBuilder;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+
+/// Longest pause one vendor `Retry-After` may impose on the whole app. A larger value (or a far-future
+/// date from a confused vendor) is cut to this; calls meanwhile fail fast with the remaining time.
+const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+
+/// A refused credential (401/403) is logged at most this often per app.
+const AUTH_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Limits and timings for one app's vendor calls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboundConfig {
-    /// Sustained vendor requests per second.
+    /// Sustained vendor requests per second (may be fractional: 0.5 is one request every two seconds).
     pub requests_per_second: f64,
     /// Requests that may go out at once after a quiet period.
     pub burst: u32,
@@ -31,7 +65,7 @@ pub struct OutboundConfig {
     pub max_attempts: u32,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// Consecutive failed calls that open the circuit breaker.
+    /// Consecutive failed calls that open the circuit breaker (0 disables the breaker).
     pub breaker_failures: u32,
     /// How long the breaker stays open before one probe call is let through.
     pub breaker_cooldown: Duration,
@@ -55,8 +89,39 @@ impl Default for OutboundConfig {
     }
 }
 
+impl OutboundConfig {
+    /// Checks the values a limiter and a retry loop can work with; the message starts with the field name.
+    /// `Outbound::new` runs it too; the gateway may call it at config load to name the file and key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::invalid(format!("{key} {why}")));
+        if !(self.requests_per_second.is_finite() && self.requests_per_second > 0.0) {
+            return bad("requests_per_second", "must be a number above 0");
+        }
+        // One request per day is the slowest period governor's nanosecond arithmetic is asked to hold.
+        if self.requests_per_second < 1.0 / 86_400.0 {
+            return bad("requests_per_second", "must allow at least one request a day");
+        }
+        if self.burst == 0 {
+            return bad("burst", "must be at least 1");
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight", "must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts", "must be at least 1");
+        }
+        if self.attempt_timeout.is_zero() || self.deadline.is_zero() {
+            return bad(if self.deadline.is_zero() { "deadline" } else { "attempt_timeout" }, "must be above 0");
+        }
+        if self.backoff_min > self.backoff_max {
+            return bad("backoff_min", "must not exceed backoff_max");
+        }
+        Ok(())
+    }
+}
+
 /// One vendor call as an adapter describes it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct VendorRequest {
     pub method: Method,
     pub url: String,
@@ -90,8 +155,24 @@ impl VendorRequest {
     }
 }
 
-/// What the vendor answered. 429 and 5xx never come back as a response: they become errors.
-#[derive(Clone, Debug)]
+/// Header names only, query and user info cut from the URL, body by length: secrets and personal data
+/// (keys in headers or query strings, user attributes in bodies) never reach a log line.
+impl fmt::Debug for VendorRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VendorRequest")
+            .field("method", &self.method)
+            .field("url", &redact_url(&self.url))
+            .field("headers", &RedactedHeaders(&self.headers))
+            .field("body_len", &self.body.as_ref().map(Vec::len))
+            .field("idempotent", &self.idempotent)
+            .finish()
+    }
+}
+
+/// What the vendor answered. 429 and 5xx never come back as a response: they become errors. The exception is
+/// 501 Not Implemented: an answer about what the vendor supports, not an outage, so the adapter maps it
+/// (to `unsupported`) like a 405, and it is never retried.
+#[derive(Clone)]
 pub struct VendorResponse {
     pub status: u16,
     pub headers: HeaderMap,
@@ -104,87 +185,1281 @@ impl VendorResponse {
     }
 }
 
+/// Response headers can carry tokens and cookies too: names only.
+impl fmt::Debug for VendorResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VendorResponse")
+            .field("status", &self.status)
+            .field("headers", &RedactedHeaders(&self.headers))
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+struct RedactedHeaders<'a>(&'a HeaderMap);
+
+impl fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.keys().map(|name| (name.as_str(), "<redacted>"))).finish()
+    }
+}
+
+/// The URL without user info, query or fragment (vendors put keys in query strings).
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            if url.query().is_some() {
+                url.set_query(Some("<redacted>"));
+            }
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "<unparsable url>".to_string(),
+    }
+}
+
+/// The URL path only, for error details an admin reads.
+fn url_path(url: &str) -> String {
+    reqwest::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_default()
+}
+
+/// The circuit breaker's state as callers see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go through.
+    #[default]
+    Closed,
+    /// Calls fail fast without touching the vendor until the cooldown has passed.
+    Open,
+    /// The cooldown has passed: the next call (only one at a time) probes the vendor.
+    HalfOpen,
+}
+
 /// Counters for metrics and health.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OutboundStats {
+    /// `send` calls.
     pub calls: u64,
+    /// Requests sent to the vendor, retries included.
     pub attempts: u64,
     pub retries: u64,
+    /// 429 answers from the vendor.
     pub rate_limited_by_vendor: u64,
+    /// Calls that returned an error (rejections included).
     pub failures: u64,
     pub breaker_open: bool,
+    /// Time calls spent waiting for a vendor pause, an in-flight slot or a rate-limit permit, summed.
     pub limiter_wait_seconds: f64,
+    pub breaker_state: BreakerState,
+    /// Times the breaker opened.
+    pub breaker_opens: u64,
+    /// Calls rejected without a vendor call because no permit came within `queue_timeout`.
+    pub rejected_queue_full: u64,
+    /// Calls rejected without a vendor call because the breaker was open.
+    pub rejected_breaker_open: u64,
+    /// Vendor calls in flight now.
+    pub in_flight: u64,
 }
 
-/// The client for one app.
+/// `governor` clock over `tokio::time::Instant`, so the limiter follows tokio's (pausable) clock.
+#[derive(Clone, Debug)]
+pub struct TokioClock {
+    origin: Instant,
+}
+
+impl TokioClock {
+    pub fn new() -> Self {
+        TokioClock { origin: Instant::now() }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(self.origin.elapsed())
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
+
+/// Why one attempt failed; decides retry and `maybe_applied`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The vendor answered 429: it did not process the request.
+    TooManyRequests,
+    /// The connection (or TLS handshake) failed: the request was never sent.
+    Connect,
+    /// The vendor answered 5xx.
+    ServerError,
+    /// No complete answer within the attempt's time.
+    Timeout,
+    /// The connection broke after the request went out.
+    Lost,
+}
+
+/// Whether an attempt that failed this way may be sent again (the table in the module comment).
+fn may_retry(failure: Failure, idempotent: bool) -> bool {
+    match failure {
+        Failure::TooManyRequests | Failure::Connect => true,
+        Failure::ServerError | Failure::Timeout | Failure::Lost => idempotent,
+    }
+}
+
+/// Whether the vendor may have applied a request whose attempt failed this way.
+fn maybe_applied(failure: Failure) -> bool {
+    matches!(failure, Failure::ServerError | Failure::Timeout | Failure::Lost)
+}
+
+/// What a finished call means for the breaker. 4xx answers (429 included: the vendor is up and pacing us)
+/// are successes; rejections before any vendor call are neutral.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Success,
+    Failure,
+    Neutral,
+}
+
+#[derive(Debug)]
+enum Breaker {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+/// A call let through by the breaker; reports the call's verdict when dropped (also when the call's future
+/// is dropped half-way, so a cancelled probe frees the half-open slot).
+struct Admission<'a> {
+    outbound: &'a Outbound,
+    probe: bool,
+    verdict: Verdict,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.outbound.settle(self.probe, self.verdict);
+    }
+}
+
+/// Counts a caller in the queue and its waiting time, also when the caller gives up half-way.
+struct Waiting<'a> {
+    outbound: &'a Outbound,
+    since: Instant,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let stats = &self.outbound.counters;
+        stats.queued.fetch_sub(1, Ordering::Relaxed);
+        let waited = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        stats.limiter_wait_nanos.fetch_add(waited, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    rate_limited_by_vendor: AtomicU64,
+    failures: AtomicU64,
+    limiter_wait_nanos: AtomicU64,
+    breaker_opens: AtomicU64,
+    rejected_queue_full: AtomicU64,
+    rejected_breaker_open: AtomicU64,
+    queued: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The client for one app. Share it (`Arc`) between all of the app's calls: limits are per `Outbound`.
 pub struct Outbound {
     app: String,
     config: OutboundConfig,
     http: reqwest::Client,
+    clock: TokioClock,
+    limiter: Limiter,
+    /// Callers take limiter permits one at a time, in arrival order (tokio's mutex is fair), so a waiter
+    /// is never overtaken and the limiter is never asked more often than it can answer.
+    limiter_turn: tokio::sync::Mutex<()>,
+    in_flight: Semaphore,
+    /// Set from a vendor `Retry-After` (or a bare 429): no call of this app starts before it.
+    paused_until: Mutex<Option<Instant>>,
+    breaker: Mutex<Breaker>,
+    last_auth_warning: Mutex<Option<Instant>>,
+    counters: Counters,
 }
 
-impl std::fmt::Debug for Outbound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbound").field("app", &self.app).field("config", &self.config).finish()
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Rounds up to whole seconds (Entra reads `Retry-After` in seconds), at least one.
+fn whole_seconds(d: Duration) -> Duration {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
+}
+
 impl Outbound {
     pub fn new(app: &str, config: OutboundConfig) -> Result<Self> {
+        config.validate().map_err(|e| Error::invalid(format!("{app}: {}", e.detail())))?;
+        // The attempt timeout is ours (tokio::time); the connect timeout below is shorter so a vendor that
+        // never accepts the connection shows as a connect failure (safe to retry even for a POST) rather
+        // than as a timeout after the request may have been sent.
         let http = reqwest::Client::builder()
-            .timeout(config.attempt_timeout)
+            .connect_timeout(config.attempt_timeout / 2)
             .build()
-            .map_err(|e| Error::unavailable(None, format!("cannot build HTTP client: {e}")))?;
-        Ok(Outbound { app: app.to_string(), config, http })
+            .map_err(|e| Error::unavailable(None, format!("{app}: cannot build HTTP client: {e}")))?;
+        Self::with_client(app, config, http)
+    }
+
+    /// Like [`Outbound::new`] with a caller-built `reqwest` client (custom TLS roots, proxy). Do not set a
+    /// total timeout on it: attempts are timed here, on tokio's clock.
+    pub fn with_client(app: &str, config: OutboundConfig, http: reqwest::Client) -> Result<Self> {
+        config.validate().map_err(|e| Error::invalid(format!("{app}: {}", e.detail())))?;
+        let period = Duration::from_secs_f64(1.0 / config.requests_per_second);
+        let burst = NonZeroU32::new(config.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .ok_or_else(|| Error::invalid(format!("{app}: outbound.requests_per_second is too high")))?
+            .allow_burst(burst);
+        let clock = TokioClock::new();
+        Ok(Outbound {
+            app: app.to_string(),
+            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+            clock,
+            limiter_turn: tokio::sync::Mutex::new(()),
+            in_flight: Semaphore::new(config.max_in_flight),
+            paused_until: Mutex::new(None),
+            breaker: Mutex::new(Breaker::Closed { failures: 0 }),
+            last_auth_warning: Mutex::new(None),
+            counters: Counters::default(),
+            config,
+            http,
+        })
+    }
+
+    pub fn app(&self) -> &str {
+        &self.app
     }
 
     pub fn config(&self) -> &OutboundConfig {
         &self.config
     }
 
-    pub fn stats(&self) -> OutboundStats {
-        OutboundStats::default()
+    /// The breaker's state now (an open breaker whose cooldown has passed reports `HalfOpen`).
+    pub fn breaker_state(&self) -> BreakerState {
+        match *lock(&self.breaker) {
+            Breaker::Closed { .. } => BreakerState::Closed,
+            Breaker::Open { until } if Instant::now() < until => BreakerState::Open,
+            Breaker::Open { .. } | Breaker::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
     }
 
-    /// Sends the request. 2xx-4xx (but 429) come back as `Ok`; 429, 5xx, timeouts and connection failures
-    /// become retryable errors after the retries this call is allowed.
+    /// How long every call of this app still waits because the vendor asked us to pause.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = (*lock(&self.paused_until))?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    pub fn stats(&self) -> OutboundStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let breaker_state = self.breaker_state();
+        let free = self.in_flight.available_permits();
+        OutboundStats {
+            calls: get(&c.calls),
+            attempts: get(&c.attempts),
+            retries: get(&c.retries),
+            rate_limited_by_vendor: get(&c.rate_limited_by_vendor),
+            failures: get(&c.failures),
+            breaker_open: breaker_state == BreakerState::Open,
+            limiter_wait_seconds: Duration::from_nanos(get(&c.limiter_wait_nanos)).as_secs_f64(),
+            breaker_state,
+            breaker_opens: get(&c.breaker_opens),
+            rejected_queue_full: get(&c.rejected_queue_full),
+            rejected_breaker_open: get(&c.rejected_breaker_open),
+            in_flight: self.config.max_in_flight.saturating_sub(free) as u64,
+        }
+    }
+
+    /// Sends the request. 2xx-4xx (but 429) and 501 come back as `Ok`; 429, other 5xx, timeouts and connection
+    /// failures become retryable errors after the retries this call is allowed. A call that found no permit within
+    /// `queue_timeout` fails with `rate_limited`, one refused by the open breaker with `unavailable`, both
+    /// without touching the vendor.
     pub async fn send(&self, req: VendorRequest) -> Result<VendorResponse> {
-        let mut builder = self.http.request(req.method.clone(), &req.url).headers(req.headers.clone());
-        if let Some(body) = req.body.clone() {
-            builder = builder.body(body);
+        bump(&self.counters.calls);
+        let result = self.call(&req).await;
+        if result.is_err() {
+            bump(&self.counters.failures);
         }
-        let resp = builder.send().await.map_err(|e| {
-            let maybe_applied = !e.is_connect();
-            Error::unavailable(None, format!("{}: vendor call failed: {}", self.app, e.without_url()))
-                .with_maybe_applied(maybe_applied)
-        })?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::unavailable(None, format!("{}: vendor reply lost: {}", self.app, e.without_url())))?
-            .to_vec();
+        result
+    }
+
+    async fn call(&self, req: &VendorRequest) -> Result<VendorResponse> {
+        let deadline = Instant::now() + self.config.deadline;
+        let mut admission = self.admit()?;
+        // The retry loop is written out rather than run by `backon::Retryable`: each attempt must take a
+        // rate-limit permit, a wait must stretch to the vendor's Retry-After and stop short of the call's
+        // deadline, and the decision depends on the request as well as the error. backon still supplies
+        // the exponential schedule; the jitter is ours (see `jittered`).
+        let mut delays = backoff_schedule(&self.config);
+        let mut last_error: Option<Error> = None;
+        for attempt in 1..=self.config.max_attempts {
+            let queue_until = (Instant::now() + self.config.queue_timeout).min(deadline);
+            let permit = match self.acquire(queue_until).await {
+                Ok(permit) => permit,
+                // A retry that cannot get a permit in time reports what the vendor said last.
+                Err(e) => {
+                    return Err(last_error.unwrap_or_else(|| {
+                        bump(&self.counters.rejected_queue_full);
+                        e
+                    }))
+                }
+            };
+            bump(&self.counters.attempts);
+            if attempt > 1 {
+                bump(&self.counters.retries);
+            }
+            let time_left = deadline.saturating_duration_since(Instant::now());
+            let outcome = self.attempt(req, self.config.attempt_timeout.min(time_left)).await;
+            drop(permit);
+
+            let (failure, error) = match outcome {
+                Ok(resp) => {
+                    admission.verdict = Verdict::Success;
+                    if resp.status == 401 || resp.status == 403 {
+                        self.warn_refused_credential(resp.status);
+                    }
+                    return Ok(resp);
+                }
+                Err(failed) => failed,
+            };
+            admission.verdict = if failure == Failure::TooManyRequests { Verdict::Success } else { Verdict::Failure };
+            let backoff = jittered(delays.next().unwrap_or(self.config.backoff_max));
+            let wait = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
+            if failure == Failure::TooManyRequests {
+                bump(&self.counters.rate_limited_by_vendor);
+                self.pause(wait);
+            } else if let Some(asked) = error.retry_after() {
+                self.pause(asked);
+            }
+
+            if !may_retry(failure, req.idempotent) || attempt == self.config.max_attempts {
+                return Err(error);
+            }
+            if Instant::now() + wait >= deadline {
+                tracing::debug!(app = %self.app, attempt, ?failure, "not retrying: the wait would pass the deadline");
+                return Err(error);
+            }
+            if !admission.probe && self.breaker_state() == BreakerState::Open {
+                return Err(error);
+            }
+            let wait_ms = wait.as_millis() as u64;
+            tracing::debug!(app = %self.app, attempt, ?failure, wait_ms, "retrying vendor call");
+            tokio::time::sleep(wait).await;
+            last_error = Some(error);
+        }
+        // max_attempts >= 1 and the last iteration always returns.
+        Err(last_error.unwrap_or_else(|| Error::unavailable(None, format!("{}: no attempt made", self.app))))
+    }
+
+    /// One request and its whole answer within `timeout`.
+    async fn attempt(
+        &self,
+        req: &VendorRequest,
+        timeout: Duration,
+    ) -> std::result::Result<VendorResponse, (Failure, Error)> {
+        let what = format!("{}: {} {}", self.app, req.method, url_path(&req.url));
+        let mut builder = self.http.request(req.method.clone(), req.url.as_str()).headers(req.headers.clone());
+        if let Some(body) = &req.body {
+            builder = builder.body(body.clone());
+        }
+        let exchange = async {
+            let resp = builder.send().await.map_err(|e| {
+                let failure = if e.is_connect() { Failure::Connect } else { Failure::Lost };
+                (failure, e.without_url())
+            })?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await.map_err(|e| (Failure::Lost, e.without_url()))?;
+            Ok((status, headers, body.to_vec()))
+        };
+        let fail = |failure: Failure, detail: String| {
+            (failure, Error::unavailable(None, detail).with_maybe_applied(maybe_applied(failure)))
+        };
+        let (status, headers, body) = match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => {
+                return Err(fail(Failure::Timeout, format!("{what}: no answer within {}s", timeout.as_secs_f64())))
+            }
+            Ok(Err((Failure::Connect, e))) => {
+                return Err(fail(Failure::Connect, format!("{what}: cannot connect: {}", describe(&e))))
+            }
+            Ok(Err((failure, e))) => return Err(fail(failure, format!("{what}: vendor reply lost: {}", describe(&e)))),
+            Ok(Ok(answer)) => answer,
+        };
         if status == 429 {
-            return Err(Error::rate_limited(parse_retry_after(&headers), format!("{}: vendor answered 429", self.app)));
+            let error = Error::rate_limited(parse_retry_after(&headers), format!("{what}: vendor answered 429"));
+            return Err((Failure::TooManyRequests, error));
         }
-        if status >= 500 {
-            return Err(Error::unavailable(
-                parse_retry_after(&headers),
-                format!("{}: vendor answered {status}", self.app),
-            )
-            .with_maybe_applied(true));
+        if status >= 500 && status != 501 {
+            let error = Error::unavailable(parse_retry_after(&headers), format!("{what}: vendor answered {status}"))
+                .with_maybe_applied(true);
+            return Err((Failure::ServerError, error));
         }
         Ok(VendorResponse { status, headers, body })
     }
+
+    /// Waits for the vendor pause, an in-flight slot and a rate-limit permit, in that order, until `until`.
+    async fn acquire(&self, until: Instant) -> Result<SemaphorePermit<'_>> {
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting { outbound: self, since: Instant::now() };
+        match tokio::time::timeout_at(until, self.queue(until)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.queue_full(None)),
+        }
+    }
+
+    async fn queue(&self, until: Instant) -> Result<SemaphorePermit<'_>> {
+        self.wait_out_pause(until).await?;
+        let permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| Error::unavailable(None, format!("{}: outbound client closed", self.app)))?;
+        let _turn = self.limiter_turn.lock().await;
+        loop {
+            // A pause may have come in while this call queued.
+            self.wait_out_pause(until).await?;
+            match self.limiter.check() {
+                Ok(()) => return Ok(permit),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(self.clock.now());
+                    if Instant::now() + wait > until {
+                        return Err(self.queue_full(Some(wait)));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Sleeps until the vendor's pause is over, or fails at once when it lasts past `until`.
+    async fn wait_out_pause(&self, until: Instant) -> Result<()> {
+        let Some(paused_until) = *lock(&self.paused_until) else { return Ok(()) };
+        let now = Instant::now();
+        if paused_until <= now {
+            return Ok(());
+        }
+        if paused_until > until {
+            return Err(Error::rate_limited(
+                Some(whole_seconds(paused_until - now)),
+                format!("{}: vendor asked to pause; outbound queue full", self.app),
+            ));
+        }
+        tokio::time::sleep_until(paused_until).await;
+        Ok(())
+    }
+
+    fn queue_full(&self, limiter_wait: Option<Duration>) -> Error {
+        // The queue ahead drains at the sustained rate; that is when a retry can expect a permit.
+        let queued = self.counters.queued.load(Ordering::Relaxed) as f64;
+        let drain = Duration::from_secs_f64(queued / self.config.requests_per_second);
+        let retry_after = drain.max(limiter_wait.unwrap_or_default()).max(self.paused_for().unwrap_or_default());
+        Error::rate_limited(
+            Some(whole_seconds(retry_after)),
+            format!(
+                "{}: outbound queue full: no vendor call slot within {}s",
+                self.app,
+                self.config.queue_timeout.as_secs_f64()
+            ),
+        )
+    }
+
+    /// Holds every call of the app back for `d` (never shortens a pause already set).
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d.min(MAX_PAUSE);
+        let mut paused = lock(&self.paused_until);
+        if !matches!(*paused, Some(current) if current >= until) {
+            *paused = Some(until);
+        }
+    }
+
+    fn admit(&self) -> Result<Admission<'_>> {
+        let mut breaker = lock(&self.breaker);
+        let now = Instant::now();
+        let probe = match *breaker {
+            Breaker::Closed { .. } => false,
+            Breaker::Open { until } if now >= until => true,
+            Breaker::HalfOpen { probing: false } => true,
+            Breaker::Open { until } => {
+                bump(&self.counters.rejected_breaker_open);
+                return Err(Error::unavailable(
+                    Some(whole_seconds(until - now)),
+                    format!("{}: circuit open after repeated vendor failures", self.app),
+                ));
+            }
+            Breaker::HalfOpen { probing: true } => {
+                bump(&self.counters.rejected_breaker_open);
+                // The probe's answer is due within one call deadline.
+                return Err(Error::unavailable(
+                    Some(whole_seconds(self.config.deadline)),
+                    format!("{}: circuit open, probing the vendor", self.app),
+                ));
+            }
+        };
+        if probe {
+            *breaker = Breaker::HalfOpen { probing: true };
+        }
+        Ok(Admission { outbound: self, probe, verdict: Verdict::Neutral })
+    }
+
+    fn settle(&self, probe: bool, verdict: Verdict) {
+        let mut breaker = lock(&self.breaker);
+        let open = |breaker: &mut Breaker| {
+            *breaker = Breaker::Open { until: Instant::now() + self.config.breaker_cooldown };
+            bump(&self.counters.breaker_opens);
+        };
+        if probe {
+            match verdict {
+                Verdict::Success => {
+                    *breaker = Breaker::Closed { failures: 0 };
+                    tracing::info!(app = %self.app, "vendor answered the probe: circuit closed");
+                }
+                Verdict::Failure => {
+                    open(&mut breaker);
+                    tracing::warn!(app = %self.app, "probe call failed: circuit open again");
+                }
+                Verdict::Neutral => *breaker = Breaker::HalfOpen { probing: false },
+            }
+            return;
+        }
+        // Calls that started before the breaker opened do not move it any more.
+        let Breaker::Closed { failures } = *breaker else { return };
+        match verdict {
+            Verdict::Success => *breaker = Breaker::Closed { failures: 0 },
+            Verdict::Neutral => {}
+            Verdict::Failure => {
+                let failures = failures.saturating_add(1);
+                if self.config.breaker_failures > 0 && failures >= self.config.breaker_failures {
+                    open(&mut breaker);
+                    tracing::warn!(
+                        app = %self.app,
+                        failures,
+                        cooldown_s = self.config.breaker_cooldown.as_secs_f64(),
+                        "vendor calls keep failing: circuit open"
+                    );
+                } else {
+                    *breaker = Breaker::Closed { failures };
+                }
+            }
+        }
+    }
+
+    /// 401/403: logged once a minute per app at most (a revoked key fails every call); never the headers.
+    fn warn_refused_credential(&self, status: u16) {
+        let now = Instant::now();
+        let mut last = lock(&self.last_auth_warning);
+        if !matches!(*last, Some(at) if now.duration_since(at) < AUTH_WARNING_EVERY) {
+            *last = Some(now);
+            tracing::warn!(app = %self.app, status, "vendor refused the gateway's credential; check the app's API key");
+        }
+    }
+}
+
+/// The exponential schedule before jitter: `backoff_min`, doubling, capped at `backoff_max`.
+fn backoff_schedule(config: &OutboundConfig) -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(config.backoff_min)
+        .with_max_delay(config.backoff_max)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
+/// "Equal jitter": between half and all of the delay. backon's own jitter adds up to another full delay
+/// on top, which would overshoot `backoff_max`; this spreads retries without ever exceeding it.
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+/// A reqwest error (its URL already stripped: query strings may hold keys) with its causes.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `Retry-After` as seconds or an HTTP date.
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    parse_retry_after_at(headers, std::time::SystemTime::now())
+}
+
+/// `Retry-After` as seconds or an HTTP date, a date read against `now` (a date in the past is zero).
+pub fn parse_retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
     let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = raw.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(raw).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(when.duration_since(now).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every test runs on tokio's paused clock: the scripted vendor below listens on a real 127.0.0.1
+    //! socket, and tokio advances virtual time only when every task is idle, so the timings asserted are
+    //! exact (to the millisecond the timer wheel rounds to) and no test sleeps on the wall clock.
+
+    use std::collections::VecDeque;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use axum::http::{header, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use reqwest::header::{HeaderValue, AUTHORIZATION};
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    /// What the scripted vendor does with one request.
+    #[derive(Clone, Debug)]
+    enum Reply {
+        Status(u16),
+        RetryAfter(u16, String),
+        Slow(Duration, u16),
+        Hang,
+    }
+
+    struct Vendor {
+        script: Mutex<VecDeque<Reply>>,
+        then: Reply,
+        origin: Instant,
+        arrivals: Mutex<Vec<Duration>>,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+    }
+
+    impl Vendor {
+        fn hits(&self) -> usize {
+            lock(&self.arrivals).len()
+        }
+        fn arrivals(&self) -> Vec<Duration> {
+            lock(&self.arrivals).clone()
+        }
+    }
+
+    struct InFlight<'a>(&'a AtomicUsize);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    async fn answer(State(vendor): State<Arc<Vendor>>) -> Response {
+        lock(&vendor.arrivals).push(vendor.origin.elapsed());
+        let now = vendor.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        vendor.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let _in_flight = InFlight(&vendor.in_flight);
+        let reply = lock(&vendor.script).pop_front().unwrap_or_else(|| vendor.then.clone());
+        let status = |code: u16| StatusCode::from_u16(code).unwrap();
+        match reply {
+            Reply::Status(code) => (status(code), "{}").into_response(),
+            Reply::RetryAfter(code, value) => (status(code), [(header::RETRY_AFTER, value)], "{}").into_response(),
+            Reply::Slow(delay, code) => {
+                tokio::time::sleep(delay).await;
+                (status(code), "{}").into_response()
+            }
+            Reply::Hang => std::future::pending().await,
+        }
+    }
+
+    /// A vendor on 127.0.0.1:0 answering `script` in order, then `then` forever; returns its URL.
+    async fn vendor(script: Vec<Reply>, then: Reply) -> (String, Arc<Vendor>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let vendor = Arc::new(Vendor {
+            script: Mutex::new(script.into()),
+            then,
+            origin: Instant::now(),
+            arrivals: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let app = axum::Router::new().fallback(answer).with_state(vendor.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/users?key=secret"), vendor)
+    }
+
+    /// Generous limits, short backoff: each test tightens what it is about.
+    fn config() -> OutboundConfig {
+        OutboundConfig {
+            requests_per_second: 1000.0,
+            burst: 1000,
+            max_in_flight: 100,
+            queue_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(60),
+            max_attempts: 4,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            breaker_failures: 100,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+
+    fn get(url: &str) -> VendorRequest {
+        VendorRequest::new(Method::GET, url)
+    }
+
+    fn post(url: &str) -> VendorRequest {
+        VendorRequest::new(Method::POST, url).json(&serde_json::json!({"userName": "a@example.com"}))
+    }
+
+    /// Runs `n` copies of a request at once; results in completion order do not matter to callers.
+    async fn concurrently(out: &Arc<Outbound>, n: usize, req: VendorRequest) -> Vec<Result<VendorResponse>> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (out, req) = (out.clone(), req.clone());
+                tokio::spawn(async move { out.send(req).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    fn close_to(actual: Duration, expected: Duration) -> bool {
+        actual >= expected && actual <= expected + ms(5)
+    }
+
+    // --- pure policy -------------------------------------------------------------------------------------
+
+    #[test]
+    fn retry_decision_table() {
+        use Failure::*;
+        let table = [
+            // failure, idempotent retried, POST retried, maybe applied
+            (TooManyRequests, true, true, false),
+            (Connect, true, true, false),
+            (ServerError, true, false, true),
+            (Timeout, true, false, true),
+            (Lost, true, false, true),
+        ];
+        for (failure, idempotent, post, applied) in table {
+            assert_eq!(may_retry(failure, true), idempotent, "{failure:?} idempotent");
+            assert_eq!(may_retry(failure, false), post, "{failure:?} POST");
+            assert_eq!(maybe_applied(failure), applied, "{failure:?} maybe_applied");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitter_stays_within_it() {
+        let config = OutboundConfig::default();
+        let schedule: Vec<_> = backoff_schedule(&config).take(7).collect();
+        let expected = [ms(200), ms(400), ms(800), ms(1600), ms(3200), ms(5000), ms(5000)];
+        // backon multiplies in f32: a few nanoseconds off.
+        for (got, want) in schedule.iter().zip(expected) {
+            assert!(got.abs_diff(want) < Duration::from_micros(1), "{schedule:?}");
+        }
+        for _ in 0..1000 {
+            let d = jittered(ms(5000));
+            assert!(d >= ms(2500) && d <= ms(5000), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_http_dates() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        let in_90s = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        let ago = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        let table = [
+            ("120", Some(Duration::from_secs(120))),
+            (" 3 ", Some(Duration::from_secs(3))),
+            ("0", Some(Duration::ZERO)),
+            (in_90s.as_str(), Some(Duration::from_secs(90))),
+            (ago.as_str(), Some(Duration::ZERO)),
+            ("soon", None),
+            ("-5", None),
+        ];
+        for (raw, expected) in table {
+            assert_eq!(parse_retry_after_at(&headers(raw), now), expected, "{raw}");
+        }
+        assert_eq!(parse_retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_the_key_named() {
+        let cases = [
+            OutboundConfig { requests_per_second: 0.0, ..config() },
+            OutboundConfig { requests_per_second: f64::NAN, ..config() },
+            OutboundConfig { burst: 0, ..config() },
+            OutboundConfig { max_in_flight: 0, ..config() },
+            OutboundConfig { max_attempts: 0, ..config() },
+            OutboundConfig { backoff_min: Duration::from_secs(9), ..config() },
+        ];
+        let keys =
+            ["requests_per_second", "requests_per_second", "burst", "max_in_flight", "max_attempts", "backoff_min"];
+        for (bad, key) in cases.into_iter().zip(keys) {
+            let err = Outbound::new("acme", bad.clone()).unwrap_err();
+            assert_eq!(err.kind(), &ErrorKind::Invalid, "{bad:?}");
+            assert!(err.detail().starts_with(&format!("acme: {key} ")), "{err}");
+        }
+        assert!(Outbound::new("acme", OutboundConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_header_values_query_or_body() {
+        let req = get("https://user:pw@vendor.example/api/users?api_key=k3y")
+            .header(AUTHORIZATION, HeaderValue::from_static("Bearer sk_live_123"))
+            .json(&serde_json::json!({"password": "hunter2"}));
+        let shown = format!("{req:?} {req:#?}");
+        for secret in ["sk_live_123", "Bearer", "k3y", "pw@", "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("authorization") && shown.contains("/api/users"), "{shown}");
+        let resp = VendorResponse { status: 200, headers: req.headers.clone(), body: b"{}".to_vec() };
+        assert!(!format!("{resp:?}").contains("sk_live_123"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limiter_runs_on_tokios_clock() {
+        let out = Outbound::new("acme", OutboundConfig { requests_per_second: 0.5, burst: 1, ..config() }).unwrap();
+        assert!(out.limiter.check().is_ok());
+        assert!(out.limiter.check().is_err());
+        tokio::time::advance(ms(1999)).await;
+        assert!(out.limiter.check().is_err());
+        tokio::time::advance(ms(1)).await;
+        assert!(out.limiter.check().is_ok());
+    }
+
+    // --- rate limit, queue, in-flight cap --------------------------------------------------------------------
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_are_spaced_at_the_rate_after_the_burst_and_none_early() {
+        let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+        let out =
+            Arc::new(Outbound::new("acme", OutboundConfig { requests_per_second: 2.0, burst: 3, ..config() }).unwrap());
+        let started = Instant::now();
+        let results = concurrently(&out, 10, get(&url)).await;
+        assert!(results.iter().all(Result::is_ok));
+        // 10 calls, burst 3, 2 per second: the last goes out (10 - 3) / 2 = 3.5 s in.
+        let mut arrivals = vendor.arrivals();
+        arrivals.sort();
+        for (i, at) in arrivals.iter().enumerate() {
+            let due = ms(500 * (i.saturating_sub(2)) as u64);
+            assert!(close_to(*at, due), "call {i} at {at:?}, due {due:?}");
+        }
+        assert!(close_to(started.elapsed(), ms(3500)), "{:?}", started.elapsed());
+        let stats = out.stats();
+        assert_eq!((stats.calls, stats.attempts, stats.failures), (10, 10, 0));
+        assert!(stats.limiter_wait_seconds > 10.0, "{stats:?}"); // 0.5 + 1 + ... + 3.5 = 14 s in all
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fractional_rate_spaces_calls_seconds_apart() {
+        let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+        let out = Outbound::new("acme", OutboundConfig { requests_per_second: 0.5, burst: 1, ..config() }).unwrap();
+        for _ in 0..3 {
+            out.send(get(&url)).await.unwrap();
+        }
+        let arrivals = vendor.arrivals();
+        assert!(close_to(arrivals[1], ms(2000)) && close_to(arrivals[2], ms(4000)), "{arrivals:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_queue_timeout_a_call_is_rate_limited_without_a_vendor_call() {
+        let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+        let out = Arc::new(
+            Outbound::new(
+                "acme",
+                OutboundConfig { requests_per_second: 1.0, burst: 1, queue_timeout: ms(2500), ..config() },
+            )
+            .unwrap(),
+        );
+        let started = Instant::now();
+        let results = concurrently(&out, 5, get(&url)).await;
+        // Permits at 0, 1 and 2 s; the next would be at 3 s, past the 2.5 s queue timeout.
+        assert_eq!(vendor.hits(), 3);
+        let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(refused.len(), 2);
+        for err in refused {
+            assert!(
+                matches!(err.kind(), ErrorKind::RateLimited { retry_after: Some(d) } if *d >= Duration::from_secs(1))
+            );
+            assert!(err.detail().contains("queue full"), "{err}");
+            assert!(!err.maybe_applied());
+        }
+        assert!(started.elapsed() <= ms(2500), "{:?}", started.elapsed());
+        let stats = out.stats();
+        assert_eq!((stats.rejected_queue_full, stats.attempts, stats.failures), (2, 3, 2));
+        // Rejections are not vendor failures.
+        assert_eq!(out.breaker_state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_in_flight_calls_reach_the_vendor_at_once() {
+        let (url, vendor) = vendor(vec![], Reply::Slow(Duration::from_secs(1), 200)).await;
+        let out = Arc::new(Outbound::new("acme", OutboundConfig { max_in_flight: 2, ..config() }).unwrap());
+        let started = Instant::now();
+        let results = concurrently(&out, 6, get(&url)).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(vendor.max_in_flight.load(Ordering::SeqCst), 2);
+        assert!(close_to(started.elapsed(), Duration::from_secs(3)), "{:?}", started.elapsed());
+        assert_eq!(out.stats().in_flight, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_in_flight_cap_also_times_out_into_rate_limited() {
+        let (url, vendor) = vendor(vec![], Reply::Slow(Duration::from_secs(5), 200)).await;
+        let out = Arc::new(
+            Outbound::new(
+                "acme",
+                OutboundConfig {
+                    max_in_flight: 1,
+                    queue_timeout: Duration::from_secs(2),
+                    attempt_timeout: Duration::from_secs(10),
+                    ..config()
+                },
+            )
+            .unwrap(),
+        );
+        let results = concurrently(&out, 2, get(&url)).await;
+        assert_eq!(vendor.hits(), 1);
+        assert!(results.iter().any(|r| matches!(r.as_ref().map_err(Error::kind), Err(ErrorKind::RateLimited { .. }))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_retry_takes_a_rate_limit_permit() {
+        let (url, vendor) = vendor(vec![Reply::Status(503)], Reply::Status(200)).await;
+        let config = OutboundConfig { requests_per_second: 1.0, burst: 1, backoff_min: ms(10), ..config() };
+        let out = Outbound::new("acme", config).unwrap();
+        out.send(get(&url)).await.unwrap();
+        // The backoff alone would allow the retry after 10 ms; the limiter holds it to 1 s.
+        let arrivals = vendor.arrivals();
+        assert!(close_to(arrivals[1], Duration::from_secs(1)), "{arrivals:?}");
+    }
+
+    // --- Retry-After -----------------------------------------------------------------------------------------
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_seconds_delays_the_retry_and_every_other_call_of_the_app() {
+        let (url, vendor) = vendor(vec![Reply::RetryAfter(429, "2".into())], Reply::Status(200)).await;
+        let out = Arc::new(Outbound::new("acme", config()).unwrap());
+        let first = tokio::spawn({
+            let (out, url) = (out.clone(), url.clone());
+            async move { out.send(get(&url)).await }
+        });
+        // Another call of the same app starts after the 429 came back.
+        tokio::time::sleep(ms(500)).await;
+        assert!(out.paused_for().is_some());
+        out.send(get(&url)).await.unwrap();
+        first.await.unwrap().unwrap();
+        let mut arrivals = vendor.arrivals();
+        arrivals.sort();
+        assert_eq!(arrivals.len(), 3);
+        assert_eq!(arrivals[0], Duration::ZERO);
+        for later in &arrivals[1..] {
+            assert!(*later >= Duration::from_secs(2) && *later <= ms(2005), "{arrivals:?}");
+        }
+        let stats = out.stats();
+        assert_eq!((stats.rate_limited_by_vendor, stats.retries, stats.failures), (1, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_as_an_http_date_is_honoured() {
+        // The date is read against the wall clock, which paused tokio time does not move: 3 s ahead reads
+        // as 2 to 3 s depending on where in the second "now" falls.
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
+        let (url, vendor) = vendor(vec![Reply::RetryAfter(503, date)], Reply::Status(200)).await;
+        let out = Outbound::new("acme", config()).unwrap();
+        out.send(get(&url)).await.unwrap();
+        let arrivals = vendor.arrivals();
+        assert!(arrivals[1] >= Duration::from_secs(2) && arrivals[1] <= ms(3005), "{arrivals:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_longer_than_the_queue_timeout_fails_fast_with_the_time_left() {
+        let (url, vendor) = vendor(vec![Reply::RetryAfter(429, "60".into())], Reply::Status(200)).await;
+        let out = Outbound::new("acme", OutboundConfig { deadline: Duration::from_secs(25), ..config() }).unwrap();
+        let started = Instant::now();
+        // The vendor's 60 s is past the deadline: no retry, the 429 goes back with the vendor's wait.
+        let err = out.send(get(&url)).await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::RateLimited { retry_after: Some(Duration::from_secs(60)) });
+        assert!(!err.maybe_applied());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // Meanwhile every call of the app is refused at once, without a vendor call.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let err = out.send(get(&url)).await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::RateLimited { retry_after: Some(Duration::from_secs(50)) });
+        assert_eq!(vendor.hits(), 1);
+    }
+
+    // --- retries -------------------------------------------------------------------------------------------------
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idempotent_call_is_retried_through_5xx() {
+        let (url, vendor) = vendor(vec![Reply::Status(503); 3], Reply::Status(200)).await;
+        let out = Outbound::new("acme", config()).unwrap();
+        let resp = out.send(get(&url)).await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(vendor.hits(), 4);
+        let stats = out.stats();
+        assert_eq!((stats.calls, stats.attempts, stats.retries, stats.failures), (1, 4, 3, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idempotent_call_stops_after_max_attempts() {
+        let (url, vendor) = vendor(vec![], Reply::Status(502)).await;
+        let out = Outbound::new("acme", config()).unwrap();
+        let err = out.send(VendorRequest::new(Method::PUT, url.as_str())).await.unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Unavailable { .. }), "{err}");
+        assert!(err.detail().contains("502") && !err.detail().contains("secret"), "{err}");
+        assert_eq!(vendor.hits(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idempotent_call_is_retried_after_a_timeout() {
+        let (url, vendor) = vendor(vec![Reply::Hang], Reply::Status(200)).await;
+        let out = Outbound::new("acme", config()).unwrap();
+        let started = Instant::now();
+        out.send(get(&url)).await.unwrap();
+        assert_eq!(vendor.hits(), 2);
+        assert!(started.elapsed() >= Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_is_not_retried_after_a_5xx() {
+        let (url, vendor) = vendor(vec![Reply::Status(500)], Reply::Status(201)).await;
+        let out = Outbound::new("acme", config()).unwrap();
+        let err = out.send(post(&url)).await.unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Unavailable { .. }), "{err}");
+        assert!(err.maybe_applied());
+        assert_eq!(vendor.hits(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_is_not_retried_after_a_timeout() {
+        let (url, vendor) = vendor(vec![Reply::Hang], Reply::Status(201)).await;
+        let out = Outbound::new("acme", config()).unwrap();
+        let started = Instant::now();
+        let err = out.send(post(&url)).await.unwrap_err();
+        assert!(err.is_retryable() && err.maybe_applied(), "{err:?}");
+        assert!(err.detail().contains("no answer"), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(vendor.hits(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_is_retried_after_a_429() {
+        let (url, vendor) = vendor(vec![Reply::Status(429)], Reply::Status(201)).await;
+        let out = Outbound::new("acme", config()).unwrap();
+        assert_eq!(out.send(post(&url)).await.unwrap().status, 201);
+        assert_eq!(vendor.hits(), 2);
+        // Without a Retry-After the backoff (100 ms jittered) paced the retry.
+        let arrivals = vendor.arrivals();
+        assert!(arrivals[1] >= ms(50), "{arrivals:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_is_retried_after_a_connect_failure_and_reported_not_applied() {
+        // A port nobody listens on: connection refused, so the request was never sent.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/users", listener.local_addr().unwrap());
+        drop(listener);
+        let out = Outbound::new("acme", config()).unwrap();
+        let err = out.send(post(&url)).await.unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Unavailable { .. }), "{err}");
+        assert!(!err.maybe_applied(), "{err:?}");
+        assert!(err.detail().contains("cannot connect"), "{err}");
+        assert_eq!(out.stats().attempts, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unauthorized_forbidden_and_not_implemented_come_back_once_unretried() {
+        for code in [401, 403, 404, 409, 501] {
+            let (url, vendor) = vendor(vec![], Reply::Status(code)).await;
+            let out = Outbound::new("acme", OutboundConfig { breaker_failures: 1, ..config() }).unwrap();
+            for _ in 0..3 {
+                assert_eq!(out.send(get(&url)).await.unwrap().status, code);
+            }
+            assert_eq!(vendor.hits(), 3, "{code}");
+            assert_eq!(out.stats().retries, 0);
+            // 4xx (and 501) answers are the vendor working: they never open the breaker.
+            assert_eq!(out.breaker_state(), BreakerState::Closed);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_bounds_all_attempts_and_waits() {
+        let (url, vendor) = vendor(vec![], Reply::Slow(Duration::from_secs(2), 503)).await;
+        let config = OutboundConfig {
+            deadline: Duration::from_secs(7),
+            max_attempts: 10,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(1),
+            ..config()
+        };
+        let out = Outbound::new("acme", config).unwrap();
+        let started = Instant::now();
+        let err = out.send(get(&url)).await.unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Unavailable { .. }), "{err}");
+        // 2 s per attempt and 0.5-1 s between: three attempts fit in 7 s, a fourth wait would not.
+        assert!(started.elapsed() <= Duration::from_secs(7), "{:?}", started.elapsed());
+        assert!((2..=3).contains(&vendor.hits()), "{}", vendor.hits());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_is_cut_at_the_deadline() {
+        let (url, _vendor) = vendor(vec![], Reply::Hang).await;
+        let config = OutboundConfig { deadline: Duration::from_secs(3), ..config() };
+        let out = Outbound::new("acme", config).unwrap();
+        let started = Instant::now();
+        assert!(out.send(get(&url)).await.is_err());
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    // --- circuit breaker -----------------------------------------------------------------------------------------
+
+    fn breaker_config() -> OutboundConfig {
+        OutboundConfig { max_attempts: 1, breaker_failures: 3, breaker_cooldown: Duration::from_secs(30), ..config() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_after_consecutive_failures_and_fails_fast() {
+        let (url, vendor) = vendor(vec![], Reply::Status(503)).await;
+        let out = Outbound::new("acme", breaker_config()).unwrap();
+        for _ in 0..2 {
+            assert!(out.send(get(&url)).await.is_err());
+            assert_eq!(out.breaker_state(), BreakerState::Closed);
+        }
+        assert!(out.send(get(&url)).await.is_err());
+        assert_eq!(out.breaker_state(), BreakerState::Open);
+        assert_eq!(vendor.hits(), 3);
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let err = out.send(get(&url)).await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Unavailable { retry_after: Some(Duration::from_secs(20)) });
+        assert!(err.detail().contains("circuit open"), "{err}");
+        assert_eq!(vendor.hits(), 3);
+        let stats = out.stats();
+        assert!(stats.breaker_open);
+        assert_eq!((stats.breaker_state, stats.breaker_opens, stats.rejected_breaker_open), (BreakerState::Open, 1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_resets_the_failure_count() {
+        let script =
+            vec![Reply::Status(503), Reply::Status(503), Reply::Status(200), Reply::Status(503), Reply::Status(503)];
+        let (url, _vendor) = vendor(script, Reply::Status(200)).await;
+        let out = Outbound::new("acme", breaker_config()).unwrap();
+        for _ in 0..5 {
+            let _ = out.send(get(&url)).await;
+        }
+        assert_eq!(out.breaker_state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_successful_half_open_probe_closes_the_breaker() {
+        let (url, vendor) = vendor(vec![Reply::Status(503); 3], Reply::Slow(Duration::from_secs(1), 200)).await;
+        let out = Arc::new(Outbound::new("acme", breaker_config()).unwrap());
+        for _ in 0..3 {
+            let _ = out.send(get(&url)).await;
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(out.breaker_state(), BreakerState::HalfOpen);
+
+        // One probe goes through; a call while it is out fails fast.
+        let probe = tokio::spawn({
+            let (out, url) = (out.clone(), url.clone());
+            async move { out.send(get(&url)).await }
+        });
+        tokio::time::sleep(ms(100)).await;
+        let err = out.send(get(&url)).await.unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Unavailable { retry_after: Some(_) }), "{err}");
+        assert_eq!(probe.await.unwrap().unwrap().status, 200);
+        assert_eq!(vendor.hits(), 4);
+        assert_eq!(out.breaker_state(), BreakerState::Closed);
+        out.send(get(&url)).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_half_open_probe_reopens_the_breaker() {
+        let (url, vendor) = vendor(vec![], Reply::Status(503)).await;
+        let out = Outbound::new("acme", breaker_config()).unwrap();
+        for _ in 0..3 {
+            let _ = out.send(get(&url)).await;
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(out.send(get(&url)).await.is_err());
+        assert_eq!(vendor.hits(), 4);
+        assert_eq!(out.breaker_state(), BreakerState::Open);
+        assert_eq!(out.stats().breaker_opens, 2);
+        let err = out.send(get(&url)).await.unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
+        assert_eq!(vendor.hits(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_probe_lets_the_next_call_probe() {
+        let (url, vendor) =
+            vendor(vec![Reply::Status(503), Reply::Status(503), Reply::Status(503), Reply::Hang], Reply::Status(200))
+                .await;
+        let out = Outbound::new("acme", breaker_config()).unwrap();
+        for _ in 0..3 {
+            let _ = out.send(get(&url)).await;
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        // The caller (Entra's request) goes away while the probe hangs.
+        assert!(tokio::time::timeout(Duration::from_secs(1), out.send(get(&url))).await.is_err());
+        assert_eq!(out.breaker_state(), BreakerState::HalfOpen);
+        out.send(get(&url)).await.unwrap();
+        assert_eq!(vendor.hits(), 5);
+        assert_eq!(out.breaker_state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn vendor_429s_do_not_open_the_breaker() {
+        let (url, _vendor) = vendor(vec![], Reply::Status(429)).await;
+        let out = Outbound::new("acme", breaker_config()).unwrap();
+        for _ in 0..5 {
+            let err = out.send(get(&url)).await.unwrap_err();
+            assert!(matches!(err.kind(), ErrorKind::RateLimited { .. }), "{err}");
+        }
+        assert_eq!(out.breaker_state(), BreakerState::Closed);
+        assert_eq!(out.stats().rate_limited_by_vendor, 5);
+    }
 }

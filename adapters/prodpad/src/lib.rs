@@ -1,1 +1,574 @@
-//! scim-bridge adapter for prodpad (being written).
+//! scim-bridge adapter for ProdPad: the per-app `Config` (validated once, errors name the key, the API key
+//! never formatted), `build` and `default_limits`, and the `Adapter` impl in its two modes — `scim` (proxy to
+//! ProdPad's own SCIM service through the shared SCIM client) and `rest` (create and read through
+//! `/v1/users`; ProdPad's REST API cannot update or deprovision users, so those are refused, never faked).
+
+pub mod client;
+pub mod map;
+pub mod model;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use adapter_api::scim_client::{DeleteMode, PatchStrategy};
+use adapter_api::scim_client::{ErrorMapper, ScimClient, ScimRules, VendorFailure};
+use adapter_api::{
+    Adapter, Capabilities, Error, ErrorKind, Outbound, OutboundConfig, ProbeReport, Result, User, VendorUser,
+};
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::client::RestClient;
+use crate::map::RolePolicy;
+use crate::model::Role;
+
+/// ProdPad's documented REST base.
+pub const DEFAULT_REST_BASE: &str = "https://api.prodpad.com/v1";
+
+/// Which ProdPad API the app talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// ProdPad's own SCIM service (higher plans): create, update, deprovision.
+    Scim,
+    /// ProdPad's REST API: create and read only.
+    Rest,
+}
+
+/// What rest mode answers when asked to update, disable or delete a user (it cannot do any of them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestUnsupported {
+    /// `Error::unsupported` with a detail telling the admin what to do by hand.
+    #[default]
+    Error,
+    /// `Error::needs_manual_action` with the same detail: the gateway's audit log then lists the request as
+    /// a manual follow-up. Nothing is recorded by the adapter and success is never reported.
+    ManualQueue,
+}
+
+/// One app's ProdPad settings, as written under the app in the gateway config (gateway keys such as
+/// `vendor` and `inbound` are not part of it).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `scim` or `rest`. Required unless `base_url` names a SCIM base (then `scim`): the two modes differ in
+    /// whether users can be deprovisioned at all, so the gateway never picks one silently.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// scim mode: ProdPad's SCIM Tenant URL (required). rest mode: default `https://api.prodpad.com/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The API key of a ProdPad Admin (one of `api_key`, `api_key_env`, `api_key_file`).
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Role of users whose first app-role value is not in `role_map` (default `Reviewer`).
+    #[serde(default)]
+    pub role_default: Option<String>,
+    /// Entra app-role value -> `Admin` | `Editor` | `Reviewer`.
+    #[serde(default)]
+    pub role_map: BTreeMap<String, String>,
+    /// IANA time zone sent on create when the user carries none.
+    #[serde(default)]
+    pub timezone_default: Option<String>,
+    /// rest mode: `error` (default) or `manual_queue`.
+    #[serde(default)]
+    pub rest_unsupported: RestUnsupported,
+    /// scim mode: forward `externalId` (default false: ProdPad's acceptance of it is undocumented).
+    #[serde(default)]
+    pub send_external_id: bool,
+    /// scim mode: `delete` (default: `DELETE /Users/{id}`) or `disable` (`active=false`).
+    #[serde(default = "default_delete_mode")]
+    pub delete_mode: DeleteMode,
+    /// scim mode: `passthrough` (default: PATCH with only the changed attributes) or `put_merge` (PUT of the
+    /// full allowed representation).
+    #[serde(default = "default_patch_strategy")]
+    pub patch_strategy: PatchStrategy,
+}
+
+fn default_delete_mode() -> DeleteMode {
+    DeleteMode::Delete
+}
+
+fn default_patch_strategy() -> PatchStrategy {
+    PatchStrategy::Passthrough
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("mode", &self.mode)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_env", &self.api_key_env)
+            .field("api_key_file", &self.api_key_file)
+            .field("role_default", &self.role_default)
+            .field("role_map", &self.role_map)
+            .field("timezone_default", &self.timezone_default)
+            .field("rest_unsupported", &self.rest_unsupported)
+            .field("send_external_id", &self.send_external_id)
+            .field("delete_mode", &self.delete_mode)
+            .field("patch_strategy", &self.patch_strategy)
+            .finish()
+    }
+}
+
+/// The validated settings an adapter runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub mode: Mode,
+    pub base_url: String,
+    pub roles: RolePolicy,
+    pub timezone_default: Option<String>,
+    pub rest_unsupported: RestUnsupported,
+    pub send_external_id: bool,
+    pub delete_mode: DeleteMode,
+    pub patch_strategy: PatchStrategy,
+}
+
+impl Config {
+    /// Parses the app's config; errors name the offending key.
+    pub fn from_json(config: serde_json::Value) -> std::result::Result<Config, String> {
+        if config.is_null() {
+            return Config::from_json(serde_json::json!({}));
+        }
+        serde_json::from_value::<Config>(config.clone()).map_err(|e| {
+            // serde names unknown keys but not the key of a badly typed value: find it by trying each key alone.
+            let culprit = config.as_object().and_then(|obj| {
+                obj.iter()
+                    .find(|(k, v)| {
+                        let one = serde_json::Value::Object([((*k).clone(), (*v).clone())].into_iter().collect());
+                        serde_json::from_value::<Config>(one).is_err()
+                    })
+                    .map(|(k, _)| k.clone())
+            });
+            match culprit {
+                Some(key) => format!("prodpad: `{key}`: {e}"),
+                None => format!("prodpad: {e}"),
+            }
+        })
+    }
+
+    /// Validates everything but the secret. Errors name the key.
+    pub fn settings(&self) -> std::result::Result<Settings, String> {
+        let mode = match (self.mode, self.base_url.as_deref()) {
+            (Some(mode), _) => mode,
+            (None, Some(url)) if url.to_ascii_lowercase().contains("api.prodpad.com/v1") => {
+                return Err("prodpad: `mode` is missing and `base_url` looks like ProdPad's REST API: set `mode: \
+                            rest` (create and read only, cannot deprovision) or give ProdPad's SCIM Tenant URL \
+                            with `mode: scim`"
+                    .into())
+            }
+            (None, Some(_)) => Mode::Scim,
+            (None, None) => {
+                return Err("prodpad: `mode` is missing: set `mode: scim` with `base_url` = ProdPad's SCIM Tenant \
+                            URL (higher plans; can deprovision), or `mode: rest` (create and read only; users \
+                            must then be deprovisioned by hand in ProdPad)"
+                    .into())
+            }
+        };
+        let base_url = match (mode, self.base_url.as_deref()) {
+            (_, Some(url)) => check_base_url(url)?,
+            (Mode::Rest, None) => DEFAULT_REST_BASE.to_string(),
+            (Mode::Scim, None) => {
+                return Err("prodpad: `base_url` is required in scim mode: ProdPad's SCIM Tenant URL is not public; \
+                            ask ProdPad support for your account's SCIM base"
+                    .into())
+            }
+        };
+        let default = match self.role_default.as_deref() {
+            None => Role::Reviewer,
+            Some(raw) => Role::parse(raw)
+                .ok_or_else(|| format!("prodpad: `role_default`: `{raw}` is not Admin, Editor or Reviewer"))?,
+        };
+        let mut map = BTreeMap::new();
+        for (entra, target) in &self.role_map {
+            let role = Role::parse(target).ok_or_else(|| {
+                format!("prodpad: `role_map.{entra}`: `{target}` is not a ProdPad role (Admin, Editor or Reviewer)")
+            })?;
+            map.insert(entra.clone(), role);
+        }
+        if let Some(tz) = &self.timezone_default {
+            if !looks_like_iana_zone(tz) {
+                return Err(format!(
+                    "prodpad: `timezone_default`: `{tz}` is not an IANA time zone name (e.g. Europe/London, UTC)"
+                ));
+            }
+        }
+        Ok(Settings {
+            mode,
+            base_url,
+            roles: RolePolicy { map, default },
+            timezone_default: self.timezone_default.clone(),
+            rest_unsupported: self.rest_unsupported,
+            send_external_id: self.send_external_id,
+            delete_mode: self.delete_mode,
+            patch_strategy: self.patch_strategy,
+        })
+    }
+
+    /// The API key from exactly one of its sources.
+    pub fn api_key(&self) -> std::result::Result<SecretString, String> {
+        adapter_api::secret::resolve(
+            "api_key",
+            self.api_key.clone(),
+            self.api_key_env.as_deref(),
+            self.api_key_file.as_deref(),
+        )
+        .map_err(|e| format!("prodpad: {e}"))
+    }
+}
+
+/// HTTPS only (ProdPad answers plain HTTP with 403), except 127.0.0.1/localhost for simulators. No
+/// credentials, query or fragment in the URL. Returns the URL without a trailing slash.
+fn check_base_url(raw: &str) -> std::result::Result<String, String> {
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| format!("prodpad: `base_url`: `{raw}` is not a URL: {e}"))?;
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let local = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1");
+    match url.scheme() {
+        "https" => {}
+        "http" if local => {}
+        other => {
+            return Err(format!(
+                "prodpad: `base_url` must use https (ProdPad refuses plain HTTP with 403; http is allowed only for \
+                 127.0.0.1/localhost simulators), got `{other}://{host}`"
+            ))
+        }
+    }
+    if host.is_empty() {
+        return Err("prodpad: `base_url` has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("prodpad: `base_url` must not carry credentials; use `api_key`".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("prodpad: `base_url` must not have a query or fragment".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// `UTC`/`GMT`, or `Area/Location` made of letters, digits, `_`, `-`, `+`.
+fn looks_like_iana_zone(tz: &str) -> bool {
+    let ok_chars = tz.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    ok_chars
+        && (matches!(tz, "UTC" | "GMT" | "Etc/UTC")
+            || (tz.contains('/') && !tz.starts_with('/') && !tz.ends_with('/') && !tz.contains("//")))
+}
+
+/// Outbound limits for ProdPad. ProdPad publishes no rate limit but blocks "abusive" keys and IPs, and a
+/// block costs the whole tenant its provisioning, so the notes' `max_rps` default of 2 is used with a burst of
+/// 2 and at most 2 calls in flight. Entra's provisioning cycles are not latency-sensitive.
+pub fn default_limits() -> OutboundConfig {
+    OutboundConfig {
+        requests_per_second: 2.0,
+        burst: 2,
+        max_in_flight: 2,
+        queue_timeout: Duration::from_secs(10),
+        ..OutboundConfig::default()
+    }
+}
+
+/// The attributes scim mode forwards (the Entra gallery app's mapping); everything else is stripped.
+pub const SCIM_ATTRIBUTES: [&str; 4] =
+    ["emails[type eq \"work\"].value", "active", "name.givenName", "name.familyName"];
+
+enum Backend {
+    Rest(RestClient),
+    Scim(ScimClient),
+}
+
+/// ProdPad-specific readings of SCIM failures: ProdPad's own words for a missing seat or a taken email,
+/// and where to get a new key, over the shared client's generic mapping.
+fn prodpad_scim_errors() -> ErrorMapper {
+    Arc::new(|failure: &VendorFailure<'_>, base: Error| match failure.status {
+        401 | 403 => {
+            let body = serde_json::json!({"developer_message": failure.detail.clone().unwrap_or_default()});
+            let mapped = client::map_error(failure.status, body.to_string().as_bytes());
+            if mapped.kind() == &ErrorKind::Unauthorized {
+                Error::unauthorized(format!("{} ({})", mapped.detail(), failure.op.name()))
+            } else {
+                mapped
+            }
+        }
+        _ => base,
+    })
+}
+
+/// The ProdPad adapter of one app.
+pub struct ProdPad {
+    app: String,
+    settings: Settings,
+    backend: Backend,
+}
+
+impl fmt::Debug for ProdPad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProdPad").field("app", &self.app).field("settings", &self.settings).finish()
+    }
+}
+
+/// Builds the ProdPad adapter of app `app` from its config. Errors name the offending key.
+pub fn build(
+    app: &str,
+    config: serde_json::Value,
+    outbound: OutboundConfig,
+) -> std::result::Result<Arc<dyn Adapter>, String> {
+    Ok(Arc::new(ProdPad::new(app, Config::from_json(config)?, outbound)?))
+}
+
+impl ProdPad {
+    pub fn new(app: &str, config: Config, outbound: OutboundConfig) -> std::result::Result<Self, String> {
+        let settings = config.settings()?;
+        let key = config.api_key()?;
+        let auth = client::bearer(&key)?;
+        let outbound = Arc::new(Outbound::new(app, outbound).map_err(|e| format!("prodpad: {}", e.detail()))?);
+        let backend = match settings.mode {
+            Mode::Rest => Backend::Rest(RestClient::new(outbound, &settings.base_url, auth)),
+            Mode::Scim => {
+                let mut allowed: Vec<&str> = SCIM_ATTRIBUTES.to_vec();
+                if settings.send_external_id {
+                    allowed.push("externalId");
+                }
+                let header = SecretString::from(format!("Bearer {}", key.expose_secret().trim()));
+                let mut rules = ScimRules::new("prodpad", settings.base_url.clone(), header, &allowed);
+                rules.patch_strategy = settings.patch_strategy;
+                rules.delete_mode = settings.delete_mode;
+                rules.error_mapper = Some(prodpad_scim_errors());
+                Backend::Scim(ScimClient::new(rules, outbound))
+            }
+        };
+        Ok(ProdPad { app: app.to_string(), settings, backend })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// What rest mode answers to an update, disable or delete it cannot perform. Never a success.
+    fn rest_refusal(&self, what: &str, hand_action: &str, vendor_id: &str, user: &User) -> Error {
+        let detail = format!(
+            "ProdPad's REST API cannot {what} users, so {} (ProdPad user {vendor_id}) was left unchanged: {hand_action} \
+             by hand in ProdPad (Settings > Users), or switch app `{}` to `mode: scim` (ProdPad SCIM, higher plans)",
+            user.user_name, self.app
+        );
+        match self.settings.rest_unsupported {
+            RestUnsupported::Error => Error::unsupported(detail),
+            RestUnsupported::ManualQueue => {
+                Error::needs_manual_action(format!("manual follow-up (recorded in the gateway's audit log): {detail}"))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Adapter for ProdPad {
+    fn vendor(&self) -> &'static str {
+        "prodpad"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        match self.backend {
+            Backend::Rest(_) => {
+                Capabilities { groups: false, hard_delete: false, find_by_user_name: true, update_users: false }
+            }
+            Backend::Scim(_) => Capabilities {
+                groups: false,
+                hard_delete: self.settings.delete_mode == DeleteMode::Delete,
+                find_by_user_name: true,
+                update_users: true,
+            },
+        }
+    }
+
+    async fn create_user(&self, user: &User) -> Result<String> {
+        match &self.backend {
+            Backend::Rest(rest) => {
+                let body = map::to_create(user, &self.settings.roles, self.settings.timezone_default.as_deref())?;
+                let created = rest.create(&body).await?;
+                created.id.ok_or_else(|| Error::unavailable(None, "ProdPad's create reply carries no user id"))
+            }
+            Backend::Scim(scim) => scim.create(user).await,
+        }
+    }
+
+    async fn get_user(&self, vendor_id: &str) -> Result<VendorUser> {
+        match &self.backend {
+            Backend::Rest(rest) => {
+                let pp = rest.get(vendor_id).await?;
+                map::from_vendor(&pp).ok_or_else(|| {
+                    Error::unavailable(None, format!("ProdPad's reply for user {vendor_id} has no email"))
+                })
+            }
+            Backend::Scim(scim) => scim.get(vendor_id).await,
+        }
+    }
+
+    async fn find_user(&self, user_name: &str) -> Result<Option<VendorUser>> {
+        match &self.backend {
+            Backend::Rest(rest) => {
+                if !map::looks_like_email(user_name) {
+                    // ProdPad REST knows users only by email; no user can have this userName.
+                    return Ok(None);
+                }
+                Ok(rest.find_by_email(user_name).await?.as_ref().and_then(map::from_vendor))
+            }
+            Backend::Scim(scim) => scim.find(user_name).await,
+        }
+    }
+
+    async fn update_user(&self, vendor_id: &str, before: &User, after: &User) -> Result<()> {
+        match &self.backend {
+            Backend::Rest(_) => {
+                let changed = map::rest_changes(before, after, &self.settings.roles);
+                if changed.is_empty() {
+                    // Nothing ProdPad keeps differs (only attributes the gateway keeps in its shadow store).
+                    return Ok(());
+                }
+                if before.active && !after.active {
+                    return Err(self.rest_refusal("disable", "deactivate or remove the user", vendor_id, after));
+                }
+                let what = format!("apply the change to {}", changed.join(", "));
+                Err(self.rest_refusal("update", &what, vendor_id, after))
+            }
+            Backend::Scim(scim) => scim.update(vendor_id, before, after).await,
+        }
+    }
+
+    async fn delete_user(&self, vendor_id: &str, last_known: &User) -> Result<()> {
+        match &self.backend {
+            Backend::Rest(_) => Err(self.rest_refusal("delete", "remove the user", vendor_id, last_known)),
+            Backend::Scim(scim) => scim.delete(vendor_id, last_known).await,
+        }
+    }
+
+    async fn probe(&self) -> Result<ProbeReport> {
+        match &self.backend {
+            Backend::Rest(rest) => {
+                let mut report = ProbeReport {
+                    notes: vec![format!(
+                        "rest mode: ProdPad users are created and read only; updates and deprovisioning are refused \
+                         ({:?}) and must be done by hand in ProdPad",
+                        self.settings.rest_unsupported
+                    )],
+                    ..ProbeReport::default()
+                };
+                match rest.list_raw(1, 1).await {
+                    Ok(resp) => {
+                        report.reachable = true;
+                        report.credential_accepted = resp.status == 200;
+                        report.rate_limit_headers = rate_limit_headers(&resp.headers);
+                        if resp.status != 200 {
+                            report.notes.push(client::map_error(resp.status, &resp.body).detail().to_string());
+                        }
+                    }
+                    Err(e) => report.notes.push(e.detail().to_string()),
+                }
+                Ok(report)
+            }
+            Backend::Scim(scim) => scim.probe().await,
+        }
+    }
+}
+
+fn rate_limit_headers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            n.contains("ratelimit") || n.contains("rate-limit") || n == "retry-after"
+        })
+        .map(|(name, value)| (name.as_str().to_string(), value.to_str().unwrap_or("<binary>").to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings(v: serde_json::Value) -> std::result::Result<Settings, String> {
+        Config::from_json(v)?.settings()
+    }
+
+    #[test]
+    fn mode_is_never_guessed_between_rest_and_scim() {
+        let err = settings(json!({})).unwrap_err();
+        assert!(err.contains("`mode`"), "{err}");
+        let err = settings(json!({"base_url": "https://api.prodpad.com/v1"})).unwrap_err();
+        assert!(err.contains("`mode`"), "{err}");
+        assert_eq!(settings(json!({"base_url": "https://api.prodpad.com/api/v2/scim"})).unwrap().mode, Mode::Scim);
+        let rest = settings(json!({"mode": "rest"})).unwrap();
+        assert_eq!(rest.base_url, DEFAULT_REST_BASE);
+        assert_eq!(rest.roles.default, Role::Reviewer);
+        assert_eq!(rest.rest_unsupported, RestUnsupported::Error);
+        let err = settings(json!({"mode": "scim"})).unwrap_err();
+        assert!(err.contains("`base_url`"), "{err}");
+    }
+
+    #[test]
+    fn base_url_must_be_https_unless_local() {
+        for ok in ["https://x.example/scim/", "http://127.0.0.1:8080/v1", "http://localhost:1/v1"] {
+            let s = settings(json!({"mode": "rest", "base_url": ok})).unwrap();
+            assert!(!s.base_url.ends_with('/'), "{}", s.base_url);
+        }
+        for bad in [
+            "http://api.prodpad.com/v1",
+            "ftp://x.example",
+            "not a url",
+            "https://u:p@x.example",
+            "https://x.example/?a=1",
+        ] {
+            let err = settings(json!({"mode": "rest", "base_url": bad})).unwrap_err();
+            assert!(err.contains("`base_url`"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let table = [
+            (json!({"mode": "soap"}), "`mode`"),
+            (json!({"mode": "rest", "role_default": "Owner"}), "`role_default`"),
+            (json!({"mode": "rest", "role_map": {"PM": "Boss"}}), "`role_map.PM`"),
+            (json!({"mode": "rest", "timezone_default": "London time"}), "`timezone_default`"),
+            (json!({"mode": "rest", "rest_unsupported": "ignore"}), "`rest_unsupported`"),
+            (json!({"mode": "rest", "delete_mode": "purge"}), "`delete_mode`"),
+            (json!({"mode": "rest", "send_external_id": "yes"}), "`send_external_id`"),
+            (json!({"mode": "rest", "max_rps": 3}), "`max_rps`"),
+        ];
+        for (cfg, key) in table {
+            let err = settings(cfg.clone()).unwrap_err();
+            assert!(err.contains(key), "{cfg}: {err}");
+        }
+        let ok = settings(json!({"mode": "rest", "role_map": {"PM": "admin"}, "timezone_default": "Europe/London"}));
+        assert_eq!(ok.unwrap().roles.map["PM"], Role::Admin);
+    }
+
+    #[test]
+    fn the_key_is_never_formatted() {
+        let cfg = Config::from_json(json!({"mode": "rest", "api_key": "pp-secret-123"})).unwrap();
+        assert!(!format!("{cfg:?}").contains("pp-secret-123"));
+        let adapter = ProdPad::new("pp", cfg, default_limits()).unwrap();
+        assert!(!format!("{adapter:?}").contains("pp-secret-123"));
+        let both = Config::from_json(json!({"mode": "rest", "api_key": "pp-secret-123", "api_key_env": "X"}));
+        let err = ProdPad::new("pp", both.unwrap(), default_limits()).unwrap_err();
+        assert!(err.contains("api_key") && !err.contains("pp-secret-123"), "{err}");
+        let err = build("pp", json!({"mode": "rest"}), default_limits()).err().unwrap();
+        assert!(err.contains("api_key"), "{err}");
+    }
+
+    #[test]
+    fn default_limits_are_gentle() {
+        let l = default_limits();
+        assert_eq!(l.requests_per_second, 2.0);
+        assert!(l.max_in_flight <= 2);
+    }
+}

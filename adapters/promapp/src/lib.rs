@@ -1,1 +1,324 @@
-//! scim-bridge adapter for promapp (being written).
+//! The Nintex Promapp (Process Manager) adapter: its `Config`, `build`, default outbound limits and the
+//! `Adapter` impl. Promapp speaks SCIM 2.0 at one global host; it only disables users (no hard delete),
+//! keeps no groups, and must not get users whose only Entra role is "Default Access".
+
+pub mod client;
+pub mod map;
+pub mod model;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use adapter_api::scim_client::{self, PatchStrategy, ScimClient};
+use adapter_api::{Adapter, Capabilities, Error, Outbound, OutboundConfig, ProbeReport, Result, User, VendorUser};
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde::Deserialize;
+use time::Date;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.promapp.com/api/scim";
+pub const MAX_PAGE_SIZE: u32 = 200;
+/// `probe()` warns this many days before the token expires.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// How Entra-managed roles combine with roles given in Promapp itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleMode {
+    /// The user's Promapp roles are exactly the mapped Entra roles.
+    #[default]
+    Replace,
+    /// Roles given in Promapp are kept; only roles the gateway set are added or removed (costs a GET).
+    Preserve,
+}
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.into()
+}
+fn default_users_path() -> String {
+    "/Users".into()
+}
+fn default_skip_roles() -> Vec<String> {
+    vec!["msiam_access".into(), "Default Access".into()]
+}
+fn default_page_size() -> u32 {
+    100
+}
+
+/// The `promapp` app config (the keys of the app's `config:` block).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The SCIM access token (give exactly one of the three).
+    #[serde(default)]
+    pub access_token: Option<SecretString>,
+    #[serde(default)]
+    pub access_token_env: Option<String>,
+    #[serde(default)]
+    pub access_token_file: Option<PathBuf>,
+    /// `YYYY-MM-DD` (or RFC 3339): when the one-year token expires.
+    #[serde(default)]
+    pub token_expires_at: Option<String>,
+    #[serde(default = "default_users_path")]
+    pub users_path: String,
+    #[serde(default)]
+    pub patch_strategy: PatchStrategy,
+    /// Entra app-role value -> exact Process Manager role name.
+    #[serde(default)]
+    pub role_map: BTreeMap<String, String>,
+    #[serde(default)]
+    pub role_mode: RoleMode,
+    #[serde(default = "default_skip_roles")]
+    pub skip_roles: Vec<String>,
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("base_url", &self.base_url)
+            .field("access_token", &self.access_token.as_ref().map(|_| "[redacted]"))
+            .field("access_token_env", &self.access_token_env)
+            .field("access_token_file", &self.access_token_file)
+            .field("token_expires_at", &self.token_expires_at)
+            .field("users_path", &self.users_path)
+            .field("patch_strategy", &self.patch_strategy)
+            .field("role_map", &self.role_map)
+            .field("role_mode", &self.role_mode)
+            .field("skip_roles", &self.skip_roles)
+            .field("page_size", &self.page_size)
+            .finish()
+    }
+}
+
+/// Outbound limits for Promapp. No limits are published; 2 requests/s (the vendor notes' `max_rps`) with a
+/// burst of 2 and 2 in flight keeps a full Entra cycle well under any plausible per-site limit of a shared
+/// global host, while Entra's own pace (a few requests per second per app) is still met.
+pub fn default_limits() -> OutboundConfig {
+    OutboundConfig { requests_per_second: 2.0, burst: 2, max_in_flight: 2, ..OutboundConfig::default() }
+}
+
+/// Parses `YYYY-MM-DD` or an RFC 3339 timestamp.
+pub fn parse_date(raw: &str) -> Result<Date, String> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(raw.trim(), &fmt)
+        .or_else(|_| {
+            time::OffsetDateTime::parse(raw.trim(), &time::format_description::well_known::Rfc3339).map(|t| t.date())
+        })
+        .map_err(|_| format!("`token_expires_at`: '{raw}' is not a date (YYYY-MM-DD)"))
+}
+
+/// What `probe()` says about the token's expiry on `today`: an error once past, a note within 30 days.
+pub fn expiry_check(expires: Date, today: Date) -> Result<Option<String>> {
+    let days = (expires - today).whole_days();
+    if days < 0 {
+        return Err(Error::unauthorized(format!(
+            "the Promapp SCIM token expired on {expires}: a Promaster creates a new one under My Profile > Access \
+             Tokens (scope SCIM); then update access_token and token_expires_at"
+        )));
+    }
+    if days <= EXPIRY_WARNING_DAYS {
+        return Ok(Some(format!(
+            "warning: the Promapp SCIM token expires on {expires} (in {days} days); create a new one before then"
+        )));
+    }
+    Ok(None)
+}
+
+/// Builds the adapter for app `app` from its config block. Errors name the offending key.
+pub fn build(app: &str, config: serde_json::Value, outbound: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
+    let config: Config = scim_client::parse_config(config).map_err(|e| format!("app {app} (promapp): {e}"))?;
+    let adapter = Promapp::new(app, config, outbound).map_err(|e| format!("app {app} (promapp): {e}"))?;
+    Ok(Arc::new(adapter))
+}
+
+/// The Promapp adapter.
+pub struct Promapp {
+    app: String,
+    client: ScimClient,
+    role_map: BTreeMap<String, String>,
+    role_mode: RoleMode,
+    skip_roles: Vec<String>,
+    token_expires_at: Option<Date>,
+}
+
+impl fmt::Debug for Promapp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promapp").field("app", &self.app).field("client", &self.client).finish()
+    }
+}
+
+impl Promapp {
+    pub fn new(app: &str, config: Config, outbound: OutboundConfig) -> Result<Self, String> {
+        let token = adapter_api::secret::resolve(
+            "access_token",
+            config.access_token,
+            config.access_token_env.as_deref(),
+            config.access_token_file.as_deref(),
+        )?;
+        let base_url = scim_client::check_base_url("base_url", &config.base_url)?;
+        let users_path = scim_client::check_users_path("users_path", &config.users_path)?;
+        if config.page_size == 0 || config.page_size > MAX_PAGE_SIZE {
+            return Err(format!("`page_size`: must be 1..={MAX_PAGE_SIZE}, got {}", config.page_size));
+        }
+        if let Some((value, _)) = config.role_map.iter().find(|(_, name)| name.trim().is_empty()) {
+            return Err(format!("`role_map`: '{value}' maps to an empty role name"));
+        }
+        let token_expires_at = config.token_expires_at.as_deref().map(parse_date).transpose()?;
+        let outbound = Outbound::new(app, outbound).map_err(|e| e.to_string())?;
+        let settings = client::ClientSettings {
+            base_url,
+            users_path,
+            token,
+            patch_strategy: config.patch_strategy,
+            page_size: config.page_size,
+        };
+        Ok(Promapp {
+            app: app.to_string(),
+            client: client::scim_client(settings, Arc::new(outbound)),
+            role_map: config.role_map,
+            role_mode: config.role_mode,
+            skip_roles: config.skip_roles,
+            token_expires_at,
+        })
+    }
+
+    fn to_vendor(&self, user: &User) -> User {
+        map::to_vendor(user, &self.role_map, &self.skip_roles)
+    }
+
+    fn canonical(&self, vu: VendorUser) -> VendorUser {
+        VendorUser { vendor_id: vu.vendor_id, user: map::from_vendor(vu.user, &self.role_map) }
+    }
+
+    /// The vendor forms of `before` and `after`; with `role_mode: preserve`, roles merged with the vendor's
+    /// current ones (one GET).
+    async fn vendor_pair(&self, vendor_id: &str, before: &User, after: &User) -> Result<(User, User)> {
+        let mut vb = self.to_vendor(before);
+        let mut va = self.to_vendor(after);
+        if self.role_mode == RoleMode::Preserve {
+            let current = self.client.get(vendor_id).await?;
+            let names = |u: &User| u.role_values().into_iter().map(str::to_string).collect::<Vec<_>>();
+            let merged = map::preserve_roles(&names(&current.user), &names(&vb), &names(&va));
+            vb.roles = current.user.roles.clone();
+            va.roles = map::role_entries(&merged);
+        }
+        Ok((vb, va))
+    }
+}
+
+#[async_trait]
+impl Adapter for Promapp {
+    fn vendor(&self) -> &'static str {
+        "promapp"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { groups: false, hard_delete: false, find_by_user_name: true, update_users: true }
+    }
+
+    async fn create_user(&self, user: &User) -> Result<String> {
+        if map::only_skip_roles(user, &self.skip_roles) {
+            return Err(Error::invalid(format!(
+                "Promapp does not provision users whose only role is {}: in the Entra enterprise app, assign {} \
+                 (or their group) an app-specific role instead of Default Access",
+                user.role_values().join(", "),
+                user.user_name
+            )));
+        }
+        self.client.create(&self.to_vendor(user)).await
+    }
+
+    async fn get_user(&self, vendor_id: &str) -> Result<VendorUser> {
+        Ok(self.canonical(self.client.get(vendor_id).await?))
+    }
+
+    async fn find_user(&self, user_name: &str) -> Result<Option<VendorUser>> {
+        Ok(self.client.find(user_name).await?.map(|vu| self.canonical(vu)))
+    }
+
+    async fn update_user(&self, vendor_id: &str, before: &User, after: &User) -> Result<()> {
+        let (vb, va) = self.vendor_pair(vendor_id, before, after).await?;
+        self.client.update(vendor_id, &vb, &va).await
+    }
+
+    /// Promapp cannot delete: the user is disabled (PUT or PATCH `active=false`).
+    async fn delete_user(&self, vendor_id: &str, last_known: &User) -> Result<()> {
+        let mut before = last_known.clone();
+        before.active = true;
+        let mut after = last_known.clone();
+        after.active = false;
+        self.update_user(vendor_id, &before, &after).await
+    }
+
+    async fn probe(&self) -> Result<ProbeReport> {
+        let expiry_note = match self.token_expires_at {
+            Some(date) => expiry_check(date, time::OffsetDateTime::now_utc().date())?,
+            None => None,
+        };
+        let mut report = self.client.probe().await?;
+        report.notes.extend(expiry_note);
+        if self.token_expires_at.is_none() {
+            report.notes.push(
+                "token_expires_at is not set: Promapp SCIM tokens expire one year after creation; set it to be warned"
+                    .into(),
+            );
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_defaults_and_errors_name_keys() {
+        let c: Config = scim_client::parse_config(json!({"access_token": "t"})).unwrap();
+        assert_eq!(c.base_url, DEFAULT_BASE_URL);
+        assert_eq!(c.users_path, "/Users");
+        assert_eq!(c.patch_strategy, PatchStrategy::PutMerge);
+        assert_eq!(c.role_mode, RoleMode::Replace);
+        assert_eq!(c.skip_roles, vec!["msiam_access", "Default Access"]);
+        assert_eq!(c.page_size, 100);
+        assert!(!format!("{c:?}").contains("\"t\""));
+
+        let cases = [
+            (json!({"access_token": "t", "bogus": 1}), "bogus"),
+            (json!({"access_token": "t", "page_size": "many"}), "page_size"),
+            (json!({"access_token": "t", "page_size": 500}), "page_size"),
+            (json!({"access_token": "t", "patch_strategy": "merge"}), "patch_strategy"),
+            (json!({"access_token": "t", "token_expires_at": "soon"}), "token_expires_at"),
+            (json!({"access_token": "t", "base_url": "not a url"}), "base_url"),
+            (json!({}), "access_token"),
+        ];
+        for (cfg, key) in cases {
+            let err = build("app1", cfg.clone(), default_limits()).err().unwrap_or_default();
+            assert!(err.contains(key), "{cfg}: {err}");
+        }
+    }
+
+    #[test]
+    fn expiry_is_warned_within_30_days_and_refused_after() {
+        let d = |s: &str| parse_date(s).unwrap();
+        assert!(expiry_check(d("2030-01-31"), d("2030-01-01")).unwrap().is_some());
+        assert_eq!(expiry_check(d("2030-06-01"), d("2030-01-01")).unwrap(), None);
+        let err = expiry_check(d("2029-12-31"), d("2030-01-01")).unwrap_err();
+        assert_eq!(err.kind_name(), "unauthorized");
+        assert_eq!(parse_date("2030-01-31T10:00:00Z").unwrap(), d("2030-01-31"));
+    }
+
+    #[test]
+    fn limits_are_gentle() {
+        let l = default_limits();
+        assert_eq!(l.requests_per_second, 2.0);
+        assert!(l.max_in_flight <= 2);
+    }
+}

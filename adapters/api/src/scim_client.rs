@@ -1,0 +1,793 @@
+//! The vendor-side SCIM 2.0 client, written once for every vendor that speaks SCIM (Promapp, PROMPT,
+//! ProdPad's scim mode). A vendor declares its `ScimRules` (base URL, credential, the attributes it
+//! accepts, PATCH strategy, delete mode, page size, an error hook); this module builds the requests, sends
+//! them through `Outbound`, parses replies without panicking, and maps vendor statuses to `Error` in one
+//! function (`map_status`). The credential only ever goes into the `Authorization` header value.
+
+use std::fmt;
+use std::sync::Arc;
+
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::adapter::{ProbeReport, VendorUser};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::User;
+use crate::outbound::{Outbound, VendorRequest, VendorResponse};
+
+pub const CORE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+
+/// How an update reaches the vendor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchStrategy {
+    /// A SCIM PATCH (lowercase ops, JSON booleans) built from the before/after diff of allowed attributes.
+    Passthrough,
+    /// A PUT of the full allowed representation of `after` (no GET: the gateway holds the confirmed state).
+    #[default]
+    PutMerge,
+}
+
+/// What deprovisioning sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteMode {
+    /// `DELETE {base}/Users/{id}`.
+    Delete,
+    /// An update to `active=false` through the patch strategy.
+    #[default]
+    Disable,
+}
+
+/// Which call a vendor answered, for error hooks and details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScimOp {
+    Find,
+    Get,
+    List,
+    Create,
+    Update,
+    /// An update that turns `active` off, or a disable-mode delete.
+    Disable,
+    Delete,
+    Probe,
+}
+
+impl ScimOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScimOp::Find => "find user",
+            ScimOp::Get => "get user",
+            ScimOp::List => "list users",
+            ScimOp::Create => "create user",
+            ScimOp::Update => "update user",
+            ScimOp::Disable => "disable user",
+            ScimOp::Delete => "delete user",
+            ScimOp::Probe => "connection test",
+        }
+    }
+}
+
+/// What an error hook sees of a non-2xx vendor reply.
+#[derive(Clone, Debug)]
+pub struct VendorFailure<'a> {
+    pub op: ScimOp,
+    pub status: u16,
+    /// The reply body as JSON (`Value::Null` when it was not JSON).
+    pub body: &'a Value,
+    /// The vendor's own message (`detail`, `message`, ...), if any.
+    pub detail: Option<String>,
+    /// The userName concerned, when known.
+    pub user_name: Option<&'a str>,
+}
+
+/// A vendor-specific hook: given the failure and the standard mapping, returns the error to report.
+pub type ErrorMapper = Arc<dyn Fn(&VendorFailure<'_>, Error) -> Error + Send + Sync>;
+
+/// What a vendor declares about its SCIM service.
+#[derive(Clone)]
+pub struct ScimRules {
+    /// The vendor name used in error details (`promapp`, `prompt`).
+    pub vendor: &'static str,
+    /// Base URL without trailing slash, e.g. `https://api.promapp.com/api/scim`.
+    pub base_url: String,
+    /// Path of the users collection under the base (default `/Users`).
+    pub users_path: String,
+    /// The full `Authorization` header value (e.g. `Bearer <token>`).
+    pub auth_header: SecretString,
+    /// Canonical attribute paths the vendor accepts; everything else is stripped (userName always sent).
+    /// Forms: `active`, `name.givenName`, `emails`, `emails[type eq "work"].value`, `roles`,
+    /// `urn:...:User:department`, or a whole top-level key such as an extension URN.
+    pub allowed_attributes: Vec<String>,
+    pub patch_strategy: PatchStrategy,
+    pub delete_mode: DeleteMode,
+    pub page_size: u32,
+    pub error_mapper: Option<ErrorMapper>,
+}
+
+impl fmt::Debug for ScimRules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScimRules")
+            .field("vendor", &self.vendor)
+            .field("base_url", &self.base_url)
+            .field("users_path", &self.users_path)
+            .field("auth_header", &"[redacted]")
+            .field("allowed_attributes", &self.allowed_attributes)
+            .field("patch_strategy", &self.patch_strategy)
+            .field("delete_mode", &self.delete_mode)
+            .field("page_size", &self.page_size)
+            .field("error_mapper", &self.error_mapper.is_some())
+            .finish()
+    }
+}
+
+impl ScimRules {
+    /// Rules with the defaults: `/Users`, put_merge, disable, page size 100, no hook.
+    pub fn new(vendor: &'static str, base_url: impl Into<String>, auth_header: SecretString, allowed: &[&str]) -> Self {
+        ScimRules {
+            vendor,
+            base_url: base_url.into(),
+            users_path: "/Users".into(),
+            auth_header,
+            allowed_attributes: allowed.iter().map(|s| s.to_string()).collect(),
+            patch_strategy: PatchStrategy::PutMerge,
+            delete_mode: DeleteMode::Disable,
+            page_size: 100,
+            error_mapper: None,
+        }
+    }
+}
+
+/// Deserialises an adapter's config object; every error names the offending key (serde's type errors do
+/// not, so a failing key is found by trying each key alone).
+pub fn parse_config<T: serde::de::DeserializeOwned>(config: Value) -> Result<T, String> {
+    let err = match serde_json::from_value::<T>(config.clone()) {
+        Ok(t) => return Ok(t),
+        Err(e) => e.to_string(),
+    };
+    if err.starts_with("unknown field") || err.starts_with("missing field") {
+        return Err(err);
+    }
+    let Some(obj) = config.as_object() else {
+        return Err(format!("the adapter config must be a map of keys: {err}"));
+    };
+    for (key, value) in obj {
+        let alone = Value::Object(Map::from_iter([(key.clone(), value.clone())]));
+        if let Err(e) = serde_json::from_value::<T>(alone) {
+            let e = e.to_string();
+            if !e.starts_with("missing field") {
+                return Err(format!("`{key}`: {e}"));
+            }
+        }
+    }
+    Err(err)
+}
+
+/// Checks a base URL from config: absolute http(s), no query. Returns it without trailing slash.
+pub fn check_base_url(key: &str, raw: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("`{key}`: not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("`{key}`: must be an http(s) URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{key}`: must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{key}`: must not carry credentials; use the token keys"));
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// Checks a users path from config: starts with `/`, no query.
+pub fn check_users_path(key: &str, raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') || raw.contains('?') || raw.contains('#') || raw.len() < 2 {
+        return Err(format!("`{key}`: must be a path such as /Users"));
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// The SCIM client of one app.
+pub struct ScimClient {
+    rules: ScimRules,
+    outbound: Arc<Outbound>,
+}
+
+impl fmt::Debug for ScimClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScimClient").field("rules", &self.rules).finish()
+    }
+}
+
+impl ScimClient {
+    pub fn new(rules: ScimRules, outbound: Arc<Outbound>) -> Self {
+        ScimClient { rules, outbound }
+    }
+
+    pub fn rules(&self) -> &ScimRules {
+        &self.rules
+    }
+
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+
+    fn users_url(&self) -> Result<reqwest::Url> {
+        let raw = format!("{}{}", self.rules.base_url, self.rules.users_path);
+        reqwest::Url::parse(&raw)
+            .map_err(|e| Error::invalid(format!("{}: bad base_url/users_path ({e})", self.rules.vendor)))
+    }
+
+    fn user_url(&self, id: &str) -> Result<reqwest::Url> {
+        let mut url = self.users_url()?;
+        url.path_segments_mut()
+            .map_err(|_| Error::invalid(format!("{}: base_url cannot take a path", self.rules.vendor)))?
+            .push(id);
+        Ok(url)
+    }
+
+    fn filter_url(&self, user_name: &str) -> Result<reqwest::Url> {
+        let mut url = self.users_url()?;
+        url.query_pairs_mut().append_pair("filter", &user_name_filter(user_name));
+        Ok(url)
+    }
+
+    fn request(&self, method: Method, url: reqwest::Url) -> Result<VendorRequest> {
+        let mut headers = HeaderMap::new();
+        let mut auth = HeaderValue::from_str(self.rules.auth_header.expose_secret()).map_err(|_| {
+            Error::unauthorized(format!(
+                "{}: the credential contains characters not allowed in an HTTP header; check the token in the gateway config",
+                self.rules.vendor
+            ))
+        })?;
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert(ACCEPT, HeaderValue::from_static("application/scim+json, application/json"));
+        let mut req = VendorRequest::new(method, url.to_string());
+        req.headers = headers;
+        Ok(req)
+    }
+
+    fn with_body(req: VendorRequest, body: &Value) -> VendorRequest {
+        req.json(body).header(CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE))
+    }
+
+    fn fail(&self, op: ScimOp, resp: &VendorResponse, user_name: Option<&str>) -> Error {
+        let body = resp.json().unwrap_or(Value::Null);
+        let detail = vendor_detail(&body, &resp.body);
+        let base = map_status(self.rules.vendor, op, resp.status, detail.as_deref());
+        match &self.rules.error_mapper {
+            Some(hook) => {
+                let failure = VendorFailure { op, status: resp.status, body: &body, detail, user_name };
+                hook(&failure, base)
+            }
+            None => base,
+        }
+    }
+
+    fn parse_user(&self, op: ScimOp, doc: &Value) -> Result<VendorUser> {
+        let vendor_id = match doc.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(self.bad_reply(op, "a user without an id")),
+        };
+        let user = User::from_scim(doc).map_err(|e| self.bad_reply(op, &e))?;
+        Ok(VendorUser { vendor_id, user })
+    }
+
+    fn bad_reply(&self, op: ScimOp, what: &str) -> Error {
+        Error::unavailable(None, format!("{}: {} got an unexpected reply: {what}", self.rules.vendor, op.name()))
+    }
+
+    fn json_body(&self, op: ScimOp, resp: &VendorResponse) -> Result<Value> {
+        resp.json().ok_or_else(|| self.bad_reply(op, "the body is not JSON"))
+    }
+
+    /// The users of a ListResponse reply.
+    fn parse_list(&self, op: ScimOp, doc: &Value) -> Result<(Vec<VendorUser>, Option<u64>)> {
+        let total = doc.get("totalResults").and_then(Value::as_u64);
+        let resources = match doc.get("Resources").or_else(|| doc.get("resources")) {
+            Some(Value::Array(items)) => items.as_slice(),
+            None | Some(Value::Null) => &[],
+            Some(_) => return Err(self.bad_reply(op, "Resources is not a list")),
+        };
+        let users = resources.iter().map(|r| self.parse_user(op, r)).collect::<Result<Vec<_>>>()?;
+        Ok((users, total))
+    }
+
+    /// `GET {base}/Users?filter=userName eq "x"`; the match is made case-insensitively here too.
+    pub async fn find(&self, user_name: &str) -> Result<Option<VendorUser>> {
+        let op = ScimOp::Find;
+        let resp = self.outbound.send(self.request(Method::GET, self.filter_url(user_name)?)?).await?;
+        if resp.status != 200 {
+            return Err(self.fail(op, &resp, Some(user_name)));
+        }
+        let (users, _) = self.parse_list(op, &self.json_body(op, &resp)?)?;
+        Ok(users.into_iter().find(|u| u.user.user_name.eq_ignore_ascii_case(user_name)))
+    }
+
+    /// `GET {base}/Users/{id}`.
+    pub async fn get(&self, id: &str) -> Result<VendorUser> {
+        let op = ScimOp::Get;
+        let resp = self.outbound.send(self.request(Method::GET, self.user_url(id)?)?).await?;
+        if resp.status != 200 {
+            return Err(self.fail(op, &resp, None));
+        }
+        self.parse_user(op, &self.json_body(op, &resp)?)
+    }
+
+    /// One page: `GET {base}/Users?startIndex=&count=` (count = the rules' page size). Returns the users and
+    /// `totalResults`.
+    pub async fn list(&self, start_index: u64) -> Result<(Vec<VendorUser>, Option<u64>)> {
+        let op = ScimOp::List;
+        let mut url = self.users_url()?;
+        url.query_pairs_mut()
+            .append_pair("startIndex", &start_index.max(1).to_string())
+            .append_pair("count", &self.rules.page_size.to_string());
+        let resp = self.outbound.send(self.request(Method::GET, url)?).await?;
+        if resp.status != 200 {
+            return Err(self.fail(op, &resp, None));
+        }
+        self.parse_list(op, &self.json_body(op, &resp)?)
+    }
+
+    /// Every user, page by page (stops on a short or empty page, or at `totalResults`).
+    pub async fn list_all(&self) -> Result<Vec<VendorUser>> {
+        let mut all = Vec::new();
+        let mut start = 1u64;
+        loop {
+            let (page, total) = self.list(start).await?;
+            let n = page.len() as u64;
+            all.extend(page);
+            start += n;
+            let done = n == 0 || total.is_some_and(|t| start > t) || n < u64::from(self.rules.page_size);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The body the vendor gets for `user`: its allowed attributes with the core schema (and the URNs of
+    /// extensions present).
+    pub fn body_for(&self, user: &User) -> Value {
+        let mut body = project(&user.to_scim(), &self.rules.allowed_attributes);
+        let mut schemas = vec![Value::String(CORE_USER_SCHEMA.into())];
+        schemas.extend(body.keys().filter(|k| k.starts_with("urn:")).map(|k| Value::String(k.clone())));
+        body.insert("schemas".into(), Value::Array(schemas));
+        Value::Object(body)
+    }
+
+    /// `POST {base}/Users`; returns the vendor's id.
+    pub async fn create(&self, user: &User) -> Result<String> {
+        let op = ScimOp::Create;
+        let req = Self::with_body(self.request(Method::POST, self.users_url()?)?, &self.body_for(user));
+        let resp = self.outbound.send(req).await?;
+        if !(200..300).contains(&resp.status) {
+            return Err(self.fail(op, &resp, Some(&user.user_name)));
+        }
+        Ok(self.parse_user(op, &self.json_body(op, &resp)?)?.vendor_id)
+    }
+
+    /// Brings the vendor record from `before` to `after` by the rules' patch strategy. A PATCH with no
+    /// change to allowed attributes sends nothing.
+    pub async fn update(&self, id: &str, before: &User, after: &User) -> Result<()> {
+        let op = if before.active && !after.active { ScimOp::Disable } else { ScimOp::Update };
+        match self.rules.patch_strategy {
+            PatchStrategy::PutMerge => self.put(op, id, after).await,
+            PatchStrategy::Passthrough => {
+                let ops = patch_ops(
+                    &project(&before.to_scim(), &self.rules.allowed_attributes),
+                    &project(&after.to_scim(), &self.rules.allowed_attributes),
+                );
+                if ops.is_empty() {
+                    return Ok(());
+                }
+                self.patch(op, id, &after.user_name, ops).await
+            }
+        }
+    }
+
+    async fn put(&self, op: ScimOp, id: &str, user: &User) -> Result<()> {
+        let mut body = self.body_for(user);
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("id".into(), Value::String(id.into()));
+        }
+        let req = Self::with_body(self.request(Method::PUT, self.user_url(id)?)?, &body);
+        let resp = self.outbound.send(req).await?;
+        if !(200..300).contains(&resp.status) {
+            return Err(self.fail(op, &resp, Some(&user.user_name)));
+        }
+        Ok(())
+    }
+
+    async fn patch(&self, op: ScimOp, id: &str, user_name: &str, ops: Vec<Value>) -> Result<()> {
+        let body = json!({"schemas": [PATCH_SCHEMA], "Operations": ops});
+        // Only replace/remove ops are built, so sending the same PATCH twice has the effect of once.
+        let req = Self::with_body(self.request(Method::PATCH, self.user_url(id)?)?, &body).idempotent(true);
+        let resp = self.outbound.send(req).await?;
+        if !(200..300).contains(&resp.status) {
+            return Err(self.fail(op, &resp, Some(user_name)));
+        }
+        Ok(())
+    }
+
+    /// Deprovisions by the rules' delete mode: `DELETE`, or an update to `active=false`.
+    pub async fn delete(&self, id: &str, last_known: &User) -> Result<()> {
+        match self.rules.delete_mode {
+            DeleteMode::Delete => {
+                let resp = self.outbound.send(self.request(Method::DELETE, self.user_url(id)?)?).await?;
+                if !(200..300).contains(&resp.status) {
+                    return Err(self.fail(ScimOp::Delete, &resp, Some(&last_known.user_name)));
+                }
+                Ok(())
+            }
+            DeleteMode::Disable => self.disable(id, last_known).await,
+        }
+    }
+
+    /// Sets `active=false` (PUT or PATCH by the patch strategy).
+    pub async fn disable(&self, id: &str, last_known: &User) -> Result<()> {
+        let mut off = last_known.clone();
+        off.active = false;
+        match self.rules.patch_strategy {
+            PatchStrategy::PutMerge => self.put(ScimOp::Disable, id, &off).await,
+            PatchStrategy::Passthrough => {
+                let ops = vec![json!({"op": "replace", "path": "active", "value": false})];
+                self.patch(ScimOp::Disable, id, &last_known.user_name, ops).await
+            }
+        }
+    }
+
+    /// The connection test: the userName filter with a random value must answer 200 with no users.
+    /// A refused credential is reported (`credential_accepted: false`), not returned as an error.
+    pub async fn probe(&self) -> Result<ProbeReport> {
+        let op = ScimOp::Probe;
+        let probe_name = format!("scim-bridge-probe-{}", random_guid());
+        let resp = self.outbound.send(self.request(Method::GET, self.filter_url(&probe_name)?)?).await?;
+        let mut report = ProbeReport {
+            reachable: true,
+            credential_accepted: true,
+            rate_limit_headers: rate_limit_headers(&resp.headers),
+            notes: Vec::new(),
+        };
+        match resp.status {
+            200 => {
+                let (users, total) = self.parse_list(op, &self.json_body(op, &resp)?)?;
+                if !users.is_empty() || total.unwrap_or(0) > 0 {
+                    return Err(Error::invalid(format!(
+                        "{}: the connection test filtered on a random userName and got users back; the vendor \
+                         ignores `filter` or base_url/users_path point elsewhere",
+                        self.rules.vendor
+                    )));
+                }
+                Ok(report)
+            }
+            401 | 403 => {
+                report.credential_accepted = false;
+                report.notes.push(self.fail(op, &resp, None).detail().to_string());
+                Ok(report)
+            }
+            _ => Err(self.fail(op, &resp, None)),
+        }
+    }
+}
+
+/// The ONE mapping of a non-2xx vendor status (429 and 5xx arrive as errors from `Outbound`).
+pub fn map_status(vendor: &str, op: ScimOp, status: u16, detail: Option<&str>) -> Error {
+    let said = detail.map(|d| format!(": {d}")).unwrap_or_default();
+    let what = op.name();
+    match status {
+        400 | 422 => Error::invalid(format!("{vendor} refused {what} (HTTP {status}){said}")),
+        401 | 403 => Error::unauthorized(format!(
+            "{vendor} refused the gateway's credential for {what} (HTTP {status}){said}; the token may be expired, \
+             revoked or lack permission: create a new one in {vendor} and put it in the gateway config"
+        )),
+        404 => Error::not_found(format!("{vendor} has no such user ({what}, HTTP 404){said}")),
+        409 => Error::conflict(format!("{vendor} already holds a user with this value ({what}, HTTP 409){said}")),
+        405 | 501 => Error::unsupported(format!("{vendor} does not support {what} (HTTP {status}){said}")),
+        429 => Error::rate_limited(None, format!("{vendor} answered 429 to {what}")),
+        s if s >= 500 => Error::unavailable(None, format!("{vendor} answered {s} to {what}{said}")),
+        s => Error::new(ErrorKind::Invalid, format!("{vendor} answered an unexpected HTTP {s} to {what}{said}")),
+    }
+}
+
+/// The vendor's own words from an error body: SCIM `detail`, else common fields, else short plain text.
+pub fn vendor_detail(body: &Value, raw: &[u8]) -> Option<String> {
+    for key in ["detail", "message", "error_description", "developer_message", "error", "Message"] {
+        if let Some(s) = body.get(key).and_then(Value::as_str) {
+            if !s.trim().is_empty() {
+                return Some(truncate(s.trim(), 300));
+            }
+        }
+    }
+    if body.is_null() {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim();
+        if !text.is_empty() && !text.starts_with('<') {
+            return Some(truncate(text, 200));
+        }
+    }
+    None
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// `userName eq "value"` with `"` and `\` escaped.
+pub fn user_name_filter(user_name: &str) -> String {
+    let mut escaped = String::with_capacity(user_name.len() + 2);
+    for c in user_name.chars() {
+        if c == '"' || c == '\\' {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    format!("userName eq \"{escaped}\"")
+}
+
+fn random_guid() -> String {
+    let b: [u8; 16] = rand::random();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+fn rate_limit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            n.contains("ratelimit") || n.contains("rate-limit") || n == "retry-after"
+        })
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+// ---- attribute paths ----
+
+/// One parsed canonical attribute path.
+#[derive(Debug, PartialEq)]
+enum AttrPath<'a> {
+    /// A top-level key (`active`, `emails`, an extension URN).
+    Top(&'a str),
+    /// A sub-attribute of a complex or extension attribute (`name.givenName`, `urn:...:User:department`).
+    Sub(&'a str, &'a str),
+    /// A typed value of a multi-valued attribute (`emails[type eq "work"].value`).
+    Typed(&'a str, String),
+}
+
+fn parse_path(path: &str) -> AttrPath<'_> {
+    if path.starts_with("urn:") {
+        // `urn:...:User` is a whole extension; `urn:...:User:department` one of its attributes.
+        return match path.rsplit_once(':') {
+            Some((urn, attr)) if attr.chars().next().is_some_and(|c| c.is_ascii_lowercase()) => {
+                AttrPath::Sub(urn, attr)
+            }
+            _ => AttrPath::Top(path),
+        };
+    }
+    if let Some((attr, rest)) = path.split_once('[') {
+        if let Some((filter, _sub)) = rest.split_once(']') {
+            let kind =
+                filter.split_once(" eq ").map(|(_, v)| v.trim().trim_matches('"').to_string()).unwrap_or_default();
+            return AttrPath::Typed(attr, kind);
+        }
+    }
+    match path.split_once('.') {
+        Some((top, sub)) => AttrPath::Sub(top, sub),
+        None => AttrPath::Top(path),
+    }
+}
+
+fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<(&'a String, &'a Value)> {
+    obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key))
+}
+
+/// The value at a canonical attribute path of a SCIM user document (e.g. to read `department_from`).
+/// For a typed path (`emails[type eq "work"].value`) the entry of that type, else the primary, else the
+/// first, is used.
+pub fn attribute(doc: &Value, path: &str) -> Option<Value> {
+    let obj = doc.as_object()?;
+    match parse_path(path) {
+        AttrPath::Top(key) => get_ci(obj, key).map(|(_, v)| v.clone()),
+        AttrPath::Sub(top, sub) => get_ci(obj, top)?.1.as_object().and_then(|o| get_ci(o, sub)).map(|(_, v)| v.clone()),
+        AttrPath::Typed(attr, kind) => pick_typed(get_ci(obj, attr)?.1, &kind).and_then(|e| e.get("value").cloned()),
+    }
+}
+
+fn pick_typed<'a>(list: &'a Value, kind: &str) -> Option<&'a Value> {
+    let items = list.as_array()?;
+    let is_kind = |e: &&Value| e.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(kind));
+    let is_primary = |e: &&Value| e.get("primary").and_then(Value::as_bool) == Some(true);
+    items.iter().find(is_kind).or_else(|| items.iter().find(is_primary)).or_else(|| items.first())
+}
+
+/// The allowed part of a SCIM user document. `userName` is always kept.
+pub fn project(doc: &Value, allowed: &[String]) -> Map<String, Value> {
+    let mut out = Map::new();
+    let Some(obj) = doc.as_object() else { return out };
+    if let Some((_, v)) = get_ci(obj, "userName") {
+        out.insert("userName".into(), v.clone());
+    }
+    for path in allowed {
+        match parse_path(path) {
+            AttrPath::Top(key) => {
+                if let Some((k, v)) = get_ci(obj, key) {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            AttrPath::Sub(top, sub) => {
+                let Some((top_key, inner)) = get_ci(obj, top) else { continue };
+                let Some((sub_key, v)) = inner.as_object().and_then(|o| get_ci(o, sub)) else { continue };
+                let slot = out.entry(top_key.clone()).or_insert_with(|| Value::Object(Map::new()));
+                if let Some(o) = slot.as_object_mut() {
+                    o.insert(sub_key.clone(), v.clone());
+                }
+            }
+            AttrPath::Typed(attr, kind) => {
+                let Some((key, list)) = get_ci(obj, attr) else { continue };
+                let Some(value) = pick_typed(list, &kind).and_then(|e| e.get("value")) else { continue };
+                let entry = json!({"type": kind, "value": value, "primary": true});
+                out.insert(key.clone(), Value::Array(vec![entry]));
+            }
+        }
+    }
+    out
+}
+
+/// PATCH operations (lowercase ops, JSON values) taking `before` to `after`, both already projected.
+/// Complex attributes are diffed per sub-attribute (`name.givenName`, `urn:...:User:department`);
+/// multi-valued ones are replaced whole.
+pub fn patch_ops(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<Value> {
+    let mut ops = Vec::new();
+    let sep = |key: &str| if key.starts_with("urn:") { ':' } else { '.' };
+    for (key, new) in after {
+        let old = before.get(key);
+        if old == Some(new) {
+            continue;
+        }
+        match (old.and_then(Value::as_object), new.as_object()) {
+            (old_obj, Some(new_obj)) => {
+                for (sub, v) in new_obj {
+                    if old_obj.and_then(|o| o.get(sub)) != Some(v) {
+                        ops.push(json!({"op": "replace", "path": format!("{key}{}{sub}", sep(key)), "value": v}));
+                    }
+                }
+                for sub in old_obj.into_iter().flat_map(|o| o.keys()) {
+                    if !new_obj.contains_key(sub) {
+                        ops.push(json!({"op": "remove", "path": format!("{key}{}{sub}", sep(key))}));
+                    }
+                }
+            }
+            _ => ops.push(json!({"op": "replace", "path": key, "value": new})),
+        }
+    }
+    for key in before.keys() {
+        if !after.contains_key(key) {
+            ops.push(json!({"op": "remove", "path": key}));
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MultiValue, Name};
+
+    fn allowed(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn user() -> User {
+        let mut u = User::new("a@x.com");
+        u.external_id = Some("ext".into());
+        u.name = Some(Name { given_name: Some("Ann".into()), family_name: Some("Lee".into()), ..Default::default() });
+        u.emails = vec![
+            MultiValue { value: Some("home@x.com".into()), kind: Some("home".into()), ..Default::default() },
+            MultiValue { value: Some("a@x.com".into()), kind: Some("work".into()), ..Default::default() },
+        ];
+        u.phone_numbers = vec![MultiValue { value: Some("123".into()), ..Default::default() }];
+        u.enterprise = Some(crate::model::Enterprise { department: Some("Sales".into()), ..Default::default() });
+        u
+    }
+
+    #[test]
+    fn projection_keeps_only_allowed_attributes() {
+        let p = project(&user().to_scim(), &allowed(&["active", "name.givenName", "emails[type eq \"work\"].value"]));
+        assert_eq!(
+            Value::Object(p),
+            json!({"userName": "a@x.com", "active": true, "name": {"givenName": "Ann"},
+                   "emails": [{"type": "work", "value": "a@x.com", "primary": true}]})
+        );
+        let p = project(
+            &user().to_scim(),
+            &allowed(&["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"]),
+        );
+        assert_eq!(p["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"], json!({"department": "Sales"}));
+    }
+
+    #[test]
+    fn attribute_reads_paths() {
+        let doc = user().to_scim();
+        let dept = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department";
+        assert_eq!(attribute(&doc, dept), Some(json!("Sales")));
+        assert_eq!(attribute(&doc, "name.familyName"), Some(json!("Lee")));
+        assert_eq!(attribute(&doc, "emails[type eq \"work\"].value"), Some(json!("a@x.com")));
+        assert_eq!(attribute(&doc, "title"), None);
+    }
+
+    #[test]
+    fn patch_ops_are_lowercase_with_json_booleans() {
+        let list = allowed(&["active", "name.givenName", "name.familyName", "emails"]);
+        let before = user();
+        let mut after = before.clone();
+        after.active = false;
+        after.name.as_mut().unwrap().given_name = Some("Anne".into());
+        after.name.as_mut().unwrap().family_name = None;
+        let ops = patch_ops(&project(&before.to_scim(), &list), &project(&after.to_scim(), &list));
+        assert_eq!(
+            ops,
+            vec![
+                json!({"op": "replace", "path": "active", "value": false}),
+                json!({"op": "replace", "path": "name.givenName", "value": "Anne"}),
+                json!({"op": "remove", "path": "name.familyName"}),
+            ]
+        );
+        assert!(patch_ops(&project(&before.to_scim(), &list), &project(&before.to_scim(), &list)).is_empty());
+    }
+
+    #[test]
+    fn filter_values_are_escaped() {
+        assert_eq!(user_name_filter(r#"a"b\c"#), r#"userName eq "a\"b\\c""#);
+    }
+
+    #[test]
+    fn status_mapping_table() {
+        let table = [
+            (400, "invalid"),
+            (401, "unauthorized"),
+            (403, "unauthorized"),
+            (404, "not_found"),
+            (409, "conflict"),
+            (405, "unsupported"),
+            (501, "unsupported"),
+            (503, "unavailable"),
+            (418, "invalid"),
+        ];
+        for (status, kind) in table {
+            let e = map_status("v", ScimOp::Update, status, Some("why"));
+            assert_eq!(e.kind_name(), kind, "{status}");
+            assert!(e.detail().contains("why"), "{status}: {}", e.detail());
+        }
+        assert!(map_status("v", ScimOp::Get, 401, None).detail().contains("new one"));
+    }
+
+    #[test]
+    fn vendor_detail_reads_scim_and_plain_bodies() {
+        assert_eq!(vendor_detail(&json!({"detail": "bad role"}), b""), Some("bad role".into()));
+        assert_eq!(vendor_detail(&Value::Null, b"plain text"), Some("plain text".into()));
+        assert_eq!(vendor_detail(&Value::Null, b"<html>"), None);
+    }
+
+    #[test]
+    fn rules_debug_hides_the_credential() {
+        let rules = ScimRules::new("v", "https://x", SecretString::from("Bearer s3cret"), &["active"]);
+        assert!(!format!("{rules:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn config_checks_name_the_key() {
+        assert!(check_base_url("base_url", "https://h/api/scim/").unwrap().ends_with("/scim"));
+        assert!(check_base_url("base_url", "ftp://h").unwrap_err().contains("base_url"));
+        assert!(check_base_url("base_url", "https://u:p@h").is_err());
+        assert!(check_users_path("users_path", "Users").unwrap_err().contains("users_path"));
+    }
+}

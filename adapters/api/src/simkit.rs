@@ -1,0 +1,810 @@
+//! Shared machinery for vendor simulators: fault injection (`SimFaults`: throttling, 5xx, latency,
+//! timeouts, dropped connections, lost responses), request counters (`SimCounters`), the `/_sim/faults`
+//! and `/_sim/counters` admin routes, small SCIM helpers (error bodies, `userName eq` filters, paging,
+//! case-insensitive routing) and `spawn_sim`, which serves a router connection by connection so a fault
+//! can close the TCP connection without any HTTP response.
+//!
+//! A vendor simulator is then only its store and its vendor rules: build an axum `Router`, wrap it with
+//! `SimKit::wrap`, and serve it with `spawn_sim`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tower::ServiceExt;
+
+/// Admin paths start with this prefix; faults and counters never apply to them.
+pub const ADMIN_PREFIX: &str = "/_sim";
+
+/// 429 + `Retry-After` once more than `requests` requests arrived within one window of `per`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    pub requests: u32,
+    /// Window length, in seconds in JSON (fractions allowed).
+    #[serde(with = "secs_f64")]
+    pub per: Duration,
+    pub retry_after_secs: u64,
+}
+
+/// Faults a simulator injects. All off by default; settable at runtime (`PUT /_sim/faults` or
+/// `SimKit::set_faults`). Rates are fractions of requests in 0.0..=1.0.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimFaults {
+    pub throttle: Option<Throttle>,
+    /// Fraction answered 500, 502 or 503 (chosen at random among the three).
+    pub error_rate: f64,
+    /// Fraction delayed by `slow_ms` before being handled.
+    pub slow_rate: f64,
+    pub slow_ms: u64,
+    /// Fraction never answered within any sane client timeout (held `TIMEOUT_HOLD`, then dropped).
+    pub timeout_rate: f64,
+    /// Fraction whose connection is closed without a response, before the request is applied.
+    pub drop_rate: f64,
+    /// Fraction applied, then their connection closed without a response ("the response was lost").
+    pub lost_response_rate: f64,
+    /// Seed for reproducible fault sequences; `None` seeds from the OS.
+    pub seed: Option<u64>,
+}
+
+/// How long a `timeout_rate` fault holds a request before closing its connection.
+pub const TIMEOUT_HOLD: Duration = Duration::from_secs(60);
+
+mod secs_f64 {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a simulator saw, for tests and `GET /_sim/counters`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimCounters {
+    pub requests: u64,
+    /// Requests by HTTP method (`GET`, `POST`, ...).
+    pub by_method: BTreeMap<String, u64>,
+    /// 429s sent by the throttle.
+    pub throttled: u64,
+    /// Faults injected (5xx, slow, timeout, drop, lost response), by name.
+    pub faults: BTreeMap<String, u64>,
+    /// Highest number of requests being handled at once.
+    pub max_in_flight: usize,
+    /// Most requests that arrived within one wall-clock second.
+    pub peak_requests_per_second: u64,
+    /// Requests divided by the seconds between the first and the last request (0 below two requests).
+    pub mean_requests_per_second: f64,
+}
+
+impl SimCounters {
+    pub fn method(&self, method: &str) -> u64 {
+        self.by_method.get(method).copied().unwrap_or(0)
+    }
+    pub fn faults_total(&self) -> u64 {
+        self.faults.values().sum()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    faults: SimFaults,
+    rng: StdRng,
+    window_start: Option<Instant>,
+    window_count: u32,
+    counters: SimCounters,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    per_second: BTreeMap<u64, u64>,
+    epoch: Instant,
+}
+
+/// Fault and counter state of one simulator; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SimKit {
+    inner: Arc<Mutex<Inner>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Default for SimKit {
+    fn default() -> Self {
+        SimKit::new(SimFaults::default())
+    }
+}
+
+enum Decision {
+    Pass,
+    Throttle(u64),
+    Status(StatusCode),
+    Drop,
+    Timeout,
+    Lost,
+}
+
+fn rng_for(seed: Option<u64>) -> StdRng {
+    match seed {
+        Some(s) => StdRng::seed_from_u64(s),
+        None => StdRng::from_os_rng(),
+    }
+}
+
+impl SimKit {
+    pub fn new(faults: SimFaults) -> Self {
+        let rng = rng_for(faults.seed);
+        SimKit {
+            inner: Arc::new(Mutex::new(Inner {
+                faults,
+                rng,
+                window_start: None,
+                window_count: 0,
+                counters: SimCounters::default(),
+                first: None,
+                last: None,
+                per_second: BTreeMap::new(),
+                epoch: Instant::now(),
+            })),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the counters inconsistent in a harmful way.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the faults (and reseeds, and restarts the throttle window).
+    pub fn set_faults(&self, faults: SimFaults) {
+        let mut inner = self.lock();
+        inner.rng = rng_for(faults.seed);
+        inner.faults = faults;
+        inner.window_start = None;
+        inner.window_count = 0;
+    }
+
+    pub fn faults(&self) -> SimFaults {
+        self.lock().faults.clone()
+    }
+
+    pub fn counters(&self) -> SimCounters {
+        let inner = self.lock();
+        let mut c = inner.counters.clone();
+        c.peak_requests_per_second = inner.per_second.values().copied().max().unwrap_or(0);
+        if let (Some(first), Some(last)) = (inner.first, inner.last) {
+            let secs = last.duration_since(first).as_secs_f64();
+            if c.requests > 1 && secs > 0.0 {
+                c.mean_requests_per_second = c.requests as f64 / secs;
+            }
+        }
+        c
+    }
+
+    pub fn reset_counters(&self) {
+        let mut inner = self.lock();
+        inner.counters = SimCounters::default();
+        inner.first = None;
+        inner.last = None;
+        inner.per_second.clear();
+    }
+
+    /// Counts the request and decides which fault (if any) it gets.
+    fn admit(&self, method: &Method) -> (Decision, Option<u64>) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        inner.counters.requests += 1;
+        *inner.counters.by_method.entry(method.as_str().to_string()).or_default() += 1;
+        inner.first.get_or_insert(now);
+        inner.last = Some(now);
+        let second = now.duration_since(inner.epoch).as_secs();
+        *inner.per_second.entry(second).or_default() += 1;
+        while inner.per_second.len() > 3600 {
+            inner.per_second.pop_first();
+        }
+
+        if let Some(t) = inner.faults.throttle.clone() {
+            let expired = inner.window_start.is_none_or(|s| now.duration_since(s) >= t.per);
+            if expired {
+                inner.window_start = Some(now);
+                inner.window_count = 0;
+            }
+            inner.window_count += 1;
+            if inner.window_count > t.requests {
+                inner.counters.throttled += 1;
+                return (Decision::Throttle(t.retry_after_secs), None);
+            }
+        }
+
+        let f = inner.faults.clone();
+        let slow = if f.slow_rate > 0.0 && inner.rng.random::<f64>() < f.slow_rate { Some(f.slow_ms) } else { None };
+        let roll: f64 = inner.rng.random();
+        let mut edge = 0.0;
+        let mut pick = |rate: f64| {
+            edge += rate.max(0.0);
+            roll < edge
+        };
+        let decision = if pick(f.drop_rate) {
+            Decision::Drop
+        } else if pick(f.timeout_rate) {
+            Decision::Timeout
+        } else if pick(f.lost_response_rate) {
+            Decision::Lost
+        } else if pick(f.error_rate) {
+            let codes = [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE];
+            Decision::Status(codes[inner.rng.random_range(0..codes.len())])
+        } else {
+            Decision::Pass
+        };
+        let name = match &decision {
+            Decision::Drop => Some("drop".to_string()),
+            Decision::Timeout => Some("timeout".to_string()),
+            Decision::Lost => Some("lost_response".to_string()),
+            Decision::Status(code) => Some(code.as_u16().to_string()),
+            _ => None,
+        };
+        if let Some(name) = name {
+            *inner.counters.faults.entry(name).or_default() += 1;
+        }
+        if slow.is_some() {
+            *inner.counters.faults.entry("slow".into()).or_default() += 1;
+        }
+        (decision, slow)
+    }
+
+    fn enter(&self) -> InFlight {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut inner = self.lock();
+        inner.counters.max_in_flight = inner.counters.max_in_flight.max(now);
+        InFlight(self.in_flight.clone())
+    }
+
+    /// `/_sim/faults` (GET, PUT) and `/_sim/counters` (GET; DELETE resets).
+    pub fn admin_routes(&self) -> Router {
+        Router::new()
+            .route("/_sim/faults", get(get_faults).put(put_faults))
+            .route("/_sim/counters", get(get_counters).delete(reset_counters))
+            .with_state(self.clone())
+    }
+
+    /// The router with the admin routes merged in and the fault/counter middleware on every route.
+    pub fn wrap(&self, router: Router) -> Router {
+        router.merge(self.admin_routes()).layer(axum::middleware::from_fn_with_state(self.clone(), fault_layer))
+    }
+}
+
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn get_faults(State(kit): State<SimKit>) -> Json<SimFaults> {
+    Json(kit.faults())
+}
+
+async fn put_faults(State(kit): State<SimKit>, Json(faults): Json<SimFaults>) -> Json<SimFaults> {
+    kit.set_faults(faults);
+    Json(kit.faults())
+}
+
+async fn get_counters(State(kit): State<SimKit>) -> Json<SimCounters> {
+    Json(kit.counters())
+}
+
+async fn reset_counters(State(kit): State<SimKit>) -> StatusCode {
+    kit.reset_counters();
+    StatusCode::NO_CONTENT
+}
+
+/// Lets a request close its own connection (inserted by `spawn_sim`).
+#[derive(Clone)]
+struct ConnKill(Arc<Notify>);
+
+/// Closes the connection carrying this request without answering; never returns when served by
+/// `spawn_sim`. Served some other way (e.g. `oneshot` in a unit test), answers 599 so the test notices.
+async fn close_connection(kill: Option<ConnKill>) -> Response {
+    match kill {
+        Some(k) => {
+            k.0.notify_one();
+            std::future::pending::<Response>().await
+        }
+        None => (
+            StatusCode::from_u16(599).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "connection would be dropped (not served by spawn_sim)",
+        )
+            .into_response(),
+    }
+}
+
+async fn fault_layer(State(kit): State<SimKit>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with(ADMIN_PREFIX) {
+        return next.run(req).await;
+    }
+    let kill = req.extensions().get::<ConnKill>().cloned();
+    let _in_flight = kit.enter();
+    let (decision, slow) = kit.admit(req.method());
+    if let Some(ms) = slow {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    match decision {
+        Decision::Pass => next.run(req).await,
+        Decision::Throttle(secs) => {
+            let mut resp = scim_error(StatusCode::TOO_MANY_REQUESTS, None, "too many requests");
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            resp
+        }
+        Decision::Status(code) => scim_error(code, None, "simulated vendor failure"),
+        Decision::Drop => close_connection(kill).await,
+        Decision::Timeout => {
+            tokio::time::sleep(TIMEOUT_HOLD).await;
+            close_connection(kill).await
+        }
+        Decision::Lost => {
+            let _applied = next.run(req).await;
+            close_connection(kill).await
+        }
+    }
+}
+
+/// A running simulator. Dropping it (or `shutdown`) stops accepting and closes every connection.
+#[derive(Debug)]
+pub struct SimServer {
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub base_url: String,
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+}
+
+impl SimServer {
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Serves `router` on `addr` (default `127.0.0.1:0`), one hyper HTTP/1 connection task per TCP
+/// connection, so faults can really close a connection without a response.
+pub async fn spawn_sim(router: Router, addr: Option<SocketAddr>) -> std::io::Result<SimServer> {
+    let listener = TcpListener::bind(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+    let local = listener.local_addr()?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(accept_loop(listener, router, rx));
+    Ok(SimServer { base_url: format!("http://{local}"), addr: local, shutdown: tx })
+}
+
+async fn accept_loop(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let router = router.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let kill = Arc::new(Notify::new());
+            let conn_kill = ConnKill(kill.clone());
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(conn_kill.clone());
+                let router = router.clone();
+                async move { router.oneshot(req.map(Body::new)).await.map_err(|e: Infallible| e) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            // Leaving the select drops the connection future and with it the socket: the client sees the
+            // connection close with no response.
+            tokio::select! {
+                _ = conn => {}
+                _ = kill.notified() => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
+}
+
+// ---- SCIM helpers shared by the vendor simulators ----
+
+/// A SCIM error response (`urn:ietf:params:scim:api:messages:2.0:Error`).
+pub fn scim_error(status: StatusCode, scim_type: Option<&str>, detail: &str) -> Response {
+    let mut body = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": status.as_u16().to_string(),
+        "detail": detail,
+    });
+    if let (Some(t), Some(obj)) = (scim_type, body.as_object_mut()) {
+        obj.insert("scimType".into(), Value::String(t.into()));
+    }
+    scim_json(status, body)
+}
+
+/// A JSON response with `Content-Type: application/scim+json`.
+pub fn scim_json(status: StatusCode, body: Value) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/scim+json"));
+    resp
+}
+
+/// A SCIM ListResponse for one page.
+pub fn list_response(page: Vec<Value>, total: usize, start_index: usize) -> Response {
+    scim_json(
+        StatusCode::OK,
+        json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": total,
+            "itemsPerPage": page.len(),
+            "startIndex": start_index,
+            "Resources": page,
+        }),
+    )
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let raw = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = raw.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Parses the only filter the simulators accept, `userName eq "value"` (attribute and operator
+/// case-insensitive, `\"` and `\\` escapes). `Err` carries a detail for a 400 `invalidFilter`.
+pub fn parse_user_name_filter(filter: &str) -> Result<String, String> {
+    let f = filter.trim();
+    let unsupported = || format!("unsupported filter '{f}': only userName eq \"value\" is supported");
+    let (attr, rest) = f.split_once(char::is_whitespace).ok_or_else(unsupported)?;
+    let (op, value) = rest.trim_start().split_once(char::is_whitespace).ok_or_else(unsupported)?;
+    if !attr.eq_ignore_ascii_case("userName") || !op.eq_ignore_ascii_case("eq") {
+        return Err(unsupported());
+    }
+    let value = value.trim();
+    let inner = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .filter(|_| value.len() >= 2)
+        .ok_or_else(unsupported)?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next().ok_or_else(unsupported)?),
+            '"' => return Err(unsupported()),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// `startIndex`/`count` of a list request: 1-based start (at least 1), count capped at `max`.
+pub fn page_params(query: &BTreeMap<String, String>, default_count: usize, max: usize) -> (usize, usize) {
+    let get = |k: &str| {
+        query.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).and_then(|(_, v)| v.trim().parse::<usize>().ok())
+    };
+    let start = get("startIndex").unwrap_or(1).max(1);
+    let count = get("count").unwrap_or(default_count).min(max);
+    (start, count)
+}
+
+/// Which SCIM resource a request path addresses, matching `base` and the resource names
+/// case-insensitively (`/api/scim/users` and `/API/SCIM/Users/7` alike).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScimPath {
+    Users,
+    User(String),
+    Groups,
+    Other,
+}
+
+pub fn scim_path(path: &str, base: &str) -> ScimPath {
+    let base = base.trim_end_matches('/');
+    if path.len() < base.len() || !path.is_char_boundary(base.len()) {
+        return ScimPath::Other;
+    }
+    let (head, rest) = path.split_at(base.len());
+    if !head.eq_ignore_ascii_case(base) {
+        return ScimPath::Other;
+    }
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [r] if r.eq_ignore_ascii_case("users") => ScimPath::Users,
+        [r, id] if r.eq_ignore_ascii_case("users") => ScimPath::User((*id).to_string()),
+        [r, ..] if r.eq_ignore_ascii_case("groups") => ScimPath::Groups,
+        _ => ScimPath::Other,
+    }
+}
+
+/// Applies a SCIM PATCH body (`Operations` with add/replace/remove, any case) to a user document.
+/// Paths: `attr`, `attr.sub`, `urn:...:User:attr`; value-filtered paths are refused. `Err` is a detail for
+/// a 400.
+pub fn apply_patch(doc: &mut Value, body: &Value) -> Result<(), String> {
+    let ops = body
+        .get("Operations")
+        .or_else(|| body.get("operations"))
+        .and_then(Value::as_array)
+        .ok_or("PATCH body has no Operations list")?;
+    let obj = doc.as_object_mut().ok_or("the stored user is not an object")?;
+    for op in ops {
+        let kind = op.get("op").and_then(Value::as_str).ok_or("an operation has no op")?.to_ascii_lowercase();
+        let path = op.get("path").and_then(Value::as_str);
+        let value = op.get("value").cloned();
+        match (kind.as_str(), path) {
+            ("add" | "replace", None) => {
+                let Some(Value::Object(map)) = value else {
+                    return Err("an operation without a path needs an object value".into());
+                };
+                for (k, v) in map {
+                    match (obj.get_mut(&k), v) {
+                        (Some(Value::Object(old)), Value::Object(new)) => old.extend(new),
+                        (_, v) => {
+                            obj.insert(k, v);
+                        }
+                    }
+                }
+            }
+            ("add" | "replace", Some(p)) => {
+                let v = value.ok_or_else(|| format!("{kind} of {p} has no value"))?;
+                let (top, sub) = split_patch_path(p)?;
+                match sub {
+                    None => {
+                        obj.insert(top.to_string(), v);
+                    }
+                    Some(sub) => {
+                        let slot = obj.entry(top.to_string()).or_insert_with(|| json!({}));
+                        let inner = slot.as_object_mut().ok_or_else(|| format!("{top} is not complex"))?;
+                        inner.insert(sub.to_string(), v);
+                    }
+                }
+            }
+            ("remove", Some(p)) => {
+                let (top, sub) = split_patch_path(p)?;
+                match sub {
+                    None => {
+                        obj.remove(top);
+                    }
+                    Some(sub) => {
+                        if let Some(inner) = obj.get_mut(top).and_then(Value::as_object_mut) {
+                            inner.remove(sub);
+                        }
+                    }
+                }
+            }
+            (other, _) => return Err(format!("unsupported PATCH operation '{other}'")),
+        }
+    }
+    Ok(())
+}
+
+fn split_patch_path(path: &str) -> Result<(&str, Option<&str>), String> {
+    if path.contains('[') {
+        return Err(format!("filtered PATCH paths are not supported: {path}"));
+    }
+    if path.starts_with("urn:") {
+        return Ok(match path.rsplit_once(':') {
+            Some((urn, attr)) if attr.chars().next().is_some_and(|c| c.is_ascii_lowercase()) => (urn, Some(attr)),
+            _ => (path, None),
+        });
+    }
+    Ok(match path.split_once('.') {
+        Some((top, sub)) => (top, Some(sub)),
+        None => (path, None),
+    })
+}
+
+/// What the gateway's `demo` and `simulate` commands need from any vendor simulator, whatever its vendor.
+pub trait Simulator: Send + Sync + std::fmt::Debug {
+    fn vendor(&self) -> &'static str;
+    /// `http://127.0.0.1:PORT`; the admin view lives under `/_sim`.
+    fn root_url(&self) -> String;
+    /// The users the simulated vendor holds, in its own admin view.
+    fn users_json(&self) -> Vec<Value>;
+    fn set_faults(&self, faults: SimFaults);
+    fn counters(&self) -> SimCounters;
+}
+
+/// A simulator started for `demo`/`simulate`, with the adapter options that point an app at it.
+pub struct DemoSim {
+    pub sim: Box<dyn Simulator>,
+    /// The vendor-specific options of an app in front of this simulator (base_url, credential, ...).
+    pub app_options: serde_json::Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn counting_router(hits: Arc<AtomicU64>) -> Router {
+        Router::new().route(
+            "/x",
+            get(move || {
+                let hits = hits.clone();
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    "ok"
+                }
+            }),
+        )
+    }
+
+    async fn serve(faults: SimFaults) -> (SimKit, SimServer, Arc<AtomicU64>) {
+        let hits = Arc::new(AtomicU64::new(0));
+        let kit = SimKit::new(faults);
+        let server = spawn_sim(kit.wrap(counting_router(hits.clone())), None).await.unwrap();
+        (kit, server, hits)
+    }
+
+    #[tokio::test]
+    async fn no_faults_answers_and_counts() {
+        let (kit, server, hits) = serve(SimFaults::default()).await;
+        let client = reqwest::Client::new();
+        for _ in 0..3 {
+            let r = client.get(format!("{}/x", server.base_url)).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let c = kit.counters();
+        assert_eq!((c.requests, c.method("GET"), c.faults_total()), (3, 3, 0));
+        assert!(c.max_in_flight >= 1 && c.peak_requests_per_second >= 1);
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn drop_closes_the_connection_without_a_response() {
+        let (kit, server, hits) = serve(SimFaults { drop_rate: 1.0, ..Default::default() }).await;
+        let err = reqwest::get(format!("{}/x", server.base_url)).await.unwrap_err();
+        assert!(err.status().is_none(), "a status came back: {err}");
+        assert!(err.is_request() || err.is_connect() || err.to_string().contains("error"), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "a dropped request must not be applied");
+        assert_eq!(kit.counters().faults.get("drop"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn lost_response_applies_then_drops() {
+        let (_kit, server, hits) = serve(SimFaults { lost_response_rate: 1.0, ..Default::default() }).await;
+        let err = reqwest::get(format!("{}/x", server.base_url)).await.unwrap_err();
+        assert!(err.status().is_none(), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "the write must have happened");
+    }
+
+    #[tokio::test]
+    async fn timeout_holds_past_the_client_timeout() {
+        let (_kit, server, _hits) = serve(SimFaults { timeout_rate: 1.0, ..Default::default() }).await;
+        let client = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
+        let err = client.get(format!("{}/x", server.base_url)).send().await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn throttle_sends_429_with_retry_after_past_the_limit() {
+        let throttle = Throttle { requests: 2, per: Duration::from_secs(60), retry_after_secs: 7 };
+        let (kit, server, _hits) = serve(SimFaults { throttle: Some(throttle), ..Default::default() }).await;
+        let client = reqwest::Client::new();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let r = client.get(format!("{}/x", server.base_url)).send().await.unwrap();
+            statuses.push((r.status().as_u16(), r.headers().get("retry-after").cloned()));
+        }
+        assert_eq!(statuses[0].0, 200);
+        assert_eq!(statuses[1].0, 200);
+        assert_eq!(statuses[2].0, 429);
+        assert_eq!(statuses[2].1.as_ref().unwrap(), "7");
+        assert_eq!(kit.counters().throttled, 1);
+    }
+
+    #[tokio::test]
+    async fn errors_are_5xx_and_faults_settable_over_http() {
+        let (kit, server, _hits) = serve(SimFaults::default()).await;
+        let client = reqwest::Client::new();
+        let put = client
+            .put(format!("{}/_sim/faults", server.base_url))
+            .json(&json!({"error_rate": 1.0, "seed": 42}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
+        assert_eq!(kit.faults().error_rate, 1.0);
+        for _ in 0..5 {
+            let s = client.get(format!("{}/x", server.base_url)).send().await.unwrap().status().as_u16();
+            assert!([500, 502, 503].contains(&s), "{s}");
+        }
+        let counters: SimCounters =
+            client.get(format!("{}/_sim/counters", server.base_url)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(counters.faults_total(), 5);
+        let bad =
+            client.put(format!("{}/_sim/faults", server.base_url)).json(&json!({"nonsense": 1})).send().await.unwrap();
+        assert_eq!(bad.status(), 422);
+    }
+
+    #[test]
+    fn faults_deserialise_with_defaults_and_seconds() {
+        let f: SimFaults = serde_json::from_value(json!({
+            "throttle": {"requests": 5, "per": 1.5, "retry_after_secs": 2}
+        }))
+        .unwrap();
+        assert_eq!(f.throttle.unwrap().per, Duration::from_millis(1500));
+        assert_eq!(f.error_rate, 0.0);
+    }
+
+    #[test]
+    fn user_name_filter_parses_only_eq_with_escapes() {
+        let ok = [
+            (r#"userName eq "a@b.c""#, "a@b.c"),
+            (r#"USERNAME EQ "x\"y""#, "x\"y"),
+            (r#"userName eq "back\\slash""#, "back\\slash"),
+            (r#"userName  eq  """#, ""),
+        ];
+        for (f, v) in ok {
+            assert_eq!(parse_user_name_filter(f).as_deref(), Ok(v), "{f}");
+        }
+        for bad in [r#"email eq "x""#, r#"userName co "x""#, "userName eq x", r#"userName eq "a" and active eq true"#] {
+            assert!(parse_user_name_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scim_paths_are_case_insensitive() {
+        assert_eq!(scim_path("/api/scim/users", "/api/scim"), ScimPath::Users);
+        assert_eq!(scim_path("/API/Scim/Users/17", "/api/scim"), ScimPath::User("17".into()));
+        assert_eq!(scim_path("/api/scim/Groups", "/api/scim"), ScimPath::Groups);
+        assert_eq!(scim_path("/other/Users", "/api/scim"), ScimPath::Other);
+        assert_eq!(scim_path("/api", "/api/scim"), ScimPath::Other);
+    }
+
+    #[test]
+    fn patch_applies_replace_add_remove() {
+        let mut doc = json!({"userName": "a", "active": true, "name": {"givenName": "A", "familyName": "B"}});
+        let body = json!({"Operations": [
+            {"op": "Replace", "path": "active", "value": false},
+            {"op": "replace", "path": "name.givenName", "value": "Z"},
+            {"op": "remove", "path": "name.familyName"},
+            {"op": "add", "value": {"timezone": "UTC"}}
+        ]});
+        apply_patch(&mut doc, &body).unwrap();
+        assert_eq!(doc, json!({"userName": "a", "active": false, "name": {"givenName": "Z"}, "timezone": "UTC"}));
+        let filtered =
+            json!({"Operations": [{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "x"}]});
+        assert!(apply_patch(&mut doc, &filtered).is_err());
+    }
+
+    #[test]
+    fn paging_defaults_and_caps() {
+        let q: BTreeMap<String, String> = [("startIndex".into(), "0".into()), ("count".into(), "500".into())].into();
+        assert_eq!(page_params(&q, 100, 200), (1, 200));
+        assert_eq!(page_params(&BTreeMap::new(), 100, 200), (1, 100));
+    }
+}

@@ -1,0 +1,95 @@
+//! ProdPad scim mode against the simulator's SCIM face: the round trip, attribute stripping, delete modes,
+//! patch strategies, duplicates and a refused key.
+
+mod common;
+
+use adapter_api::{ErrorKind, MultiValue};
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn round_trip_create_find_patch_delete() {
+    let sim = scim_sim().await;
+    let pp = scim_adapter(&sim, json!({}));
+    let caps = pp.capabilities();
+    assert!(caps.update_users && caps.hard_delete && !caps.groups);
+
+    let mut before = user("Sam@x.io", "Sam", "Poe", None);
+    before.external_id = Some("ext-1".into());
+    before.phone_numbers = vec![MultiValue { value: Some("555".into()), ..MultiValue::default() }];
+    before.title = Some("PM".into());
+    let id = pp.create_user(&before).await.unwrap();
+    let created = sim.user_by_user_name("sam@x.io").unwrap();
+    assert_eq!(created.id, id);
+    assert_eq!(created.external_id, None, "externalId is not sent by default");
+
+    let sent = sim.scim_bodies();
+    let keys: Vec<&String> = sent[0].as_object().unwrap().keys().collect();
+    for stripped in ["phoneNumbers", "title", "externalId"] {
+        assert!(!sent[0].as_object().unwrap().contains_key(stripped), "{stripped} forwarded: {keys:?}");
+    }
+
+    let found = pp.find_user("SAM@x.io").await.unwrap().unwrap();
+    assert_eq!(found.vendor_id, id);
+    assert_eq!(pp.get_user(&id).await.unwrap().user.family_name(), Some("Poe"));
+
+    let mut after = before.clone();
+    after.name.as_mut().unwrap().family_name = Some("Poe-Smith".into());
+    after.active = false;
+    pp.update_user(&id, &before, &after).await.unwrap();
+    let patched = sim.user_by_user_name("sam@x.io").unwrap();
+    assert_eq!(patched.family_name.as_deref(), Some("Poe-Smith"));
+    assert!(!patched.active);
+    let last = sim.scim_bodies().pop().unwrap();
+    assert!(last.get("Operations").is_some(), "passthrough sends a PATCH: {last}");
+
+    pp.delete_user(&id, &after).await.unwrap();
+    assert!(sim.user_by_user_name("sam@x.io").is_none());
+    assert_eq!(pp.get_user(&id).await.unwrap_err().kind(), &ErrorKind::NotFound);
+    assert!(pp.find_user("sam@x.io").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn disable_mode_put_merge_and_external_id_options() {
+    let sim = scim_sim().await;
+    let pp =
+        scim_adapter(&sim, json!({"delete_mode": "disable", "patch_strategy": "put_merge", "send_external_id": true}));
+    assert!(!pp.capabilities().hard_delete);
+    let mut u = user("kim@x.io", "Kim", "Ro", None);
+    u.external_id = Some("ext-9".into());
+    let id = pp.create_user(&u).await.unwrap();
+    assert_eq!(sim.user_by_user_name("kim@x.io").unwrap().external_id.as_deref(), Some("ext-9"));
+    pp.delete_user(&id, &u).await.unwrap();
+    let held = sim.user_by_user_name("kim@x.io").unwrap();
+    assert!(!held.active, "disable mode keeps the record, inactive");
+    let last = sim.scim_bodies().pop().unwrap();
+    assert_eq!(last["active"], false, "put_merge sends the full resource: {last}");
+}
+
+#[tokio::test]
+async fn duplicates_conflict_and_a_revoked_key_is_unauthorized() {
+    let sim = scim_sim().await;
+    let pp = scim_adapter(&sim, json!({}));
+    pp.create_user(&user("d@x.io", "D", "Up", None)).await.unwrap();
+    let err = pp.create_user(&user("D@X.IO", "D", "Up", None)).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Conflict, "{err}");
+
+    sim.revoke_key(KEY);
+    sim.reset_counters();
+    let err = pp.find_user("d@x.io").await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Unauthorized, "{err}");
+    assert!(err.detail().contains("Profile Settings > API key"), "{err}");
+    assert_eq!(sim.counters().requests, 1, "401 is not retried");
+    let report = pp.probe().await.unwrap();
+    assert!(!report.credential_accepted);
+}
+
+#[tokio::test]
+async fn scim_mode_requires_base_url() {
+    let err = adapter_prodpad::build("pp", json!({"mode": "scim", "api_key": KEY}), fast_limits()).err().unwrap();
+    assert!(err.contains("`base_url`"), "{err}");
+    let sim = scim_sim().await;
+    let pp = scim_adapter(&sim, json!({}));
+    let report = pp.probe().await.unwrap();
+    assert!(report.reachable && report.credential_accepted, "{report:?}");
+}

@@ -1,0 +1,115 @@
+//! Canonical user <-> what Promapp gets: Entra app-role values mapped to Process Manager role names
+//! (`role_map`, unmapped values passed through), skip roles (`Default Access`, `msiam_access`) dropped,
+//! the "only skip roles" refusal, and role merging for `role_mode: preserve`.
+
+use std::collections::BTreeMap;
+
+use adapter_api::{MultiValue, User};
+
+/// True when the user holds at least one role and every one of them is a skip role.
+pub fn only_skip_roles(user: &User, skip_roles: &[String]) -> bool {
+    let roles = user.role_values();
+    !roles.is_empty() && roles.iter().all(|r| is_skip(r, skip_roles))
+}
+
+fn is_skip(role: &str, skip_roles: &[String]) -> bool {
+    skip_roles.iter().any(|s| s.eq_ignore_ascii_case(role))
+}
+
+/// Promapp role names for the user's Entra roles, skip roles dropped, duplicates removed, order kept.
+pub fn vendor_role_names(user: &User, role_map: &BTreeMap<String, String>, skip_roles: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for value in user.role_values() {
+        if is_skip(value, skip_roles) {
+            continue;
+        }
+        let name = role_map.get(value).cloned().unwrap_or_else(|| value.to_string());
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+pub fn role_entries(names: &[String]) -> Vec<MultiValue> {
+    names
+        .iter()
+        .map(|n| MultiValue { value: Some(n.clone()), display: Some(n.clone()), ..Default::default() })
+        .collect()
+}
+
+/// The user as Promapp should hold it: roles mapped to Process Manager role names.
+pub fn to_vendor(user: &User, role_map: &BTreeMap<String, String>, skip_roles: &[String]) -> User {
+    let mut out = user.clone();
+    out.roles = role_entries(&vendor_role_names(user, role_map, skip_roles));
+    out
+}
+
+/// `role_mode: preserve`: the vendor's current roles, minus those the gateway set before, plus those it
+/// sets now. Roles given to the user in Promapp itself survive.
+pub fn preserve_roles(current: &[String], before: &[String], after: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = current.iter().filter(|r| !before.contains(r)).cloned().collect();
+    for r in after {
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
+/// A vendor user read back into canonical form: Promapp role names mapped back to the Entra value that
+/// maps to them (first match), else kept.
+pub fn from_vendor(mut user: User, role_map: &BTreeMap<String, String>) -> User {
+    for role in &mut user.roles {
+        let name = role.display.clone().or_else(|| role.value.clone());
+        if let Some(name) = name {
+            let entra = role_map.iter().find(|(_, v)| **v == name).map(|(k, _)| k.clone());
+            role.value = Some(entra.unwrap_or(name));
+        }
+    }
+    user
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_roles(roles: &[&str]) -> User {
+        let mut u = User::new("a@x.com");
+        u.roles = roles.iter().map(|r| MultiValue { value: Some(r.to_string()), ..Default::default() }).collect();
+        u
+    }
+
+    fn skip() -> Vec<String> {
+        vec!["msiam_access".into(), "Default Access".into()]
+    }
+
+    #[test]
+    fn only_skip_roles_table() {
+        let table: [(&[&str], bool); 5] = [
+            (&[], false),
+            (&["Default Access"], true),
+            (&["default access", "msiam_access"], true),
+            (&["Default Access", "Editor"], false),
+            (&["Editor"], false),
+        ];
+        for (roles, expected) in table {
+            assert_eq!(only_skip_roles(&with_roles(roles), &skip()), expected, "{roles:?}");
+        }
+    }
+
+    #[test]
+    fn roles_are_mapped_and_skips_dropped() {
+        let map = BTreeMap::from([("process.owner".to_string(), "Process Owner".to_string())]);
+        let u = with_roles(&["process.owner", "Default Access", "Viewer", "process.owner"]);
+        assert_eq!(vendor_role_names(&u, &map, &skip()), vec!["Process Owner", "Viewer"]);
+        let back = from_vendor(to_vendor(&u, &map, &skip()), &map);
+        assert_eq!(back.role_values(), vec!["process.owner", "Viewer"]);
+    }
+
+    #[test]
+    fn preserve_keeps_vendor_only_roles() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(preserve_roles(&s(&["Local", "Old"]), &s(&["Old"]), &s(&["New"])), s(&["Local", "New"]));
+    }
+}

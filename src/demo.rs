@@ -1,0 +1,241 @@
+//! `scim-bridge demo` and `scim-bridge simulate`: vendor simulators started in-process, a gateway in front
+//! of them on an in-memory store, and an optional scripted walkthrough that shows what each vendor ends
+//! up holding.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use adapter_api::simkit::{DemoSim, SimFaults, Simulator};
+use serde_json::{json, Value};
+
+use crate::config::{AppConfig, Config, LimitsConfig, StoreConfig};
+use crate::server::{self, Running};
+
+/// The vendor types that have a simulator.
+pub const SIMULATED: &[&str] = &["prodpad", "promapp", "prompt"];
+
+/// Starts the simulator of `vendor` accepting `credential`.
+pub async fn simulator(vendor: &str, credential: &str, addr: Option<SocketAddr>) -> Result<DemoSim, String> {
+    let started = match vendor {
+        "prodpad" => adapter_prodpad::sim::demo(credential, addr).await,
+        "promapp" => adapter_promapp::sim::demo(credential, addr).await,
+        "prompt" => adapter_prompt::sim::demo(credential, addr).await,
+        other => return Err(format!("no simulator for '{other}' (known: {})", SIMULATED.join(", "))),
+    };
+    started.map_err(|e| format!("cannot start the {vendor} simulator: {e}"))
+}
+
+/// Parses `--faults`: `mixed` (20 % of requests: errors, drops, lost responses, slow replies) or the JSON
+/// of the simulators' fault settings (e.g. `{"error_rate":0.1,"throttle":{"requests":5,"per":1,"retry_after_secs":1}}`).
+pub fn parse_faults(text: &str) -> Result<SimFaults, String> {
+    if text.trim().eq_ignore_ascii_case("mixed") {
+        return Ok(SimFaults {
+            error_rate: 0.08,
+            drop_rate: 0.04,
+            lost_response_rate: 0.04,
+            slow_rate: 0.04,
+            slow_ms: 300,
+            ..SimFaults::default()
+        });
+    }
+    serde_json::from_str(text).map_err(|e| format!("--faults: not 'mixed' nor fault JSON: {e}"))
+}
+
+pub struct Demo {
+    pub running: Running,
+    /// (app name, its simulator)
+    pub sims: Vec<(String, Box<dyn Simulator>)>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Demo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Demo").field("addr", &self.running.addr).finish()
+    }
+}
+
+/// Starts the three simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, all
+/// with `token` (the demo's one convenience: real configs need one token per app).
+pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -> Result<Demo, String> {
+    let hash = hex::encode(crate::http::token_hash(token));
+    // Simulators answer in microseconds; the demo should not wait on production-sized limits.
+    let limits = LimitsConfig {
+        requests_per_second: Some(200.0),
+        burst: Some(50),
+        max_in_flight: Some(16),
+        ..Default::default()
+    };
+    let mut apps = BTreeMap::new();
+    apps.insert(
+        "sandbox".to_string(),
+        AppConfig {
+            vendor: "sandbox".into(),
+            token_sha256: hash.clone(),
+            limits: LimitsConfig::default(),
+            ip_allow: Vec::new(),
+            options: Default::default(),
+        },
+    );
+    let mut sims = Vec::new();
+    for vendor in SIMULATED {
+        let started = simulator(vendor, &format!("{vendor}-demo-credential"), None).await?;
+        if let Some(f) = &faults {
+            started.sim.set_faults(f.clone());
+        }
+        apps.insert(
+            vendor.to_string(),
+            AppConfig {
+                vendor: vendor.to_string(),
+                token_sha256: hash.clone(),
+                limits: limits.clone(),
+                ip_allow: Vec::new(),
+                options: started.app_options,
+            },
+        );
+        sims.push((vendor.to_string(), started.sim));
+    }
+    let config = Config {
+        listen,
+        admin_listen: None,
+        public_url: None,
+        store: StoreConfig { path: ":memory:".into() },
+        max_body_bytes: 1024 * 1024,
+        tls: None,
+        apps,
+    };
+    let gateway = server::build_gateway(&config, "demo").map_err(|e| e.to_string())?;
+    let running = server::start(&config, gateway).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    Ok(Demo { running, sims, token: token.to_string() })
+}
+
+impl Demo {
+    pub fn app_url(&self, app: &str) -> String {
+        format!("http://{}/scim/{app}/v2", self.running.addr)
+    }
+
+    /// The banner `demo` prints (CI reads the `  <app>: <url>` lines).
+    pub fn banner(&self) -> String {
+        let mut out = format!("scim-bridge demo on http://{}\n", self.running.addr);
+        out.push_str(&format!("  sandbox: {}   token: {}\n", self.app_url("sandbox"), self.token));
+        for (app, sim) in &self.sims {
+            out.push_str(&format!(
+                "  {app}: {}   token: {}   simulator: {}/_sim/users\n",
+                self.app_url(app),
+                self.token,
+                sim.root_url()
+            ));
+        }
+        out
+    }
+
+    /// Drives each app the way Entra would for three users (create, match, update, disable, delete) and
+    /// returns, per app, what happened and what the vendor holds afterwards.
+    pub async fn walkthrough(&self) -> Result<String, String> {
+        let client = reqwest::Client::new();
+        let mut out = String::new();
+        let mut apps: Vec<&str> = vec!["sandbox"];
+        apps.extend(self.sims.iter().map(|(a, _)| a.as_str()));
+        for app in apps {
+            let base = self.app_url(app);
+            out.push_str(&format!("== {app}\n"));
+            let mut ids = Vec::new();
+            for name in ["ada.lovelace", "alan.turing", "grace.hopper"] {
+                let user_name = format!("{name}@example.com");
+                let (given, family) = name.split_once('.').unwrap_or((name, name));
+                let probe = self
+                    .call(&client, "GET", &format!("{base}/Users?filter=userName+eq+%22{user_name}%22"), None)
+                    .await?;
+                let body = json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": user_name, "externalId": name, "active": true,
+                    "name": {"givenName": given, "familyName": family},
+                    "emails": [{"type": "work", "primary": true, "value": user_name}],
+                    "roles": [{"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Editor"}]
+                });
+                let created = self.call(&client, "POST", &format!("{base}/Users"), Some(body)).await?;
+                out.push_str(&format!("   match {user_name}: {}   create: {}\n", probe.0, created.0));
+                if let Some(id) = created.1.get("id").and_then(Value::as_str) {
+                    ids.push(id.to_string());
+                }
+            }
+            let patch =
+                |ops: Value| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+            if let Some(id) = ids.first() {
+                let r = self
+                    .call(
+                        &client,
+                        "PATCH",
+                        &format!("{base}/Users/{id}"),
+                        Some(patch(json!([{"op": "Replace", "path": "name.familyName", "value": "King"}]))),
+                    )
+                    .await?;
+                out.push_str(&format!("   rename ada's family name: {}\n", r.0));
+            }
+            if let Some(id) = ids.get(1) {
+                let r = self
+                    .call(
+                        &client,
+                        "PATCH",
+                        &format!("{base}/Users/{id}"),
+                        Some(patch(json!([{"op": "Replace", "path": "active", "value": "False"}]))),
+                    )
+                    .await?;
+                out.push_str(&format!("   disable alan: {}\n", r.0));
+            }
+            if let Some(id) = ids.get(2) {
+                let r = self.call(&client, "DELETE", &format!("{base}/Users/{id}"), None).await?;
+                out.push_str(&format!("   delete grace: {}\n", r.0));
+            }
+            match self.sims.iter().find(|(a, _)| a == app) {
+                Some((_, sim)) => {
+                    out.push_str(&format!("   the {} simulator now holds:\n", sim.vendor()));
+                    for u in sim.users_json() {
+                        out.push_str(&format!("     {}\n", summarize(&u)));
+                    }
+                }
+                None => {
+                    out.push_str("   (sandbox: no vendor; the gateway's store holds:)\n");
+                    let list = self.call(&client, "GET", &format!("{base}/Users"), None).await?;
+                    for u in list.1["Resources"].as_array().cloned().unwrap_or_default() {
+                        out.push_str(&format!("     {}\n", summarize(&u)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn call(
+        &self,
+        client: &reqwest::Client,
+        method: &str,
+        url: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut req = client.request(method, url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+}
+
+/// One line per vendor user: userName, active, and whatever else the vendor shows that matters.
+fn summarize(u: &Value) -> String {
+    let get = |k: &str| u.get(k).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let mut line = format!(
+        "userName={} active={}",
+        u.get("userName").or(u.get("email")).map(|v| v.to_string()).unwrap_or_default(),
+        get("active")
+    );
+    for key in ["name", "department", "section", "roles", "role_type"] {
+        if let Some(v) = u.get(key) {
+            line.push_str(&format!(" {key}={v}"));
+        }
+    }
+    line
+}

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Replays shared/entra/vectors against the vendor apps of a running `scim-bridge demo`, then checks what
+each vendor simulator holds. Standard library only.
+
+Usage: vendor_replay.py --demo-log FILE --replay PATH/replay.py --vectors DIR [--token T]
+
+The demo log is `scim-bridge demo`'s banner: lines `  <app>: <base>   token: T   simulator: <url>/_sim/users`.
+Per vendor app:
+  1. every user/auth/error vector must pass;
+  2. every group vector must stop at its first group request with a 501 SCIM error (no vendor has groups);
+  3. afterwards the simulator holds every vector user deleted: gone (ProdPad SCIM deletes) or disabled
+     (Promapp and PROMPT only disable);
+  4. a create / disable / enable / delete lifecycle, checking the simulator after each step.
+Ends with one line "N passed, M failed" (checks); exit status 0 only when M is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+HARD_DELETE = {"prodpad"}
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http(method: str, url: str, token: str | None = None, body: object | None = None) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/scim+json")
+    try:
+        with _OPENER.open(req, timeout=20) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    return status, (json.loads(raw) if raw.strip() else None)
+
+
+def sim_user(sim_users_url: str, user_name: str) -> dict | None:
+    _, users = http("GET", sim_users_url)
+    for u in users or []:
+        for key in ("userName", "user_name", "email"):
+            if str(u.get(key, "")).lower() == user_name.lower():
+                return u
+    return None
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok: bool, what: str) -> None:
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print(f"FAIL {what}")
+
+
+def entra_user(user_name: str) -> dict:
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "externalId": f"ext-{user_name}",
+        "userName": user_name,
+        "active": True,
+        "emails": [{"primary": True, "type": "work", "value": user_name}],
+        "name": {"givenName": "Lifecycle", "familyName": "Check"},
+        "roles": [{"primary": True, "type": "WindowsAzureActiveDirectoryRole", "value": "Editor"}],
+    }
+
+
+def patch(ops: list) -> dict:
+    return {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--demo-log", required=True)
+    ap.add_argument("--replay", required=True)
+    ap.add_argument("--vectors", required=True)
+    ap.add_argument("--token", default="demo-token")
+    args = ap.parse_args()
+
+    line_re = re.compile(r"^  ([a-z]+): (http\S+)\s+token: \S+\s+simulator: (http\S+)")
+    apps = [m.groups() for m in map(line_re.match, Path(args.demo_log).read_text().splitlines()) if m]
+    if not apps:
+        print("no vendor apps in the demo banner")
+        print("0 passed, 1 failed")
+        return 1
+    vectors = sorted(Path(args.vectors).glob("*.json"))
+    group_vectors = [v for v in vectors if v.stem.startswith("group-")]
+    other_vectors = [v for v in vectors if not v.stem.startswith("group-")]
+    c = Checks()
+    for app, base, sim_users in apps:
+        print(f"== {app}: {len(other_vectors)} user vectors, {len(group_vectors)} group vectors")
+        run = subprocess.run([sys.executable, args.replay, "--base", base, "--token", args.token, *map(str, other_vectors)],
+                             capture_output=True, text=True)
+        c.check(run.returncode == 0, f"{app}: user vectors: {run.stdout.strip().splitlines()[-1:]}\n{run.stdout}")
+        print(f"   user vectors: {run.stdout.strip().splitlines()[-1]}")
+
+        run = subprocess.run([sys.executable, args.replay, "--base", base, "--token", args.token, *map(str, group_vectors)],
+                             capture_output=True, text=True)
+        fails = [l for l in run.stdout.splitlines() if l.startswith("FAIL ")]
+        c.check(len(fails) == len(group_vectors), f"{app}: every group vector should be refused, got {run.stdout}")
+        for l in fails:
+            c.check("got 501" in l and "does not support groups" in l, f"{app}: group refusal not a clear 501: {l}")
+        print(f"   group vectors: {len(fails)} refused with 501 (groups are not supported by {app})")
+
+        _, users = http("GET", sim_users)
+        leftovers = [u for u in users or [] if str(u.get("userName", u.get("user_name", ""))).startswith("Test_User_")]
+        if app in HARD_DELETE:
+            c.check(not [u for u in leftovers if u.get("active") is not False], f"{app}: vector users left active: {leftovers}")
+        else:
+            c.check(len(leftovers) > 0, f"{app}: a disable-only vendor should keep the vector users (disabled)")
+            c.check(all(u.get("active") is False for u in leftovers), f"{app}: vector users not all disabled: {leftovers}")
+        print(f"   after the vectors the simulator holds {len(leftovers)} vector user(s), none active")
+
+        name = f"lifecycle-{uuid.uuid4().hex[:8]}@example.com"
+        status, created = http("POST", f"{base}/Users", args.token, entra_user(name))
+        c.check(status == 201, f"{app}: lifecycle create {status} {created}")
+        uid = (created or {}).get("id", "missing")
+        u = sim_user(sim_users, name)
+        c.check(u is not None and u.get("active") is not False, f"{app}: vendor should hold {name} active: {u}")
+        c.check(u is not None and "Lifecycle" in json.dumps(u), f"{app}: vendor should hold the given name: {u}")
+        for value, want in (("False", False), (True, True)):
+            status, _ = http("PATCH", f"{base}/Users/{uid}", args.token, patch([{"op": "Replace", "path": "active", "value": value}]))
+            c.check(status in (200, 204), f"{app}: PATCH active={value}: {status}")
+            u = sim_user(sim_users, name)
+            c.check(u is not None and u.get("active") is want, f"{app}: vendor active should be {want}: {u}")
+        status, _ = http("DELETE", f"{base}/Users/{uid}", args.token)
+        c.check(status == 204, f"{app}: DELETE {status}")
+        u = sim_user(sim_users, name)
+        if app in HARD_DELETE:
+            c.check(u is None, f"{app}: vendor should no longer hold {name}: {u}")
+        else:
+            c.check(u is not None and u.get("active") is False, f"{app}: vendor should hold {name} disabled: {u}")
+        print(f"   lifecycle create/disable/enable/delete checked at the simulator")
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 0 if c.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

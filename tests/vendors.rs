@@ -1,0 +1,206 @@
+//! Black-box: the gateway in front of each vendor simulator (as `scim-bridge demo` runs them), with the
+//! simulator's state checked after each Entra step.
+
+mod common;
+
+use common::url_encode;
+use reqwest::Method;
+use scim_bridge::demo;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "vendor-test-token";
+
+struct Vendors {
+    demo: demo::Demo,
+    client: reqwest::Client,
+}
+
+async fn start() -> Vendors {
+    let demo = demo::start("127.0.0.1:0".parse().unwrap(), TOKEN, None).await.expect("demo starts");
+    Vendors { demo, client: reqwest::Client::new() }
+}
+
+impl Vendors {
+    async fn call(&self, app: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.demo.app_url(app))).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    fn vendor_user(&self, app: &str, user_name: &str) -> Option<Value> {
+        let (_, sim) = self.demo.sims.iter().find(|(a, _)| a == app)?;
+        sim.users_json().into_iter().find(|u| {
+            ["userName", "email", "username"]
+                .iter()
+                .any(|k| u.get(*k).and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(user_name)))
+        })
+    }
+}
+
+fn entra_user(user_name: &str, role: Option<&str>) -> Value {
+    let mut u = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "externalId": format!("ext-{user_name}"),
+        "userName": user_name,
+        "active": true,
+        "emails": [{"primary": true, "type": "work", "value": user_name}],
+        "meta": {"resourceType": "User"},
+        "name": {"formatted": "Given Family", "familyName": "Family", "givenName": "Given"},
+        "phoneNumbers": [{"type": "mobile", "value": "+61 400 000 000"}],
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Finance", "employeeNumber": "7"},
+        "roles": []
+    });
+    if let Some(r) = role {
+        u["roles"] = json!([{"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": r}]);
+    }
+    u
+}
+
+fn patch(ops: Value) -> Option<Value> {
+    Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}))
+}
+
+fn active(u: &Value) -> Option<bool> {
+    u.get("active").and_then(Value::as_bool)
+}
+
+#[tokio::test]
+async fn each_vendor_sees_the_entra_lifecycle() {
+    let v = start().await;
+    for app in ["prodpad", "promapp", "prompt"] {
+        let user_name = format!("life-{app}@example.com");
+        // Test Connection: a probe that cannot exist, answered through the vendor.
+        let (s, b) = v
+            .call(
+                app,
+                Method::GET,
+                &format!("/Users?filter={}", url_encode("userName eq \"0f8fad5b-d9cb-469f-a165-70867728950e\"")),
+                None,
+            )
+            .await;
+        assert_eq!((s, b["totalResults"].clone()), (200, json!(0)), "{app}: {b}");
+
+        let role = if app == "promapp" { Some("Editor") } else { None };
+        let (s, created) = v.call(app, Method::POST, "/Users", Some(entra_user(&user_name, role))).await;
+        assert_eq!(s, 201, "{app}: {created}");
+        let id = created["id"].as_str().unwrap().to_string();
+        let at_vendor = v.vendor_user(app, &user_name).unwrap_or_else(|| panic!("{app}: vendor has no {user_name}"));
+        assert_ne!(active(&at_vendor), Some(false), "{app}: {at_vendor}");
+        // Stripped attributes are kept for Entra, not sent to the vendor.
+        assert!(at_vendor.get("phoneNumbers").is_none(), "{app}: phone numbers leaked to the vendor: {at_vendor}");
+        let (_, back) = v.call(app, Method::GET, &format!("/Users/{id}"), None).await;
+        assert_eq!(back["phoneNumbers"][0]["value"], "+61 400 000 000", "{app}: Entra reads back what it wrote");
+        assert_eq!(back["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"], "Finance");
+
+        // Update a supported attribute.
+        let (s, _) = v
+            .call(
+                app,
+                Method::PATCH,
+                &format!("/Users/{id}"),
+                patch(json!([{"op": "Replace", "path": "name.familyName", "value": "Renamed"}])),
+            )
+            .await;
+        assert!(s == 200 || s == 204, "{app}: {s}");
+        let at_vendor = v.vendor_user(app, &user_name).unwrap();
+        assert!(at_vendor.to_string().contains("Renamed"), "{app}: {at_vendor}");
+
+        // Disable ("False" string), vendor shows inactive; re-enable.
+        let (s, _) = v
+            .call(
+                app,
+                Method::PATCH,
+                &format!("/Users/{id}"),
+                patch(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+            )
+            .await;
+        assert!(s == 200 || s == 204, "{app}: {s}");
+        assert_eq!(active(&v.vendor_user(app, &user_name).unwrap()), Some(false), "{app}");
+        let (s, _) = v
+            .call(
+                app,
+                Method::PATCH,
+                &format!("/Users/{id}"),
+                patch(json!([{"op": "replace", "path": "active", "value": true}])),
+            )
+            .await;
+        assert!(s == 200 || s == 204, "{app}: {s}");
+        assert_eq!(active(&v.vendor_user(app, &user_name).unwrap()), Some(true), "{app}");
+
+        // Delete: gone for Entra; hard-deleted (ProdPad SCIM) or disabled (Promapp, PROMPT) at the vendor.
+        let (s, _) = v.call(app, Method::DELETE, &format!("/Users/{id}"), None).await;
+        assert_eq!(s, 204, "{app}");
+        assert_eq!(v.call(app, Method::GET, &format!("/Users/{id}"), None).await.0, 404);
+        let (_, f) = v
+            .call(
+                app,
+                Method::GET,
+                &format!("/Users?filter={}", url_encode(&format!("userName eq \"{user_name}\""))),
+                None,
+            )
+            .await;
+        assert_eq!(f["totalResults"], 0, "{app}: a deleted user must not come back through the filter: {f}");
+        match (app, v.vendor_user(app, &user_name)) {
+            ("prodpad", None) => {}
+            ("prodpad", Some(u)) => assert_eq!(active(&u), Some(false), "{app}: {u}"),
+            (_, Some(u)) => assert_eq!(active(&u), Some(false), "{app}: disable-only vendor keeps it disabled: {u}"),
+            (_, None) => panic!("{app}: a disable-only vendor lost the record"),
+        }
+
+        // Re-assignment: Entra creates the same userName again; the vendor record is re-activated, not duplicated.
+        let (s, again) = v.call(app, Method::POST, "/Users", Some(entra_user(&user_name, role))).await;
+        assert_eq!(s, 201, "{app}: {again}");
+        assert_eq!(active(&v.vendor_user(app, &user_name).unwrap()), Some(true), "{app}");
+        let (_, sim) = v.demo.sims.iter().find(|(a, _)| a == app).unwrap();
+        let twins = sim
+            .users_json()
+            .iter()
+            .filter(|u| u.to_string().to_lowercase().contains(&user_name.to_lowercase()))
+            .count();
+        assert_eq!(twins, 1, "{app}: no duplicate at the vendor");
+    }
+}
+
+#[tokio::test]
+async fn vendors_without_groups_answer_group_requests_clearly() {
+    let v = start().await;
+    for app in ["prodpad", "promapp", "prompt"] {
+        let (s, b) = v.call(app, Method::POST, "/Groups", Some(json!({"displayName": "g"}))).await;
+        assert_eq!(s, 501, "{app}: {b}");
+        assert_eq!(b["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+        assert!(b["detail"].as_str().unwrap().contains("groups"), "{app}: {b}");
+        let (s, b) =
+            v.call(app, Method::GET, "/Groups?excludedAttributes=members&filter=displayName+eq+%22x%22", None).await;
+        assert_eq!(
+            (s, b["totalResults"].clone()),
+            (200, json!(0)),
+            "{app}: Test Connection's group probe still passes"
+        );
+        let (_, types) = v.call(app, Method::GET, "/ResourceTypes", None).await;
+        assert_eq!(types["totalResults"], 1, "{app}: only User is advertised");
+        assert_eq!(v.call(app, Method::GET, "/Groups/x", None).await.0, 404);
+    }
+}
+
+#[tokio::test]
+async fn promapp_refuses_default_access_users_and_prompt_applies_department() {
+    let v = start().await;
+    let (s, b) =
+        v.call("promapp", Method::POST, "/Users", Some(entra_user("default@example.com", Some("msiam_access")))).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["scimType"], "invalidValue");
+    assert!(b["detail"].as_str().unwrap().to_lowercase().contains("role"), "{b}");
+    assert!(v.vendor_user("promapp", "default@example.com").is_none());
+    let log = v.demo.running.gateway.store.audit_log(&Default::default()).unwrap();
+    assert!(log.iter().any(|e| e.outcome == "invalid" && e.status == 400), "the refusal is audited");
+
+    let (s, _) = v.call("prompt", Method::POST, "/Users", Some(entra_user("dept@example.com", None))).await;
+    assert_eq!(s, 201);
+    let u = v.vendor_user("prompt", "dept@example.com").unwrap();
+    assert_eq!(u["department"], "Corporate Services", "{u}");
+    assert_eq!(u["section"], "All Staff", "{u}");
+}
