@@ -25,6 +25,13 @@ pub async fn simulator(vendor: &str, credential: &str, addr: Option<SocketAddr>)
     started.map_err(|e| format!("cannot start the {vendor} simulator: {e}"))
 }
 
+/// The options of an app in front of a simulator, as `config` would hold them (for tests writing configs).
+#[derive(Clone, Debug)]
+pub struct DemoSimOptions {
+    pub vendor: &'static str,
+    pub options: serde_json::Map<String, Value>,
+}
+
 /// Parses `--faults`: `mixed` (20 % of requests: errors, drops, lost responses, slow replies) or the JSON
 /// of the simulators' fault settings (e.g. `{"error_rate":0.1,"throttle":{"requests":5,"per":1,"retry_after_secs":1}}`).
 pub fn parse_faults(text: &str) -> Result<SimFaults, String> {
@@ -39,6 +46,11 @@ pub fn parse_faults(text: &str) -> Result<SimFaults, String> {
         });
     }
     serde_json::from_str(text).map_err(|e| format!("--faults: not 'mixed' nor fault JSON: {e}"))
+}
+
+/// The vendor credential the demo's simulator of `vendor` accepts (for calling a simulator directly).
+pub fn demo_credential(vendor: &str) -> String {
+    format!("{vendor}-demo-credential")
 }
 
 pub struct Demo {
@@ -57,7 +69,6 @@ impl std::fmt::Debug for Demo {
 /// Starts the three simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, all
 /// with `token` (the demo's one convenience: real configs need one token per app).
 pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -> Result<Demo, String> {
-    let hash = hex::encode(crate::http::token_hash(token));
     // Simulators answer in microseconds; the demo should not wait on production-sized limits.
     let limits = LimitsConfig {
         requests_per_second: Some(200.0),
@@ -65,6 +76,19 @@ pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -
         max_in_flight: Some(16),
         ..Default::default()
     };
+    start_with_limits(listen, token, faults, limits, ":memory:").await
+}
+
+/// Like [`start`], with the vendor apps' outbound `limits` and the store at `store_path` (`:memory:` or a
+/// file) chosen by the caller: what the benchmarks and the Entra cycle driver's tests run.
+pub async fn start_with_limits(
+    listen: SocketAddr,
+    token: &str,
+    faults: Option<SimFaults>,
+    limits: LimitsConfig,
+    store_path: &str,
+) -> Result<Demo, String> {
+    let hash = hex::encode(crate::http::token_hash(token));
     let mut apps = BTreeMap::new();
     apps.insert(
         "sandbox".to_string(),
@@ -78,7 +102,7 @@ pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -
     );
     let mut sims = Vec::new();
     for vendor in SIMULATED {
-        let started = simulator(vendor, &format!("{vendor}-demo-credential"), None).await?;
+        let started = simulator(vendor, &demo_credential(vendor), None).await?;
         if let Some(f) = &faults {
             started.sim.set_faults(f.clone());
         }
@@ -98,7 +122,7 @@ pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -
         listen,
         admin_listen: None,
         public_url: None,
-        store: StoreConfig { path: ":memory:".into() },
+        store: StoreConfig { path: store_path.into() },
         max_body_bytes: 1024 * 1024,
         tls: None,
         apps,

@@ -127,6 +127,14 @@ fn store_err(err: StoreError) -> ScimError {
     }
 }
 
+/// Copies the request's vendor traffic (calls and attempts, retries included) into its audit entry.
+fn stamp(entry: &mut AuditEntry) {
+    if let Some(log) = adapter_api::calls::current() {
+        entry.vendor_calls = log.calls();
+        entry.attempts = log.attempts();
+    }
+}
+
 /// Attributes that are written but never returned (RFC 7643 `password`) are never stored either: none of
 /// the vendors takes passwords (they sign in through Entra), and a shadow store must not hold them.
 fn strip_write_only(doc: &mut Map<String, Value>) {
@@ -175,12 +183,19 @@ impl Gateway {
 
     /// Records a failed operation; the failure itself is what the caller returns.
     fn audit_failure(&self, mut entry: AuditEntry, err: &ScimError, adapter_err: Option<&adapter_api::Error>) {
+        stamp(&mut entry);
         entry.outcome = adapter_err.map(|e| e.kind_name().to_string()).unwrap_or_else(|| "rejected".into());
         entry.status = err.status.as_u16();
         entry.detail = Some(err.detail.clone());
         if let Err(e) = self.store.audit(&entry) {
             tracing::error!(error = %e, "cannot write audit entry");
         }
+    }
+
+    /// Maps a vendor error for Entra (the one mapping, `from_adapter`) and counts it.
+    fn vendor_error(&self, app: &App, err: &adapter_api::Error) -> ScimError {
+        self.metrics.vendor_error(&app.name, err);
+        from_adapter(&app.name, err)
     }
 
     fn with_location(&self, ctx: &Ctx, kind: Kind, doc: &Value) -> Value {
@@ -272,14 +287,13 @@ impl Gateway {
             }
             Kind::Group => {
                 let group = self.to_group(app, &values_doc)?;
-                audit.vendor_calls += 1;
                 app.adapter.create_group(&group).await
             }
         };
         let vendor_id = match outcome {
             Ok(id) => id,
             Err(e) => {
-                let err = from_adapter(&app.name, &e);
+                let err = self.vendor_error(app, &e);
                 self.audit_failure(audit, &err, Some(&e));
                 return Err(err);
             }
@@ -308,6 +322,7 @@ impl Gateway {
         audit.resource_id = Some(id.clone());
         audit.after = Some(record.doc.clone());
         audit.status = 201;
+        stamp(&mut audit);
         self.store.put(&record, &audit).map_err(store_err)?;
         let body = self.with_location(ctx, kind, &record.doc);
         let location = body.pointer("/meta/location").and_then(Value::as_str).map(String::from);
@@ -325,7 +340,6 @@ impl Gateway {
         let caps: Capabilities = app.adapter.capabilities();
         let mut tried_lookup = false;
         for _attempt in 0..2 {
-            audit.vendor_calls += 1;
             let err = match app.adapter.create_user(user).await {
                 Ok(id) => return Ok(id),
                 Err(e) => e,
@@ -335,7 +349,6 @@ impl Gateway {
                 return Err(err);
             }
             tried_lookup = true;
-            audit.vendor_calls += 1;
             match app.adapter.find_user(&user.user_name).await? {
                 Some(existing) => return self.adopt(app, existing, user, audit).await,
                 // Conflict on something else (an email): the admin must sort it out.
@@ -361,7 +374,6 @@ impl Gateway {
             )));
         }
         if existing.user != *user && app.adapter.capabilities().update_users {
-            audit.vendor_calls += 1;
             app.adapter.update_user(&existing.vendor_id, &existing.user, user).await?;
         }
         audit.operation = "adopt".into();
@@ -446,7 +458,7 @@ impl Gateway {
         if let Some(rec) = self.store.find_by_name(&app.name, Kind::User, user_name).map_err(store_err)? {
             return Ok(Some(rec));
         }
-        let found = app.adapter.find_user(user_name).await.map_err(|e| from_adapter(&app.name, &e))?;
+        let found = app.adapter.find_user(user_name).await.map_err(|e| self.vendor_error(app, &e))?;
         let Some(vu) = found else { return Ok(None) };
         if self.store.is_tombstoned(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?
             || self.store.find_by_vendor_id(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?.is_some()
@@ -482,8 +494,8 @@ impl Gateway {
         audit.resource_id = Some(id);
         audit.after = Some(record.doc.clone());
         audit.status = 200;
-        audit.vendor_calls = 1;
         audit.detail = Some(format!("linked the vendor's existing user {} found by userName", vu.vendor_id));
+        stamp(&mut audit);
         self.store.put(&record, &audit).map_err(store_err)?;
         Ok(Some(record))
     }
@@ -550,7 +562,6 @@ impl Gateway {
             let schemas = schemas_for(kind, obj);
             obj.insert("schemas".into(), schemas);
         }
-        audit.vendor_calls = 1;
         let result = match kind {
             Kind::User => {
                 let before = Self::to_user(&rec.doc)?;
@@ -569,7 +580,7 @@ impl Gateway {
             }
         };
         if let Err(e) = result {
-            let err = from_adapter(&app.name, &e);
+            let err = self.vendor_error(app, &e);
             self.audit_failure(audit, &err, Some(&e));
             return Err(err);
         }
@@ -587,6 +598,7 @@ impl Gateway {
         let updated = Record { doc, modified: at, version, ..rec };
         audit.after = Some(updated.doc.clone());
         audit.status = 200;
+        stamp(&mut audit);
         self.store.put(&updated, &audit).map_err(store_err)?;
         Ok(updated)
     }
@@ -600,7 +612,6 @@ impl Gateway {
         audit.resource_id = Some(rec.id.clone());
         audit.name = Some(rec.name().to_string());
         audit.before = Some(rec.doc.clone());
-        audit.vendor_calls = 1;
         let caps = app.adapter.capabilities();
         let result = match kind {
             Kind::User => match Self::to_user(&rec.doc) {
@@ -616,7 +627,7 @@ impl Gateway {
                 audit.detail = Some("the vendor no longer had it".into());
             }
             Err(e) => {
-                let err = from_adapter(&app.name, &e);
+                let err = self.vendor_error(app, &e);
                 self.audit_failure(audit, &err, Some(&e));
                 return Err(err);
             }
@@ -626,6 +637,7 @@ impl Gateway {
         }
         audit.status = 204;
         let tombstone = kind == Kind::User && !caps.hard_delete;
+        stamp(&mut audit);
         self.store.remove(&rec, tombstone, &audit).map_err(store_err)?;
         self.drop_memberships(app, ctx, id).await;
         Ok(Reply::no_content())

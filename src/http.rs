@@ -177,7 +177,9 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
     let segments: Vec<String> = rest.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
     let resource = segments.first().cloned().unwrap_or_default();
     let span = tracing::info_span!("scim", app = %app_name, method = %method, resource = %resource, request_id = %rid,
-        operation = tracing::field::Empty, status = tracing::field::Empty);
+        operation = tracing::field::Empty, status = tracing::field::Empty, vendor_calls = tracing::field::Empty,
+        attempts = tracing::field::Empty, duration_ms = tracing::field::Empty);
+    let calls = Arc::new(adapter_api::calls::CallLog::default());
     async move {
         let gw = state.gateway.clone();
         let (operation, result) = match gw.apps.get(&app_name).cloned() {
@@ -190,7 +192,12 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
                     ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token")))
                 } else {
                     let ctx = Ctx { request_id: rid.clone(), base_url: base_url(&state, &headers, &app_name) };
-                    dispatch(&state, &app, &ctx, &method, &segments, uri.query(), &headers, body).await
+                    let work = dispatch(&state, &app, &ctx, &method, &segments, uri.query(), &headers, body);
+                    let answer = adapter_api::calls::scope(calls.clone(), work).await;
+                    if answer.1.is_ok() && calls.calls() > 0 {
+                        gw.metrics.set_vendor_state(&app.name, "ok");
+                    }
+                    answer
                 }
             }
         };
@@ -201,6 +208,9 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         let span = tracing::Span::current();
         span.record("operation", operation);
         span.record("status", status.as_u16());
+        span.record("vendor_calls", calls.calls());
+        span.record("attempts", calls.attempts());
+        span.record("duration_ms", started.elapsed().as_millis() as u64);
         gw.metrics.observe_request(&app_name, operation, status.as_u16(), started.elapsed());
         match &result {
             Err(e) if e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS => {

@@ -5,6 +5,7 @@ pub mod audit_report;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod entra_sim;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

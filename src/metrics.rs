@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::gateway::Gateway;
 
+/// (metric name, type, help, how to read it from an app's outbound counters)
+type OutboundSeries = (&'static str, &'static str, &'static str, fn(&adapter_api::OutboundStats) -> f64);
+
 /// (app, operation, status)
 type RequestKey = (String, String, u16);
 /// (count, seconds)
@@ -17,6 +20,8 @@ type RequestTally = (u64, f64);
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, RequestTally>>,
     vendor_state: Mutex<BTreeMap<String, String>>,
+    /// (app, error kind) -> count
+    vendor_errors: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 fn escape(v: &str) -> String {
@@ -29,6 +34,21 @@ impl Metrics {
         let entry = map.entry((app.to_string(), operation.to_string(), status)).or_default();
         entry.0 += 1;
         entry.1 += elapsed.as_secs_f64();
+    }
+
+    /// A vendor error seen by the engine: counted by kind, and it sets the app's vendor state.
+    pub fn vendor_error(&self, app: &str, err: &adapter_api::Error) {
+        let mut map = self.vendor_errors.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((app.to_string(), err.kind_name().to_string())).or_default() += 1;
+        drop(map);
+        let state = match err.kind() {
+            adapter_api::ErrorKind::Unauthorized => "credential_refused",
+            adapter_api::ErrorKind::RateLimited { .. } => "rate_limited",
+            adapter_api::ErrorKind::Unavailable { .. } => "unavailable",
+            // The vendor answered and refused this one request: the vendor itself is fine.
+            _ => "ok",
+        };
+        self.set_vendor_state(app, state);
     }
 
     pub fn set_vendor_state(&self, app: &str, state: &str) {
@@ -66,6 +86,69 @@ impl Metrics {
                 "scim_bridge_request_seconds_total{{app=\"{}\",operation=\"{}\",status=\"{status}\"}} {secs}",
                 escape(app),
                 escape(op)
+            );
+        }
+        out.push_str("# HELP scim_bridge_vendor_errors_total Vendor errors seen by the engine, by app and kind.\n");
+        out.push_str("# TYPE scim_bridge_vendor_errors_total counter\n");
+        let errors = self.vendor_errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for ((app, kind), n) in &errors {
+            let _ = writeln!(out, "scim_bridge_vendor_errors_total{{app=\"{}\",kind=\"{kind}\"}} {n}", escape(app));
+        }
+        let stats: Vec<(String, adapter_api::OutboundStats)> =
+            gw.apps.values().filter_map(|a| a.adapter.outbound_stats().map(|s| (a.name.clone(), s))).collect();
+        let series: [OutboundSeries; 10] = [
+            ("scim_bridge_vendor_calls_total", "counter", "Vendor calls, by app.", |s| s.calls as f64),
+            (
+                "scim_bridge_vendor_attempts_total",
+                "counter",
+                "HTTP attempts sent to the vendor, retries included.",
+                |s| s.attempts as f64,
+            ),
+            ("scim_bridge_vendor_retries_total", "counter", "Retried vendor attempts.", |s| s.retries as f64),
+            ("scim_bridge_vendor_rate_limited_total", "counter", "429 answers from the vendor.", |s| {
+                s.rate_limited_by_vendor as f64
+            }),
+            ("scim_bridge_vendor_failures_total", "counter", "Vendor calls that ended in an error.", |s| {
+                s.failures as f64
+            }),
+            (
+                "scim_bridge_limiter_wait_seconds_total",
+                "counter",
+                "Time vendor calls waited for the rate limiter, a slot or a vendor pause.",
+                |s| s.limiter_wait_seconds,
+            ),
+            ("scim_bridge_breaker_open", "gauge", "1 while the app's circuit breaker is open.", |s| {
+                if s.breaker_open {
+                    1.0
+                } else {
+                    0.0
+                }
+            }),
+            ("scim_bridge_breaker_opens_total", "counter", "Times the circuit breaker opened.", |s| {
+                s.breaker_opens as f64
+            }),
+            (
+                "scim_bridge_rejected_queue_full_total",
+                "counter",
+                "Calls answered 429 because no rate-limit permit came in time.",
+                |s| s.rejected_queue_full as f64,
+            ),
+            ("scim_bridge_vendor_in_flight", "gauge", "Vendor calls in flight now.", |s| s.in_flight as f64),
+        ];
+        for (name, kind, help, get) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (app, st) in &stats {
+                let _ = writeln!(out, "{name}{{app=\"{}\"}} {}", escape(app), get(st));
+            }
+        }
+        out.push_str("# HELP scim_bridge_vendor_state Last known vendor state per app (1 for the current state).\n");
+        out.push_str("# TYPE scim_bridge_vendor_state gauge\n");
+        for app in gw.apps.keys() {
+            let _ = writeln!(
+                out,
+                "scim_bridge_vendor_state{{app=\"{}\",state=\"{}\"}} 1",
+                escape(app),
+                self.vendor_state(app)
             );
         }
         out.push_str("# HELP scim_bridge_shadow_resources Resources in the shadow store, by app and type.\n");

@@ -91,6 +91,8 @@ pub struct AuditEntry {
     pub detail: Option<String>,
     /// Vendor calls this operation made.
     pub vendor_calls: u32,
+    /// HTTP attempts those calls took, retries included.
+    pub attempts: u32,
 }
 
 /// Filters for reading the audit log back.
@@ -166,7 +168,8 @@ CREATE TABLE IF NOT EXISTS audit (
     outcome TEXT NOT NULL,
     status INTEGER NOT NULL,
     detail TEXT,
-    vendor_calls INTEGER NOT NULL
+    vendor_calls INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS audit_app_name ON audit (app, name_key, seq);
 ";
@@ -194,7 +197,18 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        Self::migrate(&conn)?;
         Ok(Store { conn: Mutex::new(conn), path: path.to_string() })
+    }
+
+    /// Brings a store written by an older version up to the current schema.
+    fn migrate(conn: &Connection) -> StoreResult<()> {
+        let has_attempts: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'attempts'")?.exists([])?;
+        if !has_attempts {
+            conn.execute_batch("ALTER TABLE audit ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")?;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &str {
@@ -364,8 +378,8 @@ impl Store {
         let json = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
         conn.prepare_cached(
             "INSERT INTO audit (at, app, resource_type, resource_id, name_key, name, operation, actor, request_id,
-               before, after, outcome, status, detail, vendor_calls)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+               before, after, outcome, status, detail, vendor_calls, attempts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?
         .execute(params![
             e.at,
@@ -382,7 +396,8 @@ impl Store {
             e.outcome,
             e.status,
             e.detail,
-            e.vendor_calls
+            e.vendor_calls,
+            e.attempts
         ])?;
         Ok(())
     }
@@ -392,7 +407,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, at, app, resource_type, resource_id, name, operation, actor, request_id, before, after,
-                    outcome, status, detail, vendor_calls
+                    outcome, status, detail, vendor_calls, attempts
              FROM audit
              WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR name_key = ?2) AND (?3 IS NULL OR at >= ?3)
              ORDER BY seq DESC LIMIT ?4",
@@ -417,6 +432,7 @@ impl Store {
                     status: r.get(12)?,
                     detail: r.get(13)?,
                     vendor_calls: r.get(14)?,
+                    attempts: r.get(15)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -78,6 +78,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// A harmless read that shows whether the vendor is reachable and accepts the credential.
     async fn probe(&self) -> Result<ProbeReport>;
 
+    /// Counters of the app's outbound client (calls, retries, 429s, breaker), for metrics and health.
+    /// `None` for adapters without a vendor behind them.
+    fn outbound_stats(&self) -> Option<crate::outbound::OutboundStats> {
+        None
+    }
+
     /// The error every group call of a vendor without groups returns.
     fn no_groups(&self) -> Error {
         Error::unsupported(format!(

@@ -505,6 +505,7 @@ impl Outbound {
     /// without touching the vendor.
     pub async fn send(&self, req: VendorRequest) -> Result<VendorResponse> {
         bump(&self.counters.calls);
+        crate::calls::count_call();
         let result = self.call(&req).await;
         if result.is_err() {
             bump(&self.counters.failures);
@@ -534,6 +535,7 @@ impl Outbound {
                 }
             };
             bump(&self.counters.attempts);
+            crate::calls::count_attempt();
             if attempt > 1 {
                 bump(&self.counters.retries);
             }

@@ -174,6 +174,12 @@ pub fn check_base_url(key: &str, raw: &str) -> Result<String, String> {
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("`{key}`: must be an http(s) URL with a host"));
     }
+    // The vendor credential travels in every request: plain HTTP only to this machine (simulators, a local
+    // TLS-terminating proxy).
+    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if url.scheme() == "http" && !local {
+        return Err(format!("`{key}`: must be https:// (plain http is allowed only to localhost)"));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("`{key}`: must not have a query or fragment"));
     }

@@ -308,6 +308,7 @@ pub struct ProdPad {
     app: String,
     settings: Settings,
     backend: Backend,
+    outbound: Arc<Outbound>,
 }
 
 impl fmt::Debug for ProdPad {
@@ -332,7 +333,7 @@ impl ProdPad {
         let auth = client::bearer(&key)?;
         let outbound = Arc::new(Outbound::new(app, outbound).map_err(|e| format!("prodpad: {}", e.detail()))?);
         let backend = match settings.mode {
-            Mode::Rest => Backend::Rest(RestClient::new(outbound, &settings.base_url, auth)),
+            Mode::Rest => Backend::Rest(RestClient::new(outbound.clone(), &settings.base_url, auth)),
             Mode::Scim => {
                 let mut allowed: Vec<&str> = SCIM_ATTRIBUTES.to_vec();
                 if settings.send_external_id {
@@ -343,10 +344,10 @@ impl ProdPad {
                 rules.patch_strategy = settings.patch_strategy;
                 rules.delete_mode = settings.delete_mode;
                 rules.error_mapper = Some(prodpad_scim_errors());
-                Backend::Scim(ScimClient::new(rules, outbound))
+                Backend::Scim(ScimClient::new(rules, outbound.clone()))
             }
         };
-        Ok(ProdPad { app: app.to_string(), settings, backend })
+        Ok(ProdPad { app: app.to_string(), settings, backend, outbound })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -371,6 +372,10 @@ impl ProdPad {
 
 #[async_trait]
 impl Adapter for ProdPad {
+    fn outbound_stats(&self) -> Option<adapter_api::OutboundStats> {
+        Some(self.outbound.stats())
+    }
+
     fn vendor(&self) -> &'static str {
         "prodpad"
     }

@@ -215,6 +215,10 @@ impl Promapp {
 
 #[async_trait]
 impl Adapter for Promapp {
+    fn outbound_stats(&self) -> Option<adapter_api::OutboundStats> {
+        Some(self.client.outbound().stats())
+    }
+
     fn vendor(&self) -> &'static str {
         "promapp"
     }

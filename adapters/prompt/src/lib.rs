@@ -205,6 +205,10 @@ impl Prompt {
 
 #[async_trait]
 impl Adapter for Prompt {
+    fn outbound_stats(&self) -> Option<adapter_api::OutboundStats> {
+        Some(self.client.outbound().stats())
+    }
+
     fn vendor(&self) -> &'static str {
         "prompt"
     }
