@@ -127,6 +127,58 @@ fn store_err(err: StoreError) -> ScimError {
     }
 }
 
+/// An indexed lookup that narrows a filter's candidates; the whole filter is still evaluated on them.
+#[derive(Debug, PartialEq)]
+enum IndexHint {
+    Name(String),
+    ExternalId(String),
+    Id(String),
+    WorkEmail(String),
+}
+
+/// The first indexable condition of a filter's top-level conjunction: Entra's matching forms
+/// (`userName eq`, `externalId eq`, `emails[type eq "work"].value eq`, `displayName eq`), with or without
+/// further `and` conditions.
+fn index_hint(kind: Kind, f: &Filter) -> Option<IndexHint> {
+    match f {
+        Filter::And(a, b) => index_hint(kind, a).or_else(|| index_hint(kind, b)),
+        Filter::ValuePath { attr, filter, .. }
+            if kind == Kind::User && attr.urn.is_none() && attr.attr.eq_ignore_ascii_case("emails") =>
+        {
+            let mut conjuncts = Vec::new();
+            flatten_and(filter, &mut conjuncts);
+            let eq_string = |name: &str| {
+                conjuncts.iter().find_map(|c| match c {
+                    Filter::Compare { path, op: filter::CompareOp::Eq, value: Value::String(v) }
+                        if path.urn.is_none() && path.sub.is_none() && path.attr.eq_ignore_ascii_case(name) =>
+                    {
+                        Some(v.clone())
+                    }
+                    _ => None,
+                })
+            };
+            let work = eq_string("type").is_some_and(|t| t.eq_ignore_ascii_case("work"));
+            eq_string("value").filter(|_| work).map(IndexHint::WorkEmail)
+        }
+        other => match filter::simple_eq(other)? {
+            (attr, v) if attr == name_attr(kind) => Some(IndexHint::Name(v)),
+            (attr, v) if attr == "externalId" => Some(IndexHint::ExternalId(v)),
+            (attr, v) if attr == "id" => Some(IndexHint::Id(v)),
+            _ => None,
+        },
+    }
+}
+
+fn flatten_and<'a>(f: &'a Filter, out: &mut Vec<&'a Filter>) {
+    match f {
+        Filter::And(a, b) => {
+            flatten_and(a, out);
+            flatten_and(b, out);
+        }
+        other => out.push(other),
+    }
+}
+
 /// Copies the request's vendor traffic (calls and attempts, retries included) into its audit entry.
 fn stamp(entry: &mut AuditEntry) {
     if let Some(log) = adapter_api::calls::current() {
@@ -407,24 +459,16 @@ impl Gateway {
             None => None,
         };
         let simple = parsed.as_ref().and_then(filter::simple_eq);
-        let mut candidates = match &simple {
-            Some((attr, value)) if attr == name_attr(kind) => {
-                self.store.find_by_name(&app.name, kind, value).map_err(store_err)?.into_iter().collect()
+        let mut candidates = match parsed.as_ref().and_then(|f| index_hint(kind, f)) {
+            Some(IndexHint::Name(v)) => {
+                self.store.find_by_name(&app.name, kind, &v).map_err(store_err)?.into_iter().collect()
             }
-            Some((attr, value)) if attr == "externalId" => {
-                self.store.find_by_external_id(&app.name, kind, value).map_err(store_err)?
-            }
-            Some((attr, value)) if attr == "id" => {
-                self.store.get(&app.name, kind, value).map_err(store_err)?.into_iter().collect()
-            }
-            _ => {
-                // Groups of a vendor without groups: nothing to list, and no vendor call.
-                if kind == Kind::Group && !app.adapter.capabilities().groups {
-                    Vec::new()
-                } else {
-                    self.store.list(&app.name, kind).map_err(store_err)?
-                }
-            }
+            Some(IndexHint::ExternalId(v)) => self.store.find_by_external_id(&app.name, kind, &v).map_err(store_err)?,
+            Some(IndexHint::Id(v)) => self.store.get(&app.name, kind, &v).map_err(store_err)?.into_iter().collect(),
+            Some(IndexHint::WorkEmail(v)) => self.store.find_by_work_email(&app.name, kind, &v).map_err(store_err)?,
+            // Groups of a vendor without groups: nothing to list, and no vendor call.
+            None if kind == Kind::Group && !app.adapter.capabilities().groups => Vec::new(),
+            None => self.store.list(&app.name, kind).map_err(store_err)?,
         };
         if let Some(f) = &parsed {
             candidates.retain(|r| filter::matches(rk, f, &r.doc));
@@ -673,6 +717,36 @@ impl Gateway {
             if let Err(e) = self.store.put(&updated, &audit) {
                 tracing::error!(error = %e, "cannot drop a deleted member from a group");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(kind: Kind, text: &str) -> Option<IndexHint> {
+        index_hint(kind, &filter::parse(text).unwrap())
+    }
+
+    #[test]
+    fn entra_matching_filters_use_an_index() {
+        use IndexHint::*;
+        let table = [
+            (Kind::User, r#"userName eq "A@x""#, Some(Name("A@x".into()))),
+            (Kind::User, r#"userName eq "a" and active eq true"#, Some(Name("a".into()))),
+            (Kind::User, r#"active eq true and externalId eq "e1""#, Some(ExternalId("e1".into()))),
+            (Kind::User, r#"emails[type eq "work"].value eq "A@x.com""#, Some(WorkEmail("A@x.com".into()))),
+            (Kind::User, r#"emails[type eq "home"].value eq "a@x.com""#, None),
+            (Kind::User, r#"emails.value eq "a@x.com""#, None),
+            (Kind::User, r#"userName eq "a" or userName eq "b""#, None),
+            (Kind::User, r#"userName co "a""#, None),
+            (Kind::User, r#"id eq "42""#, Some(Id("42".into()))),
+            (Kind::Group, r#"displayName eq "G""#, Some(Name("G".into()))),
+            (Kind::Group, r#"userName eq "G""#, None),
+        ];
+        for (kind, text, want) in table {
+            assert_eq!(hint(kind, text), want, "{text}");
         }
     }
 }

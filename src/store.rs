@@ -68,6 +68,16 @@ fn external_id_of(doc: &Value) -> Option<&str> {
     doc.get("externalId").and_then(Value::as_str)
 }
 
+/// The lowercased `emails[type eq "work"].value`: Entra's third matching attribute, indexed.
+fn work_email_of(doc: &Value) -> Option<String> {
+    doc.get("emails")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("work")))
+        .and_then(|e| e.get("value").and_then(Value::as_str))
+        .map(str::to_lowercase)
+}
+
 /// One line of the audit log.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct AuditEntry {
@@ -203,6 +213,20 @@ impl Store {
 
     /// Brings a store written by an older version up to the current schema.
     fn migrate(conn: &Connection) -> StoreResult<()> {
+        let has_email_key: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('resources') WHERE name = 'email_key'")?.exists([])?;
+        if !has_email_key {
+            conn.execute_batch("ALTER TABLE resources ADD COLUMN email_key TEXT")?;
+            let rows: Vec<(i64, String)> = conn
+                .prepare("SELECT rowid, doc FROM resources")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (rowid, doc) in rows {
+                let email = serde_json::from_str::<Value>(&doc).ok().as_ref().and_then(work_email_of);
+                conn.execute("UPDATE resources SET email_key = ?1 WHERE rowid = ?2", params![email, rowid])?;
+            }
+        }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS resources_email ON resources (app, kind, email_key)")?;
         let has_attempts: bool =
             conn.prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'attempts'")?.exists([])?;
         if !has_attempts {
@@ -282,6 +306,11 @@ impl Store {
         Ok(self.query("app = ?1 AND kind = ?2 AND vendor_id = ?3", &[&app, &kind.as_str(), &vendor_id])?.pop())
     }
 
+    /// By work email, case-insensitively.
+    pub fn find_by_work_email(&self, app: &str, kind: Kind, email: &str) -> StoreResult<Vec<Record>> {
+        self.query("app = ?1 AND kind = ?2 AND email_key = ?3", &[&app, &kind.as_str(), &email.to_lowercase()])
+    }
+
     /// Every record of a kind, oldest first (stable paging order).
     pub fn list(&self, app: &str, kind: Kind) -> StoreResult<Vec<Record>> {
         self.query("app = ?1 AND kind = ?2", &[&app, &kind.as_str()])
@@ -302,11 +331,11 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let res = tx.execute(
-            "INSERT INTO resources (app, kind, id, vendor_id, name_key, external_id, doc, created, modified, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            "INSERT INTO resources (app, kind, id, vendor_id, name_key, external_id, doc, created, modified, version, email_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (app, kind, id) DO UPDATE SET vendor_id = excluded.vendor_id,
                name_key = excluded.name_key, external_id = excluded.external_id, doc = excluded.doc,
-               modified = excluded.modified, version = excluded.version",
+               modified = excluded.modified, version = excluded.version, email_key = excluded.email_key",
             params![
                 rec.app,
                 rec.kind.as_str(),
@@ -317,7 +346,8 @@ impl Store {
                 serde_json::to_string(&rec.doc)?,
                 rec.created,
                 rec.modified,
-                rec.version
+                rec.version,
+                work_email_of(&rec.doc)
             ],
         );
         match res {
@@ -504,6 +534,31 @@ mod tests {
             s.audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() }).unwrap();
         let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
         assert_eq!(ops, ["adopt", "delete", "create"]);
+    }
+
+    #[test]
+    fn older_stores_are_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE resources (app TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, vendor_id TEXT NOT NULL,
+                   name_key TEXT NOT NULL, external_id TEXT, doc TEXT NOT NULL, created TEXT NOT NULL,
+                   modified TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (app, kind, id));
+                 CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, app TEXT NOT NULL,
+                   resource_type TEXT NOT NULL, resource_id TEXT, name_key TEXT, name TEXT, operation TEXT NOT NULL,
+                   actor TEXT NOT NULL, request_id TEXT, before TEXT, after TEXT, outcome TEXT NOT NULL,
+                   status INTEGER NOT NULL, detail TEXT, vendor_calls INTEGER NOT NULL);
+                 INSERT INTO resources VALUES ('a', 'User', '1', 'v1', 'old', NULL,
+                   '{\"userName\":\"old\",\"emails\":[{\"type\":\"work\",\"value\":\"Old@X.com\"}]}', 't', 't', 1);",
+            )
+            .unwrap();
+        }
+        let s = Store::open(path.to_str().unwrap()).unwrap();
+        assert_eq!(s.find_by_work_email("a", Kind::User, "old@x.com").unwrap().len(), 1);
+        s.audit(&audit("create", "old")).unwrap();
+        assert_eq!(s.audit_log(&AuditQuery::default()).unwrap()[0].attempts, 0);
     }
 
     #[test]
