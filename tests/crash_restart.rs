@@ -16,6 +16,26 @@ const BIN: &str = env!("CARGO_BIN_EXE_scim-bridge");
 const USERS: usize = 240;
 const TOKEN: &str = "crash-token";
 
+/// A config with one Promapp app `pm` in front of `sim`, on a free port and a store file in `dir`.
+fn write_config(
+    dir: &std::path::Path,
+    sim: &adapter_api::simkit::DemoSim,
+    extra: &str,
+) -> (std::path::PathBuf, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut yaml = format!(
+        "listen: \"127.0.0.1:{port}\"\nstore:\n  path: \"{}\"\napps:\n  pm:\n    type: promapp\n    token_sha256: \"{}\"\n{extra}",
+        dir.join("store.sqlite").display(),
+        common::sha(TOKEN)
+    );
+    for (k, v) in &sim.app_options {
+        yaml.push_str(&format!("    {k}: {v}\n"));
+    }
+    let config = dir.join("proxy.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    (config, format!("http://127.0.0.1:{port}"))
+}
+
 fn spawn_gateway(config: &std::path::Path) -> Child {
     Command::new(BIN)
         .args(["serve", "--config"])
@@ -75,18 +95,8 @@ async fn sigkill_mid_cycle_then_restart_loses_and_duplicates_nothing() {
     // Slow vendor replies keep requests in flight when the kill lands.
     let sim = scim_bridge::demo::simulator("promapp", "vendor-cred", None).await.unwrap();
     sim.sim.set_faults(adapter_api::simkit::SimFaults { slow_rate: 1.0, slow_ms: 25, ..Default::default() });
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut yaml = format!(
-        "listen: \"127.0.0.1:{port}\"\nstore:\n  path: \"{}\"\napps:\n  pm:\n    type: promapp\n    token_sha256: \"{}\"\n    limits:\n      requests_per_second: 1000\n      burst: 100\n      max_in_flight: 16\n",
-        dir.path().join("store.sqlite").display(),
-        common::sha(TOKEN)
-    );
-    for (k, v) in &sim.app_options {
-        yaml.push_str(&format!("    {k}: {v}\n"));
-    }
-    let config = dir.path().join("proxy.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let limits = "    limits:\n      requests_per_second: 1000\n      burst: 100\n      max_in_flight: 16\n";
+    let (config, base) = write_config(dir.path(), &sim, limits);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
 
     // First cycle, killed once a third of the users are through.
@@ -150,18 +160,7 @@ async fn sigterm_drains_in_flight_requests() {
     let dir = tempfile::tempdir().unwrap();
     let sim = scim_bridge::demo::simulator("promapp", "vendor-cred", None).await.unwrap();
     sim.sim.set_faults(adapter_api::simkit::SimFaults { slow_rate: 1.0, slow_ms: 400, ..Default::default() });
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut yaml = format!(
-        "listen: \"127.0.0.1:{port}\"\nstore:\n  path: \"{}\"\napps:\n  pm:\n    type: promapp\n    token_sha256: \"{}\"\n",
-        dir.path().join("store.sqlite").display(),
-        common::sha(TOKEN)
-    );
-    for (k, v) in &sim.app_options {
-        yaml.push_str(&format!("    {k}: {v}\n"));
-    }
-    let config = dir.path().join("proxy.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (config, base) = write_config(dir.path(), &sim, "");
     let client = reqwest::Client::new();
     let mut gateway = spawn_gateway(&config);
     wait_up(&client, &base).await;

@@ -627,14 +627,24 @@ fn split_patch_path(path: &str) -> Result<(&str, Option<&str>), String> {
 }
 
 /// What the gateway's `demo` and `simulate` commands need from any vendor simulator, whatever its vendor.
+/// A vendor's handle supplies its name, its server, its kit and its users; the rest comes from here.
 pub trait Simulator: Send + Sync + std::fmt::Debug {
     fn vendor(&self) -> &'static str;
-    /// `http://127.0.0.1:PORT`; the admin view lives under `/_sim`.
-    fn root_url(&self) -> String;
+    fn server(&self) -> &SimServer;
+    fn kit(&self) -> &SimKit;
     /// The users the simulated vendor holds, in its own admin view.
     fn users_json(&self) -> Vec<Value>;
-    fn set_faults(&self, faults: SimFaults);
-    fn counters(&self) -> SimCounters;
+
+    /// `http://127.0.0.1:PORT`; the admin view lives under `/_sim`.
+    fn root_url(&self) -> String {
+        self.server().base_url.clone()
+    }
+    fn set_faults(&self, faults: SimFaults) {
+        self.kit().set_faults(faults);
+    }
+    fn counters(&self) -> SimCounters {
+        self.kit().counters()
+    }
 }
 
 /// A simulator started for `demo`/`simulate`, with the adapter options that point an app at it.

@@ -668,17 +668,14 @@ impl Simulator for SimHandle {
     fn vendor(&self) -> &'static str {
         "prodpad"
     }
-    fn root_url(&self) -> String {
-        self.url()
+    fn server(&self) -> &SimServer {
+        &self.server
+    }
+    fn kit(&self) -> &SimKit {
+        &self.kit
     }
     fn users_json(&self) -> Vec<Value> {
         self.users().iter().filter_map(|u| serde_json::to_value(u).ok()).collect()
-    }
-    fn set_faults(&self, faults: SimFaults) {
-        self.kit.set_faults(faults);
-    }
-    fn counters(&self) -> SimCounters {
-        self.kit.counters()
     }
 }
 

@@ -463,17 +463,14 @@ impl simkit::Simulator for SimHandle {
     fn vendor(&self) -> &'static str {
         "prompt"
     }
-    fn root_url(&self) -> String {
-        self.server.base_url.clone()
+    fn server(&self) -> &SimServer {
+        &self.server
+    }
+    fn kit(&self) -> &SimKit {
+        &self.kit
     }
     fn users_json(&self) -> Vec<Value> {
         self.users()
-    }
-    fn set_faults(&self, faults: SimFaults) {
-        self.kit.set_faults(faults);
-    }
-    fn counters(&self) -> SimCounters {
-        self.kit.counters()
     }
 }
 
