@@ -80,6 +80,12 @@ enum Command {
         #[arg(long)]
         faults: Option<String>,
     },
+    /// Drive an app like the Entra provisioning service (Test Connection, initial and incremental cycle,
+    /// Retry-After honoured) and verify the end state.
+    EntraSim(scim_bridge::entra_sim::CliArgs),
+    /// Benchmarks that print figures and ratios (see BENCHMARKS.md): latency, throughput, economy, cycle,
+    /// memory, all.
+    Bench(scim_bridge::bench::BenchArgs),
     /// Run one vendor simulator on its own (point a staging gateway app at it before the real vendor).
     Simulate {
         /// prodpad | promapp | prompt
@@ -133,6 +139,7 @@ async fn run(command: Command) -> Result<(), String> {
             let running =
                 server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
             server::reload_tls_on_sighup(&running);
+            server::spawn_health_probes(running.gateway.clone(), server::PROBE_INTERVAL);
             tracing::info!(addr = %running.addr, tls = running.is_tls(), apps = cfg.apps.len(), "serving");
             server::termination().await;
             tracing::info!("shutting down; draining in-flight requests");
@@ -193,6 +200,8 @@ async fn run(command: Command) -> Result<(), String> {
             server::termination().await;
             demo.running.stop().await.map_err(|e| e.to_string())
         }
+        Command::EntraSim(args) => scim_bridge::entra_sim::cli(args).await,
+        Command::Bench(args) => scim_bridge::bench::cli(args).await,
         Command::Simulate { vendor, listen, token, faults } => {
             let started = scim_bridge::demo::simulator(&vendor, &token, Some(listen)).await?;
             if let Some(f) = faults {

@@ -175,3 +175,44 @@ pub async fn termination() {
         _ = term => {},
     }
 }
+
+/// How often each app's vendor is probed in the background (credential expiry, revoked keys).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// Probes every app's vendor now and then every `interval`: logs what an operator must act on (a refused
+/// credential, a token about to expire) and keeps `/readyz` and `scim_bridge_vendor_state` current
+/// before Entra's first request.
+pub fn spawn_health_probes(gateway: Arc<Gateway>, interval: Duration) {
+    tokio::spawn(async move {
+        loop {
+            for app in gateway.apps.values() {
+                let result = tokio::time::timeout(Duration::from_secs(30), app.adapter.probe()).await;
+                match result {
+                    Ok(Ok(report)) => {
+                        let state = if report.credential_accepted { "ok" } else { "credential_refused" };
+                        gateway.metrics.set_vendor_state(&app.name, state);
+                        if !report.credential_accepted {
+                            tracing::error!(app = %app.name, "the vendor refused the app's credential");
+                        }
+                        for note in &report.notes {
+                            if note.starts_with("warning") {
+                                tracing::warn!(app = %app.name, "{note}");
+                            } else {
+                                tracing::info!(app = %app.name, "{note}");
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        gateway.metrics.vendor_error(&app.name, &e);
+                        tracing::error!(app = %app.name, error = %e, "vendor probe failed");
+                    }
+                    Err(_) => {
+                        gateway.metrics.set_vendor_state(&app.name, "unavailable");
+                        tracing::error!(app = %app.name, "vendor probe got no answer within 30 s");
+                    }
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
