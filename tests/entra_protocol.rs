@@ -359,3 +359,18 @@ async fn passwords_are_never_stored_or_returned() {
     let log = s.running.gateway.store.audit_log(&Default::default()).unwrap();
     assert!(!serde_json::to_string(&log.iter().map(|e| &e.after).collect::<Vec<_>>()).unwrap().contains("Secret#1234"));
 }
+
+#[tokio::test]
+async fn ip_allow_list_is_per_app() {
+    let extra = "";
+    let mut config = config(":memory:", extra);
+    config.apps.get_mut("sandbox").unwrap().ip_allow = vec!["10.0.0.0/8".into()];
+    config.apps.get_mut("other").unwrap().ip_allow = vec!["127.0.0.0/8".into(), "::1".into()];
+    let s = start_with(config).await;
+    let denied = s.get("/Users").await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    let other = s.base.replace("/sandbox/", "/other/");
+    let allowed = s.send_raw(Method::GET, &format!("{other}/Users"), Some(OTHER_TOKEN), None, "").await;
+    assert_eq!(allowed.status, 200);
+}

@@ -204,3 +204,77 @@ async fn promapp_refuses_default_access_users_and_prompt_applies_department() {
     assert_eq!(u["department"], "Corporate Services", "{u}");
     assert_eq!(u["section"], "All Staff", "{u}");
 }
+
+#[tokio::test]
+async fn two_prompt_organisations_side_by_side() {
+    use scim_bridge::config::{AppConfig, Config, LimitsConfig, StoreConfig};
+    let mut apps = std::collections::BTreeMap::new();
+    let mut sims = Vec::new();
+    for (org, dept) in [("north", "North Office"), ("south", "South Office")] {
+        // PROMPT applies the organisation's default department itself; the gateway config repeats it.
+        let sim = adapter_prompt::sim::spawn(adapter_prompt::sim::SimOptions {
+            auth_codes: vec![format!("{org}-code")],
+            org: adapter_prompt::sim::OrgSettings { default_department: dept.into(), ..Default::default() },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut options = serde_json::Map::new();
+        options.insert("base_url".into(), json!(sim.scim_base()));
+        options.insert("auth_code".into(), json!(format!("{org}-code")));
+        options.insert("default_department".into(), json!(dept));
+        options.insert("default_section".into(), json!("All Staff"));
+        apps.insert(
+            org.to_string(),
+            AppConfig {
+                vendor: "prompt".into(),
+                token_sha256: common::sha(&format!("{org}-token")),
+                limits: LimitsConfig::default(),
+                ip_allow: Vec::new(),
+                options,
+            },
+        );
+        sims.push((org, sim));
+    }
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: None,
+        public_url: None,
+        store: StoreConfig { path: ":memory:".into() },
+        max_body_bytes: 1 << 20,
+        tls: None,
+        apps,
+    };
+    config.validate("test").unwrap();
+    let running = scim_bridge::server::start(&config, scim_bridge::server::build_gateway(&config, "test").unwrap())
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = |org: &str| format!("http://{}/scim/{org}/v2", running.addr);
+    let r = client
+        .post(format!("{}/Users", base("north")))
+        .bearer_auth("north-token")
+        .json(&entra_user("same@example.com", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The other organisation's token does not open this one, and its store and vendor are separate.
+    assert_eq!(
+        client.get(format!("{}/Users", base("north"))).bearer_auth("south-token").send().await.unwrap().status(),
+        401
+    );
+    let r = client
+        .post(format!("{}/Users", base("south")))
+        .bearer_auth("south-token")
+        .json(&entra_user("same@example.com", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "the same user in another organisation is a different user");
+    let north = sims[0].1.users();
+    let south = sims[1].1.users();
+    assert_eq!((north.len(), south.len()), (1, 1));
+    assert_eq!(north[0]["department"], "North Office");
+    assert_eq!(south[0]["department"], "South Office");
+}
