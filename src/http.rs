@@ -214,12 +214,12 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         gw.metrics.observe_request(&app_name, operation, status.as_u16(), started.elapsed());
         match &result {
             Err(e) if e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS => {
-                tracing::warn!(detail = %e.detail, elapsed_ms = started.elapsed().as_millis() as u64, "request failed")
+                tracing::warn!(detail = %e.detail, "request failed")
             }
             Err(e) => {
-                tracing::info!(detail = %e.detail, elapsed_ms = started.elapsed().as_millis() as u64, "request refused")
+                tracing::info!(detail = %e.detail, "request refused")
             }
-            Ok(_) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "request done"),
+            Ok(_) => tracing::info!("request done"),
         }
         let mut resp = match result {
             Ok(reply) => reply_response(reply),
