@@ -81,8 +81,9 @@ pub struct LimitsConfig {
     pub breaker_cooldown_ms: Option<u64>,
 }
 
-/// One Entra enterprise app pointed at `/scim/{name}/v2`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// One Entra enterprise app pointed at `/scim/{name}/v2`. `Debug` shows option keys only: the options may
+/// hold an inline vendor credential.
+#[derive(Clone, Deserialize, PartialEq)]
 pub struct AppConfig {
     /// sandbox | prodpad | promapp | prompt
     #[serde(rename = "type")]
@@ -97,6 +98,18 @@ pub struct AppConfig {
     /// Everything else: the vendor's own options, validated by its adapter crate.
     #[serde(flatten)]
     pub options: Map<String, Value>,
+}
+
+impl std::fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("vendor", &self.vendor)
+            .field("token_sha256", &self.token_sha256)
+            .field("limits", &self.limits)
+            .field("ip_allow", &self.ip_allow)
+            .field("option_keys", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// A configuration problem, said with the key and the file.
@@ -214,6 +227,17 @@ mod tests {
 
     const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
     const HASH2: &str = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752";
+
+    #[test]
+    fn debug_never_shows_vendor_options() {
+        let c = Config::from_yaml(
+            &format!("apps:\n  p:\n    type: prompt\n    token_sha256: {HASH}\n    auth_code: s3cr3t-code\n"),
+            "t.yaml",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t-code") && shown.contains("auth_code"), "{shown}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -63,17 +63,31 @@ pub type ScimResult<T> = Result<T, ScimError>;
 
 const LOCK_STRIPES: usize = 1024;
 
-/// Striped locks: one change per resource (and per name, for creates) at a time, bounded memory.
-struct Locks(Vec<Mutex<()>>);
+/// Striped locks, bounded memory: one change per resource id, and one claim per name, at a time. Two
+/// separate stripe sets, always taken id first then name, so a rename (which holds both) cannot deadlock
+/// with a create (which holds only the name) or with another rename.
+struct Locks {
+    ids: Vec<Mutex<()>>,
+    names: Vec<Mutex<()>>,
+}
+
+fn stripe_of(stripes: &[Mutex<()>], app: &str, kind: Kind, key: &str) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (app, kind, key).hash(&mut h);
+    (h.finish() as usize) % stripes.len()
+}
 
 impl Locks {
     fn new() -> Self {
-        Locks((0..LOCK_STRIPES).map(|_| Mutex::new(())).collect())
+        let set = || (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
+        Locks { ids: set(), names: set() }
     }
-    fn stripe(&self, app: &str, kind: Kind, key: &str) -> &Mutex<()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (app, kind, key).hash(&mut h);
-        &self.0[(h.finish() as usize) % LOCK_STRIPES]
+    fn id(&self, app: &str, kind: Kind, id: &str) -> &Mutex<()> {
+        &self.ids[stripe_of(&self.ids, app, kind, id)]
+    }
+    fn name(&self, app: &str, kind: Kind, name: &str) -> &Mutex<()> {
+        let key = name.to_lowercase();
+        &self.names[stripe_of(&self.names, app, kind, &key)]
     }
 }
 
@@ -322,7 +336,7 @@ impl Gateway {
         Self::group_capable(app, kind)?;
         let values = Self::incoming_doc(kind, body)?;
         let name = values.get(name_attr(kind)).and_then(Value::as_str).unwrap_or_default().to_string();
-        let _guard = self.locks.stripe(&app.name, kind, &name.to_lowercase()).lock().await;
+        let _guard = self.locks.name(&app.name, kind, &name).lock().await;
 
         let mut audit = self.audit(app, ctx, kind, "create");
         audit.name = Some(name.clone());
@@ -498,7 +512,7 @@ impl Gateway {
         if !app.adapter.capabilities().find_by_user_name {
             return Ok(None);
         }
-        let _guard = self.locks.stripe(&app.name, Kind::User, &user_name.to_lowercase()).lock().await;
+        let _guard = self.locks.name(&app.name, Kind::User, user_name).lock().await;
         if let Some(rec) = self.store.find_by_name(&app.name, Kind::User, user_name).map_err(store_err)? {
             return Ok(Some(rec));
         }
@@ -548,7 +562,7 @@ impl Gateway {
 
     pub async fn patch(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
         let ops = patch::parse_patch(&body).map_err(|e| ScimError::bad_request(e.scim_type, e.detail))?;
-        let _guard = self.locks.stripe(&app.name, kind, id).lock().await;
+        let _guard = self.locks.id(&app.name, kind, id).lock().await;
         let rec = self.load(app, kind, id)?;
         let mut doc = rec.doc.clone();
         patch::apply(resource_kind(kind), &mut doc, &ops).map_err(|e| ScimError::bad_request(e.scim_type, e.detail))?;
@@ -565,7 +579,7 @@ impl Gateway {
 
     pub async fn replace(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
         let values = Self::incoming_doc(kind, body)?;
-        let _guard = self.locks.stripe(&app.name, kind, id).lock().await;
+        let _guard = self.locks.id(&app.name, kind, id).lock().await;
         let rec = self.load(app, kind, id)?;
         let mut doc = Map::new();
         doc.insert("schemas".into(), schemas_for(kind, &values));
@@ -593,6 +607,11 @@ impl Gateway {
         if new_name.trim().is_empty() {
             return Err(ScimError::invalid_value(format!("{} must not be empty", name_attr(kind))));
         }
+        // A rename claims the new name like a create does (the caller holds the id lock: ids before names).
+        let _name_guard = match new_name.eq_ignore_ascii_case(rec.name()) {
+            true => None,
+            false => Some(self.locks.name(&app.name, kind, &new_name).lock().await),
+        };
         if !new_name.eq_ignore_ascii_case(rec.name()) {
             if let Some(other) = self.store.find_by_name(&app.name, kind, &new_name).map_err(store_err)? {
                 if other.id != rec.id {
@@ -625,6 +644,17 @@ impl Gateway {
         };
         if let Err(e) = result {
             let err = self.vendor_error(app, &e);
+            if matches!(e.kind(), ErrorKind::NotFound) {
+                // Deleted at the vendor behind the gateway's back: forget it, so Entra's next lookup misses
+                // and it creates the user again instead of failing on this record forever.
+                stamp(&mut audit);
+                audit.outcome = e.kind_name().into();
+                audit.status = err.status.as_u16();
+                audit.detail =
+                    Some(format!("{}; the gateway forgot the record so Entra can create it again", err.detail));
+                self.store.remove(&rec, false, &audit).map_err(store_err)?;
+                return Err(err);
+            }
             self.audit_failure(audit, &err, Some(&e));
             return Err(err);
         }
@@ -650,7 +680,7 @@ impl Gateway {
     // ------------------------------------------------------------------ delete
 
     pub async fn delete(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str) -> ScimResult<Reply> {
-        let _guard = self.locks.stripe(&app.name, kind, id).lock().await;
+        let _guard = self.locks.id(&app.name, kind, id).lock().await;
         let rec = self.load(app, kind, id)?;
         let mut audit = self.audit(app, ctx, kind, "delete");
         audit.resource_id = Some(rec.id.clone());

@@ -186,10 +186,13 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
             // An unknown app answers like a wrong token: app names are not disclosed.
             None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
             Some(app) => {
-                if !app.ip_allow.is_empty() && !peer.is_some_and(|p| app.ip_allow.iter().any(|c| c.contains(p.ip()))) {
-                    ("auth", Err(ScimError::new(StatusCode::FORBIDDEN, None, "this address may not call this app")))
-                } else if !authorized(&app, &headers) {
+                // The token first: a caller without it learns nothing, not even that the app exists.
+                if !authorized(&app, &headers) {
                     ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token")))
+                } else if !app.ip_allow.is_empty()
+                    && !peer.is_some_and(|p| app.ip_allow.iter().any(|c| c.contains(p.ip())))
+                {
+                    ("auth", Err(ScimError::new(StatusCode::FORBIDDEN, None, "this address may not call this app")))
                 } else {
                     let ctx = Ctx { request_id: rid.clone(), base_url: base_url(&state, &headers, &app_name) };
                     let work = dispatch(&state, &app, &ctx, &method, &segments, uri.query(), &headers, body);
@@ -211,7 +214,9 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         span.record("vendor_calls", calls.calls());
         span.record("attempts", calls.attempts());
         span.record("duration_ms", started.elapsed().as_millis() as u64);
-        gw.metrics.observe_request(&app_name, operation, status.as_u16(), started.elapsed());
+        // Unknown app names come from anyone's URL: one label for all of them keeps the series bounded.
+        let label = if gw.apps.contains_key(&app_name) { app_name.as_str() } else { "_unknown" };
+        gw.metrics.observe_request(label, operation, status.as_u16(), started.elapsed());
         match &result {
             Err(e) if e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS => {
                 tracing::warn!(detail = %e.detail, "request failed")

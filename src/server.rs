@@ -55,7 +55,18 @@ impl Running {
     /// Stops accepting, drains in-flight requests, and waits for the server to finish.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
-        self.task.await.unwrap_or(Ok(()))
+        let mut task = self.task;
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {
+            Ok(joined) => joined.unwrap_or(Ok(())),
+            Err(_) => {
+                tracing::warn!(
+                    "in-flight requests did not finish within {}s; stopping anyway",
+                    DRAIN_TIMEOUT.as_secs()
+                );
+                task.abort();
+                Ok(())
+            }
+        }
     }
 
     /// Re-reads the certificate and key (what SIGHUP does). Open connections keep their session; new

@@ -191,7 +191,7 @@ fn lower(s: &str) -> String {
 impl Store {
     /// Opens (creating if needed) the store at `path`; `:memory:` keeps it in memory.
     pub fn open(path: &str) -> StoreResult<Store> {
-        let conn = if path == ":memory:" {
+        let mut conn = if path == ":memory:" {
             Connection::open_in_memory()?
         } else {
             if let Some(dir) = Path::new(path).parent() {
@@ -207,12 +207,20 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Self::migrate(&conn)?;
+        Self::migrate(&mut conn)?;
         Ok(Store { conn: Mutex::new(conn), path: path.to_string() })
     }
 
     /// Brings a store written by an older version up to the current schema.
-    fn migrate(conn: &Connection) -> StoreResult<()> {
+    fn migrate(conn: &mut Connection) -> StoreResult<()> {
+        // One transaction: a crash half-way leaves the old schema, and the next start migrates again.
+        let tx = conn.transaction()?;
+        Self::migrate_in(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn migrate_in(conn: &Connection) -> StoreResult<()> {
         let has_email_key: bool =
             conn.prepare("SELECT 1 FROM pragma_table_info('resources') WHERE name = 'email_key'")?.exists([])?;
         if !has_email_key {

@@ -278,3 +278,39 @@ async fn two_prompt_organisations_side_by_side() {
     assert_eq!(north[0]["department"], "North Office");
     assert_eq!(south[0]["department"], "South Office");
 }
+
+#[tokio::test]
+async fn a_user_deleted_at_the_vendor_can_be_created_again() {
+    let v = start().await;
+    let user_name = "vanished@example.com";
+    let (s, created) = v.call("prodpad", Method::POST, "/Users", Some(entra_user(user_name, None))).await;
+    assert_eq!(s, 201);
+    let id = created["id"].as_str().unwrap().to_string();
+    // An admin deletes the user in ProdPad itself.
+    let vendor_id = v.vendor_user("prodpad", user_name).unwrap()["id"].as_str().unwrap().to_string();
+    let (_, sim) = v.demo.sims.iter().find(|(a, _)| a == "prodpad").unwrap();
+    let scim_base = format!("{}/api/v2/scim", sim.root_url());
+    let r = v
+        .client
+        .delete(format!("{scim_base}/Users/{vendor_id}"))
+        .bearer_auth(demo::demo_credential("prodpad"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // Entra's next update learns it is gone (404), and its next lookup misses so it creates the user again.
+    let (s, _) = v.call("prodpad", Method::PATCH, &format!("/Users/{id}"), patch(json!([{"op": "Replace", "path": "title", "value": "x"}, {"op": "Replace", "path": "name.givenName", "value": "New"}]))).await;
+    assert_eq!(s, 404);
+    let (_, f) = v
+        .call(
+            "prodpad",
+            Method::GET,
+            &format!("/Users?filter={}", url_encode(&format!("userName eq \"{user_name}\""))),
+            None,
+        )
+        .await;
+    assert_eq!(f["totalResults"], 0, "{f}");
+    let (s, again) = v.call("prodpad", Method::POST, "/Users", Some(entra_user(user_name, None))).await;
+    assert_eq!(s, 201, "{again}");
+    assert!(v.vendor_user("prodpad", user_name).is_some());
+}

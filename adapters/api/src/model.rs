@@ -152,6 +152,37 @@ impl User {
         serde_json::from_value(strip_envelope(doc)).map_err(|e| format!("user does not fit the User schema: {e}"))
     }
 
+    /// Builds the user from a vendor's reply, which may not be normalised: nulls are dropped, `active` may be
+    /// a string or a number, and ids and values may be numbers.
+    pub fn from_vendor_json(doc: &Value) -> Result<User, String> {
+        let mut doc = strip_envelope(doc);
+        tidy_vendor_value(&mut doc);
+        if let Some(obj) = doc.as_object_mut() {
+            if let Some(active) = obj.get("active").cloned() {
+                let flag = match &active {
+                    Value::String(s) => !matches!(s.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no"),
+                    Value::Number(n) => n.as_f64() != Some(0.0),
+                    Value::Bool(b) => *b,
+                    _ => true,
+                };
+                obj.insert("active".into(), Value::Bool(flag));
+            }
+            for key in ["emails", "phoneNumbers", "roles"] {
+                if let Some(Value::Array(items)) = obj.get_mut(key) {
+                    for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                        for field in ["value", "type", "display"] {
+                            if let Some(Value::Number(n)) = item.get(field) {
+                                let text = n.to_string();
+                                item.insert(field.into(), Value::String(text));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        serde_json::from_value(doc).map_err(|e| format!("the vendor's user does not fit the User schema: {e}"))
+    }
+
     /// The SCIM attributes of this user (no `schemas`, `id` or `meta`).
     pub fn to_scim(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
@@ -173,6 +204,21 @@ impl User {
     /// Role values (falling back to display) in the order Entra sent them.
     pub fn role_values(&self) -> Vec<&str> {
         self.roles.iter().filter_map(|r| r.value.as_deref().or(r.display.as_deref())).collect()
+    }
+}
+
+/// Drops JSON nulls everywhere (a vendor's "no value").
+fn tidy_vendor_value(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|_, x| !x.is_null());
+            map.values_mut().for_each(tidy_vendor_value);
+        }
+        Value::Array(items) => {
+            items.retain(|x| !x.is_null());
+            items.iter_mut().for_each(tidy_vendor_value);
+        }
+        _ => {}
     }
 }
 
@@ -269,6 +315,19 @@ mod tests {
         assert_eq!(pick(&list[..2], "work"), Some("b"));
         assert_eq!(pick(&list[..1], "work"), Some("a"));
         assert_eq!(pick(&[], "work"), None);
+    }
+
+    #[test]
+    fn vendor_replies_are_read_leniently() {
+        let doc = json!({"id": 7, "userName": "a@x", "active": "False", "emails": null,
+            "roles": [{"value": 3, "display": "Editor"}, null], "name": {"givenName": null, "familyName": "F"}});
+        let u = User::from_vendor_json(&doc).unwrap();
+        assert!(!u.active);
+        assert!(u.emails.is_empty());
+        assert_eq!(u.role_values(), ["3"]);
+        assert_eq!(u.family_name(), Some("F"));
+        assert!(User::from_vendor_json(&json!({"active": 1, "userName": "b"})).unwrap().active);
+        assert!(User::from_vendor_json(&json!({"userName": 5})).is_err());
     }
 
     #[test]

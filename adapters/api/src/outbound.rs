@@ -422,8 +422,11 @@ impl Outbound {
         // The attempt timeout is ours (tokio::time); the connect timeout below is shorter so a vendor that
         // never accepts the connection shows as a connect failure (safe to retry even for a POST) rather
         // than as a timeout after the request may have been sent.
+        // Redirects are not followed: reqwest would turn a redirected PUT, PATCH or DELETE into a GET whose 200
+        // looks like success although the vendor changed nothing.
         let http = reqwest::Client::builder()
             .connect_timeout(config.attempt_timeout / 2)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::unavailable(None, format!("{app}: cannot build HTTP client: {e}")))?;
         Self::with_client(app, config, http)
@@ -821,11 +824,12 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// `Retry-After` as seconds or an HTTP date, a date read against `now` (a date in the past is zero).
 pub fn parse_retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
     let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    // Clamped: an absurd value must neither overflow `Instant` arithmetic nor stall the app for days.
     if let Ok(secs) = raw.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_PAUSE));
     }
     let when = httpdate::parse_http_date(raw).ok()?;
-    Some(when.duration_since(now).unwrap_or_default())
+    Some(when.duration_since(now).unwrap_or_default().min(MAX_PAUSE))
 }
 
 #[cfg(test)]

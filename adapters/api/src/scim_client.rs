@@ -281,7 +281,7 @@ impl ScimClient {
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(self.bad_reply(op, "a user without an id")),
         };
-        let user = User::from_scim(doc).map_err(|e| self.bad_reply(op, &e))?;
+        let user = User::from_vendor_json(doc).map_err(|e| self.bad_reply(op, &e))?;
         Ok(VendorUser { vendor_id, user })
     }
 
@@ -309,6 +309,10 @@ impl ScimClient {
     pub async fn find(&self, user_name: &str) -> Result<Option<VendorUser>> {
         let op = ScimOp::Find;
         let resp = self.outbound.send(self.request(Method::GET, self.filter_url(user_name)?)?).await?;
+        // Some SCIM servers answer a filter miss with 404; for the gateway a miss is never an error.
+        if resp.status == 404 {
+            return Ok(None);
+        }
         if resp.status != 200 {
             return Err(self.fail(op, &resp, Some(user_name)));
         }
@@ -375,7 +379,13 @@ impl ScimClient {
         if !(200..300).contains(&resp.status) {
             return Err(self.fail(op, &resp, Some(&user.user_name)));
         }
-        Ok(self.parse_user(op, &self.json_body(op, &resp)?)?.vendor_id)
+        // Only the id matters here; a 2xx without one did create the user, so the gateway must look it up
+        // before trying again.
+        match resp.json().as_ref().and_then(|doc| doc.get("id")) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(self.bad_reply(op, "a created user without an id").with_maybe_applied(true)),
+        }
     }
 
     /// Brings the vendor record from `before` to `after` by the rules' patch strategy. A PATCH with no
@@ -495,6 +505,14 @@ pub fn map_status(vendor: &str, op: ScimOp, status: u16, detail: Option<&str>) -
         404 => Error::not_found(format!("{vendor} has no such user ({what}, HTTP 404){said}")),
         409 => Error::conflict(format!("{vendor} already holds a user with this value ({what}, HTTP 409){said}")),
         405 | 501 => Error::unsupported(format!("{vendor} does not support {what} (HTTP {status}){said}")),
+        408 | 425 => Error::unavailable(None, format!("{vendor} answered {status} to {what}{said}")),
+        300..=399 => Error::unavailable(
+            None,
+            format!(
+                "{vendor} redirected {what} (HTTP {status}); redirects are not followed, since they would turn an \
+                 update into a read: point base_url/users_path at the final address"
+            ),
+        ),
         429 => Error::rate_limited(None, format!("{vendor} answered 429 to {what}")),
         s if s >= 500 => Error::unavailable(None, format!("{vendor} answered {s} to {what}{said}")),
         s => Error::new(ErrorKind::Invalid, format!("{vendor} answered an unexpected HTTP {s} to {what}{said}")),

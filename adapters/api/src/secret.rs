@@ -5,6 +5,18 @@ use std::path::Path;
 
 use secrecy::SecretString;
 
+/// Deserializes an optional credential. Accepts a string or a number (YAML and environment variables turn
+/// an all-digit code into a number) and never repeats the value in an error, as serde's own message would.
+pub fn deserialize_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    use serde::Deserialize;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(SecretString::from(s))),
+        serde_json::Value::Number(n) => Ok(Some(SecretString::from(n.to_string()))),
+        _ => Err(serde::de::Error::custom("a credential must be a string")),
+    }
+}
+
 /// Resolves a credential named `key` from exactly one of its three sources. Errors name the key.
 pub fn resolve(
     key: &str,
@@ -39,6 +51,20 @@ pub fn resolve(
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn numeric_credentials_are_accepted_and_never_echoed() {
+        #[derive(serde::Deserialize)]
+        struct C {
+            #[serde(default, deserialize_with = "deserialize_opt")]
+            code: Option<SecretString>,
+        }
+        let c: C = serde_json::from_str(r#"{"code": 48213977}"#).unwrap();
+        assert_eq!(c.code.unwrap().expose_secret(), "48213977");
+        let err = serde_json::from_str::<C>(r#"{"code": [48213977]}"#).err().unwrap().to_string();
+        assert!(!err.contains("48213977"), "{err}");
+        assert!(serde_json::from_str::<C>("{}").unwrap().code.is_none());
+    }
 
     #[test]
     fn each_source_resolves_and_errors_name_the_key() {

@@ -114,15 +114,24 @@ impl RestClient {
     pub async fn find_by_email(&self, email: &str) -> Result<Option<PpUser>> {
         let want = email.trim();
         let mut previous_first: Option<String> = None;
+        let mut seen = 0u64;
         for page in 1..=MAX_PAGES {
             let batch = self.list_page(page, PAGE_SIZE).await?;
+            seen += batch.entries as u64;
             if let Some(hit) =
                 batch.users.iter().find(|u| u.email.as_deref().is_some_and(|e| e.trim().eq_ignore_ascii_case(want)))
             {
                 return Ok(Some(hit.clone()));
             }
             let first = batch.users.first().and_then(|u| u.id.clone());
-            if batch.users.len() < PAGE_SIZE as usize || first.is_none() || first == previous_first {
+            // The end: an empty page, a page repeating the last one, every entry the reply's total promised,
+            // or (with no total) a short page. ProdPad may cap the page size below ours, so a short page only
+            // ends the walk when no total says otherwise.
+            let done = match batch.total {
+                Some(total) => seen >= total,
+                None => batch.entries < PAGE_SIZE as usize,
+            };
+            if batch.entries == 0 || done || first.is_none() || first == previous_first {
                 return Ok(None);
             }
             previous_first = first;
@@ -158,6 +167,11 @@ pub fn map_error(status: u16, body: &[u8]) -> Error {
         )),
         404 => Error::not_found(format!("ProdPad has no such user (404){said}")),
         409 => Error::conflict(format!("ProdPad reported a conflict (409){said}")),
+        408 | 425 => Error::unavailable(None, format!("ProdPad answered {status}{said}")),
+        300..=399 => Error::unavailable(
+            None,
+            format!("ProdPad redirected the request ({status}); redirects are not followed: point base_url at the final address"),
+        ),
         _ => Error::invalid(format!("ProdPad answered an unexpected {status}{said}")),
     }
 }

@@ -65,7 +65,7 @@ pub struct Config {
     #[serde(default)]
     pub base_url: Option<String>,
     /// The API key of a ProdPad Admin (one of `api_key`, `api_key_env`, `api_key_file`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "adapter_api::secret::deserialize_opt")]
     pub api_key: Option<SecretString>,
     #[serde(default)]
     pub api_key_env: Option<String>,

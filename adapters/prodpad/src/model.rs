@@ -90,6 +90,8 @@ impl PpUser {
 pub struct UserPage {
     pub users: Vec<PpUser>,
     pub total: Option<u64>,
+    /// Entries the reply carried, readable or not (paging decisions use this, not `users.len()`).
+    pub entries: usize,
 }
 
 impl UserPage {
@@ -105,7 +107,7 @@ impl UserPage {
             _ => return None,
         };
         let users = list.iter().filter_map(|u| serde_json::from_value::<PpUser>(u.clone()).ok()).collect();
-        Some(UserPage { users, total })
+        Some(UserPage { users, total, entries: list.len() })
     }
 }
 

@@ -55,7 +55,7 @@ pub struct Config {
     #[serde(default = "default_base_url")]
     pub base_url: String,
     /// The SCIM access token (give exactly one of the three).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "adapter_api::secret::deserialize_opt")]
     pub access_token: Option<SecretString>,
     #[serde(default)]
     pub access_token_env: Option<String>,

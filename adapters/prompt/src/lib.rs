@@ -56,7 +56,7 @@ pub struct Config {
     #[serde(default = "default_base_url")]
     pub base_url: String,
     /// The Provisioning Authentication Code (give exactly one of the three).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "adapter_api::secret::deserialize_opt")]
     pub auth_code: Option<SecretString>,
     #[serde(default)]
     pub auth_code_env: Option<String>,
