@@ -923,8 +923,8 @@ impl CliArgs {
         o.groups = self.groups;
         o.concurrency = self.concurrency.max(1);
         o.seed = self.seed;
-        o.max_retry_wait = Duration::try_from_secs_f64(self.max_retry_wait)
-            .map_err(|e| format!("--max-retry-wait: {e}"))?;
+        o.max_retry_wait =
+            Duration::try_from_secs_f64(self.max_retry_wait).map_err(|e| format!("--max-retry-wait: {e}"))?;
         o.max_attempts = self.max_attempts.max(1);
         o.role = (!self.role.is_empty()).then(|| self.role.clone());
         o.incremental = !self.no_incremental;

@@ -2,6 +2,7 @@
 //! APIs. See ARCHITECTURE.md for the map and the invariants.
 
 pub mod audit_report;
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod demo;

@@ -1,0 +1,768 @@
+//! `scim-bridge bench <which>`: measurements that print figures and ratios from one run. Nothing here
+//! asserts on time; BENCHMARKS.md records the figures and the commands that produced them.
+//!
+//! - `latency`: p50/p99 of a user GET and PATCH through the gateway vs the same call made directly to the
+//!   PROMPT simulator (which speaks SCIM), at 1 and at `--clients` concurrent clients.
+//! - `throughput`: requests/s of the SCIM front end on the `sandbox` app (create/get/filter/patch mix).
+//! - `economy`: vendor calls per Entra request over a full Entra cycle, per vendor adapter.
+//! - `cycle`: an initial cycle against a simulator throttled to R requests/s with the app limited to R:
+//!   duration / (vendor calls / R) and the 429s the simulator sent; a large N at a high R, then a small N
+//!   at a realistic R.
+//! - `memory`: resident memory of a `serve` child process holding `--memory-users` users, then over a
+//!   soak of `--soak-seconds` with RSS sampled every `--sample-seconds`.
+//! - `all`: each of the above in turn.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adapter_api::simkit::{SimFaults, Simulator, Throttle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::config::LimitsConfig;
+use crate::demo::{self, Demo};
+use crate::entra_sim::{self, Options, CORE_USER};
+
+const TOKEN: &str = "bench-token";
+
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum Which {
+    Latency,
+    Throughput,
+    Economy,
+    Cycle,
+    Memory,
+    All,
+}
+
+/// `scim-bridge bench` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Which measurement.
+    #[arg(value_enum)]
+    pub which: Which,
+    /// latency: timed requests per (target, operation, concurrency level).
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// latency: the high concurrency level (the low one is 1).
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// throughput: seconds of load.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// throughput workers, and the Entra driver's concurrency in economy, cycle and memory.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// economy: users per vendor cycle.
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// cycle: users of the large run.
+    #[arg(long, default_value_t = 10_000)]
+    pub cycle_users: usize,
+    /// cycle: vendor requests/s of the large run (simulator throttle and app limit).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// cycle: users of the small run (0 skips it).
+    #[arg(long, default_value_t = 300)]
+    pub small_users: usize,
+    /// cycle: vendor requests/s of the small run.
+    #[arg(long, default_value_t = 10.0)]
+    pub small_rate: f64,
+    /// cycle: the app's `limits.burst`.
+    #[arg(long, default_value_t = 1)]
+    pub burst: u32,
+    /// cycle: the vendor app (prodpad, promapp, prompt).
+    #[arg(long, default_value = "prompt")]
+    pub vendor: String,
+    /// memory: users loaded into the store before measuring.
+    #[arg(long, default_value_t = 100_000)]
+    pub memory_users: usize,
+    /// memory: soak duration after loading (0 skips the soak).
+    #[arg(long, default_value_t = 600)]
+    pub soak_seconds: u64,
+    /// memory: RSS sampling period during the soak.
+    #[arg(long, default_value_t = 30)]
+    pub sample_seconds: u64,
+    /// memory: soak clients (each loops match + PATCH, plus a create/delete every 20th turn).
+    #[arg(long, default_value_t = 8)]
+    pub soak_clients: usize,
+    /// Store of the in-process gateway (latency, throughput, economy, cycle): `:memory:` or a file path.
+    #[arg(long, default_value = ":memory:")]
+    pub store: String,
+}
+
+pub async fn cli(args: BenchArgs) -> Result<(), String> {
+    let all = args.which == Which::All;
+    println!("{}", machine());
+    if all || args.which == Which::Economy {
+        println!("{}", economy(&args).await?);
+    }
+    if all || args.which == Which::Latency {
+        println!("{}", latency(&args).await?);
+    }
+    if all || args.which == Which::Throughput {
+        println!("{}", throughput(&args).await?);
+    }
+    if all || args.which == Which::Cycle {
+        println!("{}", throttled_cycle(&args, args.cycle_users, args.rate).await?);
+        if args.small_users > 0 {
+            println!("{}", throttled_cycle(&args, args.small_users, args.small_rate).await?);
+        }
+    }
+    if all || args.which == Which::Memory {
+        println!("{}", memory(&args).await?);
+    }
+    Ok(())
+}
+
+/// `nproc`, CPU model and memory, as one line.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kb = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    format!(
+        "machine: {cpus} CPUs ({model}), {:.1} GiB RAM; build: {}",
+        mem_kb as f64 / 1024.0 / 1024.0,
+        if cfg!(debug_assertions) { "debug (use --release for figures)" } else { "release" }
+    )
+}
+
+fn any_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Limits high enough that the gateway's own rate limiter never paces the simulator.
+fn unthrottled(max_in_flight: usize) -> LimitsConfig {
+    LimitsConfig {
+        requests_per_second: Some(1_000_000.0),
+        burst: Some(100_000),
+        max_in_flight: Some(max_in_flight),
+        queue_timeout_ms: Some(60_000),
+        ..Default::default()
+    }
+}
+
+fn sim<'a>(demo: &'a Demo, vendor: &str) -> Result<&'a dyn Simulator, String> {
+    demo.sims
+        .iter()
+        .find(|(a, _)| a == vendor)
+        .map(|(_, s)| s.as_ref())
+        .ok_or_else(|| format!("no simulator for '{vendor}' (known: {})", demo::SIMULATED.join(", ")))
+}
+
+fn http_client(pool: usize) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 3. Vendor calls per Entra operation.
+
+async fn economy(a: &BenchArgs) -> Result<String, String> {
+    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &a.store).await?;
+    let mut out = format!(
+        "== economy: vendor calls per Entra request over a full cycle (N = {}: Test Connection, initial cycle, \
+         incremental 20 % changes / 10 % disables / 5 % deletions; goal <= 1.0)\n",
+        a.users
+    );
+    out.push_str(&format!(
+        "{:<8} {:>14} {:>13} {:>7}  {:<40} {}\n",
+        "vendor", "entra requests", "vendor calls", "ratio", "vendor calls by method", "end state"
+    ));
+    for vendor in demo::SIMULATED {
+        let sim = sim(&demo, vendor)?;
+        let mut opts = Options::new(demo.app_url(vendor), TOKEN, a.users);
+        opts.concurrency = a.concurrency;
+        opts.verify = false;
+        opts.seed = 3;
+        let before = sim.counters().requests;
+        let mut report = entra_sim::run(&opts).await?;
+        let counters = sim.counters();
+        let calls = counters.requests - before;
+        let entra = report.entra_requests();
+        entra_sim::verify(&opts, &mut report).await?;
+        let methods: Vec<String> = counters.by_method.iter().map(|(m, n)| format!("{m} {n}")).collect();
+        out.push_str(&format!(
+            "{vendor:<8} {entra:>14} {calls:>13} {:>7.3}  {:<40} {}\n",
+            calls as f64 / entra.max(1) as f64,
+            methods.join(", "),
+            if report.ok() { "verified, 0 failures".to_string() } else { format!("{} FAILURES", report.failure_count) }
+        ));
+        let ops: Vec<String> =
+            report.ops.iter().filter(|(k, _)| !k.starts_with("verify")).map(|(k, n)| format!("{k} {n}")).collect();
+        out.push_str(&format!("         entra operations: {}\n", ops.join(", ")));
+    }
+    demo.running.stop().await.map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 1. Added latency.
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Op {
+    Get,
+    Patch,
+}
+
+struct Target {
+    base: String,
+    token: String,
+    /// One user per client.
+    ids: Vec<String>,
+}
+
+struct Timing {
+    p50: Duration,
+    p99: Duration,
+    rps: f64,
+    errors: u64,
+}
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+async fn one_call(http: &reqwest::Client, t: &Target, id: &str, op: Op) -> Result<(), String> {
+    let url = format!("{}/Users/{id}", t.base);
+    let req = match op {
+        Op::Get => http.get(&url),
+        Op::Patch => {
+            let n = NONCE.fetch_add(1, Ordering::Relaxed);
+            let body = entra_sim::patch_body(vec![
+                json!({"op": "Replace", "path": "name.familyName", "value": format!("Latency{n}")}),
+            ]);
+            http.patch(&url).header("content-type", "application/scim+json").body(body.to_string())
+        }
+    };
+    let resp = req.bearer_auth(&t.token).send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let _ = resp.bytes().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}
+
+/// `clients` concurrent clients, each on its own user, `total` timed requests between them (after one
+/// untimed warm-up request each).
+async fn measure(http: &reqwest::Client, t: &Arc<Target>, clients: usize, op: Op, total: usize) -> Timing {
+    let per_client = (total / clients).max(5);
+    let mut set = JoinSet::new();
+    let started = Instant::now();
+    for c in 0..clients {
+        let (http, t) = (http.clone(), t.clone());
+        set.spawn(async move {
+            let id = t.ids[c].clone();
+            let _ = one_call(&http, &t, &id, op).await;
+            let mut times = Vec::with_capacity(per_client);
+            let mut errors = 0u64;
+            for _ in 0..per_client {
+                let start = Instant::now();
+                match one_call(&http, &t, &id, op).await {
+                    Ok(()) => times.push(start.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (times, errors)
+        });
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = set.join_next().await {
+        if let Ok((times, e)) = joined {
+            all.extend(times);
+            errors += e;
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    all.sort();
+    Timing {
+        p50: percentile(&all, 50.0),
+        p99: percentile(&all, 99.0),
+        rps: if wall > 0.0 { all.len() as f64 / wall } else { 0.0 },
+        errors,
+    }
+}
+
+async fn latency(a: &BenchArgs) -> Result<String, String> {
+    let vendor = "prompt";
+    let clients = a.clients.max(1);
+    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(clients * 2), &a.store).await?;
+    let sim = sim(&demo, vendor)?;
+    let http = http_client(clients * 2)?;
+    // Users made through the gateway (GET/PATCH through it) and users made directly at the simulator.
+    let gateway_base = demo.app_url(vendor);
+    let direct_base = format!("{}{}", sim.root_url(), adapter_prompt::sim::SCIM_BASE);
+    let direct_token = demo::demo_credential(vendor);
+    let mut gateway_ids = Vec::new();
+    let mut direct_ids = Vec::new();
+    for i in 0..clients {
+        let name = format!("latency.gw.{i}@bench.example.com");
+        let body = json!({"schemas": [CORE_USER], "userName": name, "active": true,
+            "name": {"givenName": "Lat", "familyName": format!("Gw{i}")},
+            "emails": [{"type": "work", "primary": true, "value": name}]});
+        gateway_ids.push(create(&http, &gateway_base, TOKEN, &body).await?);
+        let name = format!("latency.direct.{i}@bench.example.com");
+        let body = json!({"schemas": [CORE_USER], "userName": name, "active": true,
+            "name": {"givenName": "Lat", "familyName": format!("Direct{i}")},
+            "emails": [{"type": "work", "primary": true, "value": name}]});
+        direct_ids.push(create(&http, &direct_base, &direct_token, &body).await?);
+    }
+    let gateway = Arc::new(Target { base: gateway_base, token: TOKEN.into(), ids: gateway_ids });
+    let direct = Arc::new(Target { base: direct_base, token: direct_token, ids: direct_ids });
+    let mut out = format!(
+        "== latency: user GET and PATCH through the gateway (app `{vendor}`) vs directly to the {vendor} \
+         simulator; {} timed requests per row (gateway GETs are served from the shadow store; each PATCH \
+         changes name.familyName, so every gateway PATCH is one vendor PATCH)\n",
+        a.requests
+    );
+    out.push_str(&format!(
+        "{:>7} {:<5} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9} {:>10} {:>10} {:>6}\n",
+        "clients",
+        "op",
+        "gw p50 ms",
+        "gw p99 ms",
+        "dir p50 ms",
+        "dir p99 ms",
+        "p50 ratio",
+        "p99 ratio",
+        "gw req/s",
+        "dir req/s",
+        "errors"
+    ));
+    for level in [1, clients] {
+        for op in [Op::Get, Op::Patch] {
+            let g = measure(&http, &gateway, level, op, a.requests).await;
+            let d = measure(&http, &direct, level, op, a.requests).await;
+            out.push_str(&format!(
+                "{level:>7} {:<5} {:>11.3} {:>11.3} {:>11.3} {:>11.3} {:>9.2} {:>9.2} {:>10.0} {:>10.0} {:>6}\n",
+                if op == Op::Get { "GET" } else { "PATCH" },
+                ms(g.p50),
+                ms(g.p99),
+                ms(d.p50),
+                ms(d.p99),
+                g.p50.as_secs_f64() / d.p50.as_secs_f64().max(1e-9),
+                g.p99.as_secs_f64() / d.p99.as_secs_f64().max(1e-9),
+                g.rps,
+                d.rps,
+                g.errors + d.errors
+            ));
+        }
+    }
+    demo.running.stop().await.map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+async fn create(http: &reqwest::Client, base: &str, token: &str, body: &Value) -> Result<String, String> {
+    let resp = http
+        .post(format!("{base}/Users"))
+        .bearer_auth(token)
+        .header("content-type", "application/scim+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("{base}: {e}"))?;
+    let status = resp.status();
+    let doc: Value = resp.json().await.unwrap_or(Value::Null);
+    match doc.get("id").and_then(Value::as_str) {
+        Some(id) if status == StatusCode::CREATED => Ok(id.to_string()),
+        _ => Err(format!("create at {base}: {status} {doc}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 2. Throughput of the SCIM front end (sandbox app).
+
+#[derive(Default)]
+struct Mix {
+    ops: [u64; 4],
+    errors: u64,
+    times: Vec<Duration>,
+}
+
+async fn throughput(a: &BenchArgs) -> Result<String, String> {
+    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &a.store).await?;
+    let base = demo.app_url("sandbox");
+    let http = http_client(a.concurrency * 2)?;
+    let until = Instant::now() + Duration::from_secs_f64(a.seconds);
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for w in 0..a.concurrency.max(1) {
+        let (http, base) = (http.clone(), base.clone());
+        set.spawn(async move {
+            let mut mix = Mix::default();
+            let mut k = 0u64;
+            while Instant::now() < until {
+                k += 1;
+                let name = format!("tp.{w}.{k}@bench.example.com");
+                let body = json!({"schemas": [CORE_USER], "userName": name, "active": true,
+                    "name": {"givenName": "Tp", "familyName": "Load"},
+                    "emails": [{"type": "work", "primary": true, "value": name}]});
+                let t = Instant::now();
+                let Ok(id) = create(&http, &base, TOKEN, &body).await else {
+                    mix.errors += 1;
+                    continue;
+                };
+                mix.times.push(t.elapsed());
+                mix.ops[0] += 1;
+                let filter: String =
+                    form_urlencoded::byte_serialize(format!("userName eq \"{name}\"").as_bytes()).collect();
+                let patch = entra_sim::patch_body(vec![
+                    json!({"op": "Replace", "path": "name.familyName", "value": format!("Load{k}")}),
+                ]);
+                let steps = [
+                    (1, Method::GET, format!("{base}/Users/{id}"), None),
+                    (2, Method::GET, format!("{base}/Users?filter={filter}"), None),
+                    (3, Method::PATCH, format!("{base}/Users/{id}"), Some(patch.to_string())),
+                ];
+                for (slot, method, url, body) in steps {
+                    let t = Instant::now();
+                    let mut req = http.request(method, url).bearer_auth(TOKEN);
+                    if let Some(b) = body {
+                        req = req.header("content-type", "application/scim+json").body(b);
+                    }
+                    match req.send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            mix.times.push(t.elapsed());
+                            mix.ops[slot] += 1;
+                        }
+                        _ => mix.errors += 1,
+                    }
+                }
+            }
+            mix
+        });
+    }
+    let mut total = Mix::default();
+    while let Some(joined) = set.join_next().await {
+        if let Ok(m) = joined {
+            for i in 0..4 {
+                total.ops[i] += m.ops[i];
+            }
+            total.errors += m.errors;
+            total.times.extend(m.times);
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    total.times.sort();
+    let requests: u64 = total.ops.iter().sum();
+    demo.running.stop().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "== throughput: SCIM front end, app `sandbox`, store {}, {} clients for {:.1}s, each looping \
+         POST /Users, GET /Users/{{id}}, GET /Users?filter=userName eq, PATCH /Users/{{id}}\n\
+         {requests} requests in {wall:.2}s = {:.0} requests/s (create {}, get {}, filter {}, patch {}); \
+         errors {}; latency p50 {:.3} ms, p99 {:.3} ms\n",
+        a.store,
+        a.concurrency,
+        a.seconds,
+        requests as f64 / wall,
+        total.ops[0],
+        total.ops[1],
+        total.ops[2],
+        total.ops[3],
+        total.errors,
+        ms(percentile(&total.times, 50.0)),
+        ms(percentile(&total.times, 99.0)),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 4. An initial cycle against a throttled vendor.
+
+async fn throttled_cycle(a: &BenchArgs, users: usize, rate: f64) -> Result<String, String> {
+    let limits = LimitsConfig {
+        requests_per_second: Some(rate),
+        burst: Some(a.burst.max(1)),
+        max_in_flight: Some(64),
+        ..Default::default()
+    };
+    let demo = demo::start_with_limits(any_addr(), TOKEN, None, limits, &a.store).await?;
+    let sim = sim(&demo, &a.vendor)?;
+    let per_window = rate.floor().max(1.0) as u32;
+    sim.set_faults(SimFaults {
+        throttle: Some(Throttle { requests: per_window, per: Duration::from_secs(1), retry_after_secs: 1 }),
+        ..Default::default()
+    });
+    let mut opts = Options::new(demo.app_url(&a.vendor), TOKEN, users);
+    opts.concurrency = a.concurrency;
+    opts.incremental = false;
+    opts.verify = false;
+    opts.seed = 4;
+    let mut report = entra_sim::run(&opts).await?;
+    let c = sim.counters();
+    let statuses = report.statuses.clone();
+    // Verification reads the shadow store; lift the throttle so it cannot disturb it.
+    sim.set_faults(SimFaults::default());
+    entra_sim::verify(&opts, &mut report).await?;
+    let held = sim.users_json().len();
+    let ideal = c.requests as f64 / rate;
+    let secs = report.duration.as_secs_f64();
+    demo.running.stop().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "== cycle: initial cycle, N = {users} users, app `{}` limited to {rate} requests/s (burst {}), \
+         simulator throttled at {per_window} per 1 s window; driver concurrency {}\n\
+         duration {secs:.2}s; vendor calls {} (GET {}, POST {}); ideal = vendor calls / R = {ideal:.2}s; \
+         duration / ideal = {:.3} (goal <= 1.05)\n\
+         429s sent by the simulator: {} (goal 0); peak {} vendor requests in one second, mean {:.1}/s\n\
+         Entra side: {} requests, statuses {:?}, retries {}; end state {} ({} users at the vendor)\n",
+        a.vendor,
+        a.burst.max(1),
+        a.concurrency,
+        c.requests,
+        c.method("GET"),
+        c.method("POST"),
+        secs / ideal.max(1e-9),
+        c.throttled,
+        c.peak_requests_per_second,
+        c.mean_requests_per_second,
+        report.entra_requests(),
+        statuses,
+        report.retries,
+        if report.ok() { "verified, 0 failures".to_string() } else { format!("{} FAILURES", report.failure_count) },
+        held
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 5. Resident memory of a gateway process.
+
+/// VmRSS of `pid` in KiB (`self` for this process).
+pub fn rss_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// A `scim-bridge serve` child with one sandbox app on a file store; killed on drop.
+struct Child {
+    child: std::process::Child,
+    dir: PathBuf,
+    base: String,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn spawn_gateway() -> Result<Child, String> {
+    let dir = std::env::temp_dir().join(format!("scim-bridge-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let port = std::net::TcpListener::bind(any_addr()).and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let config = dir.join("bench.yaml");
+    let yaml = format!(
+        "listen: \"127.0.0.1:{port}\"\nstore:\n  path: \"{}\"\napps:\n  sandbox:\n    type: sandbox\n    token_sha256: \"{}\"\n",
+        dir.join("store.sqlite").display(),
+        hex::encode(crate::http::token_hash(TOKEN))
+    );
+    std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        // Not SCIM_BRIDGE_LOG: every SCIM_BRIDGE_* variable is read as a config key.
+        .env_remove("SCIM_BRIDGE_LOG")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start the gateway: {e}"))?;
+    let child = Child { child, dir, base: format!("http://127.0.0.1:{port}/scim/sandbox/v2") };
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    for _ in 0..200 {
+        if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(child.dir.join("gateway.log")).unwrap_or_default();
+    Err(format!("the gateway child did not become healthy within 10 s; its log:\n{log}"))
+}
+
+async fn memory(a: &BenchArgs) -> Result<String, String> {
+    let gw = spawn_gateway().await?;
+    let pid = gw.child.id().to_string();
+    let rss = || rss_kib(&pid).unwrap_or(0);
+    let idle = rss();
+    let mut opts = Options::new(&gw.base, TOKEN, a.memory_users);
+    opts.concurrency = a.concurrency;
+    opts.incremental = false;
+    opts.verify = false;
+    opts.role = None;
+    opts.seed = 5;
+    let load = entra_sim::run(&opts).await?;
+    let loaded = rss();
+    let mut out = format!(
+        "== memory: `scim-bridge serve` child process, one sandbox app, SQLite file store, RUST_LOG=warn\n\
+         idle RSS {:.1} MiB; after loading {} users ({} requests in {:.1}s, {} failures): RSS {:.1} MiB \
+         ({:.0} bytes per user above idle)\n",
+        mib(idle),
+        a.memory_users,
+        load.entra_requests(),
+        load.duration.as_secs_f64(),
+        load.failure_count,
+        mib(loaded),
+        (loaded.saturating_sub(idle) * 1024) as f64 / a.memory_users.max(1) as f64
+    );
+    if a.soak_seconds == 0 {
+        return Ok(out);
+    }
+    // A soak takes minutes: show the load figures now and each sample as it is taken.
+    print!("{out}");
+    out.clear();
+    let ids: Arc<Vec<(String, String)>> =
+        Arc::new(load.users.iter().filter_map(|u| u.id.clone().map(|id| (u.user_name.clone(), id))).collect());
+    if ids.is_empty() {
+        return Err("no users were loaded".into());
+    }
+    let http = http_client(a.soak_clients * 2)?;
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(a.soak_seconds);
+    let mut set = JoinSet::new();
+    for w in 0..a.soak_clients.max(1) {
+        let (http, base, ids, done, errors) =
+            (http.clone(), gw.base.clone(), ids.clone(), done.clone(), errors.clone());
+        set.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(w as u64);
+            let mut k = 0u64;
+            while Instant::now() < until {
+                k += 1;
+                let (name, id) = &ids[rng.random_range(0..ids.len())];
+                let ok = soak_turn(&http, &base, w, k, name, id).await;
+                done.fetch_add(ok.0, Ordering::Relaxed);
+                errors.fetch_add(ok.1, Ordering::Relaxed);
+            }
+        });
+    }
+    let started = Instant::now();
+    let mut series = vec![(0u64, rss(), 0u64)];
+    let period = Duration::from_secs(a.sample_seconds.max(1));
+    while Instant::now() < until {
+        tokio::time::sleep(period.min(until.saturating_duration_since(Instant::now()))).await;
+        series.push((started.elapsed().as_secs(), rss(), done.load(Ordering::Relaxed)));
+        if let Some((t, r, n)) = series.last() {
+            println!("  sample: {t}s RSS {:.1} MiB, {n} requests", mib(*r));
+        }
+    }
+    while set.join_next().await.is_some() {}
+    let first = series.first().map(|s| s.1).unwrap_or(0);
+    let last = series.last().map(|s| s.1).unwrap_or(0);
+    let peak = series.iter().map(|s| s.1).max().unwrap_or(0);
+    let requests = done.load(Ordering::Relaxed);
+    out.push_str(&format!(
+        "soak: {} clients for {}s (match by filter + PATCH of a random user; every 20th turn also a create \
+         and a delete): {requests} requests ({:.0}/s), {} errors\nRSS series (s, MiB, requests so far): {}\n\
+         growth over the soak: {:+.1} MiB ({:.1} -> {:.1}; peak {:.1}); since idle: {:+.1} MiB\n",
+        a.soak_clients,
+        a.soak_seconds,
+        requests as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        errors.load(Ordering::Relaxed),
+        series.iter().map(|(t, r, n)| format!("({t}, {:.1}, {n})", mib(*r))).collect::<Vec<_>>().join(" "),
+        mib(last) - mib(first),
+        mib(first),
+        mib(last),
+        mib(peak),
+        mib(last) - mib(idle),
+    ));
+    Ok(out)
+}
+
+/// One soak turn: (requests answered 2xx, errors).
+async fn soak_turn(http: &reqwest::Client, base: &str, w: usize, k: u64, name: &str, id: &str) -> (u64, u64) {
+    let mut ok = 0;
+    let mut bad = 0;
+    let mut tally = |r: Result<reqwest::Response, reqwest::Error>| match r {
+        Ok(r) if r.status().is_success() => ok += 1,
+        _ => bad += 1,
+    };
+    let filter: String = form_urlencoded::byte_serialize(format!("userName eq \"{name}\"").as_bytes()).collect();
+    tally(http.get(format!("{base}/Users?filter={filter}")).bearer_auth(TOKEN).send().await);
+    let patch = entra_sim::patch_body(vec![
+        json!({"op": "Replace", "path": "name.familyName", "value": format!("Soak{w}-{k}")}),
+    ]);
+    tally(
+        http.patch(format!("{base}/Users/{id}"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/scim+json")
+            .body(patch.to_string())
+            .send()
+            .await,
+    );
+    if k.is_multiple_of(20) {
+        let user_name = format!("soak.{w}.{k}@bench.example.com");
+        let body = json!({"schemas": [CORE_USER], "userName": user_name, "active": true,
+            "emails": [{"type": "work", "primary": true, "value": user_name}]});
+        match create(http, base, TOKEN, &body).await {
+            Ok(new_id) => {
+                ok += 1;
+                match http.delete(format!("{base}/Users/{new_id}")).bearer_auth(TOKEN).send().await {
+                    Ok(r) if r.status().is_success() => ok += 1,
+                    _ => bad += 1,
+                }
+            }
+            Err(_) => bad += 1,
+        }
+    }
+    (ok, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&[], 99.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn rss_of_self_is_readable() {
+        assert!(rss_kib("self").is_some_and(|k| k > 0));
+    }
+}
