@@ -51,11 +51,19 @@ pub struct StoreConfig {
     /// SQLite file; `:memory:` keeps everything in memory (lost on restart).
     #[serde(default = "default_store_path")]
     pub path: String,
+    /// Audit entries older than this many days are deleted once a day; 0 keeps them forever. Every change
+    /// attempt is audited with its before/after documents (~1.5 KB each), so the file grows with traffic.
+    #[serde(default = "default_audit_retention_days")]
+    pub audit_retention_days: u32,
+}
+
+fn default_audit_retention_days() -> u32 {
+    180
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: default_store_path() }
+        StoreConfig { path: default_store_path(), audit_retention_days: default_audit_retention_days() }
     }
 }
 

@@ -122,7 +122,7 @@ pub async fn start_with_limits(
         listen,
         admin_listen: None,
         public_url: None,
-        store: StoreConfig { path: store_path.into() },
+        store: StoreConfig { path: store_path.into(), ..StoreConfig::default() },
         max_body_bytes: 1024 * 1024,
         tls: None,
         apps,

@@ -144,6 +144,7 @@ async fn run(command: Command) -> Result<(), String> {
                 server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
             server::reload_tls_on_sighup(&running);
             server::spawn_health_probes(running.gateway.clone(), server::PROBE_INTERVAL);
+            server::spawn_audit_retention(running.gateway.clone(), cfg.store.audit_retention_days);
             tracing::info!(addr = %running.addr, tls = running.is_tls(), apps = cfg.apps.len(), "serving");
             server::termination().await;
             tracing::info!("shutting down; draining in-flight requests");

@@ -227,3 +227,24 @@ pub fn spawn_health_probes(gateway: Arc<Gateway>, interval: Duration) {
         }
     });
 }
+
+/// Deletes audit entries older than `days` now and once a day (0: keep forever).
+pub fn spawn_audit_retention(gateway: Arc<Gateway>, days: u32) {
+    if days == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
+            match cutoff.format(&time::format_description::well_known::Rfc3339) {
+                Ok(before) => match gateway.store.prune_audit(&before) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, %before, "audit retention: old entries deleted"),
+                    Err(e) => tracing::error!(error = %e, "audit retention failed"),
+                },
+                Err(e) => tracing::error!(error = %e, "audit retention: bad cutoff"),
+            }
+            tokio::time::sleep(Duration::from_secs(24 * 60 * 60)).await;
+        }
+    });
+}

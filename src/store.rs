@@ -477,6 +477,12 @@ impl Store {
         Ok(rows)
     }
 
+    /// Deletes audit entries older than `before` (RFC 3339); returns how many went.
+    pub fn prune_audit(&self, before: &str) -> StoreResult<u64> {
+        let n = self.conn().execute("DELETE FROM audit WHERE at < ?1", params![before])?;
+        Ok(n as u64)
+    }
+
     pub fn audit_len(&self) -> StoreResult<u64> {
         let n: i64 = self.conn().query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
         Ok(n as u64)
@@ -542,6 +548,16 @@ mod tests {
             s.audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() }).unwrap();
         let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
         assert_eq!(ops, ["adopt", "delete", "create"]);
+    }
+
+    #[test]
+    fn audit_retention_prunes_only_older_entries() {
+        let s = Store::open(":memory:").unwrap();
+        for at in ["2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", "2026-11-01T00:00:00Z"] {
+            s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).unwrap();
+        }
+        assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").unwrap(), 1);
+        assert_eq!(s.audit_len().unwrap(), 2);
     }
 
     #[test]

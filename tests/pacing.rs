@@ -39,7 +39,7 @@ async fn gateway_paced_at_the_vendor_rate_never_draws_a_429() {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: None,
         public_url: None,
-        store: StoreConfig { path: ":memory:".into() },
+        store: StoreConfig { path: ":memory:".into(), ..StoreConfig::default() },
         max_body_bytes: 1 << 20,
         tls: None,
         apps,

@@ -240,7 +240,7 @@ async fn two_prompt_organisations_side_by_side() {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: None,
         public_url: None,
-        store: StoreConfig { path: ":memory:".into() },
+        store: StoreConfig { path: ":memory:".into(), ..StoreConfig::default() },
         max_body_bytes: 1 << 20,
         tls: None,
         apps,
