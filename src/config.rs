@@ -126,6 +126,19 @@ impl std::fmt::Debug for AppConfig {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// Defaults around `apps`, on `listen`, with an in-memory store (demo, tests, benchmarks).
+    pub fn with_apps(listen: SocketAddr, apps: BTreeMap<String, AppConfig>) -> Config {
+        Config {
+            listen,
+            admin_listen: None,
+            public_url: None,
+            store: StoreConfig { path: ":memory:".into(), ..StoreConfig::default() },
+            max_body_bytes: default_max_body(),
+            tls: None,
+            apps,
+        }
+    }
+
     /// Loads `path`, applies environment overrides and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         if !path.exists() {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use adapter_api::simkit::{DemoSim, SimFaults, Simulator};
 use serde_json::{json, Value};
 
-use crate::config::{AppConfig, Config, LimitsConfig, StoreConfig};
+use crate::config::{AppConfig, Config, LimitsConfig};
 use crate::server::{self, Running};
 
 /// The vendor types that have a simulator.
@@ -118,15 +118,8 @@ pub async fn start_with_limits(
         );
         sims.push((vendor.to_string(), started.sim));
     }
-    let config = Config {
-        listen,
-        admin_listen: None,
-        public_url: None,
-        store: StoreConfig { path: store_path.into(), ..StoreConfig::default() },
-        max_body_bytes: 1024 * 1024,
-        tls: None,
-        apps,
-    };
+    let mut config = Config::with_apps(listen, apps);
+    config.store.path = store_path.into();
     let gateway = server::build_gateway(&config, "demo").map_err(|e| e.to_string())?;
     let running = server::start(&config, gateway).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     Ok(Demo { running, sims, token: token.to_string() })

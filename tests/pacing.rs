@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use adapter_api::simkit::{SimFaults, Throttle};
-use scim_bridge::config::{AppConfig, Config, LimitsConfig, StoreConfig};
+use scim_bridge::config::{AppConfig, Config, LimitsConfig};
 use scim_bridge::{demo, server};
 use serde_json::json;
 
@@ -35,15 +35,7 @@ async fn gateway_paced_at_the_vendor_rate_never_draws_a_429() {
             options: sim.app_options.clone(),
         },
     );
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: None,
-        public_url: None,
-        store: StoreConfig { path: ":memory:".into(), ..StoreConfig::default() },
-        max_body_bytes: 1 << 20,
-        tls: None,
-        apps,
-    };
+    let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
     let running = server::start(&config, server::build_gateway(&config, "test").unwrap()).await.unwrap();
     let base = Arc::new(format!("http://{}/scim/prompt/v2", running.addr));
     let client = reqwest::Client::new();

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use adapter_api::simkit::SimFaults;
-use scim_bridge::config::{AppConfig, Config, LimitsConfig, StoreConfig};
+use scim_bridge::config::{AppConfig, Config, LimitsConfig};
 use scim_bridge::{demo, server};
 use serde_json::{json, Value};
 use tokio::sync::{Mutex, Semaphore};
@@ -36,15 +36,7 @@ async fn setup(vendor: &str, faults: SimFaults, limits: LimitsConfig) -> Setup {
             options: sim.app_options.clone(),
         },
     );
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: None,
-        public_url: None,
-        store: StoreConfig { path: ":memory:".into(), ..StoreConfig::default() },
-        max_body_bytes: 1 << 20,
-        tls: None,
-        apps,
-    };
+    let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
     let gw = server::build_gateway(&config, "test").unwrap();
     let running = server::start(&config, gw).await.unwrap();
     Setup { base: format!("http://{}/scim/{vendor}/v2", running.addr), sim, running }

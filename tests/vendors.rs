@@ -207,7 +207,7 @@ async fn promapp_refuses_default_access_users_and_prompt_applies_department() {
 
 #[tokio::test]
 async fn two_prompt_organisations_side_by_side() {
-    use scim_bridge::config::{AppConfig, Config, LimitsConfig, StoreConfig};
+    use scim_bridge::config::{AppConfig, Config, LimitsConfig};
     let mut apps = std::collections::BTreeMap::new();
     let mut sims = Vec::new();
     for (org, dept) in [("north", "North Office"), ("south", "South Office")] {
@@ -236,15 +236,7 @@ async fn two_prompt_organisations_side_by_side() {
         );
         sims.push((org, sim));
     }
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: None,
-        public_url: None,
-        store: StoreConfig { path: ":memory:".into(), ..StoreConfig::default() },
-        max_body_bytes: 1 << 20,
-        tls: None,
-        apps,
-    };
+    let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
     config.validate("test").unwrap();
     let running = scim_bridge::server::start(&config, scim_bridge::server::build_gateway(&config, "test").unwrap())
         .await
