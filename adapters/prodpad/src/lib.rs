@@ -52,9 +52,10 @@ pub enum RestUnsupported {
     ManualQueue,
 }
 
-/// One app's ProdPad settings, as written under the app in the gateway config (gateway keys such as
-/// `vendor` and `inbound` are not part of it).
-#[derive(Clone, Deserialize)]
+/// One app's ProdPad settings, as written under the app in the gateway config (the gateway's own keys,
+/// `type`, `token_sha256`, `limits` and `ip_allow`, are not part of it). `Debug` is derived: the key is a
+/// `SecretString`, which prints as `[REDACTED]`.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `scim` or `rest`. Required unless `base_url` names a SCIM base (then `scim`): the two modes differ in
@@ -101,25 +102,6 @@ fn default_delete_mode() -> DeleteMode {
 
 fn default_patch_strategy() -> PatchStrategy {
     PatchStrategy::Passthrough
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("mode", &self.mode)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("api_key_env", &self.api_key_env)
-            .field("api_key_file", &self.api_key_file)
-            .field("role_default", &self.role_default)
-            .field("role_map", &self.role_map)
-            .field("timezone_default", &self.timezone_default)
-            .field("rest_unsupported", &self.rest_unsupported)
-            .field("send_external_id", &self.send_external_id)
-            .field("delete_mode", &self.delete_mode)
-            .field("patch_strategy", &self.patch_strategy)
-            .finish()
-    }
 }
 
 /// The validated settings an adapter runs with.

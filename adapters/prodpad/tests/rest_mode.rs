@@ -163,6 +163,10 @@ async fn the_key_never_appears_in_errors() {
     let report = pp.probe().await.unwrap();
     assert!(!format!("{report:?}").contains(secret));
 
+    let config: adapter_prodpad::Config = serde_json::from_value(json!({"mode": "rest", "api_key": secret})).unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains(secret) && shown.contains("REDACTED"), "{shown}");
+
     let bad = json!({"mode": "rest", "base_url": "http://prodpad.example/v1", "api_key": secret});
     let err = adapter_prodpad::build("prodpad-test", bad, fast_limits()).err().unwrap();
     assert!(err.contains("base_url") && !err.contains(secret), "{err}");

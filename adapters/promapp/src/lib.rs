@@ -49,7 +49,8 @@ fn default_page_size() -> u32 {
 }
 
 /// The `promapp` app config (the keys of the app's `config:` block).
-#[derive(Deserialize)]
+/// `Debug` is derived: the credential is a `SecretString`, which prints as `[REDACTED]`.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_base_url")]
@@ -77,24 +78,6 @@ pub struct Config {
     pub skip_roles: Vec<String>,
     #[serde(default = "default_page_size")]
     pub page_size: u32,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("base_url", &self.base_url)
-            .field("access_token", &self.access_token.as_ref().map(|_| "[redacted]"))
-            .field("access_token_env", &self.access_token_env)
-            .field("access_token_file", &self.access_token_file)
-            .field("token_expires_at", &self.token_expires_at)
-            .field("users_path", &self.users_path)
-            .field("patch_strategy", &self.patch_strategy)
-            .field("role_map", &self.role_map)
-            .field("role_mode", &self.role_mode)
-            .field("skip_roles", &self.skip_roles)
-            .field("page_size", &self.page_size)
-            .finish()
-    }
 }
 
 /// Outbound limits for Promapp. No limits are published; 2 requests/s (the vendor notes' `max_rps`) with a
@@ -282,6 +265,13 @@ impl Adapter for Promapp {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn config_debug_never_shows_the_token() {
+        let c: Config = scim_client::parse_config(json!({"access_token": "pm-secret-7731"})).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pm-secret-7731") && shown.contains("REDACTED"), "{shown}");
+    }
 
     #[test]
     fn config_defaults_and_errors_name_keys() {

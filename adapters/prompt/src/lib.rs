@@ -50,7 +50,8 @@ fn default_patch_strategy() -> PatchStrategy {
 }
 
 /// The `prompt` app config (the keys of the app's `config:` block).
-#[derive(Deserialize)]
+/// `Debug` is derived: the credential is a `SecretString`, which prints as `[REDACTED]`.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_base_url")]
@@ -81,26 +82,6 @@ pub struct Config {
     pub department_from: Option<String>,
     #[serde(default)]
     pub section_from: Option<String>,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("base_url", &self.base_url)
-            .field("auth_code", &self.auth_code.as_ref().map(|_| "[redacted]"))
-            .field("auth_code_env", &self.auth_code_env)
-            .field("auth_code_file", &self.auth_code_file)
-            .field("users_path", &self.users_path)
-            .field("allowed_attributes", &self.allowed_attributes)
-            .field("send_external_id", &self.send_external_id)
-            .field("patch_strategy", &self.patch_strategy)
-            .field("delete_mode", &self.delete_mode)
-            .field("default_department", &self.default_department)
-            .field("default_section", &self.default_section)
-            .field("department_from", &self.department_from)
-            .field("section_from", &self.section_from)
-            .finish()
-    }
 }
 
 /// Outbound limits for PROMPT: one organisation's small document-control service behind a single
@@ -260,6 +241,15 @@ mod tests {
 
     fn base() -> serde_json::Value {
         json!({"auth_code": "c", "default_department": "Corporate", "default_section": "All Staff"})
+    }
+
+    #[test]
+    fn config_debug_never_shows_the_code() {
+        let mut raw = base();
+        raw["auth_code"] = json!("pr-secret-4410");
+        let c: Config = scim_client::parse_config(raw).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pr-secret-4410") && shown.contains("REDACTED"), "{shown}");
     }
 
     #[test]
