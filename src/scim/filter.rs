@@ -630,17 +630,6 @@ fn is_present(v: &Value) -> bool {
     }
 }
 
-fn parse_bool(s: &str) -> Option<bool> {
-    let t = s.trim();
-    if eq_ci(t, "true") {
-        Some(true)
-    } else if eq_ci(t, "false") {
-        Some(false)
-    } else {
-        None
-    }
-}
-
 fn ordering_matches(ord: Ordering, op: CompareOp) -> bool {
     match op {
         CompareOp::Eq => ord == Ordering::Equal,
@@ -685,8 +674,8 @@ fn compare_one(actual: &Value, def: Option<&'static AttrDef>, op: CompareOp, exp
         }
         (Value::Bool(a), Value::Bool(b)) => bool_matches(*a, Some(*b), op),
         // Entra's default mode may have stored or sent booleans as "True"/"False".
-        (Value::Bool(a), Value::String(b)) => bool_matches(*a, parse_bool(b), op),
-        (Value::String(a), Value::Bool(b)) => match parse_bool(a) {
+        (Value::Bool(a), Value::String(b)) => bool_matches(*a, schema::parse_bool_str(b), op),
+        (Value::String(a), Value::Bool(b)) => match schema::parse_bool_str(a) {
             Some(a) => bool_matches(a, Some(*b), op),
             None => op == CompareOp::Ne,
         },

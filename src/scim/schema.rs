@@ -500,7 +500,8 @@ pub fn resolve(kind: ResourceKind, path: &str) -> Option<ResolvedAttr> {
     resolve_parts(kind, urn, attr, sub)
 }
 
-fn parse_bool_str(s: &str) -> Option<bool> {
+/// `"True"`, `"false"` (any case, trimmed) as a boolean: Entra sends booleans as strings.
+pub fn parse_bool_str(s: &str) -> Option<bool> {
     let t = s.trim();
     if eq_ci(t, "true") {
         Some(true)
