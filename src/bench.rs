@@ -532,6 +532,10 @@ async fn throttled_cycle(a: &BenchArgs, users: usize, rate: f64) -> Result<Strin
     let ideal = c.requests as f64 / rate;
     let secs = report.duration.as_secs_f64();
     demo.running.stop().await.map_err(|e| e.to_string())?;
+    // Slow is a figure; wrong is a failure.
+    if !report.ok() {
+        return Err(format!("cycle at R = {rate}: end state not as intended: {} failures", report.failure_count));
+    }
     Ok(format!(
         "== cycle: initial cycle, N = {users} users, app `{}` limited to {rate} requests/s (burst {}), \
          simulator throttled at {per_window} per 1 s window; driver concurrency {}\n\
@@ -552,7 +556,7 @@ async fn throttled_cycle(a: &BenchArgs, users: usize, rate: f64) -> Result<Strin
         report.entra_requests(),
         statuses,
         report.retries,
-        if report.ok() { "verified, 0 failures".to_string() } else { format!("{} FAILURES", report.failure_count) },
+        "verified, 0 failures",
         held
     ))
 }
