@@ -49,7 +49,7 @@ pub fn render_table(entries: &[AuditEntry]) -> String {
         cell("NAME", 32),
         cell("OUTCOME", 20),
         cell("STATUS", 6),
-        cell("CALLS", 5),
+        cell("VENDOR ATTEMPTS", 30),
         "DETAIL"
     );
     for e in entries {
@@ -61,7 +61,7 @@ pub fn render_table(entries: &[AuditEntry]) -> String {
             cell(e.name.as_deref().unwrap_or("-"), 32),
             cell(&e.outcome, 20),
             cell(&e.status.to_string(), 6),
-            cell(&e.vendor_calls.to_string(), 5),
+            cell(&attempts_summary(e), 30),
             e.detail.as_deref().unwrap_or("").replace('\n', " ")
         ));
     }
@@ -69,6 +69,20 @@ pub fn render_table(entries: &[AuditEntry]) -> String {
         out.push_str("(no audit entries match)\n");
     }
     out
+}
+
+/// The vendor attempts in order, as `METHOD outcome` (`POST 503, POST 201`), or how many were made when
+/// the entry predates the per-attempt log; `-` when the vendor was not called.
+fn attempts_summary(e: &AuditEntry) -> String {
+    if e.attempt_log.is_empty() {
+        return if e.attempts == 0 { "-".to_string() } else { format!("{} attempts", e.attempts) };
+    }
+    let mut out: Vec<String> = e.attempt_log.iter().map(|a| format!("{} {}", a.method, a.outcome)).collect();
+    let unlisted = (e.attempts as usize).saturating_sub(e.attempt_log.len());
+    if unlisted > 0 {
+        out.push(format!("+{unlisted} more"));
+    }
+    out.join(", ")
 }
 
 /// One JSON object per line.
@@ -109,5 +123,34 @@ mod tests {
         assert!(t.lines().nth(1).unwrap().contains("needs_manual_action"));
         assert!(render_table(&[]).contains("no audit entries"));
         assert_eq!(render_json(&[AuditEntry::default()]).lines().count(), 1);
+    }
+
+    #[test]
+    fn vendor_attempts_read_in_order() {
+        let tried = |method: &str, outcome: &str| adapter_api::calls::Attempt {
+            method: method.into(),
+            path: "/Users".into(),
+            outcome: outcome.into(),
+            ms: 5,
+        };
+        let e = AuditEntry {
+            vendor_calls: 2,
+            attempts: 3,
+            attempt_log: vec![tried("GET", "200"), tried("POST", "503"), tried("POST", "201")],
+            ..Default::default()
+        };
+        assert_eq!(attempts_summary(&e), "GET 200, POST 503, POST 201");
+        assert_eq!(attempts_summary(&AuditEntry { attempts: 5, ..e.clone() }), "GET 200, POST 503, POST 201, +2 more");
+        assert_eq!(attempts_summary(&AuditEntry { attempts: 2, attempt_log: vec![], ..e }), "2 attempts");
+        assert_eq!(attempts_summary(&AuditEntry::default()), "-");
+        let json = render_json(&[AuditEntry {
+            attempts: 1,
+            attempt_log: vec![tried("PATCH", "timeout")],
+            ..Default::default()
+        }]);
+        assert!(
+            json.contains(r#""attempt_log":[{"method":"PATCH","path":"/Users","outcome":"timeout","ms":5}]"#),
+            "{json}"
+        );
     }
 }

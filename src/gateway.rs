@@ -193,11 +193,12 @@ fn flatten_and<'a>(f: &'a Filter, out: &mut Vec<&'a Filter>) {
     }
 }
 
-/// Copies the request's vendor traffic (calls and attempts, retries included) into its audit entry.
+/// Copies the request's vendor traffic (calls and every attempt, retries included) into its audit entry.
 fn stamp(entry: &mut AuditEntry) {
     if let Some(log) = adapter_api::calls::current() {
         entry.vendor_calls = log.calls();
         entry.attempts = log.attempts();
+        entry.attempt_log = log.attempt_log();
     }
 }
 

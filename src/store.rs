@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use adapter_api::calls::Attempt;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
@@ -103,6 +104,9 @@ pub struct AuditEntry {
     pub vendor_calls: u32,
     /// HTTP attempts those calls took, retries included.
     pub attempts: u32,
+    /// Each attempt: method, vendor path, status or failure, duration (the first
+    /// `adapter_api::calls::MAX_ATTEMPTS_KEPT`).
+    pub attempt_log: Vec<Attempt>,
 }
 
 /// Filters for reading the audit log back.
@@ -179,7 +183,8 @@ CREATE TABLE IF NOT EXISTS audit (
     status INTEGER NOT NULL,
     detail TEXT,
     vendor_calls INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    attempt_log TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_app_name ON audit (app, name_key, seq);
 ";
@@ -239,6 +244,11 @@ impl Store {
             conn.prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'attempts'")?.exists([])?;
         if !has_attempts {
             conn.execute_batch("ALTER TABLE audit ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")?;
+        }
+        let has_attempt_log: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'attempt_log'")?.exists([])?;
+        if !has_attempt_log {
+            conn.execute_batch("ALTER TABLE audit ADD COLUMN attempt_log TEXT")?;
         }
         Ok(())
     }
@@ -416,8 +426,8 @@ impl Store {
         let json = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
         conn.prepare_cached(
             "INSERT INTO audit (at, app, resource_type, resource_id, name_key, name, operation, actor, request_id,
-               before, after, outcome, status, detail, vendor_calls, attempts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+               before, after, outcome, status, detail, vendor_calls, attempts, attempt_log)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?
         .execute(params![
             e.at,
@@ -435,7 +445,8 @@ impl Store {
             e.status,
             e.detail,
             e.vendor_calls,
-            e.attempts
+            e.attempts,
+            if e.attempt_log.is_empty() { None } else { Some(serde_json::to_string(&e.attempt_log)?) }
         ])?;
         Ok(())
     }
@@ -445,7 +456,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, at, app, resource_type, resource_id, name, operation, actor, request_id, before, after,
-                    outcome, status, detail, vendor_calls, attempts
+                    outcome, status, detail, vendor_calls, attempts, attempt_log
              FROM audit
              WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR name_key = ?2) AND (?3 IS NULL OR at >= ?3)
              ORDER BY seq DESC LIMIT ?4",
@@ -471,6 +482,10 @@ impl Store {
                     detail: r.get(13)?,
                     vendor_calls: r.get(14)?,
                     attempts: r.get(15)?,
+                    attempt_log: r
+                        .get::<_, Option<String>>(16)?
+                        .and_then(|s| serde_json::from_str(&s).ok())
+                        .unwrap_or_default(),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -583,6 +598,9 @@ mod tests {
         assert_eq!(s.find_by_work_email("a", Kind::User, "old@x.com").unwrap().len(), 1);
         s.audit(&audit("create", "old")).unwrap();
         assert_eq!(s.audit_log(&AuditQuery::default()).unwrap()[0].attempts, 0);
+        let tried = Attempt { method: "POST".into(), path: "/Users".into(), outcome: "503".into(), ms: 12 };
+        s.audit(&AuditEntry { attempts: 1, attempt_log: vec![tried.clone()], ..audit("create", "new") }).unwrap();
+        assert_eq!(s.audit_log(&AuditQuery::default()).unwrap()[0].attempt_log, [tried]);
     }
 
     #[test]

@@ -211,10 +211,13 @@ async fn metrics_after_a_small_run_and_audit_query() {
     assert_eq!(ops, ["update", "create"]);
     assert_eq!(lines[0]["after"]["active"], false);
     assert_eq!(lines[1]["vendor_calls"], 1);
+    assert_eq!(lines[1]["attempt_log"][0]["method"], "POST", "{}", lines[1]);
+    assert_eq!(lines[1]["attempt_log"][0]["outcome"], "201", "{}", lines[1]);
     let out =
         Command::new(BIN).args(["audit", "--app", "pm", "--since", "1h", "--config"]).arg(&cfg_path).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.lines().next().unwrap().starts_with("TIME"), "{table}");
+    assert!(table.contains("POST 201"), "the table lists vendor attempts: {table}");
     assert!(table.contains("nobody@example.com") && table.contains("invalid"), "refusals are audited too: {table}");
     let out = Command::new(BIN).args(["audit", "--app", "nope", "--config"]).arg(&cfg_path).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--app"));

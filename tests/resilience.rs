@@ -20,6 +20,7 @@ struct Setup {
     base: String,
     sim: adapter_api::simkit::DemoSim,
     running: server::Running,
+    store: Arc<scim_bridge::store::Store>,
 }
 
 async fn setup(vendor: &str, faults: SimFaults, limits: LimitsConfig) -> Setup {
@@ -38,8 +39,9 @@ async fn setup(vendor: &str, faults: SimFaults, limits: LimitsConfig) -> Setup {
     );
     let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
     let gw = server::build_gateway(&config, "test").unwrap();
+    let store = gw.store.clone();
     let running = server::start(&config, gw).await.unwrap();
-    Setup { base: format!("http://{}/scim/{vendor}/v2", running.addr), sim, running }
+    Setup { base: format!("http://{}/scim/{vendor}/v2", running.addr), sim, running, store }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -234,6 +236,20 @@ async fn lifecycle_under_faults(vendor: &str) {
             (_, other) => panic!("{vendor}: {name} (group {}) wrong final state: {other:?}", i % 3),
         }
     }
+
+    // The audit log kept every attempt: retried changes show the failed attempts before the one that took.
+    let audit = s.store.audit_log(&scim_bridge::store::AuditQuery::default()).unwrap();
+    let mut retried_then_ok = 0;
+    for e in &audit {
+        assert_eq!(e.attempt_log.len(), e.attempts as usize, "{vendor}: every attempt listed: {e:?}");
+        assert!(e.attempts >= e.vendor_calls, "{vendor}: {e:?}");
+        let failed_first = e.attempt_log.first().is_some_and(|a| !a.outcome.starts_with('2'));
+        if e.outcome == "ok" && failed_first && e.attempt_log.last().is_some_and(|a| a.outcome.starts_with('2')) {
+            retried_then_ok += 1;
+        }
+    }
+    println!("{vendor}: {} audit entries, {retried_then_ok} succeeded after failed attempts", audit.len());
+    assert!(retried_then_ok > 0, "{vendor}: the audit log shows changes that succeeded after failed attempts");
     s.running.stop().await.unwrap();
 }
 

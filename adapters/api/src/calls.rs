@@ -1,17 +1,37 @@
 //! Per-request accounting of vendor traffic: the gateway opens a scope around one Entra request, and the
-//! outbound client counts into it every vendor call and every attempt (retries included), so the audit
-//! log and the request's log line say what one Entra request cost at the vendor. Outside a scope nothing
-//! is counted.
+//! outbound client records into it every vendor call and every attempt (retries included, each with its
+//! method, path, outcome and duration), so the audit log and the request's log line say what one Entra
+//! request did at the vendor. Outside a scope nothing is recorded.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+/// Attempts kept per Entra request. A request makes a handful of calls of at most `max_attempts` each;
+/// the cap only bounds the audit row if a misconfiguration allowed far more. The count stays exact.
+pub const MAX_ATTEMPTS_KEPT: usize = 32;
+
+/// One HTTP attempt at the vendor, as the audit log keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub method: String,
+    /// The URL path only: no host, and no query (it may carry a filter value).
+    pub path: String,
+    /// The vendor's HTTP status, or what happened instead of one: `timeout`, `connect_failed`,
+    /// `connection_lost`.
+    pub outcome: String,
+    /// From sending the request to the whole answer (or the failure).
+    pub ms: u64,
+}
 
 /// Vendor traffic of one Entra request.
 #[derive(Debug, Default)]
 pub struct CallLog {
     calls: AtomicU32,
     attempts: AtomicU32,
+    kept: Mutex<Vec<Attempt>>,
 }
 
 impl CallLog {
@@ -22,6 +42,10 @@ impl CallLog {
     /// HTTP attempts sent to the vendor, retries included.
     pub fn attempts(&self) -> u32 {
         self.attempts.load(Ordering::Relaxed)
+    }
+    /// The attempts themselves, in the order they were made (the first [`MAX_ATTEMPTS_KEPT`]).
+    pub fn attempt_log(&self) -> Vec<Attempt> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -43,25 +67,50 @@ pub(crate) fn count_call() {
     let _ = CURRENT.try_with(|l| l.calls.fetch_add(1, Ordering::Relaxed));
 }
 
-pub(crate) fn count_attempt() {
-    let _ = CURRENT.try_with(|l| l.attempts.fetch_add(1, Ordering::Relaxed));
+pub(crate) fn record_attempt(attempt: Attempt) {
+    let _ = CURRENT.try_with(|l| {
+        l.attempts.fetch_add(1, Ordering::Relaxed);
+        let mut kept = l.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < MAX_ATTEMPTS_KEPT {
+            kept.push(attempt);
+        }
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn attempt(outcome: &str) -> Attempt {
+        Attempt { method: "POST".into(), path: "/scim/v2/Users".into(), outcome: outcome.into(), ms: 3 }
+    }
+
     #[tokio::test]
-    async fn counts_only_inside_a_scope() {
+    async fn records_only_inside_a_scope() {
         count_call();
         let log = Arc::new(CallLog::default());
         scope(log.clone(), async {
             count_call();
-            count_attempt();
-            count_attempt();
+            record_attempt(attempt("503"));
+            record_attempt(attempt("201"));
         })
         .await;
-        count_attempt();
+        record_attempt(attempt("200"));
         assert_eq!((log.calls(), log.attempts()), (1, 2));
+        let outcomes: Vec<_> = log.attempt_log().into_iter().map(|a| a.outcome).collect();
+        assert_eq!(outcomes, ["503", "201"]);
+    }
+
+    #[tokio::test]
+    async fn keeps_a_bounded_log_but_an_exact_count() {
+        let log = Arc::new(CallLog::default());
+        scope(log.clone(), async {
+            for _ in 0..MAX_ATTEMPTS_KEPT + 5 {
+                record_attempt(attempt("503"));
+            }
+        })
+        .await;
+        assert_eq!(log.attempts() as usize, MAX_ATTEMPTS_KEPT + 5);
+        assert_eq!(log.attempt_log().len(), MAX_ATTEMPTS_KEPT);
     }
 }

@@ -298,25 +298,38 @@ enum Failure {
     TooManyRequests,
     /// The connection (or TLS handshake) failed: the request was never sent.
     Connect,
-    /// The vendor answered 5xx.
-    ServerError,
+    /// The vendor answered this 5xx status.
+    ServerError(u16),
     /// No complete answer within the attempt's time.
     Timeout,
     /// The connection broke after the request went out.
     Lost,
 }
 
+impl Failure {
+    /// How the audit log names this outcome: the vendor's status where there was one.
+    fn audit_label(self) -> String {
+        match self {
+            Failure::TooManyRequests => "429".to_string(),
+            Failure::ServerError(status) => status.to_string(),
+            Failure::Connect => "connect_failed".to_string(),
+            Failure::Timeout => "timeout".to_string(),
+            Failure::Lost => "connection_lost".to_string(),
+        }
+    }
+}
+
 /// Whether an attempt that failed this way may be sent again (the table in the module comment).
 fn may_retry(failure: Failure, idempotent: bool) -> bool {
     match failure {
         Failure::TooManyRequests | Failure::Connect => true,
-        Failure::ServerError | Failure::Timeout | Failure::Lost => idempotent,
+        Failure::ServerError(_) | Failure::Timeout | Failure::Lost => idempotent,
     }
 }
 
 /// Whether the vendor may have applied a request whose attempt failed this way.
 fn maybe_applied(failure: Failure) -> bool {
-    matches!(failure, Failure::ServerError | Failure::Timeout | Failure::Lost)
+    matches!(failure, Failure::ServerError(_) | Failure::Timeout | Failure::Lost)
 }
 
 /// What a finished call means for the breaker. 4xx answers (429 included: the vendor is up and pacing us)
@@ -579,13 +592,22 @@ impl Outbound {
                 }
             };
             bump(&self.counters.attempts);
-            crate::calls::count_attempt();
             if attempt > 1 {
                 bump(&self.counters.retries);
             }
             let time_left = deadline.saturating_duration_since(Instant::now());
+            let sent = Instant::now();
             let outcome = self.attempt(req, self.config.attempt_timeout.min(time_left)).await;
             drop(permit);
+            crate::calls::record_attempt(crate::calls::Attempt {
+                method: req.method.to_string(),
+                path: url_path(&req.url),
+                outcome: match &outcome {
+                    Ok(resp) => resp.status.to_string(),
+                    Err((failure, _)) => failure.audit_label(),
+                },
+                ms: sent.elapsed().as_millis() as u64,
+            });
 
             let (failure, error) = match outcome {
                 Ok(resp) => {
@@ -667,7 +689,7 @@ impl Outbound {
         if status >= 500 && status != 501 {
             let error = Error::unavailable(parse_retry_after(&headers), format!("{what}: vendor answered {status}"))
                 .with_maybe_applied(true);
-            return Err((Failure::ServerError, error));
+            return Err((Failure::ServerError(status), error));
         }
         Ok(VendorResponse { status, headers, body })
     }
@@ -1046,7 +1068,7 @@ mod tests {
             // failure, idempotent retried, POST retried, maybe applied
             (TooManyRequests, true, true, false),
             (Connect, true, true, false),
-            (ServerError, true, false, true),
+            (ServerError(502), true, false, true),
             (Timeout, true, false, true),
             (Lost, true, false, true),
         ];
@@ -1345,6 +1367,23 @@ mod tests {
         assert_eq!(vendor.hits(), 4);
         let stats = out.stats();
         assert_eq!((stats.calls, stats.attempts, stats.retries, stats.failures), (1, 4, 3, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_attempt_is_recorded_for_the_audit_log_with_its_outcome() {
+        let script = vec![Reply::Status(503), Reply::Slow(Duration::from_secs(60), 200), Reply::Status(429)];
+        let (url, _vendor) = vendor(script, Reply::Status(200)).await;
+        let out = Outbound::new("acme", config()).unwrap();
+        let log = Arc::new(crate::calls::CallLog::default());
+        let resp = crate::calls::scope(log.clone(), out.send(get(&format!("{url}?filter=secret")))).await.unwrap();
+        assert_eq!(resp.status, 200);
+        let attempts = log.attempt_log();
+        let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["503", "timeout", "429", "200"]);
+        assert!(attempts.iter().all(|a| a.method == "GET" && !a.path.contains("secret")), "{attempts:?}");
+        let timed_out = &attempts[1];
+        assert_eq!(timed_out.ms, config().attempt_timeout.as_millis() as u64, "{timed_out:?}");
+        assert_eq!((log.calls(), log.attempts()), (1, 4));
     }
 
     #[tokio::test(start_paused = true)]
