@@ -397,7 +397,8 @@ impl Gateway {
     }
 
     /// Creates the user, or adopts the vendor's existing record with the same userName (re-assigned user
-    /// of a disable-only vendor, or a create whose answer was lost). Never creates a duplicate.
+    /// of a disable-only vendor, or a create whose answer was lost), or with the same email when the vendor
+    /// refused the create over it and can be asked by email. Never creates a duplicate.
     async fn create_user_at_vendor(
         &self,
         app: &App,
@@ -417,9 +418,18 @@ impl Gateway {
             }
             tried_lookup = true;
             match app.adapter.find_user(&user.user_name).await? {
-                Some(existing) => return self.adopt(app, existing, user, audit).await,
-                // Conflict on something else (an email): the admin must sort it out.
-                None if matches!(err.kind(), ErrorKind::Conflict) => return Err(err),
+                Some(existing) => return self.adopt(app, existing, user, audit, "userName").await,
+                // Conflict on something else: an email in use can be matched where the vendor looks emails
+                // up; otherwise the admin must sort it out.
+                None if matches!(err.kind(), ErrorKind::Conflict) => {
+                    let email = user.work_email().filter(|_| caps.find_by_email);
+                    if let Some(email) = email {
+                        if let Some(existing) = app.adapter.find_user_by_email(email).await? {
+                            return self.adopt(app, existing, user, audit, &format!("email {email}")).await;
+                        }
+                    }
+                    return Err(err);
+                }
                 // The lost create did not happen: trying again cannot duplicate.
                 None => continue,
             }
@@ -433,6 +443,7 @@ impl Gateway {
         existing: VendorUser,
         user: &User,
         audit: &mut AuditEntry,
+        matched_by: &str,
     ) -> adapter_api::Result<String> {
         if let Ok(Some(owner)) = self.store.find_by_vendor_id(&app.name, Kind::User, &existing.vendor_id) {
             return Err(adapter_api::Error::conflict(format!(
@@ -444,7 +455,8 @@ impl Gateway {
             app.adapter.update_user(&existing.vendor_id, &existing.user, user).await?;
         }
         audit.operation = "adopt".into();
-        audit.detail = Some(format!("linked to the vendor's existing user {}", existing.vendor_id));
+        audit.detail =
+            Some(format!("linked to the vendor's existing user {} (matched by {matched_by})", existing.vendor_id));
         Ok(existing.vendor_id)
     }
 

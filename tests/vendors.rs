@@ -306,3 +306,77 @@ async fn a_user_deleted_at_the_vendor_can_be_created_again() {
     assert_eq!(s, 201, "{again}");
     assert!(v.vendor_user("prodpad", user_name).is_some());
 }
+
+/// PROMPT refuses a second user with an email already in use. Where PROMPT answers email filters
+/// (`email_lookup: true`), Entra's create links the existing PROMPT user instead and brings it to Entra's
+/// values; without it, the create fails with 409 uniqueness and nothing changes at PROMPT.
+#[tokio::test]
+async fn prompt_matches_an_existing_user_by_email_only_where_enabled() {
+    use scim_bridge::config::{AppConfig, Config, LimitsConfig};
+    let mut apps = std::collections::BTreeMap::new();
+    let mut sims = Vec::new();
+    for (app, email_lookup) in [("lookup", true), ("plain", false)] {
+        let sim = adapter_prompt::sim::spawn(adapter_prompt::sim::SimOptions {
+            auth_codes: vec![format!("{app}-code")],
+            flags: adapter_prompt::sim::SimFlags { email_filter: true, ..Default::default() },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // A user PROMPT already had before provisioning, under another userName.
+        let legacy = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "jane.legacy",
+            "active": true, "emails": [{"type": "work", "value": "Jane@example.com", "primary": true}]});
+        let r = reqwest::Client::new()
+            .post(format!("{}/Users", sim.scim_base()))
+            .bearer_auth(format!("{app}-code"))
+            .json(&legacy)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let mut options = serde_json::Map::new();
+        options.insert("base_url".into(), json!(sim.scim_base()));
+        options.insert("auth_code".into(), json!(format!("{app}-code")));
+        options.insert("default_department".into(), json!("Corporate Services"));
+        options.insert("default_section".into(), json!("All Staff"));
+        options.insert("email_lookup".into(), json!(email_lookup));
+        // PROMPT's default 1 request/s would make this test wait seconds for nothing.
+        let limits = LimitsConfig { requests_per_second: Some(100.0), burst: Some(10), ..Default::default() };
+        let token_sha256 = common::sha(&format!("{app}-token"));
+        apps.insert(
+            app.to_string(),
+            AppConfig { vendor: "prompt".into(), token_sha256, limits, ip_allow: vec![], options },
+        );
+        sims.push(sim);
+    }
+    let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
+    config.validate("test").unwrap();
+    let gateway = scim_bridge::server::build_gateway(&config, "test").unwrap();
+    let store = gateway.store.clone();
+    let running = scim_bridge::server::start(&config, gateway).await.unwrap();
+    let client = reqwest::Client::new();
+    let create = |app: &'static str| {
+        client
+            .post(format!("http://{}/scim/{app}/v2/Users", running.addr))
+            .bearer_auth(format!("{app}-token"))
+            .json(&entra_user("jane@example.com", None))
+            .send()
+    };
+
+    let r = create("lookup").await.unwrap();
+    assert_eq!(r.status(), 201, "matched by email");
+    let users = sims[0].users();
+    assert_eq!(users.len(), 1, "no second user: {users:?}");
+    assert_eq!(users[0]["userName"], "jane@example.com", "brought to Entra's userName: {users:?}");
+    let audit = store.audit_log(&Default::default()).unwrap();
+    let adopt = audit.iter().find(|e| e.app == "lookup").unwrap();
+    assert_eq!(adopt.operation, "adopt");
+    assert!(adopt.detail.as_deref().unwrap().contains("matched by email jane@example.com"), "{adopt:?}");
+
+    let r = create("plain").await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["scimType"], "uniqueness", "{body}");
+    let users = sims[1].users();
+    assert_eq!((users.len(), users[0]["userName"].as_str()), (1, Some("jane.legacy")), "PROMPT unchanged");
+}

@@ -16,6 +16,8 @@ pub struct Capabilities {
     pub hard_delete: bool,
     /// The vendor can be asked for a user by userName (used to match and to adopt existing records).
     pub find_by_user_name: bool,
+    /// The vendor can be asked for a user by email (a create refused for an email in use is matched).
+    pub find_by_email: bool,
     /// The vendor can update users after creation.
     pub update_users: bool,
 }
@@ -55,6 +57,11 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Looks a user up by userName (case-insensitive). `Ok(None)` when the vendor has no such user.
     async fn find_user(&self, user_name: &str) -> Result<Option<VendorUser>>;
+
+    /// Looks a user up by email (case-insensitive), for vendors whose `capabilities().find_by_email` is set.
+    async fn find_user_by_email(&self, _email: &str) -> Result<Option<VendorUser>> {
+        Ok(None)
+    }
 
     /// Brings the vendor record from `before` (last state the vendor confirmed) to `after`.
     async fn update_user(&self, vendor_id: &str, before: &User, after: &User) -> Result<()>;

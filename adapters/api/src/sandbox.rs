@@ -37,7 +37,13 @@ impl Adapter for Sandbox {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { groups: true, hard_delete: true, find_by_user_name: false, update_users: true }
+        Capabilities {
+            groups: true,
+            hard_delete: true,
+            find_by_user_name: false,
+            find_by_email: false,
+            update_users: true,
+        }
     }
 
     async fn create_user(&self, _user: &User) -> Result<String> {

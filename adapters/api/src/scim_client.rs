@@ -108,6 +108,9 @@ pub struct ScimRules {
     pub delete_mode: DeleteMode,
     pub page_size: u32,
     pub error_mapper: Option<ErrorMapper>,
+    /// The vendor answers `emails.value eq "x"` filters, so a create refused for an email already in use
+    /// can be matched to the vendor's existing user instead of failing.
+    pub email_lookup: bool,
 }
 
 impl fmt::Debug for ScimRules {
@@ -122,6 +125,7 @@ impl fmt::Debug for ScimRules {
             .field("delete_mode", &self.delete_mode)
             .field("page_size", &self.page_size)
             .field("error_mapper", &self.error_mapper.is_some())
+            .field("email_lookup", &self.email_lookup)
             .finish()
     }
 }
@@ -139,6 +143,7 @@ impl ScimRules {
             delete_mode: DeleteMode::Disable,
             page_size: 100,
             error_mapper: None,
+            email_lookup: false,
         }
     }
 }
@@ -236,9 +241,9 @@ impl ScimClient {
         Ok(url)
     }
 
-    fn filter_url(&self, user_name: &str) -> Result<reqwest::Url> {
+    fn filter_url(&self, filter: &str) -> Result<reqwest::Url> {
         let mut url = self.users_url()?;
-        url.query_pairs_mut().append_pair("filter", &user_name_filter(user_name));
+        url.query_pairs_mut().append_pair("filter", filter);
         Ok(url)
     }
 
@@ -307,17 +312,33 @@ impl ScimClient {
 
     /// `GET {base}/Users?filter=userName eq "x"`; the match is made case-insensitively here too.
     pub async fn find(&self, user_name: &str) -> Result<Option<VendorUser>> {
-        let op = ScimOp::Find;
-        let resp = self.outbound.send(self.request(Method::GET, self.filter_url(user_name)?)?).await?;
-        // Some SCIM servers answer a filter miss with 404; for the gateway a miss is never an error.
-        if resp.status == 404 {
+        let users = self.find_where(&eq_filter("userName", user_name), user_name).await?;
+        Ok(users.into_iter().find(|u| u.user.user_name.eq_ignore_ascii_case(user_name)))
+    }
+
+    /// `GET {base}/Users?filter=emails.value eq "x"` (only when the rules' `email_lookup` is on: a vendor that
+    /// does not know the filter might answer with every user). The match is made case-insensitively here too.
+    pub async fn find_by_email(&self, email: &str) -> Result<Option<VendorUser>> {
+        if !self.rules.email_lookup {
             return Ok(None);
         }
-        if resp.status != 200 {
-            return Err(self.fail(op, &resp, Some(user_name)));
+        let users = self.find_where(&eq_filter("emails.value", email), email).await?;
+        Ok(users
+            .into_iter()
+            .find(|u| u.user.emails.iter().any(|e| e.value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(email)))))
+    }
+
+    async fn find_where(&self, filter: &str, value: &str) -> Result<Vec<VendorUser>> {
+        let op = ScimOp::Find;
+        let resp = self.outbound.send(self.request(Method::GET, self.filter_url(filter)?)?).await?;
+        // Some SCIM servers answer a filter miss with 404; for the gateway a miss is never an error.
+        if resp.status == 404 {
+            return Ok(Vec::new());
         }
-        let (users, _) = self.parse_list(op, &self.json_body(op, &resp)?)?;
-        Ok(users.into_iter().find(|u| u.user.user_name.eq_ignore_ascii_case(user_name)))
+        if resp.status != 200 {
+            return Err(self.fail(op, &resp, Some(value)));
+        }
+        Ok(self.parse_list(op, &self.json_body(op, &resp)?)?.0)
     }
 
     /// `GET {base}/Users/{id}`.
@@ -463,7 +484,10 @@ impl ScimClient {
     pub async fn probe(&self) -> Result<ProbeReport> {
         let op = ScimOp::Probe;
         let probe_name = format!("scim-bridge-probe-{}", random_guid());
-        let resp = self.outbound.send(self.request(Method::GET, self.filter_url(&probe_name)?)?).await?;
+        let resp = self
+            .outbound
+            .send(self.request(Method::GET, self.filter_url(&eq_filter("userName", &probe_name))?)?)
+            .await?;
         let mut report = ProbeReport {
             reachable: true,
             credential_accepted: true,
@@ -545,16 +569,16 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// `userName eq "value"` with `"` and `\` escaped.
-pub fn user_name_filter(user_name: &str) -> String {
-    let mut escaped = String::with_capacity(user_name.len() + 2);
-    for c in user_name.chars() {
+/// `ATTR eq "value"` with `"` and `\` escaped in the value.
+pub fn eq_filter(attribute: &str, value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
         if c == '"' || c == '\\' {
             escaped.push('\\');
         }
         escaped.push(c);
     }
-    format!("userName eq \"{escaped}\"")
+    format!("{attribute} eq \"{escaped}\"")
 }
 
 fn random_guid() -> String {
@@ -770,7 +794,7 @@ mod tests {
 
     #[test]
     fn filter_values_are_escaped() {
-        assert_eq!(user_name_filter(r#"a"b\c"#), r#"userName eq "a\"b\\c""#);
+        assert_eq!(eq_filter("userName", r#"a"b\c"#), r#"userName eq "a\"b\\c""#);
     }
 
     #[test]

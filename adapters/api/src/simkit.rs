@@ -484,14 +484,21 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Parses the only filter the simulators accept, `userName eq "value"` (attribute and operator
+/// Parses the only filter the simulators accept by default, `userName eq "value"` (attribute and operator
 /// case-insensitive, `\"` and `\\` escapes). `Err` carries a detail for a 400 `invalidFilter`.
 pub fn parse_user_name_filter(filter: &str) -> Result<String, String> {
+    parse_eq_filter(filter, &["userName"]).map(|(_, value)| value)
+}
+
+/// Parses `ATTR eq "value"` where ATTR is one of `attributes` (case-insensitive). Returns which one (as
+/// listed) and the unescaped value.
+pub fn parse_eq_filter<'a>(filter: &str, attributes: &[&'a str]) -> Result<(&'a str, String), String> {
     let f = filter.trim();
-    let unsupported = || format!("unsupported filter '{f}': only userName eq \"value\" is supported");
+    let unsupported = || format!("unsupported filter '{f}': only {} eq \"value\" is supported", attributes.join(" / "));
     let (attr, rest) = f.split_once(char::is_whitespace).ok_or_else(unsupported)?;
     let (op, value) = rest.trim_start().split_once(char::is_whitespace).ok_or_else(unsupported)?;
-    if !attr.eq_ignore_ascii_case("userName") || !op.eq_ignore_ascii_case("eq") {
+    let attr = attributes.iter().find(|a| a.eq_ignore_ascii_case(attr)).ok_or_else(unsupported)?;
+    if !op.eq_ignore_ascii_case("eq") {
         return Err(unsupported());
     }
     let value = value.trim();
@@ -509,7 +516,7 @@ pub fn parse_user_name_filter(filter: &str) -> Result<String, String> {
             c => out.push(c),
         }
     }
-    Ok(out)
+    Ok((attr, out))
 }
 
 /// `startIndex`/`count` of a list request: 1-based start (at least 1), count capped at `max`.
@@ -785,6 +792,10 @@ mod tests {
         for bad in [r#"email eq "x""#, r#"userName co "x""#, "userName eq x", r#"userName eq "a" and active eq true"#] {
             assert!(parse_user_name_filter(bad).is_err(), "{bad}");
         }
+        let attrs = ["userName", "emails.value"];
+        assert_eq!(parse_eq_filter(r#"Emails.Value eq "A@x""#, &attrs), Ok(("emails.value", "A@x".to_string())));
+        assert_eq!(parse_eq_filter(r#"username eq "b""#, &attrs), Ok(("userName", "b".to_string())));
+        assert!(parse_eq_filter(r#"emails eq "a""#, &attrs).unwrap_err().contains("userName / emails.value"));
     }
 
     #[test]

@@ -364,13 +364,18 @@ impl Adapter for ProdPad {
 
     fn capabilities(&self) -> Capabilities {
         match self.backend {
-            Backend::Rest(_) => {
-                Capabilities { groups: false, hard_delete: false, find_by_user_name: true, update_users: false }
-            }
+            Backend::Rest(_) => Capabilities {
+                groups: false,
+                hard_delete: false,
+                find_by_user_name: true,
+                find_by_email: false,
+                update_users: false,
+            },
             Backend::Scim(_) => Capabilities {
                 groups: false,
                 hard_delete: self.settings.delete_mode == DeleteMode::Delete,
                 find_by_user_name: true,
+                find_by_email: false,
                 update_users: true,
             },
         }

@@ -207,7 +207,13 @@ impl Adapter for Promapp {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { groups: false, hard_delete: false, find_by_user_name: true, update_users: true }
+        Capabilities {
+            groups: false,
+            hard_delete: false,
+            find_by_user_name: true,
+            find_by_email: false,
+            update_users: true,
+        }
     }
 
     async fn create_user(&self, user: &User) -> Result<String> {

@@ -16,6 +16,7 @@ pub struct ClientSettings {
     pub allowed_attributes: Vec<String>,
     pub patch_strategy: PatchStrategy,
     pub delete_mode: DeleteMode,
+    pub email_lookup: bool,
 }
 
 pub fn scim_client(settings: ClientSettings, outbound: Arc<Outbound>) -> ScimClient {
@@ -26,6 +27,7 @@ pub fn scim_client(settings: ClientSettings, outbound: Arc<Outbound>) -> ScimCli
     rules.patch_strategy = settings.patch_strategy;
     rules.delete_mode = settings.delete_mode;
     rules.error_mapper = Some(error_mapper());
+    rules.email_lookup = settings.email_lookup;
     ScimClient::new(rules, outbound)
 }
 

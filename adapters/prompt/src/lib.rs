@@ -82,6 +82,11 @@ pub struct Config {
     pub department_from: Option<String>,
     #[serde(default)]
     pub section_from: Option<String>,
+    /// PROMPT answers `emails.value eq "x"` filters (undocumented, so off by default). With it on, a create
+    /// refused because the email is already in use is matched to PROMPT's existing user (then updated to
+    /// Entra's values) instead of failing every cycle.
+    #[serde(default)]
+    pub email_lookup: bool,
 }
 
 /// Outbound limits for PROMPT: one organisation's small document-control service behind a single
@@ -165,6 +170,7 @@ impl Prompt {
             allowed_attributes: allowed,
             patch_strategy: config.patch_strategy,
             delete_mode,
+            email_lookup: config.email_lookup,
         };
         Ok(Prompt {
             app: app.to_string(),
@@ -196,7 +202,8 @@ impl Adapter for Prompt {
 
     fn capabilities(&self) -> Capabilities {
         let hard_delete = self.client.rules().delete_mode == DeleteMode::Delete;
-        Capabilities { groups: false, hard_delete, find_by_user_name: true, update_users: true }
+        let find_by_email = self.client.rules().email_lookup;
+        Capabilities { groups: false, hard_delete, find_by_user_name: true, find_by_email, update_users: true }
     }
 
     async fn create_user(&self, user: &User) -> Result<String> {
@@ -209,6 +216,10 @@ impl Adapter for Prompt {
 
     async fn find_user(&self, user_name: &str) -> Result<Option<VendorUser>> {
         Ok(self.client.find(user_name).await?.map(Self::from_vendor))
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<VendorUser>> {
+        Ok(self.client.find_by_email(email).await?.map(Self::from_vendor))
     }
 
     async fn update_user(&self, vendor_id: &str, before: &User, after: &User) -> Result<()> {

@@ -2,9 +2,10 @@
 //! code per organisation (401 otherwise), 403 unless the org has SSO and provisioning on, org defaults
 //! for department/section applied at create (or the assumed PROMPT extension), unique userName and email,
 //! a per-user `has_permissions` flag that makes a disable fail with 409, unknown attributes refused (400)
-//! or ignored, `userName eq` filter only, paging, DELETE disabling or 405, `/Groups` → 501; faults,
-//! throttle and counters from `adapter_api::simkit`. Admin view: `/_sim/users`, `/_sim/users/{userName}`
-//! (GET, PUT `{has_permissions}`), `/_sim/org`, `/_sim/flags`, `/_sim/faults`, `/_sim/counters`.
+//! or ignored, `userName eq` filter only (`emails.value eq` behind a flag), paging, DELETE disabling or
+//! 405, `/Groups` → 501; faults, throttle and counters from `adapter_api::simkit`. Admin view:
+//! `/_sim/users`, `/_sim/users/{userName}` (GET, PUT `{has_permissions}`), `/_sim/org`, `/_sim/flags`,
+//! `/_sim/faults`, `/_sim/counters`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,11 +62,15 @@ pub struct SimFlags {
     pub delete_disables: bool,
     /// PATCH supported (true, default: Entra itself sends PATCH to PROMPT) or 501.
     pub patch_supported: bool,
+    /// `emails.value eq "x"` filters answered (true) or refused like any filter but `userName eq` (false,
+    /// default: PROMPT documents no filters).
+    #[serde(default)]
+    pub email_filter: bool,
 }
 
 impl Default for SimFlags {
     fn default() -> Self {
-        SimFlags { strict_attributes: true, delete_disables: true, patch_supported: true }
+        SimFlags { strict_attributes: true, delete_disables: true, patch_supported: true, email_filter: false }
     }
 }
 
@@ -322,9 +327,17 @@ async fn scim(
 
 fn list(store: &Store, query: &BTreeMap<String, String>) -> Response {
     let filter = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("filter")).map(|(_, v)| v);
+    let attributes: &[&str] = if store.flags.email_filter { &["userName", "emails.value"] } else { &["userName"] };
     let matches: Vec<&SimUser> = match filter {
-        Some(f) => match simkit::parse_user_name_filter(f) {
-            Ok(name) => store.users.values().filter(|u| u.scim.user_name.eq_ignore_ascii_case(&name)).collect(),
+        Some(f) => match simkit::parse_eq_filter(f, attributes) {
+            Ok(("userName", name)) => {
+                store.users.values().filter(|u| u.scim.user_name.eq_ignore_ascii_case(&name)).collect()
+            }
+            Ok((_, email)) => store
+                .users
+                .values()
+                .filter(|u| u.scim.emails.iter().any(|e| e.value.eq_ignore_ascii_case(&email)))
+                .collect(),
             Err(detail) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidFilter"), &detail),
         },
         None => store.users.values().collect(),

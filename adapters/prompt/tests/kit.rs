@@ -189,6 +189,25 @@ async fn email_clash_on_create_is_a_conflict() {
 }
 
 #[tokio::test]
+async fn email_lookup_finds_the_user_holding_an_email_only_when_enabled() {
+    let h = PromptHarness::new(json!({"email_lookup": true})).await;
+    let off = build(&h.sim, json!({}));
+    h.sim.set_flags(SimFlags { email_filter: true, ..SimFlags::default() });
+    let created = h.good.create_user(&sample("holder@example.com")).await.unwrap();
+    assert!(h.good.capabilities().find_by_email && !off.capabilities().find_by_email);
+    let found = h.good.find_user_by_email("HOLDER@example.com").await.unwrap().expect("found by email");
+    assert_eq!((found.vendor_id.as_str(), found.user.user_name.as_str()), (created.as_str(), "holder@example.com"));
+    assert_eq!(h.good.find_user_by_email("nobody@example.com").await.unwrap(), None);
+    let before = h.sim.counters().requests;
+    assert_eq!(off.find_user_by_email("holder@example.com").await.unwrap(), None);
+    assert_eq!(h.sim.counters().requests, before, "no vendor call when email_lookup is off");
+    // A PROMPT that does not know the filter refuses it: that is an error, never a silent "no match".
+    h.sim.set_flags(SimFlags::default());
+    let err = h.good.find_user_by_email("holder@example.com").await.unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::Invalid, "{err}");
+}
+
+#[tokio::test]
 async fn provisioning_off_is_unauthorized_with_advice() {
     let h = PromptHarness::new(json!({})).await;
     h.sim.set_org(OrgSettings { provisioning_enabled: false, ..OrgSettings::default() });
