@@ -28,7 +28,10 @@ const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 pub enum PatchStrategy {
     /// A SCIM PATCH (lowercase ops, JSON booleans) built from the before/after diff of allowed attributes.
     Passthrough,
-    /// A PUT of the full allowed representation of `after` (no GET: the gateway holds the confirmed state).
+    /// GET the vendor's user, set the allowed attributes to `after`'s values (removing those `after` no
+    /// longer has), keep everything else the vendor holds, PUT the result. Vendor-only attributes (a
+    /// timezone set in the vendor's UI) survive, which a PUT of the allowed attributes alone would wipe on
+    /// a full-replace PUT. An update that changes no allowed attribute sends nothing.
     #[default]
     PutMerge,
 }
@@ -343,12 +346,21 @@ impl ScimClient {
 
     /// `GET {base}/Users/{id}`.
     pub async fn get(&self, id: &str) -> Result<VendorUser> {
+        let doc = self.get_raw(id).await?;
+        self.parse_user(ScimOp::Get, &Value::Object(doc))
+    }
+
+    /// `GET {base}/Users/{id}` as the vendor sent it.
+    async fn get_raw(&self, id: &str) -> Result<Map<String, Value>> {
         let op = ScimOp::Get;
         let resp = self.outbound.send(self.request(Method::GET, self.user_url(id)?)?).await?;
         if resp.status != 200 {
             return Err(self.fail(op, &resp, None));
         }
-        self.parse_user(op, &self.json_body(op, &resp)?)
+        match self.json_body(op, &resp)? {
+            Value::Object(doc) => Ok(doc),
+            _ => Err(self.bad_reply(op, "the user is not a JSON object")),
+        }
     }
 
     /// One page: `GET {base}/Users?startIndex=&count=` (count = the rules' page size). Returns the users and
@@ -414,7 +426,7 @@ impl ScimClient {
     pub async fn update(&self, id: &str, before: &User, after: &User) -> Result<()> {
         let op = if before.active && !after.active { ScimOp::Disable } else { ScimOp::Update };
         match self.rules.patch_strategy {
-            PatchStrategy::PutMerge => self.put(op, id, after).await,
+            PatchStrategy::PutMerge => self.put_merge(op, id, before, after).await,
             PatchStrategy::Passthrough => {
                 let ops = patch_ops(
                     &project(&before.to_scim(), &self.rules.allowed_attributes),
@@ -428,15 +440,23 @@ impl ScimClient {
         }
     }
 
-    async fn put(&self, op: ScimOp, id: &str, user: &User) -> Result<()> {
-        let mut body = self.body_for(user);
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("id".into(), Value::String(id.into()));
+    /// GET, merge the allowed attributes of `after` onto the vendor's record, PUT (see `PatchStrategy`).
+    async fn put_merge(&self, op: ScimOp, id: &str, before: &User, after: &User) -> Result<()> {
+        let before = project(&before.to_scim(), &self.rules.allowed_attributes);
+        let wanted = self.body_for(after);
+        let Some(wanted) = wanted.as_object() else { return Ok(()) };
+        let unchanged = wanted.iter().filter(|(k, _)| *k != "schemas").all(|(k, v)| before.get(k) == Some(v))
+            && before.keys().all(|k| wanted.contains_key(k));
+        if unchanged {
+            return Ok(());
         }
-        let req = Self::with_body(self.request(Method::PUT, self.user_url(id)?)?, &body);
+        let mut body = self.get_raw(id).await?;
+        merge_onto(&mut body, &before, wanted);
+        body.insert("id".into(), Value::String(id.into()));
+        let req = Self::with_body(self.request(Method::PUT, self.user_url(id)?)?, &Value::Object(body));
         let resp = self.outbound.send(req).await?;
         if !(200..300).contains(&resp.status) {
-            return Err(self.fail(op, &resp, Some(&user.user_name)));
+            return Err(self.fail(op, &resp, Some(&after.user_name)));
         }
         Ok(())
     }
@@ -471,7 +491,7 @@ impl ScimClient {
         let mut off = last_known.clone();
         off.active = false;
         match self.rules.patch_strategy {
-            PatchStrategy::PutMerge => self.put(ScimOp::Disable, id, &off).await,
+            PatchStrategy::PutMerge => self.put_merge(ScimOp::Disable, id, last_known, &off).await,
             PatchStrategy::Passthrough => {
                 let ops = vec![json!({"op": "replace", "path": "active", "value": false})];
                 self.patch(ScimOp::Disable, id, &last_known.user_name, ops).await
@@ -638,6 +658,51 @@ fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<(&'a String, &'a
     obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key))
 }
 
+/// Puts the gateway-managed attributes of `wanted` onto the vendor's record `vendor` (the body of a
+/// merging PUT): each key of `wanted` replaces the vendor's (one level deep for complex attributes such as
+/// `name`, so sub-attributes the gateway does not manage stay), what `before` had and `wanted` no longer
+/// has is removed, `schemas` is the union, and the read-only `meta` goes. Keys match case-insensitively and
+/// keep the vendor's spelling.
+pub fn merge_onto(vendor: &mut Map<String, Value>, before: &Map<String, Value>, wanted: &Map<String, Value>) {
+    vendor.retain(|k, _| !k.eq_ignore_ascii_case("meta"));
+    let key_of = |vendor: &Map<String, Value>, key: &str| {
+        vendor.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned().unwrap_or_else(|| key.to_string())
+    };
+    for (key, value) in wanted {
+        let slot_key = key_of(vendor, key);
+        if key == "schemas" {
+            let mut schemas: Vec<Value> = vendor.get(&slot_key).and_then(Value::as_array).cloned().unwrap_or_default();
+            for s in value.as_array().into_iter().flatten() {
+                if !schemas.contains(s) {
+                    schemas.push(s.clone());
+                }
+            }
+            vendor.insert(slot_key, Value::Array(schemas));
+            continue;
+        }
+        match (vendor.get_mut(&slot_key).and_then(Value::as_object_mut), value.as_object()) {
+            (Some(held), Some(new)) => {
+                for (sub, v) in new {
+                    let sub_key = key_of(held, sub);
+                    held.insert(sub_key, v.clone());
+                }
+                let dropped = before.get(key).and_then(Value::as_object).into_iter().flat_map(|o| o.keys());
+                for sub in dropped.filter(|sub| !new.contains_key(*sub)) {
+                    let sub_key = key_of(held, sub);
+                    held.remove(&sub_key);
+                }
+            }
+            _ => {
+                vendor.insert(slot_key, value.clone());
+            }
+        }
+    }
+    for key in before.keys().filter(|k| !wanted.contains_key(*k)) {
+        let slot_key = key_of(vendor, key);
+        vendor.remove(&slot_key);
+    }
+}
+
 /// The value at a canonical attribute path of a SCIM user document (e.g. to read `department_from`).
 /// For a typed path (`emails[type eq "work"].value`) the entry of that type, else the primary, else the
 /// first, is used.
@@ -760,6 +825,28 @@ mod tests {
             &allowed(&["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"]),
         );
         assert_eq!(p["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"], json!({"department": "Sales"}));
+    }
+
+    #[test]
+    fn merge_onto_sets_managed_attributes_and_keeps_the_vendors_own() {
+        let mut vendor = json!({"id": "7", "userName": "a@x.com", "timezone": "Australia/Perth", "active": true,
+            "name": {"givenName": "Ann", "familyName": "Lee", "honorificPrefix": "Dr"},
+            "roles": [{"display": "Modeller"}], "Title": "Boss",
+            "meta": {"resourceType": "User"}, "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:x"]})
+        .as_object()
+        .unwrap()
+        .clone();
+        let before = json!({"userName": "a@x.com", "active": true, "name": {"givenName": "Ann", "familyName": "Lee"},
+            "title": "Boss"});
+        let wanted = json!({"userName": "b@x.com", "active": false, "name": {"givenName": "Anne"},
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]});
+        merge_onto(&mut vendor, before.as_object().unwrap(), wanted.as_object().unwrap());
+        assert_eq!(
+            Value::Object(vendor),
+            json!({"id": "7", "userName": "b@x.com", "timezone": "Australia/Perth", "active": false,
+                "name": {"givenName": "Anne", "honorificPrefix": "Dr"}, "roles": [{"display": "Modeller"}],
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:x"]})
+        );
     }
 
     #[test]

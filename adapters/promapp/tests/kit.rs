@@ -205,6 +205,41 @@ async fn role_mode_preserve_keeps_roles_given_in_promapp() {
     assert_eq!(names, vec![json!("Editor"), json!("Process Owner")]);
 }
 
+/// Promapp's PUT replaces the whole user, so put_merge reads the user first: what was set in Promapp
+/// itself and is not the gateway's to manage (the timezone) survives an update and a disable.
+#[tokio::test]
+async fn put_merge_keeps_what_promapp_holds_beyond_the_managed_attributes() {
+    let h = PromappHarness::new("put_merge", false).await;
+    let u = sample("tz@example.com");
+    let id = h.good.create_user(&u).await.unwrap();
+    let mut doc = h.sim.user(&u.user_name).unwrap();
+    doc["timezone"] = json!("Australia/Perth");
+    let http = reqwest::Client::new();
+    let r = http.put(format!("{}/Users/{id}", h.sim.scim_base())).bearer_auth(TOKEN).json(&doc).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+
+    let mut after = u.clone();
+    after.name.as_mut().unwrap().given_name = Some("Changed".into());
+    h.sim.reset_counters();
+    h.good.update_user(&id, &u, &after).await.unwrap();
+    let held = h.sim.user(&u.user_name).unwrap();
+    assert_eq!(
+        (held["name"]["givenName"].as_str(), held["timezone"].as_str()),
+        (Some("Changed"), Some("Australia/Perth"))
+    );
+    assert_eq!((h.sim.counters().method("GET"), h.sim.counters().method("PUT")), (1, 1), "GET, then PUT");
+    h.good.delete_user(&id, &after).await.unwrap();
+    let held = h.sim.user(&u.user_name).unwrap();
+    assert_eq!((held["active"].as_bool(), held["timezone"].as_str()), (Some(false), Some("Australia/Perth")));
+
+    // A change to nothing Promapp takes costs no call at all.
+    let mut title_only = after.clone();
+    title_only.title = Some("Not sent to Promapp".into());
+    h.sim.reset_counters();
+    h.good.update_user(&id, &after, &title_only).await.unwrap();
+    assert_eq!(h.sim.counters().requests, 0);
+}
+
 #[tokio::test]
 async fn probe_reports_expiry_and_refused_tokens() {
     let h = PromappHarness::new("put_merge", false).await;
