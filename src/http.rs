@@ -65,7 +65,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let apps: serde_json::Map<String, Value> = gw
         .apps
         .values()
-        .map(|a| (a.name.clone(), json!({"vendor": a.adapter.vendor(), "state": gw.metrics.vendor_state(&a.name)})))
+        .map(|a| {
+            let app = json!({"vendor": a.adapter.vendor(), "state": gw.metrics.vendor_state(&a.name),
+                "warnings": gw.metrics.vendor_warnings(&a.name)});
+            (a.name.clone(), app)
+        })
         .collect();
     let body = json!({"store": if store_ok { "ok" } else { "unavailable" }, "config": "loaded", "apps": apps});
     let status = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -20,6 +20,8 @@ type RequestTally = (u64, f64);
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, RequestTally>>,
     vendor_state: Mutex<BTreeMap<String, String>>,
+    /// Warnings from each app's last vendor probe (a credential about to expire).
+    vendor_warnings: Mutex<BTreeMap<String, Vec<String>>>,
     /// (app, error kind) -> count
     vendor_errors: Mutex<BTreeMap<(String, String), u64>>,
 }
@@ -53,6 +55,14 @@ impl Metrics {
 
     pub fn set_vendor_state(&self, app: &str, state: &str) {
         self.vendor_state.lock().unwrap_or_else(|p| p.into_inner()).insert(app.to_string(), state.to_string());
+    }
+
+    pub fn set_vendor_warnings(&self, app: &str, warnings: Vec<String>) {
+        self.vendor_warnings.lock().unwrap_or_else(|p| p.into_inner()).insert(app.to_string(), warnings);
+    }
+
+    pub fn vendor_warnings(&self, app: &str) -> Vec<String> {
+        self.vendor_warnings.lock().unwrap_or_else(|p| p.into_inner()).get(app).cloned().unwrap_or_default()
     }
 
     pub fn vendor_state(&self, app: &str) -> String {
@@ -149,6 +159,16 @@ impl Metrics {
                 "scim_bridge_vendor_state{{app=\"{}\",state=\"{}\"}} 1",
                 escape(app),
                 self.vendor_state(app)
+            );
+        }
+        out.push_str("# HELP scim_bridge_vendor_warnings Warnings from the app's last vendor probe (see /readyz).\n");
+        out.push_str("# TYPE scim_bridge_vendor_warnings gauge\n");
+        for app in gw.apps.keys() {
+            let _ = writeln!(
+                out,
+                "scim_bridge_vendor_warnings{{app=\"{}\"}} {}",
+                escape(app),
+                self.vendor_warnings(app).len()
             );
         }
         out.push_str("# HELP scim_bridge_shadow_resources Resources in the shadow store, by app and type.\n");

@@ -196,36 +196,45 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(6 * 60 * 60);
 pub fn spawn_health_probes(gateway: Arc<Gateway>, interval: Duration) {
     tokio::spawn(async move {
         loop {
-            for app in gateway.apps.values() {
-                let result = tokio::time::timeout(Duration::from_secs(30), app.adapter.probe()).await;
-                match result {
-                    Ok(Ok(report)) => {
-                        let state = if report.credential_accepted { "ok" } else { "credential_refused" };
-                        gateway.metrics.set_vendor_state(&app.name, state);
-                        if !report.credential_accepted {
-                            tracing::error!(app = %app.name, "the vendor refused the app's credential");
-                        }
-                        for note in &report.notes {
-                            if note.starts_with("warning") {
-                                tracing::warn!(app = %app.name, "{note}");
-                            } else {
-                                tracing::info!(app = %app.name, "{note}");
-                            }
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        gateway.metrics.vendor_error(&app.name, &e);
-                        tracing::error!(app = %app.name, error = %e, "vendor probe failed");
-                    }
-                    Err(_) => {
-                        gateway.metrics.set_vendor_state(&app.name, "unavailable");
-                        tracing::error!(app = %app.name, "vendor probe got no answer within 30 s");
-                    }
-                }
-            }
+            probe_apps(&gateway).await;
             tokio::time::sleep(interval).await;
         }
     });
+}
+
+/// Probes every app's vendor once: sets its vendor state and its warnings (shown in `/readyz` and
+/// `scim_bridge_vendor_warnings`), and logs what it found.
+pub async fn probe_apps(gateway: &Gateway) {
+    for app in gateway.apps.values() {
+        let result = tokio::time::timeout(Duration::from_secs(30), app.adapter.probe()).await;
+        match result {
+            Ok(Ok(report)) => {
+                let state = if report.credential_accepted { "ok" } else { "credential_refused" };
+                gateway.metrics.set_vendor_state(&app.name, state);
+                if !report.credential_accepted {
+                    tracing::error!(app = %app.name, "the vendor refused the app's credential");
+                }
+                let mut warnings = Vec::new();
+                for note in &report.notes {
+                    if note.starts_with("warning") {
+                        tracing::warn!(app = %app.name, "{note}");
+                        warnings.push(note.clone());
+                    } else {
+                        tracing::info!(app = %app.name, "{note}");
+                    }
+                }
+                gateway.metrics.set_vendor_warnings(&app.name, warnings);
+            }
+            Ok(Err(e)) => {
+                gateway.metrics.vendor_error(&app.name, &e);
+                tracing::error!(app = %app.name, error = %e, "vendor probe failed");
+            }
+            Err(_) => {
+                gateway.metrics.set_vendor_state(&app.name, "unavailable");
+                tracing::error!(app = %app.name, "vendor probe got no answer within 30 s");
+            }
+        }
+    }
 }
 
 /// Deletes audit entries older than `days` now and once a day (0: keep forever).

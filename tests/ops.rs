@@ -141,7 +141,9 @@ fn config_errors_name_the_key_and_the_file() {
 #[tokio::test]
 async fn metrics_after_a_small_run_and_audit_query() {
     let dir = tempfile::tempdir().unwrap();
-    let (_s, opts) = sim("promapp", "cred").await;
+    let (_s, mut opts) = sim("promapp", "cred").await;
+    let soon = time::OffsetDateTime::now_utc().date() + time::Duration::days(10);
+    opts.options.insert("token_expires_at".into(), json!(soon.to_string()));
     let store = dir.path().join("store.sqlite");
     let yaml = vendor_config("127.0.0.1:0", store.to_str().unwrap(), &[("pm", &opts)]);
     let cfg_path = write(dir.path(), "proxy.yaml", &yaml);
@@ -174,6 +176,8 @@ async fn metrics_after_a_small_run_and_audit_query() {
         200
     );
 
+    // The background probe (every 6 h in `serve`) sees the token expiring soon.
+    scim_bridge::server::probe_apps(&running.gateway).await;
     let metrics = client.get(format!("http://{}/metrics", running.addr)).send().await.unwrap().text().await.unwrap();
     for needle in [
         "scim_bridge_requests_total{app=\"pm\",operation=\"create\",status=\"201\"} 1",
@@ -188,6 +192,7 @@ async fn metrics_after_a_small_run_and_audit_query() {
         "scim_bridge_vendor_errors_total{app=\"pm\",kind=\"invalid\"} 1",
         "scim_bridge_shadow_resources{app=\"pm\",type=\"User\"} 1",
         "scim_bridge_audit_entries 3",
+        "scim_bridge_vendor_warnings{app=\"pm\"} 1",
         "# TYPE scim_bridge_requests_total counter",
     ] {
         assert!(metrics.contains(needle), "missing `{needle}` in:\n{metrics}");
@@ -196,6 +201,8 @@ async fn metrics_after_a_small_run_and_audit_query() {
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["apps"]["pm"]["state"], "ok", "{ready}");
+    let warning = ready["apps"]["pm"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains(&format!("expires on {soon}")), "{ready}");
     running.stop().await.unwrap();
 
     // The audit command reads the same store: newest first, filtered by user, as JSON and as a table.
