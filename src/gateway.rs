@@ -248,6 +248,15 @@ impl Gateway {
         }
     }
 
+    /// An audit entry for an operation on the stored resource `rec` (its id, name and state before).
+    fn audit_of(&self, app: &App, ctx: &Ctx, rec: &Record, op: &str) -> AuditEntry {
+        let mut audit = self.audit(app, ctx, rec.kind, op);
+        audit.resource_id = Some(rec.id.clone());
+        audit.name = Some(rec.name().to_string());
+        audit.before = Some(rec.doc.clone());
+        audit
+    }
+
     /// Records a failed operation; the failure itself is what the caller returns.
     fn audit_failure(&self, mut entry: AuditEntry, err: &ScimError, adapter_err: Option<&adapter_api::Error>) {
         stamp(&mut entry);
@@ -349,11 +358,13 @@ impl Gateway {
         let values_doc = Value::Object(values.clone());
         let outcome = match kind {
             Kind::User => {
-                let user = Self::to_user(&values_doc)?;
+                let user =
+                    Self::to_user(&values_doc).inspect_err(|err| self.audit_failure(audit.clone(), err, None))?;
                 self.create_user_at_vendor(app, &user, &mut audit).await
             }
             Kind::Group => {
-                let group = self.to_group(app, &values_doc)?;
+                let group =
+                    self.to_group(app, &values_doc).inspect_err(|err| self.audit_failure(audit.clone(), err, None))?;
                 app.adapter.create_group(&group).await
             }
         };
@@ -574,11 +585,24 @@ impl Gateway {
     // ------------------------------------------------------------------ update
 
     pub async fn patch(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
-        let ops = patch::parse_patch(&body).map_err(|e| ScimError::bad_request(e.scim_type, e.detail))?;
+        let parsed = patch::parse_patch(&body).map_err(|e| ScimError::bad_request(e.scim_type, e.detail));
         let _guard = self.locks.id(&app.name, kind, id).lock().await;
-        let rec = self.load(app, kind, id)?;
+        // A malformed PATCH is still a change Entra attempted: audited against the resource when it exists.
+        let rec = match (parsed.as_ref(), self.load(app, kind, id)) {
+            (Err(err), Ok(rec)) => {
+                self.audit_failure(self.audit_of(app, ctx, &rec, "update"), err, None);
+                return Err(err.clone());
+            }
+            (Err(err), Err(_)) => return Err(err.clone()),
+            (Ok(_), loaded) => loaded?,
+        };
+        let ops = parsed?;
         let mut doc = rec.doc.clone();
-        patch::apply(resource_kind(kind), &mut doc, &ops).map_err(|e| ScimError::bad_request(e.scim_type, e.detail))?;
+        if let Err(e) = patch::apply(resource_kind(kind), &mut doc, &ops) {
+            let err = ScimError::bad_request(e.scim_type, e.detail);
+            self.audit_failure(self.audit_of(app, ctx, &rec, "update"), &err, None);
+            return Err(err);
+        }
         if let Some(map) = doc.as_object_mut() {
             strip_write_only(map);
         }
@@ -612,13 +636,12 @@ impl Gateway {
             // Nothing changed: Entra re-sends the same values every cycle; the vendor need not hear it again.
             return Ok(rec);
         }
-        let mut audit = self.audit(app, ctx, kind, op);
-        audit.resource_id = Some(rec.id.clone());
-        audit.name = Some(rec.name().to_string());
-        audit.before = Some(rec.doc.clone());
+        let mut audit = self.audit_of(app, ctx, &rec, op);
         let new_name = crate::store::name_of(kind, &doc).to_string();
         if new_name.trim().is_empty() {
-            return Err(ScimError::invalid_value(format!("{} must not be empty", name_attr(kind))));
+            let err = ScimError::invalid_value(format!("{} must not be empty", name_attr(kind)));
+            self.audit_failure(audit, &err, None);
+            return Err(err);
         }
         // A rename claims the new name like a create does (the caller holds the id lock: ids before names).
         let _name_guard = match new_name.eq_ignore_ascii_case(rec.name()) {
@@ -695,15 +718,15 @@ impl Gateway {
     pub async fn delete(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str) -> ScimResult<Reply> {
         let _guard = self.locks.id(&app.name, kind, id).lock().await;
         let rec = self.load(app, kind, id)?;
-        let mut audit = self.audit(app, ctx, kind, "delete");
-        audit.resource_id = Some(rec.id.clone());
-        audit.name = Some(rec.name().to_string());
-        audit.before = Some(rec.doc.clone());
+        let mut audit = self.audit_of(app, ctx, &rec, "delete");
         let caps = app.adapter.capabilities();
         let result = match kind {
             Kind::User => match Self::to_user(&rec.doc) {
                 Ok(user) => app.adapter.delete_user(&rec.vendor_id, &user).await,
-                Err(e) => return Err(e),
+                Err(err) => {
+                    self.audit_failure(audit, &err, None);
+                    return Err(err);
+                }
             },
             Kind::Group => app.adapter.delete_group(&rec.vendor_id).await,
         };

@@ -374,3 +374,35 @@ async fn ip_allow_list_is_per_app() {
     let allowed = s.send_raw(Method::GET, &format!("{other}/Users"), Some(OTHER_TOKEN), None, "").await;
     assert_eq!(allowed.status, 200);
 }
+
+/// A PATCH the gateway refuses is still a change Entra attempted: it is in the audit log against the user,
+/// with the error Entra got, so an admin can see why a user is not updating.
+#[tokio::test]
+async fn refused_changes_are_audited_against_the_resource() {
+    let s = start().await;
+    let id = s.create_user("refused").await;
+    let bad_op = s.patch(&format!("/Users/{id}"), json!([{"op": "Frobnicate", "path": "title", "value": "x"}])).await;
+    assert_eq!(bad_op.status, 400, "{:?}", bad_op.body);
+    let bad_path = s.patch(&format!("/Users/{id}"), json!([{"op": "Replace", "path": "nosuch[", "value": "x"}])).await;
+    assert_eq!(bad_path.status, 400, "{:?}", bad_path.body);
+    let empty_name =
+        s.patch(&format!("/Users/{id}"), json!([{"op": "Replace", "path": "userName", "value": " "}])).await;
+    assert_eq!(empty_name.status, 400, "{:?}", empty_name.body);
+    let query = scim_bridge::store::AuditQuery { name: Some("refused".into()), ..Default::default() };
+    let log = s.running.gateway.store.audit_log(&query).unwrap();
+    let refused: Vec<(&str, u16, &str)> = log
+        .iter()
+        .filter(|e| e.outcome == "rejected")
+        .map(|e| (e.operation.as_str(), e.status, e.outcome.as_str()))
+        .collect();
+    assert_eq!(refused.len(), 3, "{log:#?}");
+    assert!(log
+        .iter()
+        .filter(|e| e.outcome == "rejected")
+        .all(|e| e.resource_id.as_deref() == Some(id.as_str()) && e.before.is_some() && e.detail.is_some()));
+    // A malformed PATCH to an id that does not exist has nothing to be audited against.
+    let before = s.running.gateway.store.audit_len().unwrap();
+    let missing = s.patch("/Users/00000000-0000-4000-8000-000000000000", json!([{"op": "Frobnicate"}])).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(s.running.gateway.store.audit_len().unwrap(), before);
+}
