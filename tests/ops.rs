@@ -114,6 +114,17 @@ fn config_errors_name_the_key_and_the_file() {
             format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {}\n    limits:\n      attempt_timeout_ms: 5000\n      deadline_ms: 1000\n", sha("x")),
             "apps.a.limits.attempt_timeout_ms",
         ),
+        (
+            // Impossible only together with the vendor's default deadline: checked on the merged limits.
+            "limits-past-default-deadline.yaml",
+            format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    limits:\n      attempt_timeout_ms: 600000\n", sha("x")),
+            "apps.p: limits.attempt_timeout_ms (600000 ms) cannot fit in deadline_ms",
+        ),
+        (
+            "zero-queue.yaml",
+            format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    limits:\n      queue_timeout_ms: 0\n", sha("x")),
+            "limits.queue_timeout_ms",
+        ),
         ("vendor-typo.yaml", format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    rol_map: {{}}\n", sha("x")), "rol_map"),
     ];
     for (file, yaml, key) in cases {

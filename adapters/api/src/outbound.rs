@@ -55,7 +55,8 @@ pub struct OutboundConfig {
     pub burst: u32,
     /// Vendor calls in flight at once.
     pub max_in_flight: usize,
-    /// How long a call may wait for a rate-limit permit before the gateway answers Entra 429.
+    /// How long a call may wait for a rate-limit permit before the gateway answers Entra 429 (never past
+    /// the call's `deadline`).
     pub queue_timeout: Duration,
     /// Timeout of one attempt.
     pub attempt_timeout: Duration,
@@ -110,8 +111,20 @@ impl OutboundConfig {
         if self.max_attempts == 0 {
             return bad("max_attempts", "must be at least 1");
         }
-        if self.attempt_timeout.is_zero() || self.deadline.is_zero() {
-            return bad(if self.deadline.is_zero() { "deadline" } else { "attempt_timeout" }, "must be above 0");
+        // Durations are named as the config spells them (`limits.<key>_ms`).
+        if self.deadline.is_zero() {
+            return bad("deadline_ms", "must be above 0");
+        }
+        if self.attempt_timeout.is_zero() {
+            return bad("attempt_timeout_ms", "must be above 0");
+        }
+        if self.queue_timeout.is_zero() {
+            return bad("queue_timeout_ms", "must be above 0 (every call would be refused unless a permit is free)");
+        }
+        let ms = |d: Duration| d.as_millis();
+        if self.attempt_timeout > self.deadline {
+            let why = format!("({} ms) cannot fit in deadline_ms ({} ms)", ms(self.attempt_timeout), ms(self.deadline));
+            return bad("attempt_timeout_ms", &why);
         }
         if self.backoff_min > self.backoff_max {
             return bad("backoff_min", "must not exceed backoff_max");
@@ -1128,9 +1141,23 @@ mod tests {
             OutboundConfig { max_in_flight: 0, ..config() },
             OutboundConfig { max_attempts: 0, ..config() },
             OutboundConfig { backoff_min: Duration::from_secs(9), ..config() },
+            OutboundConfig { deadline: Duration::ZERO, ..config() },
+            OutboundConfig { attempt_timeout: Duration::ZERO, ..config() },
+            OutboundConfig { queue_timeout: Duration::ZERO, ..config() },
+            OutboundConfig { attempt_timeout: Duration::from_secs(61), ..config() },
         ];
-        let keys =
-            ["requests_per_second", "requests_per_second", "burst", "max_in_flight", "max_attempts", "backoff_min"];
+        let keys = [
+            "requests_per_second",
+            "requests_per_second",
+            "burst",
+            "max_in_flight",
+            "max_attempts",
+            "backoff_min",
+            "deadline_ms",
+            "attempt_timeout_ms",
+            "queue_timeout_ms",
+            "attempt_timeout_ms",
+        ];
         for (bad, key) in cases.into_iter().zip(keys) {
             let err = Outbound::new("acme", bad.clone()).unwrap_err();
             assert_eq!(err.kind(), &ErrorKind::Invalid, "{bad:?}");
@@ -1473,6 +1500,7 @@ mod tests {
         let (url, vendor) = vendor(vec![], Reply::Slow(Duration::from_secs(2), 503)).await;
         let config = OutboundConfig {
             deadline: Duration::from_secs(7),
+            queue_timeout: Duration::from_secs(7),
             max_attempts: 10,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(1),
@@ -1489,12 +1517,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_attempt_is_cut_at_the_deadline() {
-        let (url, _vendor) = vendor(vec![], Reply::Hang).await;
-        let config = OutboundConfig { deadline: Duration::from_secs(3), ..config() };
+        let (url, vendor) = vendor(vec![], Reply::Hang).await;
+        // The first attempt times out at 3 s; the retry has under 2 s left and is cut at the deadline.
+        let config = OutboundConfig {
+            attempt_timeout: Duration::from_secs(3),
+            deadline: Duration::from_secs(5),
+            queue_timeout: Duration::from_secs(5),
+            ..config()
+        };
         let out = Outbound::new("acme", config).unwrap();
         let started = Instant::now();
         assert!(out.send(get(&url)).await.is_err());
-        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(vendor.hits(), 2);
     }
 
     // --- circuit breaker -----------------------------------------------------------------------------------------
