@@ -187,7 +187,8 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
     async move {
         let gw = state.gateway.clone();
         let (operation, result) = match gw.apps.get(&app_name).cloned() {
-            // An unknown app answers like a wrong token: app names are not disclosed.
+            // An unknown app answers like a wrong token, so the SCIM surface does not confirm app names
+            // (/readyz and /metrics do list them: README says to keep them on a private admin_listen).
             None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
             Some(app) => {
                 // The token first: a caller without it learns nothing, not even that the app exists.

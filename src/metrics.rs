@@ -106,8 +106,29 @@ impl Metrics {
         }
         let stats: Vec<(String, adapter_api::OutboundStats)> =
             gw.apps.values().filter_map(|a| a.adapter.outbound_stats().map(|s| (a.name.clone(), s))).collect();
-        let series: [OutboundSeries; 10] = [
-            ("scim_bridge_vendor_calls_total", "counter", "Vendor calls, by app.", |s| s.calls as f64),
+        out.push_str("# HELP scim_bridge_vendor_calls_total Vendor calls, by app and how they ended.\n");
+        out.push_str("# TYPE scim_bridge_vendor_calls_total counter\n");
+        for (app, st) in &stats {
+            for (outcome, n) in &st.calls_by_outcome {
+                let _ = writeln!(
+                    out,
+                    "scim_bridge_vendor_calls_total{{app=\"{}\",outcome=\"{}\"}} {n}",
+                    escape(app),
+                    escape(outcome)
+                );
+            }
+        }
+        out.push_str("# HELP scim_bridge_breaker_state The app's circuit breaker state (1 for the current one).\n");
+        out.push_str("# TYPE scim_bridge_breaker_state gauge\n");
+        for (app, st) in &stats {
+            let state = match st.breaker_state {
+                adapter_api::BreakerState::Closed => "closed",
+                adapter_api::BreakerState::Open => "open",
+                adapter_api::BreakerState::HalfOpen => "half_open",
+            };
+            let _ = writeln!(out, "scim_bridge_breaker_state{{app=\"{}\",state=\"{state}\"}} 1", escape(app));
+        }
+        let series: [OutboundSeries; 9] = [
             (
                 "scim_bridge_vendor_attempts_total",
                 "counter",

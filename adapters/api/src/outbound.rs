@@ -20,6 +20,7 @@
 //! never past the call's deadline: when the next wait would cross it, the last error is returned as is.
 //! A `Retry-After` (and any 429) also pauses the whole app, so every other call waits too.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -255,6 +256,9 @@ pub enum BreakerState {
 pub struct OutboundStats {
     /// `send` calls.
     pub calls: u64,
+    /// `send` calls by how they ended: the vendor's final status class (`2xx`, `3xx`, `4xx`, `5xx`: answers
+    /// the adapter reads), or the error they became (`rate_limited`, `unavailable`).
+    pub calls_by_outcome: BTreeMap<String, u64>,
     /// Requests sent to the vendor, retries included.
     pub attempts: u64,
     pub retries: u64,
@@ -402,6 +406,7 @@ struct Counters {
     rejected_queue_full: AtomicU64,
     rejected_breaker_open: AtomicU64,
     queued: AtomicU64,
+    by_outcome: Mutex<BTreeMap<String, u64>>,
 }
 
 /// How much slower than the configured rate the pacer schedules: 2 %, i.e. 20 ms per second. Calls leave
@@ -555,6 +560,7 @@ impl Outbound {
         let free = self.in_flight.available_permits();
         OutboundStats {
             calls: get(&c.calls),
+            calls_by_outcome: lock(&c.by_outcome).clone(),
             attempts: get(&c.attempts),
             retries: get(&c.retries),
             rate_limited_by_vendor: get(&c.rate_limited_by_vendor),
@@ -580,6 +586,11 @@ impl Outbound {
         if result.is_err() {
             bump(&self.counters.failures);
         }
+        let outcome = match &result {
+            Ok(resp) => format!("{}xx", resp.status / 100),
+            Err(e) => e.kind_name().to_string(),
+        };
+        *lock(&self.counters.by_outcome).entry(outcome).or_default() += 1;
         result
     }
 
