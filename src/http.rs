@@ -317,7 +317,8 @@ async fn dispatch(
     body: Body,
 ) -> Dispatched {
     let gw = &state.gateway;
-    let groups = app.adapter.capabilities().groups;
+    let capabilities = app.adapter.capabilities();
+    let groups = capabilities.groups;
     let base = &ctx.base_url;
     let list_of = |items: Vec<Value>| {
         let n = items.len();
@@ -335,7 +336,7 @@ async fn dispatch(
     if method == Method::GET {
         match lower.as_slice() {
             [] | ["serviceproviderconfig"] | ["serviceproviderconfigs"] => {
-                return ("discovery", ok(discovery::service_provider_config(base)))
+                return ("discovery", ok(discovery::service_provider_config(base, capabilities.update_users)))
             }
             ["resourcetypes"] => return ("discovery", list_of(discovery::resource_types(base, groups))),
             ["resourcetypes", _] => {

@@ -182,6 +182,8 @@ async fn vendors_without_groups_answer_group_requests_clearly() {
         );
         let (_, types) = v.call(app, Method::GET, "/ResourceTypes", None).await;
         assert_eq!(types["totalResults"], 1, "{app}: only User is advertised");
+        let (_, spc) = v.call(app, Method::GET, "/ServiceProviderConfig", None).await;
+        assert_eq!(spc["patch"]["supported"], true, "{app}: users can be updated");
         assert_eq!(v.call(app, Method::GET, "/Groups/x", None).await.0, 404);
     }
 }
@@ -379,4 +381,50 @@ async fn prompt_matches_an_existing_user_by_email_only_where_enabled() {
     assert_eq!(body["scimType"], "uniqueness", "{body}");
     let users = sims[1].users();
     assert_eq!((users.len(), users[0]["userName"].as_str()), (1, Some("jane.legacy")), "PROMPT unchanged");
+}
+
+/// ProdPad's REST fallback can create and read users but not change them: its app says PATCH is not
+/// supported, and a PATCH is refused with a clear error rather than faked.
+#[tokio::test]
+async fn prodpad_rest_mode_advertises_no_patch() {
+    use scim_bridge::config::{AppConfig, Config, LimitsConfig};
+    let sim = adapter_prodpad::sim::spawn(adapter_prodpad::sim::SimOptions::default()).await;
+    let mut options = serde_json::Map::new();
+    options.insert("mode".into(), json!("rest"));
+    options.insert("base_url".into(), json!(sim.rest_base()));
+    options.insert("api_key".into(), json!("sim-key"));
+    let mut apps = std::collections::BTreeMap::new();
+    let token_sha256 = common::sha("rest-token");
+    let limits = LimitsConfig::default();
+    apps.insert(
+        "pp".to_string(),
+        AppConfig { vendor: "prodpad".into(), token_sha256, limits, ip_allow: vec![], options },
+    );
+    let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
+    let running = scim_bridge::server::start(&config, scim_bridge::server::build_gateway(&config, "test").unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}/scim/pp/v2", running.addr);
+    let client = reqwest::Client::new();
+    let spc: Value = client
+        .get(format!("{base}/ServiceProviderConfig"))
+        .bearer_auth("rest-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spc["patch"]["supported"], false, "{spc}");
+    let created =
+        client.post(format!("{base}/Users")).bearer_auth("rest-token").json(&entra_user("rest@example.com", None));
+    let created = created.send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let rename = patch(json!([{"op": "Replace", "path": "name.givenName", "value": "Other"}])).unwrap();
+    let r = client.patch(format!("{base}/Users/{id}")).bearer_auth("rest-token").json(&rename).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 501, "refused (rest_unsupported: error), not faked: {body}");
+    assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
 }

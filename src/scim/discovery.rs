@@ -6,10 +6,13 @@ use serde_json::{json, Value};
 use super::schema::{self, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 use super::MAX_RESULTS;
 
-pub fn service_provider_config(base: &str) -> Value {
+/// The app's ServiceProviderConfig. PATCH is advertised only where the vendor can update users (not
+/// ProdPad's REST mode). RFC 7643 gives this document no place to list resource types: an app without
+/// groups says so through `/ResourceTypes` and `/Schemas`, which leave `Group` out.
+pub fn service_provider_config(base: &str, patch: bool) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "patch": {"supported": true},
+        "patch": {"supported": patch},
         "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
         "filter": {"supported": true, "maxResults": MAX_RESULTS},
         "changePassword": {"supported": false},
