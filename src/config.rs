@@ -51,14 +51,15 @@ pub struct StoreConfig {
     /// SQLite file; `:memory:` keeps everything in memory (lost on restart).
     #[serde(default = "default_store_path")]
     pub path: String,
-    /// Audit entries older than this many days are deleted once a day; 0 keeps them forever. Every change
-    /// attempt is audited with its before/after documents (~1.5 KB each), so the file grows with traffic.
+    /// Audit entries older than this many days are deleted once a day; 0 (the default) keeps them forever:
+    /// the audit log is append-only unless an operator opts into retention. Every change attempt is audited
+    /// with its before/after documents (~1.5 KB each), so the file grows with traffic.
     #[serde(default = "default_audit_retention_days")]
     pub audit_retention_days: u32,
 }
 
 fn default_audit_retention_days() -> u32 {
-    180
+    0
 }
 
 impl Default for StoreConfig {
