@@ -50,19 +50,86 @@ fn limits_for(defaults: OutboundConfig, l: &LimitsConfig) -> Result<OutboundConf
     Ok(merged)
 }
 
+/// The vendor notes spell two limits beside the vendor keys: `max_rps` (= `limits.requests_per_second`)
+/// and `retry_budget` (retries after the first attempt, = `limits.max_attempts - 1`). Both are accepted
+/// there and moved into the limits; giving a value both ways is refused rather than guessed.
+fn take_limit_aliases(app: &AppConfig) -> Result<(serde_json::Map<String, serde_json::Value>, LimitsConfig), String> {
+    let mut options = app.options.clone();
+    let mut limits = app.limits.clone();
+    if let Some(v) = options.remove("max_rps") {
+        let rps = v.as_f64().filter(|r| r.is_finite() && *r > 0.0).ok_or("`max_rps`: must be a number above 0")?;
+        if limits.requests_per_second.is_some() {
+            return Err("`max_rps` and `limits.requests_per_second` are the same setting: give one".into());
+        }
+        limits.requests_per_second = Some(rps);
+    }
+    if let Some(v) = options.remove("retry_budget") {
+        let retries = v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or("`retry_budget`: must be a whole number")?;
+        if limits.max_attempts.is_some() {
+            return Err("`retry_budget` and `limits.max_attempts` are the same setting: give one".into());
+        }
+        limits.max_attempts = Some(retries.saturating_add(1));
+    }
+    Ok((options, limits))
+}
+
 /// Builds the adapter of one app. Errors name the offending key relative to `apps.<name>`.
 pub fn build(name: &str, app: &AppConfig) -> Result<Arc<dyn Adapter>, String> {
-    let options = serde_json::Value::Object(app.options.clone());
-    match app.vendor.as_str() {
-        "sandbox" => {
-            if let Some(key) = app.options.keys().next() {
-                return Err(format!("unknown key `{key}` (the sandbox type takes no options)"));
-            }
-            Ok(Arc::new(Sandbox::new()))
+    if app.vendor == "sandbox" {
+        if let Some(key) = app.options.keys().next() {
+            return Err(format!("unknown key `{key}` (the sandbox type takes no options)"));
         }
-        "prodpad" => adapter_prodpad::build(name, options, limits_for(adapter_prodpad::default_limits(), &app.limits)?),
-        "promapp" => adapter_promapp::build(name, options, limits_for(adapter_promapp::default_limits(), &app.limits)?),
-        "prompt" => adapter_prompt::build(name, options, limits_for(adapter_prompt::default_limits(), &app.limits)?),
+        return Ok(Arc::new(Sandbox::new()));
+    }
+    let (options, limits) = take_limit_aliases(app)?;
+    let options = serde_json::Value::Object(options);
+    match app.vendor.as_str() {
+        "prodpad" => adapter_prodpad::build(name, options, limits_for(adapter_prodpad::default_limits(), &limits)?),
+        "promapp" => adapter_promapp::build(name, options, limits_for(adapter_promapp::default_limits(), &limits)?),
+        "prompt" => adapter_prompt::build(name, options, limits_for(adapter_prompt::default_limits(), &limits)?),
         other => Err(format!("type: unknown adapter type '{other}' (known: {})", TYPES.join(", "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn app(options: serde_json::Value, limits: LimitsConfig) -> AppConfig {
+        AppConfig {
+            vendor: "prompt".into(),
+            token_sha256: "0".repeat(64),
+            limits,
+            ip_allow: Vec::new(),
+            options: options.as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn vendor_note_limit_spellings_become_limits() {
+        let (options, limits) = take_limit_aliases(&app(
+            json!({"auth_code": "c", "max_rps": 0.5, "retry_budget": 2}),
+            LimitsConfig::default(),
+        ))
+        .unwrap();
+        assert_eq!(options.keys().collect::<Vec<_>>(), ["auth_code"], "the adapter never sees them");
+        assert_eq!((limits.requests_per_second, limits.max_attempts), (Some(0.5), Some(3)));
+        let merged = limits_for(adapter_prompt::default_limits(), &limits).unwrap();
+        assert_eq!((merged.requests_per_second, merged.max_attempts), (0.5, 3));
+    }
+
+    #[test]
+    fn a_limit_given_both_ways_or_badly_is_refused_with_the_key() {
+        let both = LimitsConfig { requests_per_second: Some(2.0), ..Default::default() };
+        let err = take_limit_aliases(&app(json!({"max_rps": 1}), both)).unwrap_err();
+        assert!(err.contains("`max_rps`") && err.contains("limits.requests_per_second"), "{err}");
+        let both = LimitsConfig { max_attempts: Some(2), ..Default::default() };
+        let err = take_limit_aliases(&app(json!({"retry_budget": 1}), both)).unwrap_err();
+        assert!(err.contains("`retry_budget`") && err.contains("limits.max_attempts"), "{err}");
+        for (bad, key) in [(json!({"max_rps": 0}), "`max_rps`"), (json!({"retry_budget": -1}), "`retry_budget`")] {
+            let err = take_limit_aliases(&app(bad, LimitsConfig::default())).unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }
