@@ -68,6 +68,9 @@ async fn check_reports_good_and_revoked_credentials() {
     let text = scim_bridge::check::render(&checks);
     assert!(text.contains("1 passed, 1 failed"), "{text}");
     assert!(!text.contains("revoked-code") && !text.contains("right-token"), "no credential in the report: {text}");
+    // Which credential each app holds, by fingerprint only (`printf %s right-token | sha256sum`).
+    assert!(text.contains(&adapter_api::secret::fingerprint("right-token")), "{text}");
+    assert!(text.contains(&adapter_api::secret::fingerprint("revoked-code")), "{text}");
     assert!(good_sim.sim.counters().requests >= 1, "the probe really reached the vendor");
 
     // Through the binary: exit status says it too.

@@ -512,7 +512,10 @@ impl ScimClient {
             reachable: true,
             credential_accepted: true,
             rate_limit_headers: rate_limit_headers(&resp.headers),
-            notes: Vec::new(),
+            notes: vec![format!(
+                "credential {} (compare: printf %s \"$CREDENTIAL\" | sha256sum)",
+                crate::secret::fingerprint(self.rules.auth_header.expose_secret())
+            )],
         };
         match resp.status {
             200 => {

@@ -47,10 +47,28 @@ pub fn resolve(
     Err(format!("missing `{key}` (or `{key}_env` / `{key}_file`)"))
 }
 
+/// A short, stable name for a credential that reveals nothing of it: the first 12 hex digits of its
+/// SHA-256, as `sha256:…`. An admin checks which key is configured with `printf %s "$KEY" | sha256sum`.
+/// Given an `Authorization` header value, the scheme (`Bearer `) is left out.
+pub fn fingerprint(credential_or_header: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let credential = credential_or_header.strip_prefix("Bearer ").unwrap_or(credential_or_header);
+    let digest = Sha256::digest(credential.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn fingerprints_match_sha256sum_and_ignore_the_scheme() {
+        // printf %s secret-key | sha256sum | cut -c1-12
+        assert_eq!(fingerprint("secret-key"), "sha256:85dbe15d75ef");
+        assert_eq!(fingerprint("Bearer secret-key"), "sha256:85dbe15d75ef");
+    }
 
     #[test]
     fn numeric_credentials_are_accepted_and_never_echoed() {

@@ -44,6 +44,11 @@ impl RestClient {
         RestClient { outbound, base: base.trim_end_matches('/').to_string(), auth }
     }
 
+    /// The API key's fingerprint (`adapter_api::secret::fingerprint`), for `check` and logs.
+    pub fn key_fingerprint(&self) -> String {
+        adapter_api::secret::fingerprint(self.auth.to_str().unwrap_or_default())
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -446,11 +446,17 @@ impl Adapter for ProdPad {
         match &self.backend {
             Backend::Rest(rest) => {
                 let mut report = ProbeReport {
-                    notes: vec![format!(
-                        "rest mode: ProdPad users are created and read only; updates and deprovisioning are refused \
-                         ({:?}) and must be done by hand in ProdPad",
-                        self.settings.rest_unsupported
-                    )],
+                    notes: vec![
+                        format!(
+                            "credential {} (compare: printf %s \"$CREDENTIAL\" | sha256sum)",
+                            rest.key_fingerprint()
+                        ),
+                        format!(
+                            "rest mode: ProdPad users are created and read only; updates and deprovisioning are \
+                             refused ({:?}) and must be done by hand in ProdPad",
+                            self.settings.rest_unsupported
+                        ),
+                    ],
                     ..ProbeReport::default()
                 };
                 match rest.list_raw(1, 1).await {
