@@ -1,6 +1,7 @@
 //! The ProdPad simulator: the REST face `/v1/users` (bearer key, revocable; ProdPad's error bodies; seats for
 //! Admin and Editor with the fall-back to Reviewer; duplicate emails refused case-insensitively; `page`/`size`
-//! paging), an optional SCIM face at a configurable path (Users only), the "plain HTTP -> 403" switch, and an
+//! paging), an optional SCIM face at a configurable path (Users only; PATCH switchable to 501), the "plain
+//! HTTP -> 403" and "key blocked -> 403" switches, and an
 //! admin view outside the API (`/_sim/users`, and simkit's `/_sim/faults`, `/_sim/counters`) plus the
 //! programmatic `SimHandle`. Throttling, 5xx, slow replies, timeouts, dropped connections and lost responses
 //! come from the shared `adapter_api::simkit`. Built by `app(sim)` so tests can drive it without sockets;
@@ -94,6 +95,10 @@ struct Store {
     next_id: u64,
     keys: Vec<String>,
     revoked: HashSet<String>,
+    /// Keys ProdPad has blocked (403 on every request, unlike a revoked key's 401).
+    blocked: HashSet<String>,
+    /// The SCIM face answers PATCH (true) or 501 (false).
+    patch_off: bool,
     admin_seats: u32,
     editor_seats: u32,
     no_seat_forbidden: bool,
@@ -194,6 +199,7 @@ impl Sim {
             Some(k) if store.revoked.contains(k) || !store.keys.iter().any(|known| known == k) => {
                 Some((StatusCode::UNAUTHORIZED, "Invalid API key"))
             }
+            Some(k) if store.blocked.contains(k) => Some((StatusCode::FORBIDDEN, "This API key has been blocked")),
             Some(_) => None,
         }
     }
@@ -570,6 +576,9 @@ async fn scim_patch(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): P
     if let Some(r) = scim_gate(&sim, &headers) {
         return r;
     }
+    if sim.store().patch_off {
+        return scim_error(StatusCode::NOT_IMPLEMENTED, None, "PATCH is not supported; use PUT");
+    }
     let req = match read_scim_body(&sim, &body) {
         Ok(d) => d,
         Err(r) => return *r,
@@ -731,6 +740,16 @@ impl SimHandle {
     /// Revokes a key (as regenerating it in ProdPad does): it is answered 401 from now on.
     pub fn revoke_key(&self, key: &str) {
         self.sim.store().revoked.insert(key.to_string());
+    }
+
+    /// Blocks a key (ProdPad's "key blocked"): every request with it is answered 403 from now on.
+    pub fn block_key(&self, key: &str) {
+        self.sim.store().blocked.insert(key.to_string());
+    }
+
+    /// Switches the SCIM face's PATCH on (default) or off (501), so both patch strategies get exercised.
+    pub fn set_patch_supported(&self, on: bool) {
+        self.sim.store().patch_off = !on;
     }
 
     pub fn set_https_only(&self, on: bool) {

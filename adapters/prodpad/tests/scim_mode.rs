@@ -93,3 +93,28 @@ async fn scim_mode_requires_base_url() {
     let report = pp.probe().await.unwrap();
     assert!(report.reachable && report.credential_accepted, "{report:?}");
 }
+
+/// With PATCH switched off at ProdPad, passthrough is refused as unsupported (never faked) and put_merge
+/// still updates; a blocked key is a 403 the adapter reports as a refused credential, never retried.
+#[tokio::test]
+async fn patch_off_and_a_blocked_key() {
+    let sim = scim_sim().await;
+    sim.set_patch_supported(false);
+    let passthrough = scim_adapter(&sim, json!({"patch_strategy": "passthrough"}));
+    let merging = scim_adapter(&sim, json!({"patch_strategy": "put_merge"}));
+    let before = user("pat@x.io", "Pat", "Lee", None);
+    let id = passthrough.create_user(&before).await.unwrap();
+    let mut after = before.clone();
+    after.name.as_mut().unwrap().family_name = Some("Lee-Ng".into());
+    let err = passthrough.update_user(&id, &before, &after).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Unsupported, "{err}");
+    merging.update_user(&id, &before, &after).await.unwrap();
+    assert_eq!(sim.user_by_user_name("pat@x.io").unwrap().family_name.as_deref(), Some("Lee-Ng"));
+
+    sim.block_key(KEY);
+    sim.reset_counters();
+    let err = merging.find_user("pat@x.io").await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Unauthorized, "{err}");
+    assert_eq!(sim.counters().requests, 1, "403 is not retried");
+    assert!(!merging.probe().await.unwrap().credential_accepted);
+}

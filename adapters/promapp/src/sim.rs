@@ -304,6 +304,18 @@ fn check_user(store: &Store, mut user: PromappUser, own_id: Option<u64>) -> Resu
             &format!("A user with userName '{}' already exists", user.user_name),
         )));
     }
+    let email_clash = user.emails.iter().find(|e| {
+        store.users.iter().any(|(id, u)| {
+            Some(*id) != own_id && u.emails.iter().any(|o| o.value.eq_ignore_ascii_case(&e.value))
+        })
+    });
+    if let Some(e) = email_clash {
+        return Err(Box::new(scim_error(
+            StatusCode::CONFLICT,
+            Some("uniqueness"),
+            &format!("A user with email '{}' already exists", e.value),
+        )));
+    }
     user.id = own_id.map(|id| id.to_string());
     Ok(user)
 }
@@ -412,6 +424,13 @@ mod tests {
 
         let r = http.post(format!("{base}/Users")).bearer_auth(tok).json(&json!({"userName": "a@X.com"})).send();
         assert_eq!(r.await.unwrap().status(), 409);
+        let first = json!({"userName": "m1@x.com", "emails": [{"value": "Shared@x.com"}]});
+        let r = http.post(format!("{base}/Users")).bearer_auth(tok).json(&first).send();
+        assert_eq!(r.await.unwrap().status(), 201);
+        let same_mail = json!({"userName": "m2@x.com", "emails": [{"value": "shared@X.com"}]});
+        let r = http.post(format!("{base}/Users")).bearer_auth(tok).json(&same_mail).send().await.unwrap();
+        assert_eq!(r.status(), 409, "emails are unique, ignoring case");
+        assert!(r.text().await.unwrap().contains("uniqueness"));
         let bad_role = json!({"userName": "b@x.com", "roles": [{"display": "Wizard"}]});
         let r = http.post(format!("{base}/Users")).bearer_auth(tok).json(&bad_role).send().await.unwrap();
         assert_eq!(r.status(), 400);
