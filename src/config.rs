@@ -292,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn file_load_names_the_file_and_env_overrides() {
+    fn load_errors_name_the_file_even_when_it_is_missing_or_unparsable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.yaml");
         std::fs::write(&path, "listen: [\n").unwrap();

@@ -182,8 +182,8 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
     let resource = segments.first().cloned().unwrap_or_default();
     let span = tracing::info_span!("scim", app = %app_name, method = %method, resource = %resource, request_id = %rid,
         operation = tracing::field::Empty, status = tracing::field::Empty, vendor_calls = tracing::field::Empty,
-        attempts = tracing::field::Empty, duration_ms = tracing::field::Empty);
-    let calls = Arc::new(adapter_api::calls::CallLog::default());
+        attempts = tracing::field::Empty, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
+    let calls = Arc::new(adapter_api::calls::CallLog::for_request(&rid));
     async move {
         let gw = state.gateway.clone();
         let (operation, result) = match gw.apps.get(&app_name).cloned() {
@@ -218,6 +218,7 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         span.record("status", status.as_u16());
         span.record("vendor_calls", calls.calls());
         span.record("attempts", calls.attempts());
+        span.record("outcome", outcome_label(&result));
         span.record("duration_ms", started.elapsed().as_millis() as u64);
         // Unknown app names come from anyone's URL: one label for all of them keeps the series bounded.
         let label = if gw.apps.contains_key(&app_name) { app_name.as_str() } else { "_unknown" };
@@ -304,6 +305,16 @@ fn method_not_allowed(method: &Method) -> ScimError {
 }
 
 type Dispatched = (&'static str, Result<Reply, ScimError>);
+
+/// One word for how a request ended, for its log line: `ok`, the SCIM error type, or what kind of failure.
+fn outcome_label(result: &Result<Reply, ScimError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        Err(e) if e.status.is_server_error() => "unavailable",
+        Err(e) => e.scim_type.unwrap_or("refused"),
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(

@@ -330,11 +330,21 @@ async fn no_secret_ever_appears_in_logs() {
         }
         if format == "json" {
             let mut saw_app = false;
+            let mut saw_fields = false;
             for line in logs.lines().filter(|l| l.starts_with('{')) {
                 let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
                 saw_app |= v.to_string().contains("\"app\":\"bad\"");
+                let span = &v["span"];
+                saw_fields |=
+                    ["operation", "status", "vendor_calls", "attempts", "outcome", "duration_ms", "request_id"]
+                        .iter()
+                        .all(|f| !span[*f].is_null());
             }
             assert!(saw_app, "JSON logs carry the request span fields");
+            assert!(
+                saw_fields,
+                "a request's log line has operation, status, vendor calls, attempts, outcome, duration"
+            );
         }
     }
 }

@@ -32,9 +32,20 @@ pub struct CallLog {
     calls: AtomicU32,
     attempts: AtomicU32,
     kept: Mutex<Vec<Attempt>>,
+    /// The Entra request's id, sent to the vendor as `X-Request-ID` so both sides' logs meet.
+    request_id: Option<String>,
 }
 
 impl CallLog {
+    /// The call log of the Entra request with this id.
+    pub fn for_request(request_id: &str) -> Self {
+        CallLog { request_id: Some(request_id.to_string()), ..CallLog::default() }
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
     /// Vendor calls made (each may take several attempts).
     pub fn calls(&self) -> u32 {
         self.calls.load(Ordering::Relaxed)

@@ -33,7 +33,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
@@ -680,6 +680,11 @@ impl Outbound {
     ) -> std::result::Result<VendorResponse, (Failure, Error)> {
         let what = format!("{}: {} {}", self.app, req.method, url_path(&req.url));
         let mut builder = self.http.request(req.method.clone(), req.url.as_str()).headers(req.headers.clone());
+        let request_id =
+            crate::calls::current().and_then(|log| log.request_id().and_then(|id| HeaderValue::from_str(id).ok()));
+        if let Some(id) = request_id {
+            builder = builder.header(HeaderName::from_static("x-request-id"), id);
+        }
         if let Some(body) = &req.body {
             builder = builder.body(body.clone());
         }
@@ -975,6 +980,7 @@ mod tests {
         then: Reply,
         origin: Instant,
         arrivals: Mutex<Vec<Duration>>,
+        request_ids: Mutex<Vec<Option<String>>>,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
     }
@@ -995,8 +1001,10 @@ mod tests {
         }
     }
 
-    async fn answer(State(vendor): State<Arc<Vendor>>) -> Response {
+    async fn answer(State(vendor): State<Arc<Vendor>>, headers: axum::http::HeaderMap) -> Response {
         lock(&vendor.arrivals).push(vendor.origin.elapsed());
+        let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
+        lock(&vendor.request_ids).push(request_id);
         let now = vendor.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         vendor.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let _in_flight = InFlight(&vendor.in_flight);
@@ -1022,6 +1030,7 @@ mod tests {
             then,
             origin: Instant::now(),
             arrivals: Mutex::default(),
+            request_ids: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         });
@@ -1422,6 +1431,17 @@ mod tests {
         let timed_out = &attempts[1];
         assert_eq!(timed_out.ms, config().attempt_timeout.as_millis() as u64, "{timed_out:?}");
         assert_eq!((log.calls(), log.attempts()), (1, 4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_attempt_carries_the_entra_request_id() {
+        let (url, vendor) = vendor(vec![Reply::Status(503)], Reply::Status(200)).await;
+        let out = Outbound::new("acme", config()).unwrap();
+        let log = Arc::new(crate::calls::CallLog::for_request("entra-req-42"));
+        crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+        out.send(get(&url)).await.unwrap();
+        let seen = lock(&vendor.request_ids).clone();
+        assert_eq!(seen, [Some("entra-req-42".to_string()), Some("entra-req-42".to_string()), None]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -305,9 +305,10 @@ fn check_user(store: &Store, mut user: PromappUser, own_id: Option<u64>) -> Resu
         )));
     }
     let email_clash = user.emails.iter().find(|e| {
-        store.users.iter().any(|(id, u)| {
-            Some(*id) != own_id && u.emails.iter().any(|o| o.value.eq_ignore_ascii_case(&e.value))
-        })
+        store
+            .users
+            .iter()
+            .any(|(id, u)| Some(*id) != own_id && u.emails.iter().any(|o| o.value.eq_ignore_ascii_case(&e.value)))
     });
     if let Some(e) = email_clash {
         return Err(Box::new(scim_error(
