@@ -40,11 +40,18 @@ async fn serves_https_with_tls12_and_tls13_and_reloads() {
     let plain = reqwest::Client::new().get(url.replace("https", "http")).bearer_auth(TOKEN).send().await;
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
 
+    // A keep-alive connection opened before the reload...
+    let kept = client(&ca, reqwest::tls::Version::TLS_1_3);
+    assert_eq!(kept.get(&url).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+
     // Swap in a new certificate: new handshakes trust only the new one.
     let (cert2, key2, ca2) = write_cert(dir.path(), "second");
     std::fs::copy(&cert2, &cert).unwrap();
     std::fs::copy(&key2, &key).unwrap();
     s.running.reload_tls().await.unwrap();
+    // ...is still served after it: the client trusts only the old certificate, so this can only succeed
+    // on the connection it already had (a new handshake would fail, as the next assertion shows).
+    assert_eq!(kept.get(&url).bearer_auth(TOKEN).send().await.unwrap().status(), 200, "connection kept");
     let resp = client(&ca2, reqwest::tls::Version::TLS_1_3).get(&url).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(client(&ca, reqwest::tls::Version::TLS_1_3).get(&url).send().await.is_err(), "old certificate retired");
@@ -55,4 +62,54 @@ async fn serves_https_with_tls12_and_tls13_and_reloads() {
     let resp = client(&ca2, reqwest::tls::Version::TLS_1_2).get(&url).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     s.running.stop().await.unwrap();
+}
+
+/// The real process: `serve` with TLS reloads its certificate on SIGHUP.
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = write_cert(dir.path(), "first");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = format!(
+        "listen: \"127.0.0.1:{port}\"\nstore:\n  path: \":memory:\"\ntls:\n  cert: \"{}\"\n  key: \"{}\"\napps:\n  sandbox:\n    type: sandbox\n    token_sha256: \"{}\"\n",
+        cert.display(),
+        key.display(),
+        sha(TOKEN)
+    );
+    let config = dir.path().join("proxy.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scim-bridge"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://localhost:{port}/scim/sandbox/v2/Users");
+    let fresh = |pem: &[u8]| client(pem, reqwest::tls::Version::TLS_1_3);
+    let mut up = false;
+    for _ in 0..200 {
+        if fresh(&ca).get(&url).bearer_auth(TOKEN).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(up, "the gateway came up with the first certificate");
+
+    let (cert2, key2, ca2) = write_cert(dir.path(), "second");
+    std::fs::copy(&cert2, &cert).unwrap();
+    std::fs::copy(&key2, &key).unwrap();
+    let _ = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
+    let mut reloaded = false;
+    for _ in 0..200 {
+        if fresh(&ca2).get(&url).bearer_auth(TOKEN).send().await.is_ok() {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reloaded, "after SIGHUP the new certificate is served");
 }
