@@ -47,7 +47,7 @@ fn spawn_gateway(config: &std::path::Path) -> Child {
 }
 
 async fn wait_up(client: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
+    for _ in 0..800 {
         if client.get(format!("{base}/healthz")).send().await.is_ok() {
             return;
         }

@@ -275,7 +275,7 @@ async fn serve_and_capture(log_format: &str) -> (String, Vec<&'static str>) {
         .unwrap();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
+    for _ in 0..400 {
         if client.get(format!("{base}/healthz")).send().await.is_ok() {
             break;
         }

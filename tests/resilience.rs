@@ -65,7 +65,7 @@ struct Entra {
 impl Entra {
     /// Sends until a final answer; 429/503 are retried like Entra's next cycle would (compressed in time).
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-        for _ in 0..200 {
+        for _ in 0..1000 {
             let mut req = self.client.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(TOKEN);
             if let Some(b) = body {
                 req = req.header("content-type", "application/scim+json").body(b.to_string());
@@ -86,7 +86,7 @@ impl Entra {
             }
             return (status, value);
         }
-        panic!("{method} {path}: still retryable after 200 tries");
+        panic!("{method} {path}: still retryable after 1000 tries");
     }
 
     fn unexpected(&self, t: &mut Tally, what: String) {

@@ -88,7 +88,7 @@ async fn sighup_reloads_the_certificate_of_a_running_server() {
     let url = format!("https://localhost:{port}/scim/sandbox/v2/Users");
     let fresh = |pem: &[u8]| client(pem, reqwest::tls::Version::TLS_1_3);
     let mut up = false;
-    for _ in 0..200 {
+    for _ in 0..800 {
         if fresh(&ca).get(&url).bearer_auth(TOKEN).send().await.is_ok() {
             up = true;
             break;
@@ -102,7 +102,7 @@ async fn sighup_reloads_the_certificate_of_a_running_server() {
     std::fs::copy(&key2, &key).unwrap();
     let _ = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
     let mut reloaded = false;
-    for _ in 0..200 {
+    for _ in 0..800 {
         if fresh(&ca2).get(&url).bearer_auth(TOKEN).send().await.is_ok() {
             reloaded = true;
             break;
