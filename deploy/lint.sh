@@ -227,7 +227,7 @@ def check_kustomization():
 run("kubernetes kustomization (resources exist, all listed, one namespace)", check_kustomization)
 
 # Top-level keys of the gateway's `Config` (src/config.rs; deny_unknown_fields) and per-app keys of `AppConfig`.
-CONFIG_KEYS = {"listen", "admin_listen", "public_url", "store", "max_body_bytes", "tls", "apps"}
+CONFIG_KEYS = {"listen", "admin_listen", "public_url", "store", "max_body_bytes", "request_budget_ms", "tls", "apps"}
 APP_KEYS = {"type", "token_sha256", "limits", "ip_allow"}  # anything else goes to the vendor adapter
 
 def proxy_config_problems(cfg, where, secret_files=None):

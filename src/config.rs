@@ -39,6 +39,11 @@ pub struct Config {
     /// Largest request body accepted; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Time one Entra request may spend on vendor calls, all of them together (a create can take a call,
+    /// a lookup and a retry). Past it, what is left is not started and Entra gets 429/503 with
+    /// `Retry-After`, well before Entra itself would give up on the request.
+    #[serde(default = "default_request_budget_ms")]
+    pub request_budget_ms: u64,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     #[serde(default)]
@@ -56,6 +61,10 @@ pub struct StoreConfig {
     /// with its before/after documents (~1.5 KB each), so the file grows with traffic.
     #[serde(default = "default_audit_retention_days")]
     pub audit_retention_days: u32,
+}
+
+fn default_request_budget_ms() -> u64 {
+    30_000
 }
 
 fn default_audit_retention_days() -> u32 {
@@ -135,6 +144,7 @@ impl Config {
             public_url: None,
             store: StoreConfig { path: ":memory:".into(), ..StoreConfig::default() },
             max_body_bytes: default_max_body(),
+            request_budget_ms: default_request_budget_ms(),
             tls: None,
             apps,
         }
@@ -214,6 +224,9 @@ impl Config {
                 crate::http::Cidr::parse(cidr)
                     .map_err(|e| ConfigError(format!("{}: {e}", at(&format!("ip_allow[{i}]")))))?;
             }
+        }
+        if self.request_budget_ms < 1000 {
+            return Err(ConfigError(format!("{origin}: request_budget_ms: must be at least 1000")));
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError(format!("{origin}: max_body_bytes: must be at least 1024")));

@@ -29,6 +29,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub max_body_bytes: usize,
     pub public_url: Option<String>,
+    /// Vendor time one Entra request may use in all (`request_budget_ms`).
+    pub request_budget: std::time::Duration,
 }
 
 /// The SCIM router (plus the operational endpoints unless they have their own listener).
@@ -183,7 +185,8 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
     let span = tracing::info_span!("scim", app = %app_name, method = %method, resource = %resource, request_id = %rid,
         operation = tracing::field::Empty, status = tracing::field::Empty, vendor_calls = tracing::field::Empty,
         attempts = tracing::field::Empty, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
-    let calls = Arc::new(adapter_api::calls::CallLog::for_request(&rid));
+    let budget_ends = tokio::time::Instant::now() + state.request_budget;
+    let calls = Arc::new(adapter_api::calls::CallLog::for_request(&rid).with_deadline(budget_ends));
     async move {
         let gw = state.gateway.clone();
         let (operation, result) = match gw.apps.get(&app_name).cloned() {

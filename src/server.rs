@@ -99,6 +99,7 @@ pub async fn start(config: &Config, gateway: Arc<Gateway>) -> std::io::Result<Ru
         gateway: gateway.clone(),
         max_body_bytes: config.max_body_bytes,
         public_url: config.public_url.clone(),
+        request_budget: Duration::from_millis(config.request_budget_ms),
     };
     let listener = std_listener(config.listen)?;
     let addr = listener.local_addr()?;

@@ -128,6 +128,7 @@ fn config_errors_name_the_key_and_the_file() {
             format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    limits:\n      queue_timeout_ms: 0\n", sha("x")),
             "limits.queue_timeout_ms",
         ),
+        ("tiny-budget.yaml", format!("request_budget_ms: 10\napps:\n  a:\n    type: sandbox\n    token_sha256: {}\n", sha("x")), "request_budget_ms"),
         ("vendor-typo.yaml", format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    rol_map: {{}}\n", sha("x")), "rol_map"),
     ];
     for (file, yaml, key) in cases {

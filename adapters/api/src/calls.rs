@@ -34,6 +34,8 @@ pub struct CallLog {
     kept: Mutex<Vec<Attempt>>,
     /// The Entra request's id, sent to the vendor as `X-Request-ID` so both sides' logs meet.
     request_id: Option<String>,
+    /// When the Entra request's vendor time runs out: no call, attempt or wait goes past it.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl CallLog {
@@ -44,6 +46,16 @@ impl CallLog {
 
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
+    }
+
+    /// The same log with a time budget for all the request's vendor calls together.
+    pub fn with_deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
     }
 
     /// Vendor calls made (each may take several attempts).

@@ -595,7 +595,16 @@ impl Outbound {
     }
 
     async fn call(&self, req: &VendorRequest) -> Result<VendorResponse> {
-        let deadline = Instant::now() + self.config.deadline;
+        let now = Instant::now();
+        // The call's own deadline, or the Entra request's budget if that ends first.
+        let budget = crate::calls::current().and_then(|log| log.deadline());
+        let deadline = budget.map_or(now + self.config.deadline, |b| b.min(now + self.config.deadline));
+        if deadline <= now {
+            return Err(Error::unavailable(
+                None,
+                format!("{}: the Entra request's time for vendor calls is spent; not starting another", self.app),
+            ));
+        }
         let mut admission = self.admit()?;
         // The retry loop is written out rather than run by `backon::Retryable`: each attempt must take a
         // rate-limit permit, a wait must stretch to the vendor's Retry-After and stop short of the call's
@@ -1431,6 +1440,22 @@ mod tests {
         let timed_out = &attempts[1];
         assert_eq!(timed_out.ms, config().attempt_timeout.as_millis() as u64, "{timed_out:?}");
         assert_eq!((log.calls(), log.attempts()), (1, 4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_entra_requests_budget_bounds_every_call_in_it() {
+        let (url, vendor) = vendor(vec![], Reply::Hang).await;
+        let out = Outbound::new("acme", OutboundConfig { deadline: Duration::from_secs(60), ..config() }).unwrap();
+        let started = Instant::now();
+        let log = Arc::new(crate::calls::CallLog::for_request("r").with_deadline(started + Duration::from_secs(2)));
+        let err = crate::calls::scope(log.clone(), out.send(get(&url))).await.unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Unavailable { .. }), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(2), "cut at the budget, not the call's 60 s deadline");
+        // The budget is spent: the request's next call does not reach the vendor at all.
+        let hits = vendor.hits();
+        let err = crate::calls::scope(log, out.send(get(&url))).await.unwrap_err();
+        assert!(err.detail().contains("time for vendor calls is spent"), "{err}");
+        assert_eq!(vendor.hits(), hits);
     }
 
     #[tokio::test(start_paused = true)]
