@@ -150,6 +150,14 @@ impl Config {
         }
     }
 
+    /// Drops the apps' raw vendor options once the adapters are built: an inline credential sits there as
+    /// plain JSON text, while the adapters keep theirs as `SecretString`. Nothing reads the options later.
+    pub fn drop_vendor_options(&mut self) {
+        for app in self.apps.values_mut() {
+            app.options = serde_json::Map::new();
+        }
+    }
+
     /// Loads `path`, applies environment overrides and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         if !path.exists() {

@@ -138,8 +138,9 @@ async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve { config } => {
             let origin = config.display().to_string();
-            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
             let gateway = server::build_gateway(&cfg, &origin).map_err(|e| e.to_string())?;
+            cfg.drop_vendor_options();
             let running =
                 server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
             server::reload_tls_on_sighup(&running);
