@@ -6,7 +6,9 @@ Usage: vendor_replay.py --demo-log FILE --replay PATH/replay.py --vectors DIR [-
 
 The demo log is `scim-bridge demo`'s banner: lines `  <app>: <base>   token: T   simulator: <url>/_sim/users`.
 Per vendor app:
-  1. every user/auth/error vector must pass;
+  1. every user/auth/error vector must pass, and after each one what Entra was told must be what the
+     vendor holds: every user the gateway lists is at the simulator with the same `active`, and every
+     simulator user the gateway no longer lists is gone or disabled;
   2. every group vector must stop at its first group request with a 501 SCIM error (no vendor has groups);
   3. afterwards the simulator holds every vector user deleted: gone (ProdPad SCIM deletes) or disabled
      (Promapp and PROMPT only disable);
@@ -67,6 +69,32 @@ class Checks:
             print(f"FAIL {what}")
 
 
+def vendor_name(u: dict) -> str:
+    for key in ("userName", "user_name", "email"):
+        if u.get(key):
+            return str(u[key]).lower()
+    return ""
+
+
+def inconsistencies(base: str, token: str, sim_users_url: str) -> list[str]:
+    """Differences between the gateway's view (what Entra was told) and the simulator's store."""
+    _, listed = http("GET", f"{base}/Users?startIndex=1&count=1000", token)
+    told = {str(r.get("userName", "")).lower(): r.get("active", True) is not False
+            for r in (listed or {}).get("Resources", [])}
+    _, held_list = http("GET", sim_users_url)
+    held = {vendor_name(u): u.get("active", True) is not False for u in held_list or []}
+    problems = []
+    for name, active in told.items():
+        if name not in held:
+            problems.append(f"{name}: Entra was told it exists, the vendor has no such user")
+        elif held[name] != active:
+            problems.append(f"{name}: Entra was told active={active}, the vendor holds active={held[name]}")
+    for name, active in held.items():
+        if name not in told and active:
+            problems.append(f"{name}: active at the vendor, unknown to Entra")
+    return problems
+
+
 def entra_user(user_name: str) -> dict:
     return {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
@@ -103,10 +131,15 @@ def main() -> int:
     c = Checks()
     for app, base, sim_users in apps:
         print(f"== {app}: {len(other_vectors)} user vectors, {len(group_vectors)} group vectors")
-        run = subprocess.run([sys.executable, args.replay, "--base", base, "--token", args.token, *map(str, other_vectors)],
-                             capture_output=True, text=True)
-        c.check(run.returncode == 0, f"{app}: user vectors: {run.stdout.strip().splitlines()[-1:]}\n{run.stdout}")
-        print(f"   user vectors: {run.stdout.strip().splitlines()[-1]}")
+        passed = 0
+        for vector in other_vectors:
+            run = subprocess.run([sys.executable, args.replay, "--base", base, "--token", args.token, str(vector)],
+                                 capture_output=True, text=True)
+            c.check(run.returncode == 0, f"{app}: {vector.stem}: {run.stdout}")
+            passed += run.returncode == 0
+            problems = inconsistencies(base, args.token, sim_users)
+            c.check(not problems, f"{app}: after {vector.stem} the vendor differs from what Entra was told: {problems}")
+        print(f"   user vectors: {passed} of {len(other_vectors)} passed, vendor state matched Entra's after each")
 
         run = subprocess.run([sys.executable, args.replay, "--base", base, "--token", args.token, *map(str, group_vectors)],
                              capture_output=True, text=True)
