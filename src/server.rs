@@ -20,8 +20,8 @@ use crate::store::Store;
 pub fn build_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, ConfigError> {
     let mut apps = BTreeMap::new();
     for (name, app) in &config.apps {
-        let adapter =
-            crate::vendors::build(name, app).map_err(|e| ConfigError(format!("{origin}: apps.{name}: {e}")))?;
+        let adapter = crate::vendors::build(name, app, Duration::from_millis(config.request_budget_ms))
+            .map_err(|e| ConfigError(format!("{origin}: apps.{name}: {e}")))?;
         let mut token = [0u8; 32];
         hex::decode_to_slice(app.token_sha256.trim(), &mut token)
             .map_err(|_| ConfigError(format!("{origin}: apps.{name}.token_sha256: not hex")))?;

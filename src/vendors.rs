@@ -1,6 +1,7 @@
 //! The registry of adapter types: turns an app's `type` and options into an `Arc<dyn Adapter>`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use adapter_api::sandbox::Sandbox;
 use adapter_api::{Adapter, OutboundConfig};
@@ -11,7 +12,6 @@ use crate::config::{AppConfig, LimitsConfig};
 pub const TYPES: &[&str] = &["sandbox", "prodpad", "promapp", "prompt"];
 
 fn apply_limits(mut base: OutboundConfig, l: &LimitsConfig) -> OutboundConfig {
-    use std::time::Duration;
     let ms = Duration::from_millis;
     if let Some(v) = l.requests_per_second {
         base.requests_per_second = v;
@@ -43,10 +43,19 @@ fn apply_limits(mut base: OutboundConfig, l: &LimitsConfig) -> OutboundConfig {
     base
 }
 
-/// The vendor's defaults with the app's `limits:` on top, validated.
-fn limits_for(defaults: OutboundConfig, l: &LimitsConfig) -> Result<OutboundConfig, String> {
+/// The vendor's defaults with the app's `limits:` on top, validated, also against the Entra request's
+/// time budget (an attempt longer than the whole budget would always be cut short).
+fn limits_for(defaults: OutboundConfig, l: &LimitsConfig, budget: Duration) -> Result<OutboundConfig, String> {
     let merged = apply_limits(defaults, l);
     merged.validate().map_err(|e| format!("limits.{}", e.detail()))?;
+    if merged.attempt_timeout > budget {
+        return Err(format!(
+            "limits.attempt_timeout_ms ({} ms) is longer than request_budget_ms ({} ms): every slow attempt would be \
+             cut short; lower it or raise request_budget_ms",
+            merged.attempt_timeout.as_millis(),
+            budget.as_millis()
+        ));
+    }
     Ok(merged)
 }
 
@@ -74,7 +83,7 @@ fn take_limit_aliases(app: &AppConfig) -> Result<(serde_json::Map<String, serde_
 }
 
 /// Builds the adapter of one app. Errors name the offending key relative to `apps.<name>`.
-pub fn build(name: &str, app: &AppConfig) -> Result<Arc<dyn Adapter>, String> {
+pub fn build(name: &str, app: &AppConfig, request_budget: Duration) -> Result<Arc<dyn Adapter>, String> {
     if app.vendor == "sandbox" {
         if let Some(key) = app.options.keys().next() {
             return Err(format!("unknown key `{key}` (the sandbox type takes no options)"));
@@ -84,9 +93,19 @@ pub fn build(name: &str, app: &AppConfig) -> Result<Arc<dyn Adapter>, String> {
     let (options, limits) = take_limit_aliases(app)?;
     let options = serde_json::Value::Object(options);
     match app.vendor.as_str() {
-        "prodpad" => adapter_prodpad::build(name, options, limits_for(adapter_prodpad::default_limits(), &limits)?),
-        "promapp" => adapter_promapp::build(name, options, limits_for(adapter_promapp::default_limits(), &limits)?),
-        "prompt" => adapter_prompt::build(name, options, limits_for(adapter_prompt::default_limits(), &limits)?),
+        "prodpad" => adapter_prodpad::build(
+            name,
+            options,
+            limits_for(adapter_prodpad::default_limits(), &limits, request_budget)?,
+        ),
+        "promapp" => adapter_promapp::build(
+            name,
+            options,
+            limits_for(adapter_promapp::default_limits(), &limits, request_budget)?,
+        ),
+        "prompt" => {
+            adapter_prompt::build(name, options, limits_for(adapter_prompt::default_limits(), &limits, request_budget)?)
+        }
         other => Err(format!("type: unknown adapter type '{other}' (known: {})", TYPES.join(", "))),
     }
 }
@@ -115,8 +134,16 @@ mod tests {
         .unwrap();
         assert_eq!(options.keys().collect::<Vec<_>>(), ["auth_code"], "the adapter never sees them");
         assert_eq!((limits.requests_per_second, limits.max_attempts), (Some(0.5), Some(3)));
-        let merged = limits_for(adapter_prompt::default_limits(), &limits).unwrap();
+        let merged = limits_for(adapter_prompt::default_limits(), &limits, Duration::from_secs(30)).unwrap();
         assert_eq!((merged.requests_per_second, merged.max_attempts), (0.5, 3));
+    }
+
+    #[test]
+    fn an_attempt_longer_than_the_request_budget_is_refused() {
+        let slow = LimitsConfig { attempt_timeout_ms: Some(20_000), deadline_ms: Some(25_000), ..Default::default() };
+        let err = limits_for(adapter_prompt::default_limits(), &slow, Duration::from_secs(15)).unwrap_err();
+        assert!(err.contains("limits.attempt_timeout_ms (20000 ms)") && err.contains("request_budget_ms"), "{err}");
+        assert!(limits_for(adapter_prompt::default_limits(), &slow, Duration::from_secs(30)).is_ok());
     }
 
     #[test]

@@ -580,6 +580,12 @@ impl Outbound {
     /// `queue_timeout` fails with `rate_limited`, one refused by the open breaker with `unavailable`, both
     /// without touching the vendor.
     pub async fn send(&self, req: VendorRequest) -> Result<VendorResponse> {
+        // The Entra request's budget is the gateway's own limit, not the vendor's doing: refused here, the
+        // call is not counted as a vendor call or failure and the breaker never hears of it.
+        let budget = crate::calls::current().and_then(|log| log.deadline());
+        if budget.is_some_and(|b| b.saturating_duration_since(Instant::now()) < self.min_attempt_time()) {
+            return Err(self.budget_spent());
+        }
         bump(&self.counters.calls);
         crate::calls::count_call();
         let result = self.call(&req).await;
@@ -594,17 +600,26 @@ impl Outbound {
         result
     }
 
+    /// Shortest time worth giving an attempt: starting one with a few milliseconds left would only
+    /// manufacture a timeout (and count it against the vendor).
+    fn min_attempt_time(&self) -> Duration {
+        self.config.attempt_timeout.min(Duration::from_secs(1))
+    }
+
+    /// What a call gets when the Entra request's vendor time is used up: 429 (the gateway's own backlog),
+    /// so Entra retries the request later.
+    fn budget_spent(&self) -> Error {
+        Error::rate_limited(
+            Some(Duration::from_secs(5)),
+            format!("{}: the Entra request's time for vendor calls is spent; not starting another", self.app),
+        )
+    }
+
     async fn call(&self, req: &VendorRequest) -> Result<VendorResponse> {
         let now = Instant::now();
         // The call's own deadline, or the Entra request's budget if that ends first.
-        let budget = crate::calls::current().and_then(|log| log.deadline());
-        let deadline = budget.map_or(now + self.config.deadline, |b| b.min(now + self.config.deadline));
-        if deadline <= now {
-            return Err(Error::unavailable(
-                None,
-                format!("{}: the Entra request's time for vendor calls is spent; not starting another", self.app),
-            ));
-        }
+        let budget = crate::calls::current().and_then(|log| log.deadline()).filter(|b| *b < now + self.config.deadline);
+        let deadline = budget.unwrap_or(now + self.config.deadline);
         let mut admission = self.admit()?;
         // The retry loop is written out rather than run by `backon::Retryable`: each attempt must take a
         // rate-limit permit, a wait must stretch to the vendor's Retry-After and stop short of the call's
@@ -624,11 +639,17 @@ impl Outbound {
                     }))
                 }
             };
+            let time_left = deadline.saturating_duration_since(Instant::now());
+            if budget.is_some() && time_left < self.min_attempt_time() {
+                // The request's budget ran out while this call queued: no attempt, and no verdict on the vendor.
+                return Err(last_error.unwrap_or_else(|| self.budget_spent()));
+            }
             bump(&self.counters.attempts);
             if attempt > 1 {
                 bump(&self.counters.retries);
             }
-            let time_left = deadline.saturating_duration_since(Instant::now());
+            // An attempt cut short by the request's budget says nothing about the vendor's health.
+            let cut_by_budget = budget.is_some() && time_left < self.config.attempt_timeout;
             let sent = Instant::now();
             let outcome = self.attempt(req, self.config.attempt_timeout.min(time_left)).await;
             drop(permit);
@@ -652,7 +673,11 @@ impl Outbound {
                 }
                 Err(failed) => failed,
             };
-            admission.verdict = if failure == Failure::TooManyRequests { Verdict::Success } else { Verdict::Failure };
+            admission.verdict = match failure {
+                Failure::TooManyRequests => Verdict::Success,
+                Failure::Timeout if cut_by_budget => Verdict::Neutral,
+                _ => Verdict::Failure,
+            };
             let backoff = jittered(delays.next().unwrap_or(self.config.backoff_max));
             let wait = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
             if failure == Failure::TooManyRequests {
@@ -1451,11 +1476,33 @@ mod tests {
         let err = crate::calls::scope(log.clone(), out.send(get(&url))).await.unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Unavailable { .. }), "{err}");
         assert_eq!(started.elapsed(), Duration::from_secs(2), "cut at the budget, not the call's 60 s deadline");
-        // The budget is spent: the request's next call does not reach the vendor at all.
+        // The budget is spent: the request's next call does not reach the vendor at all, and is a 429 (the
+        // gateway's own backlog), not a vendor outage.
         let hits = vendor.hits();
+        let calls = out.stats().calls;
         let err = crate::calls::scope(log, out.send(get(&url))).await.unwrap_err();
-        assert!(err.detail().contains("time for vendor calls is spent"), "{err}");
-        assert_eq!(vendor.hits(), hits);
+        assert!(matches!(err.kind(), ErrorKind::RateLimited { .. }), "{err}");
+        assert_eq!((vendor.hits(), out.stats().calls), (hits, calls));
+    }
+
+    /// Timeouts the request's budget caused are not the vendor's: they never open the breaker.
+    #[tokio::test(start_paused = true)]
+    async fn attempts_cut_by_the_budget_do_not_count_against_the_vendor() {
+        let (url, _vendor) = vendor(vec![], Reply::Hang).await;
+        let config = OutboundConfig { breaker_failures: 2, max_attempts: 1, ..config() };
+        let out = Outbound::new("acme", config).unwrap();
+        for _ in 0..3 {
+            let log = Arc::new(
+                crate::calls::CallLog::for_request("r").with_deadline(Instant::now() + Duration::from_secs(2)),
+            );
+            assert!(crate::calls::scope(log, out.send(get(&url))).await.is_err());
+        }
+        assert_eq!(out.breaker_state(), BreakerState::Closed);
+        // The same timeouts at the vendor's own pace (no budget) do open it.
+        for _ in 0..2 {
+            assert!(out.send(get(&url)).await.is_err());
+        }
+        assert_eq!(out.breaker_state(), BreakerState::Open);
     }
 
     #[tokio::test(start_paused = true)]
