@@ -63,12 +63,13 @@ pub type ScimResult<T> = Result<T, ScimError>;
 
 const LOCK_STRIPES: usize = 1024;
 
-/// Striped locks, bounded memory: one change per resource id, and one claim per name, at a time. Two
-/// separate stripe sets, always taken id first then name, so a rename (which holds both) cannot deadlock
-/// with a create (which holds only the name) or with another rename.
+/// Striped locks, bounded memory: one change per resource id, one claim per name, and one link per vendor
+/// record at a time. Separate stripe sets, always taken id, then name, then vendor record, so a rename
+/// (id and name) cannot deadlock with a create (name, then vendor record when it links an existing one).
 struct Locks {
     ids: Vec<Mutex<()>>,
     names: Vec<Mutex<()>>,
+    vendor_records: Vec<Mutex<()>>,
 }
 
 fn stripe_of(stripes: &[Mutex<()>], app: &str, kind: Kind, key: &str) -> usize {
@@ -80,7 +81,7 @@ fn stripe_of(stripes: &[Mutex<()>], app: &str, kind: Kind, key: &str) -> usize {
 impl Locks {
     fn new() -> Self {
         let set = || (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Locks { ids: set(), names: set() }
+        Locks { ids: set(), names: set(), vendor_records: set() }
     }
     fn id(&self, app: &str, kind: Kind, id: &str) -> &Mutex<()> {
         &self.ids[stripe_of(&self.ids, app, kind, id)]
@@ -89,7 +90,14 @@ impl Locks {
         let key = name.to_lowercase();
         &self.names[stripe_of(&self.names, app, kind, &key)]
     }
+    fn vendor_record(&self, app: &str, kind: Kind, vendor_id: &str) -> &Mutex<()> {
+        &self.vendor_records[stripe_of(&self.vendor_records, app, kind, vendor_id)]
+    }
 }
+
+/// Held from linking an existing vendor record until its shadow record is written, so two creates (with
+/// different userNames, one email) cannot both link it.
+type VendorRecordGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 
 pub struct Gateway {
     pub apps: BTreeMap<String, Arc<App>>,
@@ -365,11 +373,12 @@ impl Gateway {
             Kind::Group => {
                 let group =
                     self.to_group(app, &values_doc).inspect_err(|err| self.audit_failure(audit.clone(), err, None))?;
-                app.adapter.create_group(&group).await
+                app.adapter.create_group(&group).await.map(|id| (id, None))
             }
         };
-        let vendor_id = match outcome {
-            Ok(id) => id,
+        // A linked vendor record stays claimed until the shadow write below.
+        let (vendor_id, _linking) = match outcome {
+            Ok(linked) => linked,
             Err(e) => {
                 let err = self.vendor_error(app, &e);
                 self.audit_failure(audit, &err, Some(&e));
@@ -409,43 +418,81 @@ impl Gateway {
 
     /// Creates the user, or adopts the vendor's existing record with the same userName (re-assigned user
     /// of a disable-only vendor, or a create whose answer was lost), or with the same email when the vendor
-    /// refused the create over it and can be asked by email. Never creates a duplicate.
+    /// refused the create over it and can be asked by email. Never creates a duplicate. An adopted record
+    /// comes back claimed (see `VendorRecordGuard`).
     async fn create_user_at_vendor(
         &self,
         app: &App,
         user: &User,
         audit: &mut AuditEntry,
-    ) -> adapter_api::Result<String> {
+    ) -> adapter_api::Result<(String, Option<VendorRecordGuard<'_>>)> {
         let caps: Capabilities = app.adapter.capabilities();
-        let mut tried_lookup = false;
+        let mut looked_up = false;
         for _attempt in 0..2 {
             let err = match app.adapter.create_user(user).await {
-                Ok(id) => return Ok(id),
+                Ok(id) => return Ok((id, None)),
                 Err(e) => e,
             };
-            let worth_a_lookup = matches!(err.kind(), ErrorKind::Conflict) || err.maybe_applied();
-            if !worth_a_lookup || !caps.find_by_user_name || tried_lookup {
+            let conflict = matches!(err.kind(), ErrorKind::Conflict);
+            if !(conflict || err.maybe_applied()) || !caps.find_by_user_name {
                 return Err(err);
             }
-            tried_lookup = true;
-            match app.adapter.find_user(&user.user_name).await? {
-                Some(existing) => return self.adopt(app, existing, user, audit, "userName").await,
-                // Conflict on something else: an email in use can be matched where the vendor looks emails
-                // up; otherwise the admin must sort it out.
-                None if matches!(err.kind(), ErrorKind::Conflict) => {
-                    let email = user.work_email().filter(|_| caps.find_by_email);
-                    if let Some(email) = email {
-                        if let Some(existing) = app.adapter.find_user_by_email(email).await? {
-                            return self.adopt(app, existing, user, audit, &format!("email {email}")).await;
-                        }
-                    }
-                    return Err(err);
+            if !looked_up {
+                looked_up = true;
+                if let Some(existing) = app.adapter.find_user(&user.user_name).await? {
+                    return self.adopt(app, existing, user, audit, "userName").await;
                 }
-                // The lost create did not happen: trying again cannot duplicate.
-                None => continue,
+                if !conflict {
+                    // The lost create did not happen: trying again cannot duplicate.
+                    continue;
+                }
             }
+            if conflict {
+                // A conflict on something else than the userName: an email in use.
+                return self.adopt_by_email(app, user, audit, err).await;
+            }
+            return Err(err);
         }
         Err(adapter_api::Error::unavailable(None, "the vendor did not confirm the create; try again"))
+    }
+
+    /// After the vendor refused a create for a clash other than the userName: links the vendor user holding
+    /// the Entra user's work email, where the vendor can be asked by email. Never a user the gateway
+    /// deprovisioned or the vendor holds disabled: that email may have been recycled, and linking would hand
+    /// a former user's account (documents, permissions) to someone else. Otherwise the original conflict.
+    async fn adopt_by_email(
+        &self,
+        app: &App,
+        user: &User,
+        audit: &mut AuditEntry,
+        conflict: adapter_api::Error,
+    ) -> adapter_api::Result<(String, Option<VendorRecordGuard<'_>>)> {
+        let Some(email) = user.work_email().filter(|_| app.adapter.capabilities().find_by_email) else {
+            return Err(conflict);
+        };
+        let existing = match app.adapter.find_user_by_email(email).await {
+            Ok(Some(existing)) => existing,
+            Ok(None) => return Err(conflict),
+            Err(lookup) => {
+                tracing::warn!(app = %app.name, error = %lookup, "email lookup after a create conflict failed");
+                let detail = format!("{} (looking the email up failed: {})", conflict.detail(), lookup.detail());
+                return Err(adapter_api::Error::conflict(detail));
+            }
+        };
+        let deprovisioned = self
+            .store
+            .is_tombstoned(&app.name, Kind::User, &existing.vendor_id)
+            .map_err(|e| adapter_api::Error::unavailable(None, format!("shadow store: {e}")))?;
+        if deprovisioned || !existing.user.active {
+            return Err(adapter_api::Error::conflict(format!(
+                "{}: the vendor's user '{}' holds {email} but is disabled{}; it is not linked automatically \
+                 (the email may have been reused). Re-enable or rename it at the vendor, then retry",
+                conflict.detail(),
+                existing.user.user_name,
+                if deprovisioned { " (deprovisioned through this gateway)" } else { "" }
+            )));
+        }
+        self.adopt(app, existing, user, audit, &format!("email {email}")).await
     }
 
     async fn adopt(
@@ -455,8 +502,13 @@ impl Gateway {
         user: &User,
         audit: &mut AuditEntry,
         matched_by: &str,
-    ) -> adapter_api::Result<String> {
-        if let Ok(Some(owner)) = self.store.find_by_vendor_id(&app.name, Kind::User, &existing.vendor_id) {
+    ) -> adapter_api::Result<(String, Option<VendorRecordGuard<'_>>)> {
+        let claim = self.locks.vendor_record(&app.name, Kind::User, &existing.vendor_id).lock().await;
+        let owner = self
+            .store
+            .find_by_vendor_id(&app.name, Kind::User, &existing.vendor_id)
+            .map_err(|e| adapter_api::Error::unavailable(None, format!("shadow store: {e}")))?;
+        if let Some(owner) = owner {
             return Err(adapter_api::Error::conflict(format!(
                 "the vendor's user '{}' is already linked to gateway id {}",
                 existing.user.user_name, owner.id
@@ -468,7 +520,7 @@ impl Gateway {
         audit.operation = "adopt".into();
         audit.detail =
             Some(format!("linked to the vendor's existing user {} (matched by {matched_by})", existing.vendor_id));
-        Ok(existing.vendor_id)
+        Ok((existing.vendor_id, Some(claim)))
     }
 
     // ------------------------------------------------------------------ read
@@ -542,6 +594,7 @@ impl Gateway {
         }
         let found = app.adapter.find_user(user_name).await.map_err(|e| self.vendor_error(app, &e))?;
         let Some(vu) = found else { return Ok(None) };
+        let _claim = self.locks.vendor_record(&app.name, Kind::User, &vu.vendor_id).lock().await;
         if self.store.is_tombstoned(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?
             || self.store.find_by_vendor_id(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?.is_some()
         {

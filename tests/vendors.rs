@@ -375,6 +375,41 @@ async fn prompt_matches_an_existing_user_by_email_only_where_enabled() {
     assert_eq!(adopt.operation, "adopt");
     assert!(adopt.detail.as_deref().unwrap().contains("matched by email jane@example.com"), "{adopt:?}");
 
+    // A disabled PROMPT user holding the email (a former employee's, say) is never taken over.
+    let former = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "bob.former",
+        "active": false, "emails": [{"type": "work", "value": "bob@example.com", "primary": true}]});
+    let r = client.post(format!("{}/Users", sims[0].scim_base())).bearer_auth("lookup-code").json(&former).send();
+    assert_eq!(r.await.unwrap().status(), 201);
+    let r = client
+        .post(format!("http://{}/scim/lookup/v2/Users", running.addr))
+        .bearer_auth("lookup-token")
+        .json(&entra_user("bob@example.com", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("disabled"), "{body}");
+    let bob = sims[0].users().into_iter().find(|u| u["userName"] == "bob.former").unwrap();
+    assert_eq!(bob["active"], false, "left as it was: {bob}");
+
+    // Two Entra users with one email, created at once: one links the PROMPT user, the other is refused.
+    let shared = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "carol.legacy",
+        "active": true, "emails": [{"type": "work", "value": "carol@example.com", "primary": true}]});
+    let r = client.post(format!("{}/Users", sims[0].scim_base())).bearer_auth("lookup-code").json(&shared).send();
+    assert_eq!(r.await.unwrap().status(), 201);
+    let claimant = |user_name: &str| {
+        let mut u = entra_user(user_name, None);
+        u["emails"][0]["value"] = json!("carol@example.com");
+        client.post(format!("http://{}/scim/lookup/v2/Users", running.addr)).bearer_auth("lookup-token").json(&u).send()
+    };
+    let (a, b) = tokio::join!(claimant("carol1@example.com"), claimant("carol2@example.com"));
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "exactly one links the vendor user");
+    let carols = sims[0].users().into_iter().filter(|u| u.to_string().contains("carol")).count();
+    assert_eq!(carols, 1, "one PROMPT user for carol");
+
     let r = create("plain").await.unwrap();
     assert_eq!(r.status(), 409);
     let body: Value = r.json().await.unwrap();
