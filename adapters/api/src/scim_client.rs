@@ -426,7 +426,7 @@ impl ScimClient {
     pub async fn update(&self, id: &str, before: &User, after: &User) -> Result<()> {
         let op = if before.active && !after.active { ScimOp::Disable } else { ScimOp::Update };
         match self.rules.patch_strategy {
-            PatchStrategy::PutMerge => self.put_merge(op, id, before, after).await,
+            PatchStrategy::PutMerge => self.put_merge(op, id, before, after, false).await,
             PatchStrategy::Passthrough => {
                 let ops = patch_ops(
                     &project(&before.to_scim(), &self.rules.allowed_attributes),
@@ -441,16 +441,24 @@ impl ScimClient {
     }
 
     /// GET, merge the allowed attributes of `after` onto the vendor's record, PUT (see `PatchStrategy`).
-    async fn put_merge(&self, op: ScimOp, id: &str, before: &User, after: &User) -> Result<()> {
+    /// `always`: send even when no managed attribute changed (a disable must reach the vendor even if the
+    /// gateway already believed the user inactive).
+    async fn put_merge(&self, op: ScimOp, id: &str, before: &User, after: &User, always: bool) -> Result<()> {
         let before = project(&before.to_scim(), &self.rules.allowed_attributes);
         let wanted = self.body_for(after);
         let Some(wanted) = wanted.as_object() else { return Ok(()) };
         let unchanged = wanted.iter().filter(|(k, _)| *k != "schemas").all(|(k, v)| before.get(k) == Some(v))
             && before.keys().all(|k| wanted.contains_key(k));
-        if unchanged {
+        if unchanged && !always {
             return Ok(());
         }
         let mut body = self.get_raw(id).await?;
+        // What is PUT back must be this user: a wrapper, an empty object or another record would be
+        // written over the user on a full-replace vendor.
+        let read = self.parse_user(ScimOp::Get, &Value::Object(body.clone()))?;
+        if read.vendor_id != id {
+            return Err(self.bad_reply(ScimOp::Get, &format!("asked for user {id}, got {}", read.vendor_id)));
+        }
         merge_onto(&mut body, &before, wanted);
         body.insert("id".into(), Value::String(id.into()));
         let req = Self::with_body(self.request(Method::PUT, self.user_url(id)?)?, &Value::Object(body));
@@ -491,7 +499,7 @@ impl ScimClient {
         let mut off = last_known.clone();
         off.active = false;
         match self.rules.patch_strategy {
-            PatchStrategy::PutMerge => self.put_merge(ScimOp::Disable, id, last_known, &off).await,
+            PatchStrategy::PutMerge => self.put_merge(ScimOp::Disable, id, last_known, &off, true).await,
             PatchStrategy::Passthrough => {
                 let ops = vec![json!({"op": "replace", "path": "active", "value": false})];
                 self.patch(ScimOp::Disable, id, &last_known.user_name, ops).await
@@ -662,17 +670,20 @@ fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<(&'a String, &'a
 }
 
 /// Puts the gateway-managed attributes of `wanted` onto the vendor's record `vendor` (the body of a
-/// merging PUT): each key of `wanted` replaces the vendor's (one level deep for complex attributes such as
-/// `name`, so sub-attributes the gateway does not manage stay), what `before` had and `wanted` no longer
-/// has is removed, `schemas` is the union, and the read-only `meta` goes. Keys match case-insensitively and
-/// keep the vendor's spelling.
+/// merging PUT), keeping everything else the vendor holds:
+/// - a complex attribute (`name`) is merged one level deep: managed sub-attributes set or removed, the
+///   vendor's others kept;
+/// - a multi-valued attribute whose entries are typed (`emails: [{type: work, ...}]`) has only the entries
+///   of the managed types set or removed; the vendor's other entries stay (and lose `primary` when a set
+///   entry claims it);
+/// - anything else is replaced; what `before` had and `wanted` no longer has is removed the same way;
+/// - `schemas` is the union, the read-only `meta` goes. Keys match case-insensitively and keep the
+///   vendor's spelling.
 pub fn merge_onto(vendor: &mut Map<String, Value>, before: &Map<String, Value>, wanted: &Map<String, Value>) {
     vendor.retain(|k, _| !k.eq_ignore_ascii_case("meta"));
-    let key_of = |vendor: &Map<String, Value>, key: &str| {
-        vendor.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned().unwrap_or_else(|| key.to_string())
-    };
+    let absent = Value::Null;
     for (key, value) in wanted {
-        let slot_key = key_of(vendor, key);
+        let slot_key = key_ci(vendor, key);
         if key == "schemas" {
             let mut schemas: Vec<Value> = vendor.get(&slot_key).and_then(Value::as_array).cloned().unwrap_or_default();
             for s in value.as_array().into_iter().flatten() {
@@ -683,27 +694,79 @@ pub fn merge_onto(vendor: &mut Map<String, Value>, before: &Map<String, Value>, 
             vendor.insert(slot_key, Value::Array(schemas));
             continue;
         }
-        match (vendor.get_mut(&slot_key).and_then(Value::as_object_mut), value.as_object()) {
-            (Some(held), Some(new)) => {
-                for (sub, v) in new {
-                    let sub_key = key_of(held, sub);
-                    held.insert(sub_key, v.clone());
-                }
-                let dropped = before.get(key).and_then(Value::as_object).into_iter().flat_map(|o| o.keys());
-                for sub in dropped.filter(|sub| !new.contains_key(*sub)) {
-                    let sub_key = key_of(held, sub);
-                    held.remove(&sub_key);
-                }
-            }
-            _ => {
+        let had = before.get(key).unwrap_or(&absent);
+        match vendor.get_mut(&slot_key) {
+            Some(held) => merge_value(held, had, value),
+            None => {
                 vendor.insert(slot_key, value.clone());
             }
         }
     }
-    for key in before.keys().filter(|k| !wanted.contains_key(*k)) {
-        let slot_key = key_of(vendor, key);
-        vendor.remove(&slot_key);
+    for (key, had) in before.iter().filter(|(k, _)| !wanted.contains_key(*k)) {
+        let slot_key = key_ci(vendor, key);
+        let Some(held) = vendor.get_mut(&slot_key) else { continue };
+        merge_value(held, had, &absent);
+        let emptied = match held {
+            Value::Object(o) => o.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Null => true,
+            _ => false,
+        };
+        if emptied {
+            vendor.remove(&slot_key);
+        }
     }
+}
+
+fn key_ci(map: &Map<String, Value>, key: &str) -> String {
+    map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned().unwrap_or_else(|| key.to_string())
+}
+
+/// The `type` of a multi-valued entry, lowercased.
+fn entry_type(entry: &Value) -> Option<String> {
+    entry.get("type").and_then(Value::as_str).map(str::to_lowercase)
+}
+
+/// Sets `held` (the vendor's value) to `wanted` for what the gateway manages, where `had` is what the
+/// gateway managed before; `wanted` null means "no longer set".
+fn merge_value(held: &mut Value, had: &Value, wanted: &Value) {
+    match held {
+        Value::Object(held_obj) if wanted.is_object() || (wanted.is_null() && had.is_object()) => {
+            let empty = Map::new();
+            let new = wanted.as_object().unwrap_or(&empty);
+            for (sub, v) in new {
+                let sub_key = key_ci(held_obj, sub);
+                held_obj.insert(sub_key, v.clone());
+            }
+            for sub in had.as_object().into_iter().flat_map(|o| o.keys()).filter(|sub| !new.contains_key(*sub)) {
+                let sub_key = key_ci(held_obj, sub);
+                held_obj.remove(&sub_key);
+            }
+        }
+        Value::Array(entries) if typed_entries(wanted) || (wanted.is_null() && typed_entries(had)) => {
+            let new: &[Value] = wanted.as_array().map(Vec::as_slice).unwrap_or_default();
+            let new_types: Vec<String> = new.iter().filter_map(entry_type).collect();
+            // Types the gateway managed and no longer sets go; so do the old entries of the types it sets.
+            let managed: Vec<String> =
+                had.as_array().into_iter().flatten().filter_map(entry_type).chain(new_types.iter().cloned()).collect();
+            entries.retain(|e| entry_type(e).is_none_or(|t| !managed.contains(&t)));
+            if new.iter().any(|e| e.get("primary") == Some(&Value::Bool(true))) {
+                for e in entries.iter_mut() {
+                    if let Some(o) = e.as_object_mut() {
+                        o.remove("primary");
+                    }
+                }
+            }
+            entries.extend(new.iter().cloned());
+        }
+        _ if wanted.is_null() => *held = Value::Null,
+        _ => *held = wanted.clone(),
+    }
+}
+
+/// A non-empty list whose entries all carry a `type` (`emails[type eq "work"]`-style values).
+fn typed_entries(v: &Value) -> bool {
+    v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|e| entry_type(e).is_some()))
 }
 
 /// The value at a canonical attribute path of a SCIM user document (e.g. to read `department_from`).
@@ -853,6 +916,30 @@ mod tests {
     }
 
     #[test]
+    fn merge_onto_touches_only_the_managed_entries_of_typed_lists() {
+        let mut vendor = json!({"id": "7", "userName": "a@x.com",
+            "emails": [{"type": "work", "value": "old@x.com", "primary": true}, {"type": "home", "value": "me@home.net", "primary": false}],
+            "phoneNumbers": [{"type": "mobile", "value": "1"}, {"type": "fax", "value": "2"}],
+            "name": {"givenName": "Ann", "honorificPrefix": "Dr"}})
+        .as_object()
+        .unwrap()
+        .clone();
+        let before = json!({"userName": "a@x.com", "emails": [{"type": "work", "value": "old@x.com", "primary": true}],
+            "phoneNumbers": [{"type": "mobile", "value": "1"}], "name": {"givenName": "Ann"}});
+        // Entra changed the work email, dropped the mobile number and every managed part of the name.
+        let wanted =
+            json!({"userName": "a@x.com", "emails": [{"type": "work", "value": "new@x.com", "primary": true}]});
+        merge_onto(&mut vendor, before.as_object().unwrap(), wanted.as_object().unwrap());
+        assert_eq!(
+            Value::Object(vendor),
+            json!({"id": "7", "userName": "a@x.com",
+                "emails": [{"type": "home", "value": "me@home.net"}, {"type": "work", "value": "new@x.com", "primary": true}],
+                "phoneNumbers": [{"type": "fax", "value": "2"}],
+                "name": {"honorificPrefix": "Dr"}})
+        );
+    }
+
+    #[test]
     fn attribute_reads_paths() {
         let doc = user().to_scim();
         let dept = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department";
@@ -927,5 +1014,63 @@ mod tests {
         assert!(check_base_url("base_url", "ftp://h").unwrap_err().contains("base_url"));
         assert!(check_base_url("base_url", "https://u:p@h").is_err());
         assert!(check_users_path("users_path", "Users").unwrap_err().contains("users_path"));
+    }
+}
+
+#[cfg(test)]
+mod put_merge_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A vendor whose `GET /Users/7` answers `read`, recording every PUT body.
+    async fn vendor(read: Value) -> (ScimClient, Arc<Mutex<Vec<Value>>>) {
+        let puts = Arc::new(Mutex::new(Vec::new()));
+        let seen = puts.clone();
+        let app = axum::Router::new().route(
+            "/Users/{id}",
+            axum::routing::get(move || {
+                let read = read.clone();
+                async move { axum::Json(read) }
+            })
+            .put(move |axum::Json(body): axum::Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(body.clone());
+                    axum::Json(body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let rules = ScimRules::new("acme", base, SecretString::from("Bearer k"), &["active", "name.givenName"]);
+        let outbound = Outbound::new("acme", crate::OutboundConfig::default()).unwrap();
+        (ScimClient::new(rules, Arc::new(outbound)), puts)
+    }
+
+    fn ann(active: bool) -> User {
+        let mut u = User::new("a@x.com");
+        u.active = active;
+        u.name = Some(crate::model::Name { given_name: Some("Ann".into()), ..Default::default() });
+        u
+    }
+
+    #[tokio::test]
+    async fn a_read_that_is_not_this_user_is_never_written_back() {
+        for read in [json!({}), json!({"Resources": []}), json!({"id": "8", "userName": "b@x.com"})] {
+            let (client, puts) = vendor(read.clone()).await;
+            let err = client.update("7", &ann(true), &ann(false)).await.unwrap_err();
+            assert!(matches!(err.kind(), crate::ErrorKind::Unavailable { .. }), "{read}: {err}");
+            assert!(puts.lock().unwrap().is_empty(), "{read}: nothing PUT");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_disable_is_sent_even_when_the_gateway_thought_the_user_inactive() {
+        let (client, puts) = vendor(json!({"id": "7", "userName": "a@x.com", "active": true})).await;
+        client.disable("7", &ann(false)).await.unwrap();
+        let sent = puts.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["active"], false);
     }
 }
