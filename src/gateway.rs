@@ -668,9 +668,12 @@ impl Gateway {
     }
 
     pub async fn replace(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
-        let values = Self::incoming_doc(kind, body)?;
+        let values = Self::incoming_doc(kind, body);
         let _guard = self.locks.id(&app.name, kind, id).lock().await;
         let rec = self.load(app, kind, id)?;
+        // A refused PUT of an existing resource is audited like a refused PATCH.
+        let values =
+            values.inspect_err(|err| self.audit_failure(self.audit_of(app, ctx, &rec, "replace"), err, None))?;
         let mut doc = Map::new();
         doc.insert("schemas".into(), schemas_for(kind, &values));
         doc.insert("id".into(), json!(id));
@@ -714,10 +717,14 @@ impl Gateway {
             let schemas = schemas_for(kind, obj);
             obj.insert("schemas".into(), schemas);
         }
+        let refused = |err: ScimError| {
+            self.audit_failure(audit.clone(), &err, None);
+            err
+        };
         let result = match kind {
             Kind::User => {
-                let before = Self::to_user(&rec.doc)?;
-                let after = Self::to_user(&doc)?;
+                let before = Self::to_user(&rec.doc).map_err(refused)?;
+                let after = Self::to_user(&doc).map_err(refused)?;
                 app.adapter.update_user(&rec.vendor_id, &before, &after).await
             }
             Kind::Group => {
@@ -727,7 +734,7 @@ impl Gateway {
                     members: Vec::new(),
                     extra: Map::new(),
                 });
-                let after = self.to_group(app, &doc)?;
+                let after = self.to_group(app, &doc).map_err(refused)?;
                 app.adapter.update_group(&rec.vendor_id, &before, &after).await
             }
         };
