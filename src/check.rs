@@ -56,6 +56,11 @@ pub async fn run(path: &Path, offline: bool) -> Result<Vec<AppCheck>, String> {
                     check.credential_accepted = report.credential_accepted;
                     check.rate_limit_headers = report.rate_limit_headers;
                     check.notes = report.notes;
+                    if let Some(fp) = report.credential_fingerprint {
+                        check
+                            .notes
+                            .insert(0, format!("credential {fp} (compare: printf %s \"$CREDENTIAL\" | sha256sum)"));
+                    }
                     if !report.credential_accepted {
                         check.error = Some("the vendor refused the credential".into());
                     }

@@ -118,15 +118,19 @@ impl Metrics {
                 );
             }
         }
-        out.push_str("# HELP scim_bridge_breaker_state The app's circuit breaker state (1 for the current one).\n");
+        out.push_str(
+            "# HELP scim_bridge_breaker_state The app's circuit breaker state: 1 for the current one, 0 else.\n",
+        );
         out.push_str("# TYPE scim_bridge_breaker_state gauge\n");
         for (app, st) in &stats {
-            let state = match st.breaker_state {
-                adapter_api::BreakerState::Closed => "closed",
-                adapter_api::BreakerState::Open => "open",
-                adapter_api::BreakerState::HalfOpen => "half_open",
-            };
-            let _ = writeln!(out, "scim_bridge_breaker_state{{app=\"{}\",state=\"{state}\"}} 1", escape(app));
+            for (state, name) in [
+                (adapter_api::BreakerState::Closed, "closed"),
+                (adapter_api::BreakerState::Open, "open"),
+                (adapter_api::BreakerState::HalfOpen, "half_open"),
+            ] {
+                let on = u8::from(st.breaker_state == state);
+                let _ = writeln!(out, "scim_bridge_breaker_state{{app=\"{}\",state=\"{name}\"}} {on}", escape(app));
+            }
         }
         let series: [OutboundSeries; 9] = [
             (

@@ -228,10 +228,12 @@ pub async fn probe_apps(gateway: &Gateway) {
             }
             Ok(Err(e)) => {
                 gateway.metrics.vendor_error(&app.name, &e);
+                gateway.metrics.set_vendor_warnings(&app.name, Vec::new());
                 tracing::error!(app = %app.name, error = %e, "vendor probe failed");
             }
             Err(_) => {
                 gateway.metrics.set_vendor_state(&app.name, "unavailable");
+                gateway.metrics.set_vendor_warnings(&app.name, Vec::new());
                 tracing::error!(app = %app.name, "vendor probe got no answer within 30 s");
             }
         }

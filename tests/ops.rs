@@ -201,6 +201,7 @@ async fn metrics_after_a_small_run_and_audit_query() {
         "scim_bridge_requests_total{app=\"pm\",operation=\"patch\",status=\"200\"} 1",
         "scim_bridge_vendor_calls_total{app=\"pm\",outcome=\"2xx\"}",
         "scim_bridge_breaker_state{app=\"pm\",state=\"closed\"} 1",
+        "scim_bridge_breaker_state{app=\"pm\",state=\"open\"} 0",
         "scim_bridge_vendor_retries_total{app=\"pm\"} 0",
         "scim_bridge_limiter_wait_seconds_total{app=\"pm\"}",
         "scim_bridge_breaker_open{app=\"pm\"} 0",

@@ -40,6 +40,10 @@ pub struct ProbeReport {
     pub rate_limit_headers: Vec<(String, String)>,
     /// Anything an operator should know (token expiry soon, REST mode cannot deprovision, ...).
     pub notes: Vec<String>,
+    /// Which credential the app holds, as `adapter_api::secret::fingerprint`: shown by `check` for the admin
+    /// who runs it, never logged (a short code's hash prefix could be guessed offline).
+    #[serde(skip)]
+    pub credential_fingerprint: Option<String>,
 }
 
 #[async_trait]

@@ -84,6 +84,7 @@ impl Adapter for Sandbox {
             credential_accepted: true,
             rate_limit_headers: Vec::new(),
             notes: vec!["sandbox: changes are kept only in the gateway's store".into()],
+            credential_fingerprint: None,
         })
     }
 }

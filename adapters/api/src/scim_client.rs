@@ -520,10 +520,8 @@ impl ScimClient {
             reachable: true,
             credential_accepted: true,
             rate_limit_headers: rate_limit_headers(&resp.headers),
-            notes: vec![format!(
-                "credential {} (compare: printf %s \"$CREDENTIAL\" | sha256sum)",
-                crate::secret::fingerprint(self.rules.auth_header.expose_secret())
-            )],
+            notes: Vec::new(),
+            credential_fingerprint: Some(crate::secret::fingerprint(self.rules.auth_header.expose_secret())),
         };
         match resp.status {
             200 => {

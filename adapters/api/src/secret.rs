@@ -52,7 +52,10 @@ pub fn resolve(
 /// Given an `Authorization` header value, the scheme (`Bearer `) is left out.
 pub fn fingerprint(credential_or_header: &str) -> String {
     use sha2::{Digest, Sha256};
-    let credential = credential_or_header.strip_prefix("Bearer ").unwrap_or(credential_or_header);
+    let credential = match credential_or_header.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest,
+        _ => credential_or_header,
+    };
     let digest = Sha256::digest(credential.as_bytes());
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
@@ -68,6 +71,7 @@ mod tests {
         // printf %s secret-key | sha256sum | cut -c1-12
         assert_eq!(fingerprint("secret-key"), "sha256:85dbe15d75ef");
         assert_eq!(fingerprint("Bearer secret-key"), "sha256:85dbe15d75ef");
+        assert_eq!(fingerprint("bearer secret-key"), "sha256:85dbe15d75ef");
     }
 
     #[test]

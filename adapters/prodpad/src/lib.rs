@@ -446,17 +446,12 @@ impl Adapter for ProdPad {
         match &self.backend {
             Backend::Rest(rest) => {
                 let mut report = ProbeReport {
-                    notes: vec![
-                        format!(
-                            "credential {} (compare: printf %s \"$CREDENTIAL\" | sha256sum)",
-                            rest.key_fingerprint()
-                        ),
-                        format!(
-                            "rest mode: ProdPad users are created and read only; updates and deprovisioning are \
-                             refused ({:?}) and must be done by hand in ProdPad",
-                            self.settings.rest_unsupported
-                        ),
-                    ],
+                    notes: vec![format!(
+                        "rest mode: ProdPad users are created and read only; updates and deprovisioning are \
+                         refused ({:?}) and must be done by hand in ProdPad",
+                        self.settings.rest_unsupported
+                    )],
+                    credential_fingerprint: Some(rest.key_fingerprint()),
                     ..ProbeReport::default()
                 };
                 match rest.list_raw(1, 1).await {
