@@ -86,30 +86,27 @@ async fn sighup_reloads_the_certificate_of_a_running_server() {
         .spawn()
         .unwrap();
     let url = format!("https://localhost:{port}/scim/sandbox/v2/Users");
-    let fresh = |pem: &[u8]| client(pem, reqwest::tls::Version::TLS_1_3);
-    let mut up = false;
-    for _ in 0..800 {
-        if fresh(&ca).get(&url).bearer_auth(TOKEN).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let up = serves_with(&url, &ca).await;
     assert!(up, "the gateway came up with the first certificate");
 
     let (cert2, key2, ca2) = write_cert(dir.path(), "second");
     std::fs::copy(&cert2, &cert).unwrap();
     std::fs::copy(&key2, &key).unwrap();
     let _ = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
-    let mut reloaded = false;
-    for _ in 0..800 {
-        if fresh(&ca2).get(&url).bearer_auth(TOKEN).send().await.is_ok() {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let reloaded = serves_with(&url, &ca2).await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(reloaded, "after SIGHUP the new certificate is served");
+}
+
+/// Whether `url` answers a client trusting only `ca_pem`, within 20 s.
+async fn serves_with(url: &str, ca_pem: &[u8]) -> bool {
+    for _ in 0..800 {
+        let client = client(ca_pem, reqwest::tls::Version::TLS_1_3);
+        if client.get(url).bearer_auth(TOKEN).send().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
 }
