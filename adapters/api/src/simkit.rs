@@ -653,6 +653,9 @@ pub trait Simulator: Send + Sync + std::fmt::Debug {
     fn counters(&self) -> SimCounters {
         self.kit().counters()
     }
+    fn reset_counters(&self) {
+        self.kit().reset_counters();
+    }
 }
 
 /// A simulator started for `demo`/`simulate`, with the adapter options that point an app at it.

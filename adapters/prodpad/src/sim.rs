@@ -25,8 +25,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use adapter_api::simkit::{
-    bearer, list_response, page_params, parse_user_name_filter, scim_error, scim_json, spawn_sim, DemoSim, SimCounters,
-    SimFaults, SimKit, SimServer, Simulator,
+    bearer, list_response, page_params, parse_user_name_filter, scim_error, scim_json, spawn_sim, DemoSim, SimFaults,
+    SimKit, SimServer, Simulator,
 };
 
 use crate::model::Role;
@@ -754,20 +754,6 @@ impl SimHandle {
 
     pub fn set_https_only(&self, on: bool) {
         self.sim.store().https_only = on;
-    }
-
-    /// Replaces the injected faults (throttle, 5xx, slow, timeouts, drops, lost responses).
-    pub fn set_faults(&self, faults: SimFaults) {
-        self.kit.set_faults(faults);
-    }
-
-    /// What the simulator saw (requests by method, faults, throttled, peak rate).
-    pub fn counters(&self) -> SimCounters {
-        self.kit.counters()
-    }
-
-    pub fn reset_counters(&self) {
-        self.kit.reset_counters();
     }
 
     /// Every JSON body the SCIM face received, in order.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use adapter_api::simkit::SimFaults;
+use adapter_api::simkit::{SimFaults, Simulator};
 use adapter_api::ErrorKind;
 use adapter_prodpad::model::Role;
 use adapter_prodpad::sim::SimOptions;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use adapter_api::simkit::Simulator;
 use adapter_api::{ErrorKind, MultiValue};
 use common::*;
 use serde_json::json;

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use adapter_api::simkit::SimFaults;
+use adapter_api::simkit::{SimFaults, Simulator};
 use adapter_api::testkit::{run_all, test_outbound, AttrUpdate, Harness};
 use adapter_api::{Adapter, User};
 use adapter_prodpad::sim::SimHandle;

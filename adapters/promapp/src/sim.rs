@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use adapter_api::simkit::{
-    self, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path, ScimPath, SimCounters,
-    SimFaults, SimKit, SimServer,
+    self, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path, ScimPath, SimFaults,
+    SimKit, SimServer,
 };
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -139,15 +139,6 @@ impl SimHandle {
     }
     pub fn users(&self) -> Vec<Value> {
         self.state.lock().users.values().map(PromappUser::to_resource).collect()
-    }
-    pub fn set_faults(&self, faults: SimFaults) {
-        self.kit.set_faults(faults);
-    }
-    pub fn counters(&self) -> SimCounters {
-        self.kit.counters()
-    }
-    pub fn reset_counters(&self) {
-        self.kit.reset_counters();
     }
     pub fn set_patch_supported(&self, on: bool) {
         self.state.lock().flags.patch_supported = on;

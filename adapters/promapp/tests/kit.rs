@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use adapter_api::simkit::SimFaults;
+use adapter_api::simkit::{SimFaults, Simulator};
 use adapter_api::testkit::{self, AttrUpdate, Harness};
 use adapter_api::{Adapter, ErrorKind, MultiValue, Name, User};
 use adapter_promapp::sim::{self, SimHandle, SimOptions};

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use adapter_api::simkit::{
-    self, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path, ScimPath, SimCounters,
-    SimFaults, SimKit, SimServer,
+    self, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path, ScimPath, SimFaults,
+    SimKit, SimServer,
 };
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -211,15 +211,6 @@ impl SimHandle {
     }
     pub fn set_flags(&self, flags: SimFlags) {
         self.state.lock().flags = flags;
-    }
-    pub fn set_faults(&self, faults: SimFaults) {
-        self.kit.set_faults(faults);
-    }
-    pub fn counters(&self) -> SimCounters {
-        self.kit.counters()
-    }
-    pub fn reset_counters(&self) {
-        self.kit.reset_counters();
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use adapter_api::simkit::SimFaults;
+use adapter_api::simkit::{SimFaults, Simulator};
 use adapter_api::testkit::{self, AttrUpdate, Harness};
 use adapter_api::{Adapter, Enterprise, ErrorKind, MultiValue, Name, User};
 use adapter_prompt::sim::{self, OrgSettings, SimFlags, SimHandle, SimOptions};
