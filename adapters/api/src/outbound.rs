@@ -582,13 +582,16 @@ impl Outbound {
     pub async fn send(&self, req: VendorRequest) -> Result<VendorResponse> {
         // The Entra request's budget is the gateway's own limit, not the vendor's doing: refused here, the
         // call is not counted as a vendor call or failure and the breaker never hears of it.
-        let budget = crate::calls::current().and_then(|log| log.deadline());
+        let scope = crate::calls::current();
+        let budget = scope.as_ref().and_then(|log| log.deadline());
         if budget.is_some_and(|b| b.saturating_duration_since(Instant::now()) < self.min_attempt_time()) {
             return Err(self.budget_spent());
         }
+        // Entra's request id goes to the vendor on every attempt, so both sides' logs meet.
+        let request_id = scope.as_ref().and_then(|log| log.request_id()).and_then(|id| HeaderValue::from_str(id).ok());
         bump(&self.counters.calls);
         crate::calls::count_call();
-        let result = self.call(&req).await;
+        let result = self.call(&req, budget, request_id.as_ref()).await;
         if result.is_err() {
             bump(&self.counters.failures);
         }
@@ -615,10 +618,16 @@ impl Outbound {
         )
     }
 
-    async fn call(&self, req: &VendorRequest) -> Result<VendorResponse> {
+    /// One call with its retries. `budget`: when the Entra request's vendor time ends, if in a request.
+    async fn call(
+        &self,
+        req: &VendorRequest,
+        budget: Option<Instant>,
+        request_id: Option<&HeaderValue>,
+    ) -> Result<VendorResponse> {
         let now = Instant::now();
         // The call's own deadline, or the Entra request's budget if that ends first.
-        let budget = crate::calls::current().and_then(|log| log.deadline()).filter(|b| *b < now + self.config.deadline);
+        let budget = budget.filter(|b| *b < now + self.config.deadline);
         let deadline = budget.unwrap_or(now + self.config.deadline);
         let mut admission = self.admit()?;
         // The retry loop is written out rather than run by `backon::Retryable`: each attempt must take a
@@ -651,7 +660,7 @@ impl Outbound {
             // An attempt cut short by the request's budget says nothing about the vendor's health.
             let cut_by_budget = budget.is_some() && time_left < self.config.attempt_timeout;
             let sent = Instant::now();
-            let outcome = self.attempt(req, self.config.attempt_timeout.min(time_left)).await;
+            let outcome = self.attempt(req, self.config.attempt_timeout.min(time_left), request_id).await;
             drop(permit);
             crate::calls::record_attempt(crate::calls::Attempt {
                 method: req.method.to_string(),
@@ -711,13 +720,12 @@ impl Outbound {
         &self,
         req: &VendorRequest,
         timeout: Duration,
+        request_id: Option<&HeaderValue>,
     ) -> std::result::Result<VendorResponse, (Failure, Error)> {
         let what = format!("{}: {} {}", self.app, req.method, url_path(&req.url));
         let mut builder = self.http.request(req.method.clone(), req.url.as_str()).headers(req.headers.clone());
-        let request_id =
-            crate::calls::current().and_then(|log| log.request_id().and_then(|id| HeaderValue::from_str(id).ok()));
         if let Some(id) = request_id {
-            builder = builder.header(HeaderName::from_static("x-request-id"), id);
+            builder = builder.header(HeaderName::from_static("x-request-id"), id.clone());
         }
         if let Some(body) = &req.body {
             builder = builder.body(body.clone());
