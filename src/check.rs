@@ -26,8 +26,8 @@ impl AppCheck {
     }
 }
 
-/// How long one vendor probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one vendor probe may take (`check`, and the background probes of `serve`).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Validates `path` and, unless `offline`, probes every app. Config errors come back as `Err`.
 pub async fn run(path: &Path, offline: bool) -> Result<Vec<AppCheck>, String> {

@@ -207,7 +207,7 @@ pub fn spawn_health_probes(gateway: Arc<Gateway>, interval: Duration) {
 /// `scim_bridge_vendor_warnings`), and logs what it found.
 pub async fn probe_apps(gateway: &Gateway) {
     for app in gateway.apps.values() {
-        let result = tokio::time::timeout(Duration::from_secs(30), app.adapter.probe()).await;
+        let result = tokio::time::timeout(crate::check::PROBE_TIMEOUT, app.adapter.probe()).await;
         match result {
             Ok(Ok(report)) => {
                 let state = if report.credential_accepted { "ok" } else { "credential_refused" };
@@ -234,7 +234,8 @@ pub async fn probe_apps(gateway: &Gateway) {
             Err(_) => {
                 gateway.metrics.set_vendor_state(&app.name, "unavailable");
                 gateway.metrics.set_vendor_warnings(&app.name, Vec::new());
-                tracing::error!(app = %app.name, "vendor probe got no answer within 30 s");
+                let secs = crate::check::PROBE_TIMEOUT.as_secs();
+                tracing::error!(app = %app.name, "vendor probe got no answer within {secs} s");
             }
         }
     }
