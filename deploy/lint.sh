@@ -284,8 +284,9 @@ def check_deployment():
     sel = spec["selector"].get("matchLabels", {})
     if any(labels.get(k) != v for k, v in sel.items()):
         p.append("selector.matchLabels do not match the pod labels")
-    if pod.get("terminationGracePeriodSeconds") != 30:
-        p.append("terminationGracePeriodSeconds must be 30")
+    # Longer than the gateway's drain (request_budget_ms + 5 s = 35 s by default).
+    if pod.get("terminationGracePeriodSeconds") != 45:
+        p.append("terminationGracePeriodSeconds must be 45 (longer than the 35 s drain)")
     psc = pod.get("securityContext", {})
     if psc.get("runAsNonRoot") is not True or psc.get("runAsUser") != 65532:
         p.append("pod securityContext: runAsNonRoot true and runAsUser 65532 required")
@@ -434,8 +435,8 @@ def check_compose():
         p.append("security_opt must contain no-new-privileges:true")
     if s.get("restart") != "unless-stopped":
         p.append("restart must be unless-stopped")
-    if s.get("stop_grace_period") != "30s":
-        p.append("stop_grace_period must be 30s")
+    if s.get("stop_grace_period") != "45s":
+        p.append("stop_grace_period must be 45s (longer than the 35 s drain)")
     ports = [str(x) for x in s.get("ports", [])]
     if "8080:8080" not in ports:
         p.append("port 8080 must be published")
@@ -523,7 +524,7 @@ def check_unit():
         "ExecStart": "/usr/local/bin/scim-bridge serve --config /etc/scim-bridge/proxy.yaml",
         "ExecReload": "/bin/kill -HUP $MAINPID", "DynamicUser": "yes", "StateDirectory": "scim-bridge",
         "ConfigurationDirectory": "scim-bridge", "Restart": "on-failure", "KillSignal": "SIGTERM",
-        "TimeoutStopSec": "30", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+        "TimeoutStopSec": "45", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
         "PrivateDevices": "yes", "NoNewPrivileges": "yes", "ProtectKernelTunables": "yes",
         "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes",
         "ProtectClock": "yes", "ProtectHostname": "yes",

@@ -46,8 +46,41 @@ pub struct Config {
     pub request_budget_ms: u64,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Limits on inbound connections, for both listeners: what one slow or hostile client may hold.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
     #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
+}
+
+/// Inbound connection limits. A client that connects and sends nothing, sends its headers a byte at a
+/// time, or idles on a keep-alive connection is cut off; past `max` open connections the listener stops
+/// accepting until one closes (the kernel's backlog holds the rest).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Time for a client to send a request's headers (the TLS handshake included), counted from the moment
+    /// the connection waits for a request, so it also ends an HTTP/1 keep-alive connection left idle.
+    pub header_read_timeout_ms: u64,
+    /// A connection on which nothing is read or written for this long is closed (HTTP/2 included). Must
+    /// exceed `request_budget_ms`: a request waiting on the vendor moves no bytes.
+    pub idle_timeout_ms: u64,
+    /// Open connections per listener.
+    pub max: usize,
+    /// Failed bearer-token checks allowed per source address and minute; past it that address gets 429
+    /// for its failures (a right token is always served: Entra's addresses are shared by all tenants).
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+            max: 1024,
+            auth_failures_per_minute: 30,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -146,6 +179,7 @@ impl Config {
             max_body_bytes: default_max_body(),
             request_budget_ms: default_request_budget_ms(),
             tls: None,
+            connections: ConnectionLimits::default(),
             apps,
         }
     }
@@ -233,6 +267,23 @@ impl Config {
                     .map_err(|e| ConfigError(format!("{}: {e}", at(&format!("ip_allow[{i}]")))))?;
             }
         }
+        let c = &self.connections;
+        if c.header_read_timeout_ms < 100 {
+            return Err(ConfigError(format!("{origin}: connections.header_read_timeout_ms: must be at least 100")));
+        }
+        if c.idle_timeout_ms <= self.request_budget_ms {
+            return Err(ConfigError(format!(
+                "{origin}: connections.idle_timeout_ms: must exceed request_budget_ms ({} ms): a request waiting \
+                 on the vendor moves no bytes",
+                self.request_budget_ms
+            )));
+        }
+        if c.max == 0 {
+            return Err(ConfigError(format!("{origin}: connections.max: must be at least 1")));
+        }
+        if c.auth_failures_per_minute == 0 {
+            return Err(ConfigError(format!("{origin}: connections.auth_failures_per_minute: must be at least 1")));
+        }
         if self.request_budget_ms < 1000 {
             return Err(ConfigError(format!("{origin}: request_budget_ms: must be at least 1000")));
         }
@@ -304,6 +355,9 @@ mod tests {
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    ip_allow: [\"10.0.0.0/33\"]\n"), "apps.a.ip_allow[0]"),
             ("listen: not-an-address\n", "listen"),
             ("public_url: ftp://x\n", "public_url"),
+            ("connections:\n  idle_timeout_ms: 1000\n", "connections.idle_timeout_ms"),
+            ("connections:\n  max: 0\n", "connections.max"),
+            ("connections:\n  auth_failures_per_minute: 0\n", "connections.auth_failures_per_minute"),
         ];
         for (yaml, key) in cases {
             let err = Config::from_yaml(yaml, "proxy.yaml").unwrap_err().0;

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod entra_sim;
 pub mod gateway;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod scim;
 pub mod server;

@@ -137,13 +137,14 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve { config } => {
+            let hangup = server::Hangup::catch();
             let origin = config.display().to_string();
             let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
             let gateway = server::build_gateway(&cfg, &origin).map_err(|e| e.to_string())?;
             cfg.drop_vendor_options();
             let running =
                 server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
-            server::reload_tls_on_sighup(&running);
+            server::reload_on_hangup(hangup, &running);
             server::spawn_health_probes(running.gateway.clone(), server::PROBE_INTERVAL);
             server::spawn_audit_retention(running.gateway.clone(), cfg.store.audit_retention_days);
             tracing::info!(addr = %running.addr, tls = running.is_tls(), apps = cfg.apps.len(), "serving");

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, ConfigError};
 use crate::gateway::{App, Gateway};
 use crate::http::{self, AppState, Cidr};
+use crate::listener;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -46,23 +47,33 @@ pub struct Running {
     tls: Option<(RustlsConfig, crate::config::TlsConfig)>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    admin_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    drain: Duration,
 }
 
-/// How long in-flight requests get to finish after SIGTERM.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests get to finish after SIGTERM: longer than an Entra request may spend on the
+/// vendor (`request_budget_ms`), so a request the vendor is working on is answered and audited, never cut.
+/// The deploy files' grace periods (systemd, Kubernetes, compose) are longer still.
+pub fn drain_timeout(request_budget: Duration) -> Duration {
+    request_budget + DRAIN_MARGIN
+}
+
+/// What the drain adds to the request budget: the shadow write and the answer after the last vendor call.
+pub const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 impl Running {
     /// Stops accepting, drains in-flight requests, and waits for the server to finish.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
+        // The listeners drain for `drain` themselves; the extra second lets them say so before this gives up.
+        let wait = self.drain + Duration::from_secs(1);
+        if let Some(admin) = self.admin_task {
+            let _ = tokio::time::timeout(wait, admin).await;
+        }
         let mut task = self.task;
-        match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {
+        match tokio::time::timeout(wait, &mut task).await {
             Ok(joined) => joined.unwrap_or(Ok(())),
             Err(_) => {
-                tracing::warn!(
-                    "in-flight requests did not finish within {}s; stopping anyway",
-                    DRAIN_TIMEOUT.as_secs()
-                );
                 task.abort();
                 Ok(())
             }
@@ -83,51 +94,26 @@ impl Running {
     }
 }
 
-async fn shutdown_signal(mut rx: tokio::sync::watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-fn std_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
 /// Binds and serves `gateway` per `config` until `stop` is called.
 pub async fn start(config: &Config, gateway: Arc<Gateway>) -> std::io::Result<Running> {
-    let state = AppState {
-        gateway: gateway.clone(),
-        max_body_bytes: config.max_body_bytes,
-        public_url: config.public_url.clone(),
-        request_budget: Duration::from_millis(config.request_budget_ms),
-    };
-    let listener = std_listener(config.listen)?;
+    let request_budget = Duration::from_millis(config.request_budget_ms);
+    let state = AppState::new(gateway.clone(), config);
+    let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let drain = drain_timeout(request_budget);
     let admin = match config.admin_listen {
         Some(a) => Some(TcpListener::bind(a).await?),
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let router = http::app(state.clone(), admin.is_none());
-    if let Some(admin) = admin {
+    let admin_task = admin.map(|admin| {
         let admin_router = http::admin_app(state);
-        let admin_rx = rx.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(admin, admin_router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown_signal(admin_rx))
-                .await;
-        });
-    }
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let (task, tls) = match &config.tls {
-        None => {
-            let listener = TcpListener::from_std(listener)?;
-            let task = tokio::spawn(async move {
-                axum::serve(listener, service).with_graceful_shutdown(shutdown_signal(rx)).await
-            });
-            (task, None)
-        }
+        tokio::spawn(listener::serve(admin, admin_router, None, config.connections.clone(), rx.clone(), drain))
+    });
+    let tls = match &config.tls {
+        None => None,
         Some(paths) => {
             let rustls = RustlsConfig::from_pem_file(&paths.cert, &paths.key).await.map_err(|e| {
                 std::io::Error::new(
@@ -135,35 +121,63 @@ pub async fn start(config: &Config, gateway: Arc<Gateway>) -> std::io::Result<Ru
                     format!("tls: cannot load {} / {}: {e}", paths.cert.display(), paths.key.display()),
                 )
             })?;
-            let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
-            let drain = handle.clone();
-            tokio::spawn(async move {
-                shutdown_signal(rx).await;
-                drain.graceful_shutdown(Some(DRAIN_TIMEOUT));
-            });
-            let server = axum_server::from_tcp_rustls(listener, rustls.clone())?.handle(handle);
-            (tokio::spawn(async move { server.serve(service).await }), Some((rustls, paths.clone())))
+            Some((rustls, paths.clone()))
         }
     };
-    Ok(Running { addr, admin_addr, gateway, tls, shutdown: tx, task })
+    let task = tokio::spawn(listener::serve(
+        listener,
+        router,
+        tls.as_ref().map(|(r, _)| r.clone()),
+        config.connections.clone(),
+        rx,
+        drain,
+    ));
+    Ok(Running { addr, admin_addr, gateway, tls, shutdown: tx, task, admin_task, drain })
 }
 
-/// Reloads the TLS certificate on every SIGHUP until the process ends.
-pub fn reload_tls_on_sighup(running: &Running) {
+/// SIGHUP, caught from the start of `serve`: the default action of SIGHUP is to end the process, and the
+/// shipped systemd unit's `ExecReload` sends it, so the handler is installed before anything else can fail.
+pub struct Hangup {
     #[cfg(unix)]
-    if let Some((rustls, paths)) = running.tls.clone() {
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    /// Starts catching SIGHUP now; `reload_on_hangup` says what each one does.
+    pub fn catch() -> Hangup {
+        #[cfg(unix)]
+        {
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot catch SIGHUP"))
+                .ok();
+            Hangup { signal }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+}
+
+/// On every SIGHUP until the process ends: reloads the TLS certificate, or logs that a plain-HTTP gateway
+/// has nothing to reload (config changes need a restart).
+pub fn reload_on_hangup(hangup: Hangup, running: &Running) {
+    #[cfg(unix)]
+    {
+        let Some(mut hup) = hangup.signal else { return };
+        let tls = running.tls.clone();
         tokio::spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
             while hup.recv().await.is_some() {
-                match rustls.reload_from_pem_file(&paths.cert, &paths.key).await {
-                    Ok(()) => tracing::info!(cert = %paths.cert.display(), "TLS certificate reloaded"),
-                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate"),
+                match &tls {
+                    Some((rustls, paths)) => match rustls.reload_from_pem_file(&paths.cert, &paths.key).await {
+                        Ok(()) => tracing::info!(cert = %paths.cert.display(), "TLS certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate"),
+                    },
+                    None => tracing::info!("SIGHUP: no TLS certificate to reload; config changes need a restart"),
                 }
             }
         });
     }
     #[cfg(not(unix))]
-    let _ = running;
+    let _ = (hangup, running);
 }
 
 /// Waits for SIGTERM or Ctrl-C.
