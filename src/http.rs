@@ -31,6 +31,53 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Vendor time one Entra request may use in all (`request_budget_ms`).
     pub request_budget: std::time::Duration,
+    auth_failures: Arc<AuthFailures>,
+}
+
+impl AppState {
+    pub fn new(gateway: Arc<Gateway>, config: &crate::config::Config) -> Self {
+        AppState {
+            gateway,
+            max_body_bytes: config.max_body_bytes,
+            public_url: config.public_url.clone(),
+            request_budget: std::time::Duration::from_millis(config.request_budget_ms),
+            auth_failures: Arc::new(AuthFailures::new(config.connections.auth_failures_per_minute)),
+        }
+    }
+}
+
+/// Failed bearer-token checks per source address (governor's keyed GCRA): a source past its quota gets
+/// 429 + `Retry-After` for each further failure instead of another guess. Only failures are counted and
+/// only failures are refused, so a tenant guessing from Entra's shared addresses cannot lock out another
+/// tenant's correct token.
+struct AuthFailures {
+    limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl std::fmt::Debug for AuthFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthFailures").field("sources", &self.limiter.len()).finish()
+    }
+}
+
+/// Sources remembered before idle ones are forgotten (bounded memory under a spray of addresses).
+const AUTH_FAILURE_SOURCES: usize = 100_000;
+
+impl AuthFailures {
+    fn new(per_minute: u32) -> Self {
+        let n = std::num::NonZeroU32::new(per_minute.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        AuthFailures { limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(n)) }
+    }
+
+    /// Counts one failure from `ip`; `Some(wait)` when the source is over its quota.
+    fn record(&self, ip: IpAddr) -> Option<std::time::Duration> {
+        if self.limiter.len() > AUTH_FAILURE_SOURCES {
+            self.limiter.retain_recent();
+        }
+        use governor::clock::Clock;
+        let now = governor::clock::DefaultClock::default().now();
+        self.limiter.check_key(&ip).err().map(|not_until| not_until.wait_time_from(now))
+    }
 }
 
 /// The SCIM router (plus the operational endpoints unless they have their own listener).
@@ -63,7 +110,7 @@ async fn not_found() -> Response {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let gw = &state.gateway;
-    let store_ok = gw.store.ping().is_ok();
+    let store_ok = gw.store.check_writable().is_ok();
     let apps: serde_json::Map<String, Value> = gw
         .apps
         .values()
@@ -187,20 +234,25 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         attempts = tracing::field::Empty, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
     let budget_ends = tokio::time::Instant::now() + state.request_budget;
     let calls = Arc::new(adapter_api::calls::CallLog::for_request(&rid).with_deadline(budget_ends));
-    async move {
+    let work = async move {
         let gw = state.gateway.clone();
         let (operation, result) = match gw.apps.get(&app_name).cloned() {
             // An unknown app answers like a wrong token, so the SCIM surface does not confirm app names
             // (/readyz and /metrics do list them: README says to keep them on a private admin_listen).
-            None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
+            None => match peer.and_then(|p| state.auth_failures.record(p.ip())) {
+                Some(wait) => ("auth", Err(ScimError::too_many_auth_failures(wait))),
+                None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
+            },
             Some(app) => {
-                // The token first: a caller without it learns nothing, not even that the app exists.
-                if !authorized(&app, &headers) {
-                    ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token")))
-                } else if !app.ip_allow.is_empty()
-                    && !peer.is_some_and(|p| app.ip_allow.iter().any(|c| c.contains(p.ip())))
-                {
+                let ip = peer.map(|p| p.ip());
+                // The allow-list first: an address outside it learns nothing and costs no hashing.
+                if !app.ip_allow.is_empty() && !ip.is_some_and(|ip| app.ip_allow.iter().any(|c| c.contains(ip))) {
                     ("auth", Err(ScimError::new(StatusCode::FORBIDDEN, None, "this address may not call this app")))
+                } else if !authorized(&app, &headers) {
+                    match ip.and_then(|ip| state.auth_failures.record(ip)) {
+                        Some(wait) => ("auth", Err(ScimError::too_many_auth_failures(wait))),
+                        None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
+                    }
                 } else {
                     let ctx = Ctx { request_id: rid.clone(), base_url: base_url(&state, &headers, &app_name) };
                     let work = dispatch(&state, &app, &ctx, &method, &segments, uri.query(), &headers, body);
@@ -244,8 +296,16 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         }
         resp
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    // Its own task: a client that disconnects (or a drain that ends the connection) drops this handler,
+    // but never a change half-way between the vendor call and its shadow write and audit entry.
+    match tokio::spawn(work).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            ScimError::unavailable(5, "the request could not be completed; try again").into_response()
+        }
+    }
 }
 
 fn reply_response(reply: Reply) -> Response {

@@ -52,9 +52,22 @@ impl ScimError {
     pub fn unavailable(retry_after: u64, detail: impl Into<String>) -> Self {
         ScimError { retry_after: Some(retry_after.max(1)), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, None, detail) }
     }
-    pub fn internal(detail: impl Into<String>) -> Self {
-        // Store trouble is transient from Entra's point of view: 503 makes it retry instead of giving up.
-        Self::unavailable(30, detail)
+    /// The gateway's own store cannot read or write: transient from Entra's point of view, so 503 makes it
+    /// retry instead of giving up. The detail is fixed: the database's own error text stays in the log.
+    pub fn store_unavailable() -> Self {
+        Self::unavailable(30, "the gateway's store is unavailable; nothing was changed at the vendor or the change is recorded; try again")
+    }
+    /// 429 for a source that failed the bearer-token check too often.
+    pub fn too_many_auth_failures(wait: Duration) -> Self {
+        let secs = wait.as_secs_f64().ceil() as u64;
+        ScimError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                "too many failed authentication attempts from this address",
+            )
+        }
     }
 
     pub fn body(&self) -> serde_json::Value {
