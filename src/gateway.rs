@@ -142,9 +142,13 @@ fn name_attr(kind: Kind) -> &'static str {
 fn store_err(err: StoreError) -> ScimError {
     match err {
         StoreError::Duplicate => ScimError::uniqueness("another resource already has this name"),
+        StoreError::VendorLinked(owner) => {
+            ScimError::uniqueness(format!("the vendor's record is already linked to gateway id {owner}"))
+        }
         other => {
+            // The database's words go to the log, never to Entra: they can name files and SQL.
             tracing::error!(error = %other, "shadow store failure");
-            ScimError::internal(format!("{other}; try again"))
+            ScimError::store_unavailable()
         }
     }
 }
@@ -276,6 +280,13 @@ impl Gateway {
         }
     }
 
+    /// Writes the intent line of a change before its first vendor call (see `Store::audit_intent`). A store
+    /// that cannot write stops the change here: 503, and the vendor never hears of it.
+    fn begin_change(&self, audit: &mut AuditEntry) -> ScimResult<()> {
+        audit.seq = self.store.audit_intent(audit).map_err(store_err)?;
+        Ok(())
+    }
+
     /// Maps a vendor error for Entra (the one mapping, `from_adapter`) and counts it.
     fn vendor_error(&self, app: &App, err: &adapter_api::Error) -> ScimError {
         self.metrics.vendor_error(&app.name, err);
@@ -364,18 +375,22 @@ impl Gateway {
             return Err(err);
         }
         let values_doc = Value::Object(values.clone());
+        audit.after = Some(values_doc.clone());
         let outcome = match kind {
             Kind::User => {
                 let user =
                     Self::to_user(&values_doc).inspect_err(|err| self.audit_failure(audit.clone(), err, None))?;
+                self.begin_change(&mut audit)?;
                 self.create_user_at_vendor(app, &user, &mut audit).await
             }
             Kind::Group => {
                 let group =
                     self.to_group(app, &values_doc).inspect_err(|err| self.audit_failure(audit.clone(), err, None))?;
+                self.begin_change(&mut audit)?;
                 app.adapter.create_group(&group).await.map(|id| (id, None))
             }
         };
+        let outcome = outcome.and_then(|(id, claim)| adapter_api::check_vendor_id(&id).map(|()| (id, claim)));
         // A linked vendor record stays claimed until the shadow write below.
         let (vendor_id, _linking) = match outcome {
             Ok(linked) => linked,
@@ -503,6 +518,7 @@ impl Gateway {
         audit: &mut AuditEntry,
         matched_by: &str,
     ) -> adapter_api::Result<(String, Option<VendorRecordGuard<'_>>)> {
+        adapter_api::check_vendor_id(&existing.vendor_id)?;
         let claim = self.locks.vendor_record(&app.name, Kind::User, &existing.vendor_id).lock().await;
         let owner = self
             .store
@@ -513,6 +529,27 @@ impl Gateway {
                 "the vendor's user '{}' is already linked to gateway id {}",
                 existing.user.user_name, owner.id
             )));
+        }
+        // A leaver's account (deprovisioned through the gateway, or disabled at the vendor) goes back only to
+        // the same Entra user: userNames are recycled, and re-enabling it for a newcomer would hand over the
+        // leaver's documents and permissions. Entra's externalId (map objectId to it) tells them apart.
+        let tombstone = self
+            .store
+            .tombstone(&app.name, Kind::User, &existing.vendor_id)
+            .map_err(|e| adapter_api::Error::unavailable(None, format!("shadow store: {e}")))?;
+        if tombstone.is_some() || !existing.user.active {
+            let leaver = tombstone.and_then(|t| t.external_id).or_else(|| existing.user.external_id.clone());
+            let same_person = leaver.is_some() && leaver == user.external_id;
+            if !same_person {
+                return Err(adapter_api::Error::needs_manual_action(format!(
+                    "the vendor's user '{}' is a disabled or deprovisioned account of {}, not of this Entra user \
+                     (externalId {}); it is not re-enabled automatically (the userName may have been reused). \
+                     Rename or remove it at the vendor, or give the new user another userName, then retry",
+                    existing.user.user_name,
+                    leaver.as_deref().map(|l| format!("externalId {l}")).unwrap_or_else(|| "an unknown user".into()),
+                    user.external_id.as_deref().unwrap_or("none"),
+                )));
+            }
         }
         if existing.user != *user && app.adapter.capabilities().update_users {
             app.adapter.update_user(&existing.vendor_id, &existing.user, user).await?;
@@ -594,10 +631,16 @@ impl Gateway {
         }
         let found = app.adapter.find_user(user_name).await.map_err(|e| self.vendor_error(app, &e))?;
         let Some(vu) = found else { return Ok(None) };
+        adapter_api::check_vendor_id(&vu.vendor_id).map_err(|e| self.vendor_error(app, &e))?;
         let _claim = self.locks.vendor_record(&app.name, Kind::User, &vu.vendor_id).lock().await;
         if self.store.is_tombstoned(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?
             || self.store.find_by_vendor_id(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?.is_some()
         {
+            return Ok(None);
+        }
+        // A disabled vendor account is a leaver's until shown otherwise: Entra's create then meets it and
+        // the adopt rule (same externalId only) decides, audited.
+        if !vu.user.active {
             return Ok(None);
         }
         let mut values = vu.user.to_scim();
@@ -721,11 +764,14 @@ impl Gateway {
             self.audit_failure(audit.clone(), &err, None);
             err
         };
-        let result = match kind {
+        enum Change {
+            User(Box<(User, User)>),
+            Group(Box<(Group, Group)>),
+        }
+        let change = match kind {
             Kind::User => {
-                let before = Self::to_user(&rec.doc).map_err(refused)?;
-                let after = Self::to_user(&doc).map_err(refused)?;
-                app.adapter.update_user(&rec.vendor_id, &before, &after).await
+                let users = (Self::to_user(&rec.doc).map_err(refused)?, Self::to_user(&doc).map_err(refused)?);
+                Change::User(Box::new(users))
             }
             Kind::Group => {
                 let before = self.to_group(app, &rec.doc).unwrap_or_else(|_| Group {
@@ -734,21 +780,30 @@ impl Gateway {
                     members: Vec::new(),
                     extra: Map::new(),
                 });
-                let after = self.to_group(app, &doc).map_err(refused)?;
-                app.adapter.update_group(&rec.vendor_id, &before, &after).await
+                Change::Group(Box::new((before, self.to_group(app, &doc).map_err(refused)?)))
             }
+        };
+        audit.after = Some(doc.clone());
+        self.begin_change(&mut audit)?;
+        let result = match &change {
+            Change::User(users) => app.adapter.update_user(&rec.vendor_id, &users.0, &users.1).await,
+            Change::Group(groups) => app.adapter.update_group(&rec.vendor_id, &groups.0, &groups.1).await,
         };
         if let Err(e) = result {
             let err = self.vendor_error(app, &e);
             if matches!(e.kind(), ErrorKind::NotFound) {
                 // Deleted at the vendor behind the gateway's back: forget it, so Entra's next lookup misses
-                // and it creates the user again instead of failing on this record forever.
+                // and it creates the user again instead of failing on this record forever. The tombstone
+                // keeps the vendor id and Entra's externalId: should the vendor show that record again
+                // (a 404 it did not mean), a filter does not silently relink it, and only the same Entra
+                // user may take it back.
                 stamp(&mut audit);
                 audit.outcome = e.kind_name().into();
                 audit.status = err.status.as_u16();
+                audit.after = None;
                 audit.detail =
                     Some(format!("{}; the gateway forgot the record so Entra can create it again", err.detail));
-                self.store.remove(&rec, false, &audit).map_err(store_err)?;
+                self.store.remove(&rec, true, &audit).map_err(store_err)?;
                 return Err(err);
             }
             self.audit_failure(audit, &err, Some(&e));
@@ -780,15 +835,20 @@ impl Gateway {
         let rec = self.load(app, kind, id)?;
         let mut audit = self.audit_of(app, ctx, &rec, "delete");
         let caps = app.adapter.capabilities();
-        let result = match kind {
+        let user = match kind {
             Kind::User => match Self::to_user(&rec.doc) {
-                Ok(user) => app.adapter.delete_user(&rec.vendor_id, &user).await,
+                Ok(user) => Some(user),
                 Err(err) => {
                     self.audit_failure(audit, &err, None);
                     return Err(err);
                 }
             },
-            Kind::Group => app.adapter.delete_group(&rec.vendor_id).await,
+            Kind::Group => None,
+        };
+        self.begin_change(&mut audit)?;
+        let result = match &user {
+            Some(user) => app.adapter.delete_user(&rec.vendor_id, user).await,
+            None => app.adapter.delete_group(&rec.vendor_id).await,
         };
         match result {
             Ok(()) => {}

@@ -109,6 +109,17 @@ pub struct AuditEntry {
     pub attempt_log: Vec<Attempt>,
 }
 
+/// The outcome of an audit entry whose change was sent to the vendor and never completed.
+pub const INTENT: &str = "intent";
+
+/// What the gateway remembers of a vendor record it deprovisioned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tombstone {
+    /// Entra's `externalId` of the user it belonged to: only that user may have it back.
+    pub external_id: Option<String>,
+    pub deleted: String,
+}
+
 /// Filters for reading the audit log back.
 #[derive(Clone, Debug, Default)]
 pub struct AuditQuery {
@@ -122,6 +133,9 @@ pub struct AuditQuery {
 pub enum StoreError {
     #[error("the name is already taken")]
     Duplicate,
+    /// The vendor record is already linked to another gateway id (one vendor user, one Entra user).
+    #[error("the vendor record is already linked to gateway id {0}")]
+    VendorLinked(String),
     #[error("shadow store: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("shadow store: bad JSON in a stored document: {0}")]
@@ -157,14 +171,18 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS resources_name ON resources (app, kind, name_key);
 CREATE INDEX IF NOT EXISTS resources_external ON resources (app, kind, external_id);
-CREATE INDEX IF NOT EXISTS resources_vendor ON resources (app, kind, vendor_id);
 CREATE TABLE IF NOT EXISTS tombstones (
     app TEXT NOT NULL,
     kind TEXT NOT NULL,
     vendor_id TEXT NOT NULL,
     name_key TEXT NOT NULL,
     deleted TEXT NOT NULL,
+    external_id TEXT,
     PRIMARY KEY (app, kind, vendor_id)
+);
+CREATE TABLE IF NOT EXISTS health (
+    k INTEGER PRIMARY KEY,
+    at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -240,6 +258,28 @@ impl Store {
             }
         }
         conn.execute_batch("CREATE INDEX IF NOT EXISTS resources_email ON resources (app, kind, email_key)")?;
+        let tombstone_has_external: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('tombstones') WHERE name = 'external_id'")?.exists([])?;
+        if !tombstone_has_external {
+            conn.execute_batch("ALTER TABLE tombstones ADD COLUMN external_id TEXT")?;
+        }
+        // One vendor record, one gateway id. A store written before this rule may hold twins: it still
+        // opens (with the old, non-unique index) and says which, so an operator can remove one.
+        let twins: Vec<(String, String, String)> = conn
+            .prepare(
+                "SELECT app, kind, vendor_id FROM resources GROUP BY app, kind, vendor_id HAVING COUNT(*) > 1 LIMIT 20",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        if twins.is_empty() {
+            conn.execute_batch(
+                "DROP INDEX IF EXISTS resources_vendor;
+                 CREATE UNIQUE INDEX IF NOT EXISTS resources_vendor_unique ON resources (app, kind, vendor_id);",
+            )?;
+        } else {
+            tracing::error!(?twins, "the store links one vendor record to several gateway ids; remove the extra ones");
+            conn.execute_batch("CREATE INDEX IF NOT EXISTS resources_vendor ON resources (app, kind, vendor_id)")?;
+        }
         let has_attempts: bool =
             conn.prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'attempts'")?.exists([])?;
         if !has_attempts {
@@ -263,9 +303,10 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Cheap liveness check for /readyz.
-    pub fn ping(&self) -> StoreResult<()> {
-        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+    /// Proves the store can write (for /readyz): a store that can only read cannot record a change, so the
+    /// gateway must not take any.
+    pub fn check_writable(&self) -> StoreResult<()> {
+        self.conn().execute("INSERT OR REPLACE INTO health (k, at) VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ'))", [])?;
         Ok(())
     }
 
@@ -348,6 +389,16 @@ impl Store {
     pub fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let owner: Option<String> = tx
+            .query_row(
+                "SELECT id FROM resources WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3 AND id != ?4",
+                params![rec.app, rec.kind.as_str(), rec.vendor_id, rec.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(owner) = owner {
+            return Err(StoreError::VendorLinked(owner));
+        }
         let res = tx.execute(
             "INSERT INTO resources (app, kind, id, vendor_id, name_key, external_id, doc, created, modified, version, email_key)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -395,8 +446,16 @@ impl Store {
         )?;
         if tombstone {
             tx.execute(
-                "INSERT OR REPLACE INTO tombstones (app, kind, vendor_id, name_key, deleted) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![rec.app, rec.kind.as_str(), rec.vendor_id, lower(rec.name()), audit.at],
+                "INSERT OR REPLACE INTO tombstones (app, kind, vendor_id, name_key, deleted, external_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    rec.app,
+                    rec.kind.as_str(),
+                    rec.vendor_id,
+                    lower(rec.name()),
+                    audit.at,
+                    external_id_of(&rec.doc)
+                ],
             )?;
         }
         Self::append_audit(&tx, audit)?;
@@ -405,24 +464,81 @@ impl Store {
     }
 
     pub fn is_tombstoned(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<bool> {
-        let found: Option<i64> = self
-            .conn()
-            .query_row(
-                "SELECT 1 FROM tombstones WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3",
-                params![app, kind.as_str(), vendor_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(found.is_some())
+        Ok(self.tombstone(app, kind, vendor_id)?.is_some())
     }
 
-    /// Appends an audit entry on its own (failed operations, imports).
+    /// The tombstone of a vendor record the gateway deprovisioned, if any.
+    pub fn tombstone(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Tombstone>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT external_id, deleted FROM tombstones WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3",
+                params![app, kind.as_str(), vendor_id],
+                |r| Ok(Tombstone { external_id: r.get(0)?, deleted: r.get(1)? }),
+            )
+            .optional()?)
+    }
+
+    /// Appends an audit entry on its own (failed operations, imports); an entry that began as an intent
+    /// (`seq` set by `audit_intent`) is completed in place.
     pub fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         let conn = self.conn();
         Self::append_audit(&conn, entry)
     }
 
+    /// Records, in its own transaction and before the first vendor call, that a change is about to be
+    /// sent: whatever happens next (a failed shadow write, a crash, a cancelled task), the vendor change
+    /// has an audit line. Returns the entry's `seq`; the entry passed to `put`/`remove`/`audit` with that
+    /// `seq` completes it.
+    pub fn audit_intent(&self, entry: &AuditEntry) -> StoreResult<i64> {
+        let conn = self.conn();
+        let intent = AuditEntry {
+            seq: 0,
+            outcome: INTENT.into(),
+            status: 0,
+            detail: Some(
+                "sent to the vendor; the outcome was never recorded (the gateway stopped or its store failed)".into(),
+            ),
+            ..entry.clone()
+        };
+        Self::insert_audit(&conn, &intent)?;
+        Ok(conn.last_insert_rowid())
+    }
+
     fn append_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
+        if e.seq > 0 {
+            let json = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE audit SET at = ?2, resource_id = ?3, name_key = ?4, name = ?5, operation = ?6,
+                       before = ?7, after = ?8, outcome = ?9, status = ?10, detail = ?11, vendor_calls = ?12,
+                       attempts = ?13, attempt_log = ?14
+                     WHERE seq = ?1",
+                )?
+                .execute(params![
+                    e.seq,
+                    e.at,
+                    e.resource_id,
+                    e.name.as_deref().map(lower),
+                    e.name,
+                    e.operation,
+                    json(&e.before),
+                    json(&e.after),
+                    e.outcome,
+                    e.status,
+                    e.detail,
+                    e.vendor_calls,
+                    e.attempts,
+                    if e.attempt_log.is_empty() { None } else { Some(serde_json::to_string(&e.attempt_log)?) }
+                ])?;
+            if updated == 1 {
+                return Ok(());
+            }
+        }
+        Self::insert_audit(conn, e)
+    }
+
+    fn insert_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
         let json = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
         conn.prepare_cached(
             "INSERT INTO audit (at, app, resource_type, resource_id, name_key, name, operation, actor, request_id,
@@ -563,6 +679,56 @@ mod tests {
             s.audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() }).unwrap();
         let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
         assert_eq!(ops, ["adopt", "delete", "create"]);
+    }
+
+    #[test]
+    fn one_vendor_record_links_to_one_gateway_id() {
+        let s = Store::open(":memory:").unwrap();
+        s.put(&rec("1", "dan"), &audit("create", "dan")).unwrap();
+        let twin = Record { vendor_id: "v-1".into(), ..rec("2", "dan2") };
+        assert!(matches!(s.put(&twin, &audit("create", "dan2")), Err(StoreError::VendorLinked(owner)) if owner == "1"));
+        // The unique index holds even for a write that skips the check.
+        let conn = s.conn();
+        let raw = conn.execute(
+            "INSERT INTO resources (app, kind, id, vendor_id, name_key, doc, created, modified, version)
+             VALUES ('a', 'User', '3', 'v-1', 'x', '{}', 't', 't', 1)",
+            [],
+        );
+        assert!(raw.is_err());
+    }
+
+    #[test]
+    fn an_intent_is_completed_in_place_or_stays_open() {
+        let s = Store::open(":memory:").unwrap();
+        let mut entry = audit("create", "erin");
+        entry.seq = s.audit_intent(&entry).unwrap();
+        let open = s.audit_log(&AuditQuery::default()).unwrap();
+        assert_eq!((open.len(), open[0].outcome.as_str()), (1, INTENT));
+        s.put(&rec("1", "erin"), &entry).unwrap();
+        let done = s.audit_log(&AuditQuery::default()).unwrap();
+        assert_eq!((done.len(), done[0].outcome.as_str(), done[0].status), (1, "ok", 201));
+    }
+
+    #[test]
+    fn tombstones_keep_entras_external_id() {
+        let s = Store::open(":memory:").unwrap();
+        let r = rec("1", "fay");
+        s.put(&r, &audit("create", "fay")).unwrap();
+        s.remove(&r, true, &audit("delete", "fay")).unwrap();
+        assert_eq!(s.tombstone("a", Kind::User, "v-1").unwrap().unwrap().external_id.as_deref(), Some("ext-1"));
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_is_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let s = Store::open(path.to_str().unwrap()).unwrap();
+        s.check_writable().unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        s.conn().busy_timeout(std::time::Duration::from_millis(10)).unwrap();
+        assert!(s.check_writable().is_err());
     }
 
     #[test]

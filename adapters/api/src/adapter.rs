@@ -29,6 +29,22 @@ pub struct VendorUser {
     pub user: User,
 }
 
+/// Refuses a vendor id the gateway could not safely put back into a vendor URL: empty, `.` or `..` (URL
+/// dot-segments would address another resource), or holding a `/`, `?`, `#`, `%` or control character.
+/// Checked wherever an id arrives from a vendor, before it is stored.
+pub fn check_vendor_id(id: &str) -> crate::Result<()> {
+    let bad = id.is_empty()
+        || id == "."
+        || id == ".."
+        || id.len() > 256
+        || id.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | '?' | '#' | '%'));
+    if bad {
+        let shown: String = id.chars().take(40).filter(|c| !c.is_control()).collect();
+        return Err(Error::unavailable(None, format!("the vendor returned an unusable id {shown:?}; not stored")));
+    }
+    Ok(())
+}
+
 /// What a harmless read against the vendor showed (used by `scim-bridge check` and `/readyz`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ProbeReport {

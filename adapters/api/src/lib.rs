@@ -13,7 +13,7 @@ pub mod secret;
 pub mod simkit;
 pub mod testkit;
 
-pub use adapter::{Adapter, Capabilities, ProbeReport, VendorUser};
+pub use adapter::{check_vendor_id, Adapter, Capabilities, ProbeReport, VendorUser};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Enterprise, Group, Manager, Member, MultiValue, Name, User};
 pub use outbound::{BreakerState, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};
