@@ -321,6 +321,8 @@ enum Failure {
     Timeout,
     /// The connection broke after the request went out.
     Lost,
+    /// The reply was larger than `MAX_RESPONSE_BYTES`: the request may have been applied.
+    TooLarge,
 }
 
 impl Failure {
@@ -332,6 +334,7 @@ impl Failure {
             Failure::Connect => "connect_failed".to_string(),
             Failure::Timeout => "timeout".to_string(),
             Failure::Lost => "connection_lost".to_string(),
+            Failure::TooLarge => "reply_too_large".to_string(),
         }
     }
 }
@@ -340,13 +343,13 @@ impl Failure {
 fn may_retry(failure: Failure, idempotent: bool) -> bool {
     match failure {
         Failure::TooManyRequests | Failure::Connect => true,
-        Failure::ServerError(_) | Failure::Timeout | Failure::Lost => idempotent,
+        Failure::ServerError(_) | Failure::Timeout | Failure::Lost | Failure::TooLarge => idempotent,
     }
 }
 
 /// Whether the vendor may have applied a request whose attempt failed this way.
 fn maybe_applied(failure: Failure) -> bool {
-    matches!(failure, Failure::ServerError(_) | Failure::Timeout | Failure::Lost)
+    matches!(failure, Failure::ServerError(_) | Failure::Timeout | Failure::Lost | Failure::TooLarge)
 }
 
 /// What a finished call means for the breaker. 4xx answers (429 included: the vendor is up and pacing us)
@@ -733,12 +736,12 @@ impl Outbound {
         let exchange = async {
             let resp = builder.send().await.map_err(|e| {
                 let failure = if e.is_connect() { Failure::Connect } else { Failure::Lost };
-                (failure, e.without_url())
+                (failure, Some(e.without_url()))
             })?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let body = resp.bytes().await.map_err(|e| (Failure::Lost, e.without_url()))?;
-            Ok((status, headers, body.to_vec()))
+            let body = read_capped(resp).await?;
+            Ok((status, headers, body))
         };
         let fail = |failure: Failure, detail: String| {
             (failure, Error::unavailable(None, detail).with_maybe_applied(maybe_applied(failure)))
@@ -747,10 +750,22 @@ impl Outbound {
             Err(_) => {
                 return Err(fail(Failure::Timeout, format!("{what}: no answer within {}s", timeout.as_secs_f64())))
             }
-            Ok(Err((Failure::Connect, e))) => {
-                return Err(fail(Failure::Connect, format!("{what}: cannot connect: {}", describe(&e))))
+            // The error chain (addresses, TLS and OS details) goes to the log; Entra and the audit get a
+            // short reason an admin can act on.
+            Ok(Err((Failure::TooLarge, _))) => {
+                let detail = format!("{what}: the vendor's reply is larger than {MAX_RESPONSE_BYTES} bytes");
+                return Err(fail(Failure::TooLarge, detail));
             }
-            Ok(Err((failure, e))) => return Err(fail(failure, format!("{what}: vendor reply lost: {}", describe(&e)))),
+            Ok(Err((Failure::Connect, e))) => {
+                let chain = e.as_ref().map(describe).unwrap_or_default();
+                tracing::warn!(app = %self.app, error = %chain, "cannot connect to the vendor");
+                return Err(fail(Failure::Connect, format!("{what}: cannot connect to the vendor")));
+            }
+            Ok(Err((failure, e))) => {
+                let chain = e.as_ref().map(describe).unwrap_or_default();
+                tracing::warn!(app = %self.app, error = %chain, "vendor reply lost");
+                return Err(fail(failure, format!("{what}: vendor reply lost ({})", short_reason(&e))));
+            }
             Ok(Ok(answer)) => answer,
         };
         if status == 429 {
@@ -963,6 +978,35 @@ fn jittered(delay: Duration) -> Duration {
 }
 
 /// A reqwest error (its URL already stripped: query strings may hold keys) with its causes.
+/// The most a vendor reply may weigh: a page of users is well under 1 MiB; a vendor (or something in
+/// its place) sending more is cut off rather than held in memory.
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads a reply's body, refusing one over `MAX_RESPONSE_BYTES` (declared or streamed).
+async fn read_capped(mut resp: reqwest::Response) -> std::result::Result<Vec<u8>, (Failure, Option<reqwest::Error>)> {
+    if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+        return Err((Failure::TooLarge, None));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| (Failure::Lost, Some(e.without_url())))? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err((Failure::TooLarge, None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A few words on a transport failure, without addresses or OS detail.
+fn short_reason(e: &Option<reqwest::Error>) -> &'static str {
+    match e {
+        None => "no detail",
+        Some(e) if e.is_timeout() => "timed out",
+        Some(e) if e.is_body() || e.is_decode() => "the body broke off",
+        Some(_) => "the connection broke",
+    }
+}
+
 fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
