@@ -29,8 +29,23 @@ pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<String, String> {
     (now - age).format(&Rfc3339).map_err(|e| e.to_string())
 }
 
+/// Text from the audit log as it may reach a terminal: details quote vendors' error bodies and names come
+/// from Entra, so control characters (ESC sequences that recolour, retitle or rewrite the screen, CR, BEL)
+/// become spaces, and so do Unicode's invisible direction overrides.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn cell(s: &str, width: usize) -> String {
-    let s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let s = printable(s);
     if s.chars().count() > width {
         let cut: String = s.chars().take(width.saturating_sub(1)).collect();
         format!("{cut}…")
@@ -62,7 +77,7 @@ pub fn render_table(entries: &[AuditEntry]) -> String {
             cell(&e.outcome, 20),
             cell(&e.status.to_string(), 6),
             cell(&attempts_summary(e), 30),
-            e.detail.as_deref().unwrap_or("").replace('\n', " ")
+            printable(e.detail.as_deref().unwrap_or(""))
         ));
     }
     if entries.is_empty() {
@@ -123,6 +138,24 @@ mod tests {
         assert!(t.lines().nth(1).unwrap().contains("needs_manual_action"));
         assert!(render_table(&[]).contains("no audit entries"));
         assert_eq!(render_json(&[AuditEntry::default()]).lines().count(), 1);
+    }
+
+    #[test]
+    fn terminal_escapes_in_any_column_never_reach_the_terminal() {
+        let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\rspoofed\u{202e}txt.exe";
+        let e = AuditEntry {
+            app: "prompt".into(),
+            operation: "create".into(),
+            name: Some(hostile.into()),
+            outcome: "conflict".into(),
+            detail: Some(format!("vendor said: {hostile}")),
+            ..Default::default()
+        };
+        let t = render_table(&[e]);
+        for bad in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
+            assert!(!t.contains(bad), "{bad:?} in {t:?}");
+        }
+        assert!(t.contains("spoofed"));
     }
 
     #[test]
