@@ -829,6 +829,35 @@ fn set_filtered(
     Ok(())
 }
 
+/// Removes every element that `removal_matches` any of `wanted`, in time linear in both lists for the
+/// forms Entra sends (`[{"value": id}, ...]` or bare values); only the rare object without a `value`
+/// (matched as a subset of an element) is compared one by one.
+fn remove_elements(elements: &mut Vec<Value>, wanted: &[Value]) {
+    let mut by_value = std::collections::HashSet::new();
+    let mut by_whole = std::collections::HashSet::new();
+    let mut partial = Vec::new();
+    for w in wanted {
+        match w {
+            Value::Object(o) => match get_ci(o, "value") {
+                Some(v) => {
+                    by_value.insert(v.to_string());
+                }
+                None => partial.push(w),
+            },
+            other => {
+                by_value.insert(other.to_string());
+                by_whole.insert(other.to_string());
+            }
+        }
+    }
+    elements.retain(|e| {
+        let hit = value_of(e).is_some_and(|v| by_value.contains(&v.to_string()))
+            || by_whole.contains(&e.to_string())
+            || partial.iter().any(|w| removal_matches(e, w));
+        !hit
+    });
+}
+
 /// Whether `existing` is named by one item of a remove's value list (Entra default mode sends
 /// `[{"value": id}]`; a bare id string is accepted too).
 fn removal_matches(existing: &Value, wanted: &Value) -> bool {
@@ -875,7 +904,7 @@ fn remove(work: &mut Value, target: &Target, value: Option<&Value>) -> Result<()
                         single => vec![single],
                     };
                     let mut elements = take_elements(container, &key);
-                    elements.retain(|e| !wanted.iter().any(|w| removal_matches(e, w)));
+                    remove_elements(&mut elements, &wanted);
                     put_elements(container, key, elements);
                 }
                 _ => {
@@ -1741,6 +1770,23 @@ mod tests {
             let mut bulk = start;
             add_elements(&mut bulk, items, identity);
             prop_assert_eq!(bulk, one_by_one);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The indexed removal removes exactly what comparing each pair removes.
+        #[test]
+        fn bulk_remove_equals_pairwise(
+            start in proptest::collection::vec(element(), 0..8),
+            wanted in proptest::collection::vec(element(), 0..5),
+        ) {
+            let mut pairwise = start.clone();
+            pairwise.retain(|e| !wanted.iter().any(|w| removal_matches(e, w)));
+            let mut indexed = start;
+            remove_elements(&mut indexed, &wanted);
+            prop_assert_eq!(indexed, pairwise);
         }
     }
 
