@@ -32,7 +32,7 @@ pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<String, String> {
 /// Text from the audit log as it may reach a terminal: details quote vendors' error bodies and names come
 /// from Entra, so control characters (ESC sequences that recolour, retitle or rewrite the screen, CR, BEL)
 /// become spaces, and so do Unicode's invisible direction overrides.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c) {

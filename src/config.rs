@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Yaml};
 use figment::Figment;
@@ -146,6 +147,9 @@ pub struct AppConfig {
     /// Optional CIDR allow-list for Entra's source addresses.
     #[serde(default)]
     pub ip_allow: Vec<String>,
+    /// Comparing the vendor with Entra's state (see `src/reconcile.rs`).
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
     /// Everything else: the vendor's own options, validated by its adapter crate.
     #[serde(flatten)]
     pub options: Map<String, Value>,
@@ -158,8 +162,73 @@ impl std::fmt::Debug for AppConfig {
             .field("token_sha256", &self.token_sha256)
             .field("limits", &self.limits)
             .field("ip_allow", &self.ip_allow)
+            .field("reconcile", &self.reconcile)
             .field("option_keys", &self.options.keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+/// What reconcile does with a difference between the vendor and Entra's last desired state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconcileMode {
+    /// Push Entra's values of the managed attributes back to the vendor.
+    #[default]
+    Enforce,
+    /// Only record the difference (audit, metrics).
+    Report,
+}
+
+/// `apps.<name>.reconcile`: durations are written like `1h`, `10m`, `90s`; `0` turns the periodic pass off.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    pub interval: String,
+    pub mode: ReconcileMode,
+    /// How long a listing answers Entra's `userName eq` matching queries for users the vendor lacks.
+    pub index_ttl: String,
+    /// Repairs one pass makes at most; beyond that it only reports (a vendor glitch that shows every user
+    /// changed should page a person, not rewrite the vendor).
+    pub max_repairs: usize,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            interval: "1h".into(),
+            mode: ReconcileMode::Enforce,
+            index_ttl: "10m".into(),
+            max_repairs: 500,
+        }
+    }
+}
+
+/// `0`, `off` or a humantime duration (`1h`, `10m`, `90s`, `1h 30m`).
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    match raw.trim() {
+        "0" | "off" => Ok(Duration::ZERO),
+        other => humantime::parse_duration(other).map_err(|e| format!("{e} (write it like 1h, 10m or 90s; 0 is off)")),
+    }
+}
+
+impl ReconcileConfig {
+    /// The periodic pass's interval; zero is off.
+    pub fn interval(&self) -> Duration {
+        parse_duration(&self.interval).unwrap_or(Duration::ZERO)
+    }
+    /// How long a listing stands in for per-user lookups; zero is never.
+    pub fn index_ttl(&self) -> Duration {
+        parse_duration(&self.index_ttl).unwrap_or(Duration::ZERO)
+    }
+    fn validate(&self, at: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        for (key, raw) in [("reconcile.interval", &self.interval), ("reconcile.index_ttl", &self.index_ttl)] {
+            parse_duration(raw).map_err(|e| ConfigError(format!("{}: {raw:?}: {e}", at(key))))?;
+        }
+        let interval = self.interval();
+        if !interval.is_zero() && interval < Duration::from_secs(1) {
+            return Err(ConfigError(format!("{}: must be at least 1s, or 0 for off", at("reconcile.interval"))));
+        }
+        Ok(())
     }
 }
 
@@ -262,6 +331,7 @@ impl Config {
                     )));
                 }
             }
+            app.reconcile.validate(at)?;
             for (i, cidr) in app.ip_allow.iter().enumerate() {
                 crate::http::Cidr::parse(cidr)
                     .map_err(|e| ConfigError(format!("{}: {e}", at(&format!("ip_allow[{i}]")))))?;
@@ -357,6 +427,8 @@ mod tests {
             ("public_url: ftp://x\n", "public_url"),
             ("connections:\n  idle_timeout_ms: 1000\n", "connections.idle_timeout_ms"),
             ("connections:\n  max: 0\n", "connections.max"),
+            (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      interval: soon\n"), "apps.a.reconcile.interval"),
+            (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      mode: fix\n"), "mode"),
             ("connections:\n  auth_failures_per_minute: 0\n", "connections.auth_failures_per_minute"),
         ];
         for (yaml, key) in cases {

@@ -97,6 +97,7 @@ pub async fn start_with_limits(
             token_sha256: hash.clone(),
             limits: LimitsConfig::default(),
             ip_allow: Vec::new(),
+            reconcile: Default::default(),
             options: Default::default(),
         },
     );
@@ -113,6 +114,7 @@ pub async fn start_with_limits(
                 token_sha256: hash.clone(),
                 limits: limits.clone(),
                 ip_allow: Vec::new(),
+                reconcile: Default::default(),
                 options: started.app_options,
             },
         );

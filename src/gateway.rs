@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
+use crate::reconcile::{UnmanagedSeen, VendorIndex};
 use crate::scim::error::{from_adapter, ScimError};
 use crate::scim::filter::{self, Filter};
 use crate::scim::patch;
@@ -26,6 +27,7 @@ pub struct App {
     pub adapter: Arc<dyn Adapter>,
     pub token_sha256: [u8; 32],
     pub ip_allow: Vec<crate::http::Cidr>,
+    pub reconcile: crate::config::ReconcileConfig,
 }
 
 impl std::fmt::Debug for App {
@@ -66,7 +68,7 @@ const LOCK_STRIPES: usize = 1024;
 /// Striped locks, bounded memory: one change per resource id, one claim per name, and one link per vendor
 /// record at a time. Separate stripe sets, always taken id, then name, then vendor record, so a rename
 /// (id and name) cannot deadlock with a create (name, then vendor record when it links an existing one).
-struct Locks {
+pub(crate) struct Locks {
     ids: Vec<Mutex<()>>,
     names: Vec<Mutex<()>>,
     vendor_records: Vec<Mutex<()>>,
@@ -83,27 +85,30 @@ impl Locks {
         let set = || (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         Locks { ids: set(), names: set(), vendor_records: set() }
     }
-    fn id(&self, app: &str, kind: Kind, id: &str) -> &Mutex<()> {
+    pub(crate) fn id(&self, app: &str, kind: Kind, id: &str) -> &Mutex<()> {
         &self.ids[stripe_of(&self.ids, app, kind, id)]
     }
-    fn name(&self, app: &str, kind: Kind, name: &str) -> &Mutex<()> {
+    pub(crate) fn name(&self, app: &str, kind: Kind, name: &str) -> &Mutex<()> {
         let key = name.to_lowercase();
         &self.names[stripe_of(&self.names, app, kind, &key)]
     }
-    fn vendor_record(&self, app: &str, kind: Kind, vendor_id: &str) -> &Mutex<()> {
+    pub(crate) fn vendor_record(&self, app: &str, kind: Kind, vendor_id: &str) -> &Mutex<()> {
         &self.vendor_records[stripe_of(&self.vendor_records, app, kind, vendor_id)]
     }
 }
 
 /// Held from linking an existing vendor record until its shadow record is written, so two creates (with
 /// different userNames, one email) cannot both link it.
-type VendorRecordGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
+pub(crate) type VendorRecordGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 
 pub struct Gateway {
     pub apps: BTreeMap<String, Arc<App>>,
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
-    locks: Locks,
+    pub(crate) locks: Locks,
+    /// Per app: the latest vendor listing, standing in for per-user lookups while fresh.
+    indexes: BTreeMap<String, Arc<VendorIndex>>,
+    pub(crate) unmanaged_seen: UnmanagedSeen,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -112,7 +117,7 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
@@ -206,7 +211,7 @@ fn flatten_and<'a>(f: &'a Filter, out: &mut Vec<&'a Filter>) {
 }
 
 /// Copies the request's vendor traffic (calls and every attempt, retries included) into its audit entry.
-fn stamp(entry: &mut AuditEntry) {
+pub(crate) fn stamp(entry: &mut AuditEntry) {
     if let Some(log) = adapter_api::calls::current() {
         entry.vendor_calls = log.calls();
         entry.attempts = log.attempts();
@@ -244,7 +249,33 @@ fn schemas_for(kind: Kind, doc: &Map<String, Value>) -> Value {
 
 impl Gateway {
     pub fn new(apps: BTreeMap<String, Arc<App>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
-        Gateway { apps, store, metrics, locks: Locks::new() }
+        let indexes = apps.keys().map(|name| (name.clone(), Arc::new(VendorIndex::default()))).collect();
+        Gateway { apps, store, metrics, locks: Locks::new(), indexes, unmanaged_seen: UnmanagedSeen::default() }
+    }
+
+    /// The app's vendor index (see `reconcile::VendorIndex`).
+    pub fn vendor_index(&self, app: &str) -> Arc<VendorIndex> {
+        self.indexes.get(app).cloned().unwrap_or_default()
+    }
+
+    /// Whether a fresh vendor listing shows that the vendor lacks `user_name`, so the lookup can be
+    /// skipped: only for vendors whose create reports a conflict (a user created since the listing then
+    /// still ends in match-and-adopt, never a twin). A missing or stale listing is refreshed in the
+    /// background; until it is there, the vendor is asked.
+    fn vendor_lacks(&self, app: &App, user_name: &str) -> bool {
+        let caps = app.adapter.capabilities();
+        let ttl = app.reconcile.index_ttl();
+        if !(caps.list_users && caps.create_reports_conflict) || ttl.is_zero() {
+            return false;
+        }
+        let index = self.vendor_index(&app.name);
+        match index.lacks(user_name, ttl) {
+            Some(lacks) => lacks,
+            None => {
+                index.refresh(&app.name, app.adapter.clone());
+                false
+            }
+        }
     }
 
     fn audit(&self, app: &App, ctx: &Ctx, kind: Kind, op: &str) -> AuditEntry {
@@ -282,7 +313,7 @@ impl Gateway {
 
     /// Writes the intent line of a change before its first vendor call (see `Store::audit_intent`). A store
     /// that cannot write stops the change here: 503, and the vendor never hears of it.
-    fn begin_change(&self, audit: &mut AuditEntry) -> ScimResult<()> {
+    pub(crate) fn begin_change(&self, audit: &mut AuditEntry) -> ScimResult<()> {
         audit.seq = self.store.audit_intent(audit).map_err(store_err)?;
         Ok(())
     }
@@ -435,7 +466,7 @@ impl Gateway {
     /// of a disable-only vendor, or a create whose answer was lost), or with the same email when the vendor
     /// refused the create over it and can be asked by email. Never creates a duplicate. An adopted record
     /// comes back claimed (see `VendorRecordGuard`).
-    async fn create_user_at_vendor(
+    pub(crate) async fn create_user_at_vendor(
         &self,
         app: &App,
         user: &User,
@@ -628,6 +659,9 @@ impl Gateway {
         let _guard = self.locks.name(&app.name, Kind::User, user_name).lock().await;
         if let Some(rec) = self.store.find_by_name(&app.name, Kind::User, user_name).map_err(store_err)? {
             return Ok(Some(rec));
+        }
+        if self.vendor_lacks(app, user_name) {
+            return Ok(None);
         }
         let found = app.adapter.find_user(user_name).await.map_err(|e| self.vendor_error(app, &e))?;
         let Some(vu) = found else { return Ok(None) };

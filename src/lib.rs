@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod reconcile;
 pub mod scim;
 pub mod server;
 pub mod store;

@@ -1,4 +1,4 @@
-//! The `scim-bridge` command line: serve, token, demo.
+//! The `scim-bridge` command line: serve, check, reconcile, audit, token, demo, simulate, bench.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +40,21 @@ enum Command {
         #[arg(long)]
         offline: bool,
         /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare each app's vendor with Entra's state now and repair what differs (per the app's
+    /// `reconcile.mode`). Exit status 0 when nothing is left unrepaired and everything could be checked.
+    Reconcile {
+        #[arg(long, short, default_value = "proxy.yaml")]
+        config: PathBuf,
+        /// Only this app.
+        #[arg(long)]
+        app: Option<String>,
+        /// Compare and report only: change nothing at the vendor or in the gateway's store.
+        #[arg(long)]
+        dry_run: bool,
+        /// The reports as JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -147,6 +162,7 @@ async fn run(command: Command) -> Result<(), String> {
             server::reload_on_hangup(hangup, &running);
             server::spawn_health_probes(running.gateway.clone(), server::PROBE_INTERVAL);
             server::spawn_audit_retention(running.gateway.clone(), cfg.store.audit_retention_days);
+            scim_bridge::reconcile::spawn_periodic(running.gateway.clone());
             tracing::info!(addr = %running.addr, tls = running.is_tls(), apps = cfg.apps.len(), "serving");
             server::termination().await;
             tracing::info!("shutting down; draining in-flight requests");
@@ -174,6 +190,7 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Reconcile { config, app, dry_run, json } => reconcile(&config, app, dry_run, json).await,
         Command::Check { config, offline, json } => {
             let checks = scim_bridge::check::run(&config, offline).await?;
             if json {
@@ -228,5 +245,62 @@ async fn run(command: Command) -> Result<(), String> {
             server::termination().await;
             Ok(())
         }
+    }
+}
+
+/// `scim-bridge reconcile`: one pass per app (or `--app`), a progress bar on a terminal, a summary at the end.
+async fn reconcile(config: &std::path::Path, only: Option<String>, dry_run: bool, json: bool) -> Result<(), String> {
+    use scim_bridge::reconcile::{PassOptions, Progress};
+    use std::io::IsTerminal;
+    let origin = config.display().to_string();
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    if let Some(a) = &only {
+        if !cfg.apps.contains_key(a) {
+            return Err(format!("--app: no app '{a}' in {origin}"));
+        }
+    }
+    let gateway = server::build_gateway(&cfg, &origin).map_err(|e| e.to_string())?;
+    let mut reports = Vec::new();
+    for app in gateway.apps.values().filter(|a| only.as_ref().is_none_or(|o| *o == a.name)) {
+        let opts = PassOptions { mode: app.reconcile.mode, dry_run, max_repairs: app.reconcile.max_repairs };
+        let bar = if std::io::stderr().is_terminal() && !json {
+            indicatif::ProgressBar::new_spinner()
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let name = app.name.clone();
+        let shown = bar.clone();
+        let progress = move |p: Progress| match p {
+            Progress::Listing => {
+                shown.set_message(format!("{name}: listing the vendor's users"));
+                shown.enable_steady_tick(std::time::Duration::from_millis(120));
+            }
+            Progress::Listed { vendor_users, to_check } => {
+                shown.disable_steady_tick();
+                shown.set_length(to_check as u64);
+                shown.set_position(0);
+                if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}") {
+                    shown.set_style(style.progress_chars("=> "));
+                }
+                shown.set_message(format!("{name}: {vendor_users} vendor users listed; checking differences"));
+            }
+            Progress::Checked => shown.inc(1),
+        };
+        let report = gateway.reconcile(app, &opts, false, &progress).await;
+        bar.finish_and_clear();
+        scim_bridge::reconcile::log_pass(&report);
+        reports.push(report);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", scim_bridge::reconcile::render_summary(&reports));
+    }
+    let unrepaired: usize = reports.iter().map(|r| r.unrepaired()).sum();
+    let unchecked: usize = reports.iter().map(|r| r.unchecked.len()).sum();
+    match (unrepaired, unchecked) {
+        (0, 0) => Ok(()),
+        (n, 0) => Err(format!("{n} difference(s) left unrepaired")),
+        (n, m) => Err(format!("{n} difference(s) left unrepaired; {m} thing(s) could not be checked")),
     }
 }

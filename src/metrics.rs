@@ -24,6 +24,10 @@ pub struct Metrics {
     vendor_warnings: Mutex<BTreeMap<String, Vec<String>>>,
     /// (app, error kind) -> count
     vendor_errors: Mutex<BTreeMap<(String, String), u64>>,
+    /// (app, drift kind) -> findings of reconcile passes
+    drift: Mutex<BTreeMap<(String, String), u64>>,
+    /// app -> (unix time of the last pass, findings it left unrepaired, what it could not check)
+    last_reconcile: Mutex<BTreeMap<String, (f64, u64, u64)>>,
 }
 
 fn escape(v: &str) -> String {
@@ -51,6 +55,21 @@ impl Metrics {
             _ => "ok",
         };
         self.set_vendor_state(app, state);
+    }
+
+    /// A reconcile finding (see `reconcile::DriftKind`).
+    pub fn drift_found(&self, app: &str, kind: &str) {
+        let mut map = self.drift.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((app.to_string(), kind.to_string())).or_default() += 1;
+    }
+
+    /// A finished reconcile pass.
+    pub fn reconciled(&self, app: &str, unrepaired: u64, unchecked: u64) {
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        self.last_reconcile
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(app.to_string(), (at, unrepaired, unchecked));
     }
 
     pub fn set_vendor_state(&self, app: &str, state: &str) {
@@ -103,6 +122,34 @@ impl Metrics {
         let errors = self.vendor_errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for ((app, kind), n) in &errors {
             let _ = writeln!(out, "scim_bridge_vendor_errors_total{{app=\"{}\",kind=\"{kind}\"}} {n}", escape(app));
+        }
+        out.push_str(
+            "# HELP scim_bridge_drift_total Differences reconcile found between the vendor and Entra's state.\n",
+        );
+        out.push_str("# TYPE scim_bridge_drift_total counter\n");
+        let drift = self.drift.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for ((app, kind), n) in &drift {
+            let _ = writeln!(out, "scim_bridge_drift_total{{app=\"{}\",kind=\"{kind}\"}} {n}", escape(app));
+        }
+        let passes = self.last_reconcile.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        out.push_str(
+            "# HELP scim_bridge_reconcile_last_pass_timestamp_seconds When the app's last reconcile pass ended.\n",
+        );
+        out.push_str("# TYPE scim_bridge_reconcile_last_pass_timestamp_seconds gauge\n");
+        for (app, (at, _, _)) in &passes {
+            let _ = writeln!(out, "scim_bridge_reconcile_last_pass_timestamp_seconds{{app=\"{}\"}} {at}", escape(app));
+        }
+        out.push_str("# HELP scim_bridge_reconcile_unrepaired Findings the app's last pass left for a person or the next pass.\n");
+        out.push_str("# TYPE scim_bridge_reconcile_unrepaired gauge\n");
+        for (app, (_, unrepaired, _)) in &passes {
+            let _ = writeln!(out, "scim_bridge_reconcile_unrepaired{{app=\"{}\"}} {unrepaired}", escape(app));
+        }
+        out.push_str(
+            "# HELP scim_bridge_reconcile_unchecked What the app's last pass could not check (0: all of it).\n",
+        );
+        out.push_str("# TYPE scim_bridge_reconcile_unchecked gauge\n");
+        for (app, (_, _, unchecked)) in &passes {
+            let _ = writeln!(out, "scim_bridge_reconcile_unchecked{{app=\"{}\"}} {unchecked}", escape(app));
         }
         let stats: Vec<(String, adapter_api::OutboundStats)> =
             gw.apps.values().filter_map(|a| a.adapter.outbound_stats().map(|s| (a.name.clone(), s))).collect();

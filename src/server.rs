@@ -32,7 +32,11 @@ pub fn build_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, Conf
             .map(|c| Cidr::parse(c))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ConfigError(format!("{origin}: apps.{name}.ip_allow: {e}")))?;
-        apps.insert(name.clone(), Arc::new(App { name: name.clone(), adapter, token_sha256: token, ip_allow }));
+        let reconcile = app.reconcile.clone();
+        apps.insert(
+            name.clone(),
+            Arc::new(App { name: name.clone(), adapter, token_sha256: token, ip_allow, reconcile }),
+        );
     }
     let store = Store::open(&config.store.path)
         .map_err(|e| ConfigError(format!("{origin}: store.path: cannot open {}: {e}", config.store.path)))?;

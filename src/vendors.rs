@@ -121,6 +121,7 @@ mod tests {
             token_sha256: "0".repeat(64),
             limits,
             ip_allow: Vec::new(),
+            reconcile: Default::default(),
             options: options.as_object().unwrap().clone(),
         }
     }

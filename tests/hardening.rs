@@ -54,6 +54,7 @@ async fn vendor_gateway_with(
             token_sha256: sha(VENDOR_TOKEN),
             limits: Default::default(),
             ip_allow: Vec::new(),
+            reconcile: Default::default(),
             options,
         },
     );

@@ -37,6 +37,7 @@ async fn gateway_paced_at_the_vendor_rate_never_draws_a_429() {
                 ..Default::default()
             },
             ip_allow: Vec::new(),
+            reconcile: Default::default(),
             options: sim.app_options.clone(),
         },
     );

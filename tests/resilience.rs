@@ -34,6 +34,7 @@ async fn setup(vendor: &str, faults: SimFaults, limits: LimitsConfig) -> Setup {
             token_sha256: hex(&scim_bridge::http::token_hash(TOKEN)),
             limits,
             ip_allow: Vec::new(),
+            reconcile: Default::default(),
             options: sim.app_options.clone(),
         },
     );
@@ -136,7 +137,7 @@ fn patch(ops: Value) -> Value {
 
 const USERS: usize = 1000;
 
-async fn lifecycle_under_faults(vendor: &str) {
+async fn lifecycle_under_faults(vendor: &str, reconcile_meanwhile: bool) {
     let faults = SimFaults {
         error_rate: 0.07,
         drop_rate: 0.04,
@@ -161,6 +162,24 @@ async fn lifecycle_under_faults(vendor: &str) {
     let s = setup(vendor, faults, limits).await;
     let entra =
         Arc::new(Entra { client: reqwest::Client::new(), base: s.base.clone(), tally: Mutex::new(Tally::default()) });
+    // Reconcile passes back to back while Entra's cycle runs (enforce mode, through the same faults).
+    let cycle_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reconciler = reconcile_meanwhile.then(|| {
+        let (gateway, done) = (s.running.gateway.clone(), cycle_done.clone());
+        let app = gateway.apps[vendor].clone();
+        tokio::spawn(async move {
+            let opts = scim_bridge::reconcile::PassOptions {
+                mode: scim_bridge::config::ReconcileMode::Enforce,
+                dry_run: false,
+                max_repairs: usize::MAX,
+            };
+            let mut passes = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                passes.push(gateway.reconcile(&app, &opts, true, &|_| {}).await);
+            }
+            passes
+        })
+    });
     let gate = Arc::new(Semaphore::new(32));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..USERS {
@@ -191,6 +210,17 @@ async fn lifecycle_under_faults(vendor: &str) {
         });
     }
     while tasks.join_next().await.is_some() {}
+    cycle_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(reconciler) = reconciler {
+        let passes = reconciler.await.unwrap();
+        let listed = passes.iter().filter(|p| p.unchecked.is_empty()).count();
+        let repaired: usize = passes.iter().map(|p| p.count(scim_bridge::reconcile::Resolution::Repaired)).sum();
+        println!(
+            "{vendor}: {} reconcile passes during the cycle ({listed} complete), {repaired} repairs",
+            passes.len()
+        );
+        assert!(listed > 0, "{vendor}: at least one pass compared the whole vendor during the cycle");
+    }
 
     let tally = entra.tally.lock().await;
     println!("{vendor}: statuses Entra saw: {:?}; simulator counters: {:?}", tally.statuses, s.sim.sim.counters());
@@ -251,10 +281,20 @@ async fn lifecycle_under_faults(vendor: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_users_under_twenty_percent_faults_prodpad() {
-    lifecycle_under_faults("prodpad").await;
+    lifecycle_under_faults("prodpad", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_users_under_faults_with_reconcile_running_prodpad() {
+    lifecycle_under_faults("prodpad", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_users_under_faults_with_reconcile_running_promapp() {
+    lifecycle_under_faults("promapp", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_users_under_twenty_percent_faults_promapp() {
-    lifecycle_under_faults("promapp").await;
+    lifecycle_under_faults("promapp", false).await;
 }

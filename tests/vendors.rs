@@ -233,6 +233,7 @@ async fn two_prompt_organisations_side_by_side() {
                 token_sha256: common::sha(&format!("{org}-token")),
                 limits: LimitsConfig::default(),
                 ip_allow: Vec::new(),
+                reconcile: Default::default(),
                 options,
             },
         );
@@ -347,7 +348,14 @@ async fn prompt_matches_an_existing_user_by_email_only_where_enabled() {
         let token_sha256 = common::sha(&format!("{app}-token"));
         apps.insert(
             app.to_string(),
-            AppConfig { vendor: "prompt".into(), token_sha256, limits, ip_allow: vec![], options },
+            AppConfig {
+                vendor: "prompt".into(),
+                token_sha256,
+                limits,
+                ip_allow: vec![],
+                reconcile: Default::default(),
+                options,
+            },
         );
         sims.push(sim);
     }
@@ -433,7 +441,14 @@ async fn prodpad_rest_mode_advertises_no_patch() {
     let limits = LimitsConfig::default();
     apps.insert(
         "pp".to_string(),
-        AppConfig { vendor: "prodpad".into(), token_sha256, limits, ip_allow: vec![], options },
+        AppConfig {
+            vendor: "prodpad".into(),
+            token_sha256,
+            limits,
+            ip_allow: vec![],
+            reconcile: Default::default(),
+            options,
+        },
     );
     let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
     let running = scim_bridge::server::start(&config, scim_bridge::server::build_gateway(&config, "test").unwrap())

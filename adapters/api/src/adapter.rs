@@ -20,6 +20,12 @@ pub struct Capabilities {
     pub find_by_email: bool,
     /// The vendor can update users after creation.
     pub update_users: bool,
+    /// The vendor can list all its users, page by page (`Adapter::list_users`): reconcile needs it.
+    pub list_users: bool,
+    /// A create of a userName the vendor already holds is refused as a conflict (never a second user), so a
+    /// fresh listing may answer Entra's matching query for a userName it lacks without asking the vendor:
+    /// a user created at the vendor since the listing still meets the conflict path (match and adopt).
+    pub create_reports_conflict: bool,
 }
 
 /// A user as the vendor holds it, with the vendor's own id.
@@ -81,6 +87,19 @@ pub trait Adapter: Send + Sync + 'static {
     /// Looks a user up by email (case-insensitive), for vendors whose `capabilities().find_by_email` is set.
     async fn find_user_by_email(&self, _email: &str) -> Result<Option<VendorUser>> {
         Ok(None)
+    }
+
+    /// Every user the vendor holds, page by page (each page one call through the app's outbound client, so
+    /// paced by its limits). For vendors whose `capabilities().list_users` is set.
+    async fn list_users(&self) -> Result<Vec<VendorUser>> {
+        Err(Error::unsupported(format!("{} cannot list its users", self.vendor())))
+    }
+
+    /// The managed attributes on which the vendor's record `held` differs from Entra's desired `desired`
+    /// (names such as `active`, `name.givenName`, `emails`), compared as the vendor keeps them: attributes the
+    /// vendor does not keep never count. Empty when they agree. Reconcile repairs what this names.
+    fn drift(&self, desired: &User, held: &User) -> Vec<String> {
+        crate::model::managed_differences(desired, held)
     }
 
     /// Brings the vendor record from `before` (last state the vendor confirmed) to `after`.

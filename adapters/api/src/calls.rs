@@ -36,6 +36,9 @@ pub struct CallLog {
     request_id: Option<String>,
     /// When the Entra request's vendor time runs out: no call, attempt or wait goes past it.
     deadline: Option<tokio::time::Instant>,
+    /// The gateway's own work (reconcile), not an Entra request: its calls take the app's rate only when no
+    /// Entra call is waiting for it.
+    background: bool,
 }
 
 impl CallLog {
@@ -46,6 +49,15 @@ impl CallLog {
 
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
+    }
+
+    /// The call log of the gateway's own background work (`label` is sent as its request id).
+    pub fn background(label: &str) -> Self {
+        CallLog { request_id: Some(label.to_string()), background: true, ..CallLog::default() }
+    }
+
+    pub fn is_background(&self) -> bool {
+        self.background
     }
 
     /// The same log with a time budget for all the request's vendor calls together.
@@ -84,6 +96,11 @@ pub async fn scope<F: Future>(log: Arc<CallLog>, fut: F) -> F::Output {
 /// The current request's call log, when inside a scope.
 pub fn current() -> Option<Arc<CallLog>> {
     CURRENT.try_with(Arc::clone).ok()
+}
+
+/// Whether the current scope is background work (see `CallLog::background`).
+pub fn in_background() -> bool {
+    CURRENT.try_with(|l| l.background).unwrap_or(false)
 }
 
 pub(crate) fn count_call() {

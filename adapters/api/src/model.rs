@@ -207,6 +207,40 @@ impl User {
     }
 }
 
+/// The managed attributes on which a vendor's record `held` differs from Entra's `desired` (see
+/// `Adapter::drift`): userName and the work email (ignoring case), `active`, given and family name, and the
+/// set of role values (ignoring case and order). An attribute Entra leaves empty is not compared, so a value
+/// set only in the vendor's own UI for an attribute Entra does not manage is never "repaired" away.
+pub fn managed_differences(desired: &User, held: &User) -> Vec<String> {
+    let mut out = Vec::new();
+    let lower = |s: Option<&str>| s.map(str::to_lowercase);
+    if !desired.user_name.eq_ignore_ascii_case(&held.user_name) {
+        out.push("userName".to_string());
+    }
+    if desired.active != held.active {
+        out.push("active".to_string());
+    }
+    if desired.given_name().is_some() && desired.given_name() != held.given_name() {
+        out.push("name.givenName".to_string());
+    }
+    if desired.family_name().is_some() && desired.family_name() != held.family_name() {
+        out.push("name.familyName".to_string());
+    }
+    if desired.work_email().is_some() && lower(desired.work_email()) != lower(held.work_email()) {
+        out.push("emails".to_string());
+    }
+    let roles = |u: &User| {
+        let mut r: Vec<String> = u.role_values().into_iter().map(str::to_lowercase).collect();
+        r.sort();
+        r.dedup();
+        r
+    };
+    if !desired.roles.is_empty() && roles(desired) != roles(held) {
+        out.push("roles".to_string());
+    }
+    out
+}
+
 /// Drops JSON nulls everywhere (a vendor's "no value").
 fn tidy_vendor_value(v: &mut Value) {
     match v {
@@ -269,6 +303,28 @@ impl Group {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn managed_differences_name_what_the_vendor_changed() {
+        let mut desired = User::new("Ann@X.com");
+        desired.name =
+            Some(Name { given_name: Some("Ann".into()), family_name: Some("Lee".into()), ..Name::default() });
+        desired.emails =
+            vec![MultiValue { value: Some("ann@x.com".into()), kind: Some("work".into()), ..MultiValue::default() }];
+        desired.active = false;
+        desired.title = Some("only in the shadow".into());
+        let mut held = desired.clone();
+        held.user_name = "ann@x.com".into();
+        held.title = None;
+        held.emails[0].value = Some("ANN@x.com".into());
+        assert!(managed_differences(&desired, &held).is_empty(), "case and unmanaged attributes do not count");
+        held.active = true;
+        held.name.as_mut().unwrap().family_name = Some("Smith".into());
+        held.roles = vec![MultiValue { value: Some("Admin".into()), ..MultiValue::default() }];
+        assert_eq!(managed_differences(&desired, &held), ["active", "name.familyName"]);
+        desired.roles = vec![MultiValue { value: Some("Reviewer".into()), ..MultiValue::default() }];
+        assert_eq!(managed_differences(&desired, &held), ["active", "name.familyName", "roles"]);
+    }
 
     #[test]
     fn entra_create_body_round_trips_without_loss() {

@@ -386,12 +386,17 @@ impl Drop for Admission<'_> {
 struct Waiting<'a> {
     outbound: &'a Outbound,
     since: Instant,
+    /// An Entra call (not background work): background calls wait while any is queued.
+    foreground: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let stats = &self.outbound.counters;
         stats.queued.fetch_sub(1, Ordering::Relaxed);
+        if self.foreground {
+            stats.foreground_queued.fetch_sub(1, Ordering::Relaxed);
+        }
         let waited = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
         stats.limiter_wait_nanos.fetch_add(waited, Ordering::Relaxed);
     }
@@ -409,6 +414,7 @@ struct Counters {
     rejected_queue_full: AtomicU64,
     rejected_breaker_open: AtomicU64,
     queued: AtomicU64,
+    foreground_queued: AtomicU64,
     by_outcome: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -586,6 +592,9 @@ impl Outbound {
         // The Entra request's budget is the gateway's own limit, not the vendor's doing: refused here, the
         // call is not counted as a vendor call or failure and the breaker never hears of it.
         let scope = crate::calls::current();
+        if scope.as_ref().is_some_and(|log| log.is_background()) {
+            self.yield_to_entra().await;
+        }
         let budget = scope.as_ref().and_then(|log| log.deadline());
         if budget.is_some_and(|b| b.saturating_duration_since(Instant::now()) < self.min_attempt_time()) {
             return Err(self.budget_spent());
@@ -604,6 +613,24 @@ impl Outbound {
         };
         *lock(&self.counters.by_outcome).entry(outcome).or_default() += 1;
         result
+    }
+
+    /// Background work (reconcile) shares the app's rate with Entra, Entra first: it waits until no Entra
+    /// call is queued and the schedule has a free slot now, checking once per period. Its own call then
+    /// reserves a slot like any other, so the vendor never sees more than the rate.
+    async fn yield_to_entra(&self) {
+        loop {
+            let now = Instant::now();
+            let (free_now, period) = {
+                let schedule = lock(&self.schedule);
+                (schedule.next_slot(now) <= now, schedule.period)
+            };
+            let paused = lock(&self.paused_until).is_some_and(|until| until > now);
+            if free_now && !paused && self.counters.foreground_queued.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            tokio::time::sleep(period.max(Duration::from_millis(1))).await;
+        }
     }
 
     /// Shortest time worth giving an attempt: starting one with a few milliseconds left would only
@@ -783,7 +810,11 @@ impl Outbound {
     /// Waits for the vendor pause, an in-flight slot and a rate-limit permit, in that order, until `until`.
     async fn acquire(&self, until: Instant) -> Result<SemaphorePermit<'_>> {
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting { outbound: self, since: Instant::now() };
+        let foreground = !crate::calls::in_background();
+        if foreground {
+            self.counters.foreground_queued.fetch_add(1, Ordering::Relaxed);
+        }
+        let _waiting = Waiting { outbound: self, since: Instant::now(), foreground };
         match tokio::time::timeout_at(until, self.queue(until)).await {
             Ok(result) => result,
             Err(_) => Err(self.queue_full(None)),
@@ -1328,6 +1359,35 @@ mod tests {
     }
 
     // --- rate limit, queue, in-flight cap --------------------------------------------------------------------
+
+    #[tokio::test(start_paused = true)]
+    async fn background_work_yields_the_rate_to_entra_calls() {
+        let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+        let out =
+            Arc::new(Outbound::new("acme", OutboundConfig { requests_per_second: 2.0, burst: 1, ..config() }).unwrap());
+        let entra_call = |out: &Arc<Outbound>| {
+            let (out, req) = (out.clone(), get(&url));
+            tokio::spawn(async move { out.send(req).await.map(|_| Instant::now()) })
+        };
+        let mut entra: Vec<_> = (0..2).map(|_| entra_call(&out)).collect();
+        tokio::task::yield_now().await;
+        // Reconcile asks between Entra's calls: first in, but it goes after every Entra call queued meanwhile.
+        let background = {
+            let (out, req) = (out.clone(), get(&url));
+            let log = Arc::new(crate::calls::CallLog::background("reconcile"));
+            tokio::spawn(crate::calls::scope(log, async move { out.send(req).await.map(|_| Instant::now()) }))
+        };
+        tokio::task::yield_now().await;
+        entra.extend((0..2).map(|_| entra_call(&out)));
+        let mut last_entra = None;
+        for call in entra {
+            let done = call.await.unwrap().unwrap();
+            last_entra = last_entra.max(Some(done));
+        }
+        let background_done = background.await.unwrap().unwrap();
+        assert!(Some(background_done) > last_entra, "the background call went before an Entra call");
+        assert_eq!(vendor.arrivals().len(), 5, "every call reached the vendor");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn calls_are_spaced_at_the_rate_after_the_burst_and_none_early() {

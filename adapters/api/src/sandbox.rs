@@ -43,6 +43,9 @@ impl Adapter for Sandbox {
             find_by_user_name: false,
             find_by_email: false,
             update_users: true,
+            // No vendor behind it: nothing to list or to reconcile.
+            list_users: false,
+            create_reports_conflict: false,
         }
     }
 

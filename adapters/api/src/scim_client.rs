@@ -394,6 +394,16 @@ impl ScimClient {
         }
     }
 
+    /// The managed attributes on which the vendor's `held` differs from `desired`, among those this vendor
+    /// keeps (the rules' allowed attributes): see `Adapter::drift`.
+    pub fn drift(&self, desired: &User, held: &User) -> Vec<String> {
+        let kept = |u: &User| {
+            let doc = Value::Object(project(&u.to_scim(), &self.rules.allowed_attributes));
+            User::from_scim(&doc).unwrap_or_else(|_| u.clone())
+        };
+        crate::model::managed_differences(&kept(desired), &kept(held))
+    }
+
     /// The body the vendor gets for `user`: its allowed attributes with the core schema (and the URNs of
     /// extensions present).
     pub fn body_for(&self, user: &User) -> Value {

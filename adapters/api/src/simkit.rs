@@ -658,6 +658,56 @@ pub trait Simulator: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// What someone in the vendor's own admin UI does to a user behind the gateway's back (re-enable, rename,
+/// add a user): the body of `POST /_sim/users` (add; `userName` required) and `PATCH /_sim/users/{userName}`
+/// (edit) on every simulator; `DELETE /_sim/users/{userName}` removes one. Reconcile tests use them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminEdit {
+    pub user_name: Option<String>,
+    pub active: Option<bool>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+}
+
+impl AdminEdit {
+    /// Applies the edit to a user in SCIM shape (`userName`, `active`, `name.givenName/familyName`).
+    pub fn apply_to_scim(&self, doc: &mut Value) {
+        let Some(obj) = doc.as_object_mut() else { return };
+        if let Some(u) = &self.user_name {
+            obj.insert("userName".into(), json!(u));
+        }
+        if let Some(a) = self.active {
+            obj.insert("active".into(), json!(a));
+        }
+        for (key, v) in [("givenName", &self.given_name), ("familyName", &self.family_name)] {
+            if let Some(v) = v {
+                let name = obj.entry("name").or_insert_with(|| json!({}));
+                if let Some(name) = name.as_object_mut() {
+                    name.insert(key.into(), json!(v));
+                }
+            }
+        }
+    }
+
+    /// A SCIM create body for the user this edit adds (its work email is the userName).
+    pub fn scim_create_body(&self) -> Value {
+        let user_name = self.user_name.clone().unwrap_or_default();
+        let mut doc = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "emails": [{"value": user_name, "type": "work", "primary": true}],
+            "active": true,
+        });
+        self.apply_to_scim(&mut doc);
+        doc
+    }
+}
+
+/// The admin UI's answer for a user it does not hold.
+pub fn admin_not_found(user_name: &str) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": format!("no user {user_name}")}))).into_response()
+}
+
 /// A simulator started for `demo`/`simulate`, with the adapter options that point an app at it.
 pub struct DemoSim {
     pub sim: Box<dyn Simulator>,

@@ -114,34 +114,57 @@ impl RestClient {
             .ok_or_else(|| Error::unavailable(None, "ProdPad's user list reply is not a list of users"))
     }
 
-    /// Walks the user list and returns the user whose email matches, ignoring case. Stops at a short page,
-    /// an empty page, or a page that repeats the previous one (a vendor that ignores `page`).
-    pub async fn find_by_email(&self, email: &str) -> Result<Option<PpUser>> {
-        let want = email.trim();
+    /// Walks the user list page by page, handing each page's users to `visit` until it answers `true`
+    /// (found what it looked for) or the list ends: an empty page, a page repeating the previous one (a
+    /// vendor that ignores `page`), every entry the reply's total promised, or (with no total) a short page.
+    /// ProdPad may cap the page size below ours, so a short page only ends the walk when no total says
+    /// otherwise. At most `MAX_PAGES` pages.
+    async fn walk(&self, mut visit: impl FnMut(Vec<PpUser>) -> bool + Send) -> Result<()> {
         let mut previous_first: Option<String> = None;
         let mut seen = 0u64;
         for page in 1..=MAX_PAGES {
             let batch = self.list_page(page, PAGE_SIZE).await?;
             seen += batch.entries as u64;
-            if let Some(hit) =
-                batch.users.iter().find(|u| u.email.as_deref().is_some_and(|e| e.trim().eq_ignore_ascii_case(want)))
-            {
-                return Ok(Some(hit.clone()));
-            }
             let first = batch.users.first().and_then(|u| u.id.clone());
-            // The end: an empty page, a page repeating the last one, every entry the reply's total promised,
-            // or (with no total) a short page. ProdPad may cap the page size below ours, so a short page only
-            // ends the walk when no total says otherwise.
+            if first.is_some() && first == previous_first {
+                return Ok(());
+            }
+            if visit(batch.users) {
+                return Ok(());
+            }
             let done = match batch.total {
                 Some(total) => seen >= total,
                 None => batch.entries < PAGE_SIZE as usize,
             };
-            if batch.entries == 0 || done || first.is_none() || first == previous_first {
-                return Ok(None);
+            if batch.entries == 0 || done || first.is_none() {
+                return Ok(());
             }
             previous_first = first;
         }
-        Ok(None)
+        Ok(())
+    }
+
+    /// The user whose email matches, ignoring case.
+    pub async fn find_by_email(&self, email: &str) -> Result<Option<PpUser>> {
+        let want = email.trim();
+        let mut hit = None;
+        self.walk(|users| {
+            hit = users.into_iter().find(|u| u.email.as_deref().is_some_and(|e| e.trim().eq_ignore_ascii_case(want)));
+            hit.is_some()
+        })
+        .await?;
+        Ok(hit)
+    }
+
+    /// Every user ProdPad lists.
+    pub async fn list_all(&self) -> Result<Vec<PpUser>> {
+        let mut all = Vec::new();
+        self.walk(|users| {
+            all.extend(users);
+            false
+        })
+        .await?;
+        Ok(all)
     }
 }
 

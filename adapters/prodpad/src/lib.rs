@@ -370,6 +370,8 @@ impl Adapter for ProdPad {
                 find_by_user_name: true,
                 find_by_email: false,
                 update_users: false,
+                list_users: true,
+                create_reports_conflict: true,
             },
             Backend::Scim(_) => Capabilities {
                 groups: false,
@@ -377,6 +379,8 @@ impl Adapter for ProdPad {
                 find_by_user_name: true,
                 find_by_email: false,
                 update_users: true,
+                list_users: true,
+                create_reports_conflict: true,
             },
         }
     }
@@ -414,6 +418,24 @@ impl Adapter for ProdPad {
                 Ok(rest.find_by_email(user_name).await?.as_ref().and_then(map::from_vendor))
             }
             Backend::Scim(scim) => scim.find(user_name).await,
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<VendorUser>> {
+        match &self.backend {
+            // Entries without an id or email cannot be linked or compared; they are not users to manage.
+            Backend::Rest(rest) => Ok(rest.list_all().await?.iter().filter_map(map::from_vendor).collect()),
+            Backend::Scim(scim) => scim.list_all().await,
+        }
+    }
+
+    fn drift(&self, desired: &User, held: &User) -> Vec<String> {
+        match &self.backend {
+            // What rest mode would change is what differs (ProdPad keeps one name string and one role).
+            Backend::Rest(_) => {
+                map::rest_changes(held, desired, &self.settings.roles).into_iter().map(String::from).collect()
+            }
+            Backend::Scim(scim) => scim.drift(desired, held),
         }
     }
 

@@ -25,8 +25,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use adapter_api::simkit::{
-    bearer, list_response, page_params, parse_user_name_filter, scim_error, scim_json, spawn_sim, DemoSim, SimFaults,
-    SimKit, SimServer, Simulator,
+    admin_not_found, bearer, list_response, page_params, parse_user_name_filter, scim_error, scim_json, spawn_sim,
+    AdminEdit, DemoSim, SimFaults, SimKit, SimServer, Simulator,
 };
 
 use crate::model::Role;
@@ -261,7 +261,8 @@ pub fn app(sim: Arc<Sim>) -> Router {
     let mut router = Router::new()
         .route("/v1/users", get(rest_list).post(rest_create))
         .route("/v1/users/{id}", get(rest_get))
-        .route("/_sim/users", get(admin_users));
+        .route("/_sim/users", get(admin_users).post(admin_add))
+        .route("/_sim/users/{user_name}", axum::routing::patch(admin_edit).delete(admin_delete));
     if let Some(path) = sim.scim_path.clone() {
         router = router.route(&format!("{path}/Users"), get(scim_list).post(scim_create)).route(
             &format!("{path}/Users/{{id}}"),
@@ -273,6 +274,70 @@ pub fn app(sim: Arc<Sim>) -> Router {
 
 async fn admin_users(State(sim): State<Arc<Sim>>) -> Json<Vec<SimUser>> {
     Json(sim.store().users.values().cloned().collect())
+}
+
+/// The vendor's admin UI adds a user (a Reviewer; its email is the userName).
+async fn admin_add(State(sim): State<Arc<Sim>>, Json(edit): Json<AdminEdit>) -> Response {
+    let Some(user_name) = edit.user_name.clone().filter(|u| !u.trim().is_empty()) else {
+        return (StatusCode::BAD_REQUEST, "userName is required").into_response();
+    };
+    let mut store = sim.store();
+    if store.email_taken(&user_name, None) || store.user_name_taken(&user_name, None) {
+        return (StatusCode::CONFLICT, "taken").into_response();
+    }
+    let user = SimUser {
+        id: String::new(),
+        username: user_name.clone(),
+        display_name: display_of(edit.given_name.as_deref(), edit.family_name.as_deref(), &user_name),
+        email: user_name.clone(),
+        user_name,
+        given_name: edit.given_name,
+        family_name: edit.family_name,
+        external_id: None,
+        role_id: role_id(Role::Reviewer),
+        role_type: Role::Reviewer.as_str().into(),
+        timezone: None,
+        active: edit.active.unwrap_or(true),
+    };
+    (StatusCode::CREATED, Json(store.insert(user))).into_response()
+}
+
+/// The vendor's admin UI edits a user found by userName or email.
+async fn admin_edit(
+    State(sim): State<Arc<Sim>>,
+    Path(user_name): Path<String>,
+    Json(edit): Json<AdminEdit>,
+) -> Response {
+    let mut store = sim.store();
+    let Some(u) = store.users.values_mut().find(|u| u.user_name.eq_ignore_ascii_case(&user_name)) else {
+        return admin_not_found(&user_name);
+    };
+    if let Some(a) = edit.active {
+        u.active = a;
+    }
+    if edit.given_name.is_some() {
+        u.given_name = edit.given_name;
+    }
+    if edit.family_name.is_some() {
+        u.family_name = edit.family_name;
+    }
+    if let Some(new) = edit.user_name {
+        u.user_name = new.clone();
+        u.email = new;
+    }
+    u.display_name = display_of(u.given_name.as_deref(), u.family_name.as_deref(), &u.email);
+    Json(u.clone()).into_response()
+}
+
+/// The vendor's admin UI removes a user.
+async fn admin_delete(State(sim): State<Arc<Sim>>, Path(user_name): Path<String>) -> Response {
+    let mut store = sim.store();
+    let before = store.users.len();
+    store.users.retain(|_, u| !u.user_name.eq_ignore_ascii_case(&user_name));
+    if store.users.len() == before {
+        return admin_not_found(&user_name);
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 // ---- REST face -------------------------------------------------------------------------------------------

@@ -213,6 +213,8 @@ impl Adapter for Promapp {
             find_by_user_name: true,
             find_by_email: false,
             update_users: true,
+            list_users: true,
+            create_reports_conflict: true,
         }
     }
 
@@ -234,6 +236,24 @@ impl Adapter for Promapp {
 
     async fn find_user(&self, user_name: &str) -> Result<Option<VendorUser>> {
         Ok(self.client.find(user_name).await?.map(|vu| self.canonical(vu)))
+    }
+
+    async fn list_users(&self) -> Result<Vec<VendorUser>> {
+        Ok(self.client.list_all().await?.into_iter().map(|vu| self.canonical(vu)).collect())
+    }
+
+    /// Compared as Promapp keeps it: roles through `role_map`, without the skipped ones. With `role_mode:
+    /// preserve`, roles given in Promapp itself are the admin's: only a managed role gone missing counts.
+    fn drift(&self, desired: &User, held: &User) -> Vec<String> {
+        let kept = self.canonical(VendorUser { vendor_id: String::new(), user: self.to_vendor(desired) }).user;
+        let mut drift = self.client.drift(&kept, held);
+        if self.role_mode == RoleMode::Preserve {
+            let has = |u: &User, role: &str| u.role_values().iter().any(|r| r.eq_ignore_ascii_case(role));
+            if kept.role_values().iter().all(|r| has(held, r)) {
+                drift.retain(|d| d != "roles");
+            }
+        }
+        drift
     }
 
     async fn update_user(&self, vendor_id: &str, before: &User, after: &User) -> Result<()> {

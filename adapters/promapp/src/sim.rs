@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use adapter_api::simkit::{
-    self, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path, ScimPath, SimFaults,
-    SimKit, SimServer,
+    self, admin_not_found, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path,
+    AdminEdit, ScimPath, SimFaults, SimKit, SimServer,
 };
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -114,8 +114,8 @@ pub async fn spawn(opts: SimOptions) -> std::io::Result<SimHandle> {
     })));
     let kit = SimKit::new(opts.faults);
     let router = Router::new()
-        .route("/_sim/users", get(admin_users))
-        .route("/_sim/users/{user_name}", get(admin_user))
+        .route("/_sim/users", get(admin_users).post(admin_add))
+        .route("/_sim/users/{user_name}", get(admin_user).patch(admin_edit).delete(admin_delete))
         .route("/_sim/flags", get(get_flags).put(put_flags))
         .route("/{*path}", any(scim))
         .with_state(state.clone());
@@ -184,6 +184,43 @@ async fn admin_user(State(s): State<Shared>, Path(user_name): Path<String>) -> R
         Some(u) => Json(u.to_resource()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// The vendor's admin UI adds a user (its body as a SCIM create would carry it, so the same rules apply).
+async fn admin_add(State(s): State<Shared>, Json(edit): Json<AdminEdit>) -> Response {
+    let mut body = edit.scim_create_body();
+    if let Some(role) = s.lock().flags.roles.first() {
+        body["roles"] = serde_json::json!([{ "display": role, "value": role }]);
+    }
+    create(&mut s.lock(), body.to_string().as_bytes())
+}
+
+/// The vendor's admin UI edits a user found by userName.
+async fn admin_edit(State(s): State<Shared>, Path(user_name): Path<String>, Json(edit): Json<AdminEdit>) -> Response {
+    let mut store = s.lock();
+    let Some(u) = store.users.values_mut().find(|u| u.user_name.eq_ignore_ascii_case(&user_name)) else {
+        return admin_not_found(&user_name);
+    };
+    let mut doc = serde_json::to_value(&*u).unwrap_or(Value::Null);
+    edit.apply_to_scim(&mut doc);
+    match serde_json::from_value::<PromappUser>(doc) {
+        Ok(edited) => {
+            *u = edited;
+            Json(u.to_resource()).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+/// The vendor's admin UI removes a user (the API cannot; the UI can).
+async fn admin_delete(State(s): State<Shared>, Path(user_name): Path<String>) -> Response {
+    let mut store = s.lock();
+    let before = store.users.len();
+    store.users.retain(|_, u| !u.user_name.eq_ignore_ascii_case(&user_name));
+    if store.users.len() == before {
+        return admin_not_found(&user_name);
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn get_flags(State(s): State<Shared>) -> Json<SimFlags> {

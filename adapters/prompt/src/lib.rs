@@ -203,7 +203,15 @@ impl Adapter for Prompt {
     fn capabilities(&self) -> Capabilities {
         let hard_delete = self.client.rules().delete_mode == DeleteMode::Delete;
         let find_by_email = self.client.rules().email_lookup;
-        Capabilities { groups: false, hard_delete, find_by_user_name: true, find_by_email, update_users: true }
+        Capabilities {
+            groups: false,
+            hard_delete,
+            find_by_user_name: true,
+            find_by_email,
+            update_users: true,
+            list_users: true,
+            create_reports_conflict: true,
+        }
     }
 
     async fn create_user(&self, user: &User) -> Result<String> {
@@ -220,6 +228,16 @@ impl Adapter for Prompt {
 
     async fn find_user_by_email(&self, email: &str) -> Result<Option<VendorUser>> {
         Ok(self.client.find_by_email(email).await?.map(Self::from_vendor))
+    }
+
+    async fn list_users(&self) -> Result<Vec<VendorUser>> {
+        Ok(self.client.list_all().await?.into_iter().map(Self::from_vendor).collect())
+    }
+
+    /// Compared as PROMPT keeps it (its own placement fields are not Entra's to repair).
+    fn drift(&self, desired: &User, held: &User) -> Vec<String> {
+        let kept = Self::from_vendor(VendorUser { vendor_id: String::new(), user: self.to_vendor(desired) }).user;
+        self.client.drift(&kept, held)
     }
 
     async fn update_user(&self, vendor_id: &str, before: &User, after: &User) -> Result<()> {
