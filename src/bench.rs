@@ -541,6 +541,7 @@ async fn throttled_cycle(a: &BenchArgs, users: usize, rate: f64) -> Result<Strin
          simulator throttled at {per_window} per 1 s window; driver concurrency {}\n\
          duration {secs:.2}s; vendor calls {} (GET {}, POST {}); ideal = vendor calls / R = {ideal:.2}s; \
          duration / ideal = {:.3} (goal <= 1.05)\n\
+         duration / (N creates / R) = {:.3} (goal <= 1.1: about one vendor call per new user)\n\
          429s sent by the simulator: {} (goal 0); peak {} vendor requests in one second, mean {:.1}/s\n\
          Entra side: {} requests, statuses {:?}, retries {}; end state {} ({} users at the vendor)\n",
         a.vendor,
@@ -550,6 +551,7 @@ async fn throttled_cycle(a: &BenchArgs, users: usize, rate: f64) -> Result<Strin
         c.method("GET"),
         c.method("POST"),
         secs / ideal.max(1e-9),
+        secs / (users as f64 / rate).max(1e-9),
         c.throttled,
         c.peak_requests_per_second,
         c.mean_requests_per_second,
