@@ -31,6 +31,9 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Vendor time one Entra request may use in all (`request_budget_ms`).
     pub request_budget: std::time::Duration,
+    /// Every engine task (see `handle`): the drain waits for these, not only for open connections, so a
+    /// change whose client hung up is still finished before the process ends.
+    pub tasks: tokio_util::task::TaskTracker,
     auth_failures: Arc<AuthFailures>,
 }
 
@@ -41,6 +44,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             public_url: config.public_url.clone(),
             request_budget: std::time::Duration::from_millis(config.request_budget_ms),
+            tasks: tokio_util::task::TaskTracker::new(),
             auth_failures: Arc::new(AuthFailures::new(config.connections.auth_failures_per_minute)),
         }
     }
@@ -234,6 +238,7 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         attempts = tracing::field::Empty, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
     let budget_ends = tokio::time::Instant::now() + state.request_budget;
     let calls = Arc::new(adapter_api::calls::CallLog::for_request(&rid).with_deadline(budget_ends));
+    let tasks = state.tasks.clone();
     let work = async move {
         let gw = state.gateway.clone();
         let (operation, result) = match gw.apps.get(&app_name).cloned() {
@@ -298,8 +303,9 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
     }
     .instrument(span);
     // Its own task: a client that disconnects (or a drain that ends the connection) drops this handler,
-    // but never a change half-way between the vendor call and its shadow write and audit entry.
-    match tokio::spawn(work).await {
+    // but never a change half-way between the vendor call and its shadow write and audit entry. The task
+    // is tracked: `Running::stop` waits for it even when its connection is already gone.
+    match tasks.spawn(work).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::error!(error = %e, "request task failed");

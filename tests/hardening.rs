@@ -249,6 +249,33 @@ async fn a_client_that_hangs_up_does_not_cancel_a_change() {
     assert!(g.vendor_user("hangup@example.com").is_some());
 }
 
+/// SIGTERM right after a client hung up on a create the vendor is still working on: `stop` returns only
+/// once that change is finished, so the audit entry is complete and the shadow holds the user (the runtime
+/// would otherwise drop the task between the vendor call and the shadow write).
+#[tokio::test]
+async fn stop_waits_for_a_change_whose_client_hung_up() {
+    let g = vendor_gateway("promapp").await;
+    g.sim.sim.set_faults(SimFaults { slow_rate: 1.0, slow_ms: 1500, ..Default::default() });
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let sent = impatient
+        .post(format!("{}/Users", g.base))
+        .bearer_auth(VENDOR_TOKEN)
+        .header("content-type", "application/scim+json")
+        .body(entra_user("drained@example.com").to_string())
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client gave up before the vendor answered");
+    drop(impatient);
+    let VendorGateway { running, store, sim, _dir, .. } = g;
+    running.stop().await.unwrap();
+    let audit =
+        store.audit_log(&AuditQuery { name: Some("drained@example.com".into()), ..Default::default() }).unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!((audit[0].outcome.as_str(), audit[0].status), ("ok", 201), "{audit:?}");
+    assert!(store.find_by_name("promapp", Kind::User, "drained@example.com").unwrap().is_some());
+    drop(sim);
+}
+
 /// `/readyz` proves the store can write, not only read.
 #[tokio::test]
 async fn readyz_fails_while_the_store_cannot_write() {
