@@ -144,6 +144,17 @@ fn name_attr(kind: Kind) -> &'static str {
     }
 }
 
+/// A shadow-store failure inside the vendor-facing create path (adopt, adopt by email), which speaks
+/// `adapter_api::Error`: like `store_err`, the database's words go to the log and Entra reads a fixed
+/// sentence (the adapter error's detail reaches Entra).
+fn store_err_for_vendor_path(err: StoreError) -> adapter_api::Error {
+    tracing::error!(error = %err, "shadow store failure");
+    adapter_api::Error::unavailable(None, STORE_UNAVAILABLE_DETAIL)
+}
+
+/// What Entra reads when the shadow store fails inside the vendor-facing path.
+const STORE_UNAVAILABLE_DETAIL: &str = "the gateway's store is unavailable; try again";
+
 fn store_err(err: StoreError) -> ScimError {
     match err {
         StoreError::Duplicate => ScimError::uniqueness("another resource already has this name"),
@@ -525,10 +536,8 @@ impl Gateway {
                 return Err(adapter_api::Error::conflict(detail));
             }
         };
-        let deprovisioned = self
-            .store
-            .is_tombstoned(&app.name, Kind::User, &existing.vendor_id)
-            .map_err(|e| adapter_api::Error::unavailable(None, format!("shadow store: {e}")))?;
+        let deprovisioned =
+            self.store.is_tombstoned(&app.name, Kind::User, &existing.vendor_id).map_err(store_err_for_vendor_path)?;
         if deprovisioned || !existing.user.active {
             return Err(adapter_api::Error::conflict(format!(
                 "{}: the vendor's user '{}' holds {email} but is disabled{}; it is not linked automatically \
@@ -554,7 +563,7 @@ impl Gateway {
         let owner = self
             .store
             .find_by_vendor_id(&app.name, Kind::User, &existing.vendor_id)
-            .map_err(|e| adapter_api::Error::unavailable(None, format!("shadow store: {e}")))?;
+            .map_err(store_err_for_vendor_path)?;
         if let Some(owner) = owner {
             return Err(adapter_api::Error::conflict(format!(
                 "the vendor's user '{}' is already linked to gateway id {}",
@@ -564,10 +573,8 @@ impl Gateway {
         // A leaver's account (deprovisioned through the gateway, or disabled at the vendor) goes back only to
         // the same Entra user: userNames are recycled, and re-enabling it for a newcomer would hand over the
         // leaver's documents and permissions. Entra's externalId (map objectId to it) tells them apart.
-        let tombstone = self
-            .store
-            .tombstone(&app.name, Kind::User, &existing.vendor_id)
-            .map_err(|e| adapter_api::Error::unavailable(None, format!("shadow store: {e}")))?;
+        let tombstone =
+            self.store.tombstone(&app.name, Kind::User, &existing.vendor_id).map_err(store_err_for_vendor_path)?;
         if tombstone.is_some() || !existing.user.active {
             let leaver = tombstone.and_then(|t| t.external_id).or_else(|| existing.user.external_id.clone());
             let same_person = leaver.is_some() && leaver == user.external_id;
@@ -967,6 +974,24 @@ mod tests {
         ];
         for (kind, text, want) in table {
             assert_eq!(hint(kind, text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn store_failures_in_the_vendor_path_carry_no_database_text() {
+        let db = StoreError::Db(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some("attempt to write a readonly database: /var/lib/scim-bridge/store.sqlite".into()),
+        ));
+        let json = StoreError::Json(serde_json::from_str::<Value>("{").unwrap_err());
+        for err in [db, json] {
+            let e = store_err_for_vendor_path(err);
+            assert_eq!(e.detail(), STORE_UNAVAILABLE_DETAIL);
+            let scim = from_adapter("app", &e);
+            assert_eq!(scim.status, StatusCode::SERVICE_UNAVAILABLE);
+            for leak in ["sqlite", "database", "readonly", "JSON", "shadow store:"] {
+                assert!(!scim.detail.contains(leak), "{leak} in {}", scim.detail);
+            }
         }
     }
 }
