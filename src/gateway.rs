@@ -322,6 +322,27 @@ impl Gateway {
         }
     }
 
+    /// A shadow write that failed after the vendor made the change. A logical refusal (the name or the
+    /// vendor record already taken in the shadow) is 409 and completes the audit entry, so no intent is
+    /// left open for a change that was answered; a store that cannot write is 503 with its own detail
+    /// (the vendor has the change), and the entry stays an open intent because nothing can be written.
+    fn store_err_after_vendor(&self, audit: AuditEntry, err: StoreError) -> ScimError {
+        match err {
+            StoreError::Duplicate | StoreError::VendorLinked(_) => {
+                let scim = ScimError::uniqueness(format!(
+                    "the vendor made the change but the gateway could not record the link: {err}; \
+                     resolve the clash (see the audit log), then retry"
+                ));
+                self.audit_failure(audit, &scim, None);
+                scim
+            }
+            other => {
+                tracing::error!(error = %other, "shadow store failure after the vendor made the change");
+                ScimError::store_unavailable_after_vendor()
+            }
+        }
+    }
+
     /// Writes the intent line of a change before its first vendor call (see `Store::audit_intent`). A store
     /// that cannot write stops the change here: 503, and the vendor never hears of it.
     pub(crate) fn begin_change(&self, audit: &mut AuditEntry) -> ScimResult<()> {
@@ -467,7 +488,9 @@ impl Gateway {
         audit.after = Some(record.doc.clone());
         audit.status = 201;
         stamp(&mut audit);
-        self.store.put(&record, &audit).map_err(store_err)?;
+        if let Err(e) = self.store.put(&record, &audit) {
+            return Err(self.store_err_after_vendor(audit, e));
+        }
         let body = self.with_location(ctx, kind, &record.doc);
         let location = body.pointer("/meta/location").and_then(Value::as_str).map(String::from);
         Ok(Reply { status: StatusCode::CREATED, body: Some(body), location })
@@ -865,7 +888,9 @@ impl Gateway {
         audit.after = Some(updated.doc.clone());
         audit.status = 200;
         stamp(&mut audit);
-        self.store.put(&updated, &audit).map_err(store_err)?;
+        if let Err(e) = self.store.put(&updated, &audit) {
+            return Err(self.store_err_after_vendor(audit, e));
+        }
         Ok(updated)
     }
 
@@ -909,7 +934,9 @@ impl Gateway {
         audit.status = 204;
         let tombstone = kind == Kind::User && !caps.hard_delete;
         stamp(&mut audit);
-        self.store.remove(&rec, tombstone, &audit).map_err(store_err)?;
+        if let Err(e) = self.store.remove(&rec, tombstone, &audit) {
+            return Err(self.store_err_after_vendor(audit, e));
+        }
         self.drop_memberships(app, ctx, id).await;
         Ok(Reply::no_content())
     }

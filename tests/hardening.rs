@@ -527,6 +527,11 @@ async fn hostile_vendor(reply: &'static str) -> (String, tokio::task::JoinHandle
                     axum::http::StatusCode::CREATED,
                     json!({"id": "..", "userName": user["userName"], "active": true}).to_string(),
                 ),
+                // Every create answers with the same id: the second one is already linked in the shadow.
+                "same" => (
+                    axum::http::StatusCode::CREATED,
+                    json!({"id": "always-7", "userName": user["userName"], "active": true}).to_string(),
+                ),
                 _ => (axum::http::StatusCode::CREATED, "x".repeat(adapter_api::outbound::MAX_RESPONSE_BYTES + 1)),
             }
         }),
@@ -552,6 +557,26 @@ async fn a_vendor_id_of_dots_is_never_stored() {
     assert_eq!(s, 503, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("unusable id"), "{body}");
     assert!(g.store.find_by_name("promapp", Kind::User, "dots@example.com").unwrap().is_none());
+}
+
+/// The vendor made the change but the shadow refuses the link (the vendor answered with an id another
+/// gateway record holds): 409, and the audit entry is completed, not left an open intent.
+#[tokio::test]
+async fn a_shadow_write_refused_after_the_vendor_call_completes_the_audit_entry() {
+    let (g, server) = gateway_before_hostile_vendor("same").await;
+    let (s, body) = g.call(Method::POST, "/Users", Some(entra_user("first@example.com"))).await;
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = g.call(Method::POST, "/Users", Some(entra_user("second@example.com"))).await;
+    server.abort();
+    assert_eq!(s, 409, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("the vendor made the change but the gateway could not record the link"), "{detail}");
+    let audit = g.audit_for("second@example.com");
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_ne!(audit[0].outcome, scim_bridge::store::INTENT, "{audit:?}");
+    assert_eq!(audit[0].status, 409);
+    assert!(audit[0].detail.as_deref().unwrap_or_default().contains("could not record the link"), "{audit:?}");
+    assert!(g.store.find_by_name("promapp", Kind::User, "second@example.com").unwrap().is_none());
 }
 
 #[tokio::test]
