@@ -97,6 +97,10 @@ pub struct StoreConfig {
     pub audit_retention_days: u32,
 }
 
+/// The largest `request_budget_ms`: the drain (budget + 5 s, `server::drain_timeout`) must end before the
+/// shipped deploy files' grace periods (50 s) send SIGKILL.
+pub const MAX_REQUEST_BUDGET_MS: u64 = 40_000;
+
 fn default_request_budget_ms() -> u64 {
     30_000
 }
@@ -357,6 +361,12 @@ impl Config {
         if self.request_budget_ms < 1000 {
             return Err(ConfigError(format!("{origin}: request_budget_ms: must be at least 1000")));
         }
+        if self.request_budget_ms > MAX_REQUEST_BUDGET_MS {
+            return Err(ConfigError(format!(
+                "{origin}: request_budget_ms: must be at most {MAX_REQUEST_BUDGET_MS}: the shutdown drain \
+                 (request_budget_ms + 5 s) must end before the deploy files' grace period sends SIGKILL"
+            )));
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError(format!("{origin}: max_body_bytes: must be at least 1024")));
         }
@@ -430,6 +440,7 @@ mod tests {
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      interval: soon\n"), "apps.a.reconcile.interval"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      mode: fix\n"), "mode"),
             ("connections:\n  auth_failures_per_minute: 0\n", "connections.auth_failures_per_minute"),
+            ("request_budget_ms: 40001\nconnections:\n  idle_timeout_ms: 90000\n", "request_budget_ms"),
         ];
         for (yaml, key) in cases {
             let err = Config::from_yaml(yaml, "proxy.yaml").unwrap_err().0;

@@ -289,10 +289,40 @@ async fn readyz_fails_while_the_store_cannot_write() {
     assert_eq!(g.client.get(&readyz).send().await.unwrap().status(), 200);
 }
 
+/// The grace periods of the shipped deploy files, read from the files: (file, seconds).
+fn deploy_grace_periods() -> Vec<(&'static str, u64)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let value = |file: &'static str, key: &str| -> (&'static str, u64) {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.starts_with('#') && l.starts_with(key))
+            .unwrap_or_else(|| panic!("{file}: no {key}"));
+        let raw = line[key.len()..].trim_start_matches([':', '=', ' ']).trim();
+        let secs = raw.strip_suffix('s').unwrap_or(raw).parse().unwrap_or_else(|_| panic!("{file}: {line}"));
+        (file, secs)
+    };
+    vec![
+        value("deploy/systemd/scim-bridge.service", "TimeoutStopSec"),
+        value("deploy/kubernetes/deployment.yaml", "terminationGracePeriodSeconds"),
+        value("deploy/compose.yaml", "stop_grace_period"),
+    ]
+}
+
+/// The drain outlasts any request's vendor budget, and even the longest drain (at the largest budget the
+/// config accepts) ends, with `Running::stop`'s extra second, before a shipped deploy file sends SIGKILL.
 #[test]
 fn the_drain_outlasts_the_request_budget() {
-    let budget = Duration::from_millis(30_000);
-    assert!(server::drain_timeout(budget) > budget);
+    let max = Duration::from_millis(scim_bridge::config::MAX_REQUEST_BUDGET_MS);
+    assert!(server::drain_timeout(max) > max);
+    for (file, grace) in deploy_grace_periods() {
+        let longest = server::drain_timeout(max) + Duration::from_secs(1);
+        assert!(longest < Duration::from_secs(grace), "{file}: grace {grace} s, drain up to {longest:?}");
+    }
+    // And the cap is enforced: a larger budget is refused.
+    let yaml = format!("request_budget_ms: {}\nconnections:\n  idle_timeout_ms: 90000\n", max.as_millis() + 1);
+    assert!(Config::from_yaml(&yaml, "proxy.yaml").is_err());
 }
 
 // ------------------------------------------------------------------ 3. recycled userNames
