@@ -584,9 +584,11 @@ async fn a_vendor_id_of_dots_is_never_stored() {
     let (g, server) = gateway_before_hostile_vendor("dots").await;
     let (s, body) = g.call(Method::POST, "/Users", Some(entra_user("dots@example.com"))).await;
     server.abort();
-    assert_eq!(s, 503, "{body}");
+    // 409 an admin acts on, not 503: the vendor may hold the user, so Entra's retries could never succeed.
+    assert_eq!(s, 409, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("unusable id"), "{body}");
     assert!(g.store.find_by_name("promapp", Kind::User, "dots@example.com").unwrap().is_none());
+    assert_eq!(g.audit_for("dots@example.com")[0].outcome, "needs_manual_action");
 }
 
 /// The vendor made the change but the shadow refuses the link (the vendor answered with an id another
