@@ -66,7 +66,7 @@ pub struct ConnectionLimits {
     /// A connection on which nothing is read or written for this long is closed (HTTP/2 included). Must
     /// exceed `request_budget_ms`: a request waiting on the vendor moves no bytes.
     pub idle_timeout_ms: u64,
-    /// Open connections per listener.
+    /// Open connections per listener (1 to 65536).
     pub max: usize,
     /// Failed bearer-token checks allowed per source address and minute; past it that address gets 429
     /// for its failures (a right token is always served: Entra's addresses are shared by all tenants).
@@ -96,6 +96,10 @@ pub struct StoreConfig {
     #[serde(default = "default_audit_retention_days")]
     pub audit_retention_days: u32,
 }
+
+/// The largest `connections.max` (a tokio semaphore panics past `Semaphore::MAX_PERMITS`; far more open
+/// connections than file descriptors a gateway gets anyway).
+pub const MAX_CONNECTIONS: usize = 65_536;
 
 /// The largest `request_budget_ms`: the drain (budget + 5 s, `server::drain_timeout`) must end before the
 /// shipped deploy files' grace periods (50 s) send SIGKILL.
@@ -355,6 +359,9 @@ impl Config {
         if c.max == 0 {
             return Err(ConfigError(format!("{origin}: connections.max: must be at least 1")));
         }
+        if c.max > MAX_CONNECTIONS {
+            return Err(ConfigError(format!("{origin}: connections.max: must be at most {MAX_CONNECTIONS}")));
+        }
         if c.auth_failures_per_minute == 0 {
             return Err(ConfigError(format!("{origin}: connections.auth_failures_per_minute: must be at least 1")));
         }
@@ -437,6 +444,9 @@ mod tests {
             ("public_url: ftp://x\n", "public_url"),
             ("connections:\n  idle_timeout_ms: 1000\n", "connections.idle_timeout_ms"),
             ("connections:\n  max: 0\n", "connections.max"),
+            ("connections:\n  max: 65537\n", "connections.max"),
+            ("connections:\n  max: 18446744073709551615\n", "connections.max"),
+            ("connections:\n  header_read_timeout_ms: 99\n", "connections.header_read_timeout_ms"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      interval: soon\n"), "apps.a.reconcile.interval"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      mode: fix\n"), "mode"),
             ("connections:\n  auth_failures_per_minute: 0\n", "connections.auth_failures_per_minute"),
