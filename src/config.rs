@@ -68,6 +68,9 @@ pub struct ConnectionLimits {
     pub idle_timeout_ms: u64,
     /// Open connections per listener (1 to 65536).
     pub max: usize,
+    /// Open connections per listener from one source address (IPv6: one /64); a connection past it is
+    /// closed at once. Behind a reverse proxy every client shares the proxy's address.
+    pub max_per_source: usize,
     /// Failed bearer-token checks allowed per source address and minute; past it that address gets 429
     /// for its failures (a right token is always served: Entra's addresses are shared by all tenants).
     pub auth_failures_per_minute: u32,
@@ -79,6 +82,7 @@ impl Default for ConnectionLimits {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 75_000,
             max: 1024,
+            max_per_source: 64,
             auth_failures_per_minute: 30,
         }
     }
@@ -362,6 +366,9 @@ impl Config {
         if c.max > MAX_CONNECTIONS {
             return Err(ConfigError(format!("{origin}: connections.max: must be at most {MAX_CONNECTIONS}")));
         }
+        if c.max_per_source == 0 {
+            return Err(ConfigError(format!("{origin}: connections.max_per_source: must be at least 1")));
+        }
         if c.auth_failures_per_minute == 0 {
             return Err(ConfigError(format!("{origin}: connections.auth_failures_per_minute: must be at least 1")));
         }
@@ -447,6 +454,7 @@ mod tests {
             ("connections:\n  max: 65537\n", "connections.max"),
             ("connections:\n  max: 18446744073709551615\n", "connections.max"),
             ("connections:\n  header_read_timeout_ms: 99\n", "connections.header_read_timeout_ms"),
+            ("connections:\n  max_per_source: 0\n", "connections.max_per_source"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      interval: soon\n"), "apps.a.reconcile.interval"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      mode: fix\n"), "mode"),
             ("connections:\n  auth_failures_per_minute: 0\n", "connections.auth_failures_per_minute"),

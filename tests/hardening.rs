@@ -453,6 +453,32 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     assert_eq!(patient.get(&url).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
 }
 
+/// One source cannot take every connection slot: past `max_per_source` its connection is closed at once,
+/// while the listener still has room; once one of its connections closes, it is served again.
+#[tokio::test]
+async fn a_source_past_its_connection_cap_is_closed_at_once() {
+    let yaml = "connections:\n  max: 100\n  max_per_source: 2\n  header_read_timeout_ms: 60000\n";
+    let s = start_with(sandbox_with(yaml)).await;
+    let addr = s.running.addr;
+    let (extra_closed, holders) = tokio::task::spawn_blocking(move || {
+        let holders: Vec<std::net::TcpStream> = (0..2).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut extra = std::net::TcpStream::connect(addr).unwrap();
+        // Well under the 60 s header-read timeout: only the per-source cap can close it this fast.
+        (closed_within(&mut extra, Duration::from_secs(5)), holders)
+    })
+    .await
+    .unwrap();
+    assert!(extra_closed, "the connection past the per-source cap is closed at once");
+    let mut holders = holders;
+    drop(holders.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("{}/Users", s.base);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    assert_eq!(client.get(&url).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    drop(holders);
+}
+
 #[tokio::test]
 async fn the_ip_allow_list_is_checked_before_the_token() {
     let yaml = format!(
