@@ -35,7 +35,13 @@ pub struct AppState {
     /// change whose client hung up is still finished before the process ends.
     pub tasks: tokio_util::task::TaskTracker,
     auth_failures: Arc<AuthFailures>,
+    /// The last `/readyz` store check: when it finished and whether the store could write.
+    store_check: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
 }
+
+/// How long one `/readyz` store check is reused: each check is a synced write under the store's lock, and
+/// without `admin_listen` anyone can ask for `/readyz` as often as they like.
+const STORE_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AppState {
     pub fn new(gateway: Arc<Gateway>, config: &crate::config::Config) -> Self {
@@ -46,6 +52,7 @@ impl AppState {
             request_budget: std::time::Duration::from_millis(config.request_budget_ms),
             tasks: tokio_util::task::TaskTracker::new(),
             auth_failures: Arc::new(AuthFailures::new(config.connections.auth_failures_per_minute)),
+            store_check: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 }
@@ -144,7 +151,7 @@ async fn not_found() -> Response {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let gw = &state.gateway;
-    let store_ok = gw.store.check_writable().is_ok();
+    let store_ok = store_writable(&state).await;
     let apps: serde_json::Map<String, Value> = gw
         .apps
         .values()
@@ -157,6 +164,23 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let body = json!({"store": if store_ok { "ok" } else { "unavailable" }, "config": "loaded", "apps": apps});
     let status = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Whether the store can commit a write, checked at most once per `STORE_CHECK_TTL`: probes in between
+/// get the last answer. Concurrent probes wait (without holding a runtime thread) for the one check under
+/// way instead of each writing; the write itself runs on the blocking pool, as it may wait out the store's
+/// busy timeout.
+async fn store_writable(state: &AppState) -> bool {
+    let mut last = state.store_check.lock().await;
+    if let Some((at, ok)) = *last {
+        if at.elapsed() < STORE_CHECK_TTL {
+            return ok;
+        }
+    }
+    let store = state.gateway.store.clone();
+    let ok = tokio::task::spawn_blocking(move || store.check_writable().is_ok()).await.unwrap_or(false);
+    *last = Some((Instant::now(), ok));
+    ok
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

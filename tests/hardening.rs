@@ -276,16 +276,24 @@ async fn stop_waits_for_a_change_whose_client_hung_up() {
     drop(sim);
 }
 
-/// `/readyz` proves the store can write, not only read.
+/// `/readyz` proves the store can commit a write, not only read; the check is reused for a second, so a
+/// flood of probes costs at most one synced write per second.
 #[tokio::test]
 async fn readyz_fails_while_the_store_cannot_write() {
     let g = vendor_gateway("promapp").await;
     let readyz = format!("http://{}/readyz", g.running.addr);
     assert_eq!(g.client.get(&readyz).send().await.unwrap().status(), 200);
     let lock = g.lock_store();
+    // Within the second: the last answer, no new write (a write would wait out the lock and fail).
+    let started = std::time::Instant::now();
+    let cached = g.client.get(&readyz).send().await.unwrap().status();
+    assert!(started.elapsed() < Duration::from_millis(900), "the cached answer came without a write");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let status = g.client.get(&readyz).send().await.unwrap().status();
     drop(lock);
+    assert_eq!(cached, 200);
     assert_eq!(status, 503);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(g.client.get(&readyz).send().await.unwrap().status(), 200);
 }
 
