@@ -250,6 +250,15 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
     presented.ct_eq(&app.token_sha256).into()
 }
 
+/// The answer to a failed bearer-token check (a wrong token or an unknown app, which answer alike): the
+/// failure is counted against its source, and a source over its quota gets 429 instead of 401.
+fn auth_failed(state: &AppState, peer: Option<SocketAddr>) -> ScimError {
+    match peer.and_then(|p| state.auth_failures.record(p.ip())) {
+        Some(wait) => ScimError::too_many_auth_failures(wait),
+        None => ScimError::unauthorized("unknown app or wrong bearer token"),
+    }
+}
+
 fn request_id(headers: &HeaderMap) -> String {
     ["client-request-id", "x-request-id", "x-ms-request-id"]
         .iter()
@@ -298,20 +307,14 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         let (operation, result) = match gw.apps.get(&app_name).cloned() {
             // An unknown app answers like a wrong token, so the SCIM surface does not confirm app names
             // (/readyz and /metrics do list them: README says to keep them on a private admin_listen).
-            None => match peer.and_then(|p| state.auth_failures.record(p.ip())) {
-                Some(wait) => ("auth", Err(ScimError::too_many_auth_failures(wait))),
-                None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
-            },
+            None => ("auth", Err(auth_failed(&state, peer))),
             Some(app) => {
                 let ip = peer.map(|p| p.ip());
                 // The allow-list first: an address outside it learns nothing and costs no hashing.
                 if !app.ip_allow.is_empty() && !ip.is_some_and(|ip| app.ip_allow.iter().any(|c| c.contains(ip))) {
                     ("auth", Err(ScimError::new(StatusCode::FORBIDDEN, None, "this address may not call this app")))
                 } else if !authorized(&app, &headers) {
-                    match ip.and_then(|ip| state.auth_failures.record(ip)) {
-                        Some(wait) => ("auth", Err(ScimError::too_many_auth_failures(wait))),
-                        None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
-                    }
+                    ("auth", Err(auth_failed(&state, peer)))
                 } else {
                     let ctx = Ctx { request_id: rid.clone(), base_url: base_url(&state, &headers, &app_name) };
                     let work = dispatch(&state, &app, &ctx, &method, &segments, uri.query(), &headers, body);
