@@ -285,8 +285,8 @@ def check_deployment():
     if any(labels.get(k) != v for k, v in sel.items()):
         p.append("selector.matchLabels do not match the pod labels")
     # Longer than the gateway's drain (request_budget_ms + 5 s = 35 s by default).
-    if pod.get("terminationGracePeriodSeconds") != 45:
-        p.append("terminationGracePeriodSeconds must be 45 (longer than the 35 s drain)")
+    if pod.get("terminationGracePeriodSeconds") != 50:
+        p.append("terminationGracePeriodSeconds must be 50 (longer than the drain: request_budget_ms + 5 s, at most 45 s)")
     psc = pod.get("securityContext", {})
     if psc.get("runAsNonRoot") is not True or psc.get("runAsUser") != 65532:
         p.append("pod securityContext: runAsNonRoot true and runAsUser 65532 required")
@@ -435,8 +435,8 @@ def check_compose():
         p.append("security_opt must contain no-new-privileges:true")
     if s.get("restart") != "unless-stopped":
         p.append("restart must be unless-stopped")
-    if s.get("stop_grace_period") != "45s":
-        p.append("stop_grace_period must be 45s (longer than the 35 s drain)")
+    if s.get("stop_grace_period") != "50s":
+        p.append("stop_grace_period must be 50s (longer than the drain: request_budget_ms + 5 s, at most 45 s)")
     ports = [str(x) for x in s.get("ports", [])]
     if "8080:8080" not in ports:
         p.append("port 8080 must be published")
@@ -524,7 +524,7 @@ def check_unit():
         "ExecStart": "/usr/local/bin/scim-bridge serve --config /etc/scim-bridge/proxy.yaml",
         "ExecReload": "/bin/kill -HUP $MAINPID", "DynamicUser": "yes", "StateDirectory": "scim-bridge",
         "ConfigurationDirectory": "scim-bridge", "Restart": "on-failure", "KillSignal": "SIGTERM",
-        "TimeoutStopSec": "45", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+        "TimeoutStopSec": "50", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
         "PrivateDevices": "yes", "NoNewPrivileges": "yes", "ProtectKernelTunables": "yes",
         "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes",
         "ProtectClock": "yes", "ProtectHostname": "yes",

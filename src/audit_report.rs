@@ -31,17 +31,16 @@ pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<String, String> {
 
 /// Text from the audit log as it may reach a terminal: details quote vendors' error bodies and names come
 /// from Entra, so control characters (ESC sequences that recolour, retitle or rewrite the screen, CR, BEL)
-/// become spaces, and so do Unicode's invisible direction overrides.
+/// become spaces, and so do Unicode's invisible direction controls: the embeddings and overrides
+/// (U+202A..U+202E), the isolates (U+2066..U+2069) and the marks (U+200E, U+200F, U+061C).
 pub(crate) fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c) {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect()
+    s.chars().map(|c| if c.is_control() || is_direction_control(c) { ' ' } else { c }).collect()
+}
+
+fn is_direction_control(c: char) -> bool {
+    ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}')
 }
 
 fn cell(s: &str, width: usize) -> String {
@@ -142,7 +141,7 @@ mod tests {
 
     #[test]
     fn terminal_escapes_in_any_column_never_reach_the_terminal() {
-        let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\rspoofed\u{202e}txt.exe";
+        let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\rspoofed\u{202e}txt.exe\u{200e}\u{200f}\u{61c}\u{2067}end";
         let e = AuditEntry {
             app: "prompt".into(),
             operation: "create".into(),
@@ -152,7 +151,7 @@ mod tests {
             ..Default::default()
         };
         let t = render_table(&[e]);
-        for bad in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
+        for bad in ['\u{1b}', '\u{7}', '\r', '\u{202e}', '\u{200e}', '\u{200f}', '\u{61c}', '\u{2067}'] {
             assert!(!t.contains(bad), "{bad:?} in {t:?}");
         }
         assert!(t.contains("spoofed"));

@@ -597,7 +597,7 @@ async fn spawn_gateway() -> Result<Child, String> {
     let port = std::net::TcpListener::bind(any_addr()).and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let config = dir.join("bench.yaml");
     let yaml = format!(
-        "listen: \"127.0.0.1:{port}\"\nstore:\n  path: \"{}\"\napps:\n  sandbox:\n    type: sandbox\n    token_sha256: \"{}\"\n",
+        "listen: \"127.0.0.1:{port}\"\nconnections:\n  max_per_source: 1024\nstore:\n  path: \"{}\"\napps:\n  sandbox:\n    type: sandbox\n    token_sha256: \"{}\"\n",
         dir.join("store.sqlite").display(),
         hex::encode(crate::http::token_hash(TOKEN))
     );

@@ -66,8 +66,11 @@ pub struct ConnectionLimits {
     /// A connection on which nothing is read or written for this long is closed (HTTP/2 included). Must
     /// exceed `request_budget_ms`: a request waiting on the vendor moves no bytes.
     pub idle_timeout_ms: u64,
-    /// Open connections per listener.
+    /// Open connections per listener (1 to 65536).
     pub max: usize,
+    /// Open connections per listener from one source address (IPv6: one /64); a connection past it is
+    /// closed at once. Behind a reverse proxy every client shares the proxy's address.
+    pub max_per_source: usize,
     /// Failed bearer-token checks allowed per source address and minute; past it that address gets 429
     /// for its failures (a right token is always served: Entra's addresses are shared by all tenants).
     pub auth_failures_per_minute: u32,
@@ -79,6 +82,7 @@ impl Default for ConnectionLimits {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 75_000,
             max: 1024,
+            max_per_source: 64,
             auth_failures_per_minute: 30,
         }
     }
@@ -96,6 +100,14 @@ pub struct StoreConfig {
     #[serde(default = "default_audit_retention_days")]
     pub audit_retention_days: u32,
 }
+
+/// The largest `connections.max` (a tokio semaphore panics past `Semaphore::MAX_PERMITS`; far more open
+/// connections than file descriptors a gateway gets anyway).
+pub const MAX_CONNECTIONS: usize = 65_536;
+
+/// The largest `request_budget_ms`: the drain (budget + 5 s, `server::drain_timeout`) must end before the
+/// shipped deploy files' grace periods (50 s) send SIGKILL.
+pub const MAX_REQUEST_BUDGET_MS: u64 = 40_000;
 
 fn default_request_budget_ms() -> u64 {
     30_000
@@ -351,11 +363,23 @@ impl Config {
         if c.max == 0 {
             return Err(ConfigError(format!("{origin}: connections.max: must be at least 1")));
         }
+        if c.max > MAX_CONNECTIONS {
+            return Err(ConfigError(format!("{origin}: connections.max: must be at most {MAX_CONNECTIONS}")));
+        }
+        if c.max_per_source == 0 {
+            return Err(ConfigError(format!("{origin}: connections.max_per_source: must be at least 1")));
+        }
         if c.auth_failures_per_minute == 0 {
             return Err(ConfigError(format!("{origin}: connections.auth_failures_per_minute: must be at least 1")));
         }
         if self.request_budget_ms < 1000 {
             return Err(ConfigError(format!("{origin}: request_budget_ms: must be at least 1000")));
+        }
+        if self.request_budget_ms > MAX_REQUEST_BUDGET_MS {
+            return Err(ConfigError(format!(
+                "{origin}: request_budget_ms: must be at most {MAX_REQUEST_BUDGET_MS}: the shutdown drain \
+                 (request_budget_ms + 5 s) must end before the deploy files' grace period sends SIGKILL"
+            )));
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError(format!("{origin}: max_body_bytes: must be at least 1024")));
@@ -427,9 +451,14 @@ mod tests {
             ("public_url: ftp://x\n", "public_url"),
             ("connections:\n  idle_timeout_ms: 1000\n", "connections.idle_timeout_ms"),
             ("connections:\n  max: 0\n", "connections.max"),
+            ("connections:\n  max: 65537\n", "connections.max"),
+            ("connections:\n  max: 18446744073709551615\n", "connections.max"),
+            ("connections:\n  header_read_timeout_ms: 99\n", "connections.header_read_timeout_ms"),
+            ("connections:\n  max_per_source: 0\n", "connections.max_per_source"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      interval: soon\n"), "apps.a.reconcile.interval"),
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      mode: fix\n"), "mode"),
             ("connections:\n  auth_failures_per_minute: 0\n", "connections.auth_failures_per_minute"),
+            ("request_budget_ms: 40001\nconnections:\n  idle_timeout_ms: 90000\n", "request_budget_ms"),
         ];
         for (yaml, key) in cases {
             let err = Config::from_yaml(yaml, "proxy.yaml").unwrap_err().0;

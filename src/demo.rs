@@ -122,6 +122,9 @@ pub async fn start_with_limits(
     }
     let mut config = Config::with_apps(listen, apps);
     config.store.path = store_path.into();
+    // The demo and the benchmarks drive the gateway from one address with many connections at once
+    // (`bench latency --clients 200`): no per-source cap below the listener's own.
+    config.connections.max_per_source = config.connections.max;
     let gateway = server::build_gateway(&config, "demo").map_err(|e| e.to_string())?;
     let running = server::start(&config, gateway).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     Ok(Demo { running, sims, token: token.to_string() })

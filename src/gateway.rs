@@ -144,6 +144,17 @@ fn name_attr(kind: Kind) -> &'static str {
     }
 }
 
+/// A shadow-store failure inside the vendor-facing create path (adopt, adopt by email), which speaks
+/// `adapter_api::Error`: like `store_err`, the database's words go to the log and Entra reads a fixed
+/// sentence (the adapter error's detail reaches Entra).
+fn store_err_for_vendor_path(err: StoreError) -> adapter_api::Error {
+    tracing::error!(error = %err, "shadow store failure");
+    adapter_api::Error::unavailable(None, STORE_UNAVAILABLE_DETAIL)
+}
+
+/// What Entra reads when the shadow store fails inside the vendor-facing path.
+const STORE_UNAVAILABLE_DETAIL: &str = "the gateway's store is unavailable; try again";
+
 fn store_err(err: StoreError) -> ScimError {
     match err {
         StoreError::Duplicate => ScimError::uniqueness("another resource already has this name"),
@@ -311,6 +322,27 @@ impl Gateway {
         }
     }
 
+    /// A shadow write that failed after the vendor made the change. A logical refusal (the name or the
+    /// vendor record already taken in the shadow) is 409 and completes the audit entry, so no intent is
+    /// left open for a change that was answered; a store that cannot write is 503 with its own detail
+    /// (the vendor has the change), and the entry stays an open intent because nothing can be written.
+    fn store_err_after_vendor(&self, audit: AuditEntry, err: StoreError) -> ScimError {
+        match err {
+            StoreError::Duplicate | StoreError::VendorLinked(_) => {
+                let scim = ScimError::uniqueness(format!(
+                    "the vendor made the change but the gateway could not record the link: {err}; \
+                     resolve the clash (see the audit log), then retry"
+                ));
+                self.audit_failure(audit, &scim, None);
+                scim
+            }
+            other => {
+                tracing::error!(error = %other, "shadow store failure after the vendor made the change");
+                ScimError::store_unavailable_after_vendor()
+            }
+        }
+    }
+
     /// Writes the intent line of a change before its first vendor call (see `Store::audit_intent`). A store
     /// that cannot write stops the change here: 503, and the vendor never hears of it.
     pub(crate) fn begin_change(&self, audit: &mut AuditEntry) -> ScimResult<()> {
@@ -456,7 +488,9 @@ impl Gateway {
         audit.after = Some(record.doc.clone());
         audit.status = 201;
         stamp(&mut audit);
-        self.store.put(&record, &audit).map_err(store_err)?;
+        if let Err(e) = self.store.put(&record, &audit) {
+            return Err(self.store_err_after_vendor(audit, e));
+        }
         let body = self.with_location(ctx, kind, &record.doc);
         let location = body.pointer("/meta/location").and_then(Value::as_str).map(String::from);
         Ok(Reply { status: StatusCode::CREATED, body: Some(body), location })
@@ -525,10 +559,8 @@ impl Gateway {
                 return Err(adapter_api::Error::conflict(detail));
             }
         };
-        let deprovisioned = self
-            .store
-            .is_tombstoned(&app.name, Kind::User, &existing.vendor_id)
-            .map_err(|e| adapter_api::Error::unavailable(None, format!("shadow store: {e}")))?;
+        let deprovisioned =
+            self.store.is_tombstoned(&app.name, Kind::User, &existing.vendor_id).map_err(store_err_for_vendor_path)?;
         if deprovisioned || !existing.user.active {
             return Err(adapter_api::Error::conflict(format!(
                 "{}: the vendor's user '{}' holds {email} but is disabled{}; it is not linked automatically \
@@ -554,7 +586,7 @@ impl Gateway {
         let owner = self
             .store
             .find_by_vendor_id(&app.name, Kind::User, &existing.vendor_id)
-            .map_err(|e| adapter_api::Error::unavailable(None, format!("shadow store: {e}")))?;
+            .map_err(store_err_for_vendor_path)?;
         if let Some(owner) = owner {
             return Err(adapter_api::Error::conflict(format!(
                 "the vendor's user '{}' is already linked to gateway id {}",
@@ -564,10 +596,8 @@ impl Gateway {
         // A leaver's account (deprovisioned through the gateway, or disabled at the vendor) goes back only to
         // the same Entra user: userNames are recycled, and re-enabling it for a newcomer would hand over the
         // leaver's documents and permissions. Entra's externalId (map objectId to it) tells them apart.
-        let tombstone = self
-            .store
-            .tombstone(&app.name, Kind::User, &existing.vendor_id)
-            .map_err(|e| adapter_api::Error::unavailable(None, format!("shadow store: {e}")))?;
+        let tombstone =
+            self.store.tombstone(&app.name, Kind::User, &existing.vendor_id).map_err(store_err_for_vendor_path)?;
         if tombstone.is_some() || !existing.user.active {
             let leaver = tombstone.and_then(|t| t.external_id).or_else(|| existing.user.external_id.clone());
             let same_person = leaver.is_some() && leaver == user.external_id;
@@ -858,7 +888,9 @@ impl Gateway {
         audit.after = Some(updated.doc.clone());
         audit.status = 200;
         stamp(&mut audit);
-        self.store.put(&updated, &audit).map_err(store_err)?;
+        if let Err(e) = self.store.put(&updated, &audit) {
+            return Err(self.store_err_after_vendor(audit, e));
+        }
         Ok(updated)
     }
 
@@ -902,7 +934,9 @@ impl Gateway {
         audit.status = 204;
         let tombstone = kind == Kind::User && !caps.hard_delete;
         stamp(&mut audit);
-        self.store.remove(&rec, tombstone, &audit).map_err(store_err)?;
+        if let Err(e) = self.store.remove(&rec, tombstone, &audit) {
+            return Err(self.store_err_after_vendor(audit, e));
+        }
         self.drop_memberships(app, ctx, id).await;
         Ok(Reply::no_content())
     }
@@ -967,6 +1001,24 @@ mod tests {
         ];
         for (kind, text, want) in table {
             assert_eq!(hint(kind, text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn store_failures_in_the_vendor_path_carry_no_database_text() {
+        let db = StoreError::Db(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some("attempt to write a readonly database: /var/lib/scim-bridge/store.sqlite".into()),
+        ));
+        let json = StoreError::Json(serde_json::from_str::<Value>("{").unwrap_err());
+        for err in [db, json] {
+            let e = store_err_for_vendor_path(err);
+            assert_eq!(e.detail(), STORE_UNAVAILABLE_DETAIL);
+            let scim = from_adapter("app", &e);
+            assert_eq!(scim.status, StatusCode::SERVICE_UNAVAILABLE);
+            for leak in ["sqlite", "database", "readonly", "JSON", "shadow store:"] {
+                assert!(!scim.detail.contains(leak), "{leak} in {}", scim.detail);
+            }
         }
     }
 }

@@ -31,8 +31,17 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Vendor time one Entra request may use in all (`request_budget_ms`).
     pub request_budget: std::time::Duration,
+    /// Every engine task (see `handle`): the drain waits for these, not only for open connections, so a
+    /// change whose client hung up is still finished before the process ends.
+    pub tasks: tokio_util::task::TaskTracker,
     auth_failures: Arc<AuthFailures>,
+    /// The last `/readyz` store check: when it finished and whether the store could write.
+    store_check: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
 }
+
+/// How long one `/readyz` store check is reused: each check is a synced write under the store's lock, and
+/// without `admin_listen` anyone can ask for `/readyz` as often as they like.
+const STORE_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AppState {
     pub fn new(gateway: Arc<Gateway>, config: &crate::config::Config) -> Self {
@@ -41,7 +50,9 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             public_url: config.public_url.clone(),
             request_budget: std::time::Duration::from_millis(config.request_budget_ms),
+            tasks: tokio_util::task::TaskTracker::new(),
             auth_failures: Arc::new(AuthFailures::new(config.connections.auth_failures_per_minute)),
+            store_check: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 }
@@ -49,9 +60,14 @@ impl AppState {
 /// Failed bearer-token checks per source address (governor's keyed GCRA): a source past its quota gets
 /// 429 + `Retry-After` for each further failure instead of another guess. Only failures are counted and
 /// only failures are refused, so a tenant guessing from Entra's shared addresses cannot lock out another
-/// tenant's correct token.
+/// tenant's correct token. An IPv6 source is counted by its /64 (`listener::source_key`): one host usually
+/// holds a whole /64 and could otherwise change address for every guess.
 struct AuthFailures {
     limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
+    /// Past this many remembered sources, idle ones are forgotten, at most once per `PRUNE_EVERY`.
+    prune_above: usize,
+    last_prune: std::sync::Mutex<Option<Instant>>,
+    prunes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for AuthFailures {
@@ -63,20 +79,45 @@ impl std::fmt::Debug for AuthFailures {
 /// Sources remembered before idle ones are forgotten (bounded memory under a spray of addresses).
 const AUTH_FAILURE_SOURCES: usize = 100_000;
 
+/// How often, at most, the remembered sources are pruned: a prune walks the whole map, so doing it on
+/// every failed check past `AUTH_FAILURE_SOURCES` would make each guess of a spray cost a full scan.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl AuthFailures {
     fn new(per_minute: u32) -> Self {
+        Self::with_prune_above(per_minute, AUTH_FAILURE_SOURCES)
+    }
+
+    fn with_prune_above(per_minute: u32, prune_above: usize) -> Self {
         let n = std::num::NonZeroU32::new(per_minute.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-        AuthFailures { limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(n)) }
+        AuthFailures {
+            limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(n)),
+            prune_above,
+            last_prune: std::sync::Mutex::new(None),
+            prunes: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// Counts one failure from `ip`; `Some(wait)` when the source is over its quota.
     fn record(&self, ip: IpAddr) -> Option<std::time::Duration> {
-        if self.limiter.len() > AUTH_FAILURE_SOURCES {
-            self.limiter.retain_recent();
+        if self.limiter.len() > self.prune_above {
+            self.prune();
         }
         use governor::clock::Clock;
         let now = governor::clock::DefaultClock::default().now();
-        self.limiter.check_key(&ip).err().map(|not_until| not_until.wait_time_from(now))
+        let key = crate::listener::source_key(ip);
+        self.limiter.check_key(&key).err().map(|not_until| not_until.wait_time_from(now))
+    }
+
+    /// Forgets idle sources, unless that was done less than `PRUNE_EVERY` ago (or is being done now).
+    fn prune(&self) {
+        let Ok(mut last) = self.last_prune.try_lock() else { return };
+        if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.limiter.retain_recent();
+        self.prunes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -110,7 +151,7 @@ async fn not_found() -> Response {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let gw = &state.gateway;
-    let store_ok = gw.store.check_writable().is_ok();
+    let store_ok = store_writable(&state).await;
     let apps: serde_json::Map<String, Value> = gw
         .apps
         .values()
@@ -123,6 +164,23 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let body = json!({"store": if store_ok { "ok" } else { "unavailable" }, "config": "loaded", "apps": apps});
     let status = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Whether the store can commit a write, checked at most once per `STORE_CHECK_TTL`: probes in between
+/// get the last answer. Concurrent probes wait (without holding a runtime thread) for the one check under
+/// way instead of each writing; the write itself runs on the blocking pool, as it may wait out the store's
+/// busy timeout.
+async fn store_writable(state: &AppState) -> bool {
+    let mut last = state.store_check.lock().await;
+    if let Some((at, ok)) = *last {
+        if at.elapsed() < STORE_CHECK_TTL {
+            return ok;
+        }
+    }
+    let store = state.gateway.store.clone();
+    let ok = tokio::task::spawn_blocking(move || store.check_writable().is_ok()).await.unwrap_or(false);
+    *last = Some((Instant::now(), ok));
+    ok
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -192,6 +250,15 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
     presented.ct_eq(&app.token_sha256).into()
 }
 
+/// The answer to a failed bearer-token check (a wrong token or an unknown app, which answer alike): the
+/// failure is counted against its source, and a source over its quota gets 429 instead of 401.
+fn auth_failed(state: &AppState, peer: Option<SocketAddr>) -> ScimError {
+    match peer.and_then(|p| state.auth_failures.record(p.ip())) {
+        Some(wait) => ScimError::too_many_auth_failures(wait),
+        None => ScimError::unauthorized("unknown app or wrong bearer token"),
+    }
+}
+
 fn request_id(headers: &HeaderMap) -> String {
     ["client-request-id", "x-request-id", "x-ms-request-id"]
         .iter()
@@ -234,25 +301,20 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         attempts = tracing::field::Empty, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
     let budget_ends = tokio::time::Instant::now() + state.request_budget;
     let calls = Arc::new(adapter_api::calls::CallLog::for_request(&rid).with_deadline(budget_ends));
+    let tasks = state.tasks.clone();
     let work = async move {
         let gw = state.gateway.clone();
         let (operation, result) = match gw.apps.get(&app_name).cloned() {
             // An unknown app answers like a wrong token, so the SCIM surface does not confirm app names
             // (/readyz and /metrics do list them: README says to keep them on a private admin_listen).
-            None => match peer.and_then(|p| state.auth_failures.record(p.ip())) {
-                Some(wait) => ("auth", Err(ScimError::too_many_auth_failures(wait))),
-                None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
-            },
+            None => ("auth", Err(auth_failed(&state, peer))),
             Some(app) => {
                 let ip = peer.map(|p| p.ip());
                 // The allow-list first: an address outside it learns nothing and costs no hashing.
                 if !app.ip_allow.is_empty() && !ip.is_some_and(|ip| app.ip_allow.iter().any(|c| c.contains(ip))) {
                     ("auth", Err(ScimError::new(StatusCode::FORBIDDEN, None, "this address may not call this app")))
                 } else if !authorized(&app, &headers) {
-                    match ip.and_then(|ip| state.auth_failures.record(ip)) {
-                        Some(wait) => ("auth", Err(ScimError::too_many_auth_failures(wait))),
-                        None => ("auth", Err(ScimError::unauthorized("unknown app or wrong bearer token"))),
-                    }
+                    ("auth", Err(auth_failed(&state, peer)))
                 } else {
                     let ctx = Ctx { request_id: rid.clone(), base_url: base_url(&state, &headers, &app_name) };
                     let work = dispatch(&state, &app, &ctx, &method, &segments, uri.query(), &headers, body);
@@ -298,8 +360,9 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
     }
     .instrument(span);
     // Its own task: a client that disconnects (or a drain that ends the connection) drops this handler,
-    // but never a change half-way between the vendor call and its shadow write and audit entry.
-    match tokio::spawn(work).await {
+    // but never a change half-way between the vendor call and its shadow write and audit entry. The task
+    // is tracked: `Running::stop` waits for it even when its connection is already gone.
+    match tasks.spawn(work).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::error!(error = %e, "request task failed");
@@ -491,5 +554,28 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn failed_auth_counts_an_ipv6_source_by_its_64() {
+        let failures = AuthFailures::new(2);
+        assert!(failures.record("2001:db8:0:1::a".parse().unwrap()).is_none());
+        assert!(failures.record("2001:db8:0:1::b".parse().unwrap()).is_none());
+        assert!(failures.record("2001:db8:0:1:ffff::c".parse().unwrap()).is_some(), "same /64, third failure");
+        assert!(failures.record("2001:db8:0:2::a".parse().unwrap()).is_none(), "another /64");
+        assert!(failures.record("192.0.2.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn failed_auth_sources_are_pruned_at_most_once_a_second() {
+        let failures = AuthFailures::with_prune_above(5, 10);
+        for i in 0..1000u32 {
+            failures.record(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        }
+        // Far past the threshold on every check, yet pruned once within the second.
+        assert_eq!(failures.prunes.load(std::sync::atomic::Ordering::Relaxed), 1);
+        *failures.last_prune.lock().unwrap() = Some(Instant::now() - PRUNE_EVERY);
+        failures.record("10.200.0.1".parse().unwrap());
+        assert_eq!(failures.prunes.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 }

@@ -52,6 +52,8 @@ pub struct Running {
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     admin_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The engine tasks of both listeners (`AppState::tasks`).
+    tasks: tokio_util::task::TaskTracker,
     drain: Duration,
 }
 
@@ -66,8 +68,12 @@ pub fn drain_timeout(request_budget: Duration) -> Duration {
 pub const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 impl Running {
-    /// Stops accepting, drains in-flight requests, and waits for the server to finish.
+    /// Stops accepting, drains in-flight requests, and waits for the server to finish: for the open
+    /// connections and for every engine task, including those whose client already hung up (a change at
+    /// the vendor is finished and recorded, not dropped between the vendor call and the shadow write).
+    /// All of it within the drain timeout.
     pub async fn stop(self) -> std::io::Result<()> {
+        let deadline = tokio::time::Instant::now() + self.drain;
         let _ = self.shutdown.send(true);
         // The listeners drain for `drain` themselves; the extra second lets them say so before this gives up.
         let wait = self.drain + Duration::from_secs(1);
@@ -75,13 +81,23 @@ impl Running {
             let _ = tokio::time::timeout(wait, admin).await;
         }
         let mut task = self.task;
-        match tokio::time::timeout(wait, &mut task).await {
+        let served = match tokio::time::timeout(wait, &mut task).await {
             Ok(joined) => joined.unwrap_or(Ok(())),
             Err(_) => {
                 task.abort();
                 Ok(())
             }
+        };
+        // No connection is left to start another engine task: wait for the running ones.
+        self.tasks.close();
+        if tokio::time::timeout_at(deadline, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                running = self.tasks.len(),
+                "changes in flight did not finish within {} s; stopping anyway",
+                self.drain.as_secs()
+            );
         }
+        served
     }
 
     /// Re-reads the certificate and key (what SIGHUP does). Open connections keep their session; new
@@ -102,6 +118,7 @@ impl Running {
 pub async fn start(config: &Config, gateway: Arc<Gateway>) -> std::io::Result<Running> {
     let request_budget = Duration::from_millis(config.request_budget_ms);
     let state = AppState::new(gateway.clone(), config);
+    let tasks = state.tasks.clone();
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -136,7 +153,7 @@ pub async fn start(config: &Config, gateway: Arc<Gateway>) -> std::io::Result<Ru
         rx,
         drain,
     ));
-    Ok(Running { addr, admin_addr, gateway, tls, shutdown: tx, task, admin_task, drain })
+    Ok(Running { addr, admin_addr, gateway, tls, shutdown: tx, task, admin_task, tasks, drain })
 }
 
 /// SIGHUP, caught from the start of `serve`: the default action of SIGHUP is to end the process, and the

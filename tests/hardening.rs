@@ -249,23 +249,88 @@ async fn a_client_that_hangs_up_does_not_cancel_a_change() {
     assert!(g.vendor_user("hangup@example.com").is_some());
 }
 
-/// `/readyz` proves the store can write, not only read.
+/// SIGTERM right after a client hung up on a create the vendor is still working on: `stop` returns only
+/// once that change is finished, so the audit entry is complete and the shadow holds the user (the runtime
+/// would otherwise drop the task between the vendor call and the shadow write).
+#[tokio::test]
+async fn stop_waits_for_a_change_whose_client_hung_up() {
+    let g = vendor_gateway("promapp").await;
+    g.sim.sim.set_faults(SimFaults { slow_rate: 1.0, slow_ms: 1500, ..Default::default() });
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let sent = impatient
+        .post(format!("{}/Users", g.base))
+        .bearer_auth(VENDOR_TOKEN)
+        .header("content-type", "application/scim+json")
+        .body(entra_user("drained@example.com").to_string())
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client gave up before the vendor answered");
+    drop(impatient);
+    let VendorGateway { running, store, sim, _dir, .. } = g;
+    running.stop().await.unwrap();
+    let audit =
+        store.audit_log(&AuditQuery { name: Some("drained@example.com".into()), ..Default::default() }).unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!((audit[0].outcome.as_str(), audit[0].status), ("ok", 201), "{audit:?}");
+    assert!(store.find_by_name("promapp", Kind::User, "drained@example.com").unwrap().is_some());
+    drop(sim);
+}
+
+/// `/readyz` proves the store can commit a write, not only read; the check is reused for a second, so a
+/// flood of probes costs at most one synced write per second.
 #[tokio::test]
 async fn readyz_fails_while_the_store_cannot_write() {
     let g = vendor_gateway("promapp").await;
     let readyz = format!("http://{}/readyz", g.running.addr);
     assert_eq!(g.client.get(&readyz).send().await.unwrap().status(), 200);
     let lock = g.lock_store();
+    // Within the second: the last answer, no new write (a write would wait out the lock and fail).
+    let started = std::time::Instant::now();
+    let cached = g.client.get(&readyz).send().await.unwrap().status();
+    assert!(started.elapsed() < Duration::from_millis(900), "the cached answer came without a write");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let status = g.client.get(&readyz).send().await.unwrap().status();
     drop(lock);
+    assert_eq!(cached, 200);
     assert_eq!(status, 503);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(g.client.get(&readyz).send().await.unwrap().status(), 200);
 }
 
+/// The grace periods of the shipped deploy files, read from the files: (file, seconds).
+fn deploy_grace_periods() -> Vec<(&'static str, u64)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let value = |file: &'static str, key: &str| -> (&'static str, u64) {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.starts_with('#') && l.starts_with(key))
+            .unwrap_or_else(|| panic!("{file}: no {key}"));
+        let raw = line[key.len()..].trim_start_matches([':', '=', ' ']).trim();
+        let secs = raw.strip_suffix('s').unwrap_or(raw).parse().unwrap_or_else(|_| panic!("{file}: {line}"));
+        (file, secs)
+    };
+    vec![
+        value("deploy/systemd/scim-bridge.service", "TimeoutStopSec"),
+        value("deploy/kubernetes/deployment.yaml", "terminationGracePeriodSeconds"),
+        value("deploy/compose.yaml", "stop_grace_period"),
+    ]
+}
+
+/// The drain outlasts any request's vendor budget, and even the longest drain (at the largest budget the
+/// config accepts) ends, with `Running::stop`'s extra second, before a shipped deploy file sends SIGKILL.
 #[test]
 fn the_drain_outlasts_the_request_budget() {
-    let budget = Duration::from_millis(30_000);
-    assert!(server::drain_timeout(budget) > budget);
+    let max = Duration::from_millis(scim_bridge::config::MAX_REQUEST_BUDGET_MS);
+    assert!(server::drain_timeout(max) > max);
+    for (file, grace) in deploy_grace_periods() {
+        let longest = server::drain_timeout(max) + Duration::from_secs(1);
+        assert!(longest < Duration::from_secs(grace), "{file}: grace {grace} s, drain up to {longest:?}");
+    }
+    // And the cap is enforced: a larger budget is refused.
+    let yaml = format!("request_budget_ms: {}\nconnections:\n  idle_timeout_ms: 90000\n", max.as_millis() + 1);
+    assert!(Config::from_yaml(&yaml, "proxy.yaml").is_err());
 }
 
 // ------------------------------------------------------------------ 3. recycled userNames
@@ -396,6 +461,32 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     assert_eq!(patient.get(&url).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
 }
 
+/// One source cannot take every connection slot: past `max_per_source` its connection is closed at once,
+/// while the listener still has room; once one of its connections closes, it is served again.
+#[tokio::test]
+async fn a_source_past_its_connection_cap_is_closed_at_once() {
+    let yaml = "connections:\n  max: 100\n  max_per_source: 2\n  header_read_timeout_ms: 60000\n";
+    let s = start_with(sandbox_with(yaml)).await;
+    let addr = s.running.addr;
+    let (extra_closed, holders) = tokio::task::spawn_blocking(move || {
+        let holders: Vec<std::net::TcpStream> = (0..2).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut extra = std::net::TcpStream::connect(addr).unwrap();
+        // Well under the 60 s header-read timeout: only the per-source cap can close it this fast.
+        (closed_within(&mut extra, Duration::from_secs(5)), holders)
+    })
+    .await
+    .unwrap();
+    assert!(extra_closed, "the connection past the per-source cap is closed at once");
+    let mut holders = holders;
+    drop(holders.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("{}/Users", s.base);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    assert_eq!(client.get(&url).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    drop(holders);
+}
+
 #[tokio::test]
 async fn the_ip_allow_list_is_checked_before_the_token() {
     let yaml = format!(
@@ -500,6 +591,11 @@ async fn hostile_vendor(reply: &'static str) -> (String, tokio::task::JoinHandle
                     axum::http::StatusCode::CREATED,
                     json!({"id": "..", "userName": user["userName"], "active": true}).to_string(),
                 ),
+                // Every create answers with the same id: the second one is already linked in the shadow.
+                "same" => (
+                    axum::http::StatusCode::CREATED,
+                    json!({"id": "always-7", "userName": user["userName"], "active": true}).to_string(),
+                ),
                 _ => (axum::http::StatusCode::CREATED, "x".repeat(adapter_api::outbound::MAX_RESPONSE_BYTES + 1)),
             }
         }),
@@ -522,9 +618,31 @@ async fn a_vendor_id_of_dots_is_never_stored() {
     let (g, server) = gateway_before_hostile_vendor("dots").await;
     let (s, body) = g.call(Method::POST, "/Users", Some(entra_user("dots@example.com"))).await;
     server.abort();
-    assert_eq!(s, 503, "{body}");
+    // 409 an admin acts on, not 503: the vendor may hold the user, so Entra's retries could never succeed.
+    assert_eq!(s, 409, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("unusable id"), "{body}");
     assert!(g.store.find_by_name("promapp", Kind::User, "dots@example.com").unwrap().is_none());
+    assert_eq!(g.audit_for("dots@example.com")[0].outcome, "needs_manual_action");
+}
+
+/// The vendor made the change but the shadow refuses the link (the vendor answered with an id another
+/// gateway record holds): 409, and the audit entry is completed, not left an open intent.
+#[tokio::test]
+async fn a_shadow_write_refused_after_the_vendor_call_completes_the_audit_entry() {
+    let (g, server) = gateway_before_hostile_vendor("same").await;
+    let (s, body) = g.call(Method::POST, "/Users", Some(entra_user("first@example.com"))).await;
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = g.call(Method::POST, "/Users", Some(entra_user("second@example.com"))).await;
+    server.abort();
+    assert_eq!(s, 409, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("the vendor made the change but the gateway could not record the link"), "{detail}");
+    let audit = g.audit_for("second@example.com");
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_ne!(audit[0].outcome, scim_bridge::store::INTENT, "{audit:?}");
+    assert_eq!(audit[0].status, 409);
+    assert!(audit[0].detail.as_deref().unwrap_or_default().contains("could not record the link"), "{audit:?}");
+    assert!(g.store.find_by_name("promapp", Kind::User, "second@example.com").unwrap().is_none());
 }
 
 #[tokio::test]

@@ -41,7 +41,9 @@ async fn gateway_paced_at_the_vendor_rate_never_draws_a_429() {
             options: sim.app_options.clone(),
         },
     );
-    let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
+    let mut config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
+    // 80 connections at once from this one test client: above the default per-source cap.
+    config.connections.max_per_source = 128;
     let running = server::start(&config, server::build_gateway(&config, "test").unwrap()).await.unwrap();
     let base = Arc::new(format!("http://{}/scim/prompt/v2", running.addr));
     let client = reqwest::Client::new();

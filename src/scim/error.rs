@@ -54,8 +54,18 @@ impl ScimError {
     }
     /// The gateway's own store cannot read or write: transient from Entra's point of view, so 503 makes it
     /// retry instead of giving up. The detail is fixed: the database's own error text stays in the log.
+    /// 503 for a store failure before any vendor call (or a read): nothing was changed at the vendor.
     pub fn store_unavailable() -> Self {
         Self::unavailable(30, "the gateway's store is unavailable; nothing was changed at the vendor or the change is recorded; try again")
+    }
+    /// 503 for a store failure after the vendor made the change: the vendor has it, the gateway's shadow
+    /// and audit log do not (the audit entry stays an open intent); Entra's retry finds the vendor's record.
+    pub fn store_unavailable_after_vendor() -> Self {
+        Self::unavailable(
+            30,
+            "the vendor made the change but the gateway's store is unavailable and could not record it; \
+             try again (the retry finds the vendor's record)",
+        )
     }
     /// 429 for a source that failed the bearer-token check too often.
     pub fn too_many_auth_failures(wait: Duration) -> Self {

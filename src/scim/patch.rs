@@ -65,16 +65,16 @@ impl PatchError {
     }
 }
 
+/// Operations one PATCH may carry. Entra sends a handful per user and at most a few hundred member
+/// changes per group request; a larger batch is a broken or hostile client.
+pub const MAX_OPERATIONS: usize = 1000;
+
 /// Parses a PatchOp request body.
 ///
 /// Leniency, on purpose: `schemas` is not checked at all (missing, or lacking the PatchOp URN, is
 /// accepted) because the operation list is unambiguous and rejecting it only breaks clients.
 /// `Operations`, `op`, `path` and `value` keys match case-insensitively; `op` values too.
 /// An empty or whitespace `path` counts as no path.
-/// Operations one PATCH may carry. Entra sends a handful per user and at most a few hundred member
-/// changes per group request; a larger batch is a broken or hostile client.
-pub const MAX_OPERATIONS: usize = 1000;
-
 pub fn parse_patch(body: &Value) -> Result<Vec<PatchOp>, PatchError> {
     let Value::Object(body) = body else {
         return Err(PatchError::syntax("the PATCH body must be a JSON object"));

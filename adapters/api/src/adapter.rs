@@ -37,7 +37,9 @@ pub struct VendorUser {
 
 /// Refuses a vendor id the gateway could not safely put back into a vendor URL: empty, `.` or `..` (URL
 /// dot-segments would address another resource), or holding a `/`, `?`, `#`, `%` or control character.
-/// Checked wherever an id arrives from a vendor, before it is stored.
+/// Checked wherever an id arrives from a vendor, before it is stored. The refusal is `needs_manual_action`
+/// (409, audited): the vendor may already hold the user, so a retry cannot help and a 503 would have Entra
+/// retry forever; an admin fixes or removes the record at the vendor.
 pub fn check_vendor_id(id: &str) -> crate::Result<()> {
     let bad = id.is_empty()
         || id == "."
@@ -46,7 +48,10 @@ pub fn check_vendor_id(id: &str) -> crate::Result<()> {
         || id.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | '?' | '#' | '%'));
     if bad {
         let shown: String = id.chars().take(40).filter(|c| !c.is_control()).collect();
-        return Err(Error::unavailable(None, format!("the vendor returned an unusable id {shown:?}; not stored")));
+        return Err(Error::needs_manual_action(format!(
+            "the vendor returned an unusable id {shown:?}; not stored. The vendor may hold the user: fix or \
+             remove that record at the vendor, then retry"
+        )));
     }
     Ok(())
 }
@@ -136,5 +141,22 @@ pub trait Adapter: Send + Sync + 'static {
             "{} does not support groups; in the Entra app set 'Provision Microsoft Entra ID Groups' to No",
             self.vendor()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_vendor_id_needs_manual_action() {
+        for id in ["", ".", "..", "a/b", "a?b", "a#b", "a%2f", "a\\b", "a\nb", &"x".repeat(257)] {
+            let err = check_vendor_id(id).unwrap_err();
+            assert!(matches!(err.kind(), crate::ErrorKind::NeedsManualAction), "{id:?}: {err:?}");
+            assert!(err.detail().contains("unusable id"), "{}", err.detail());
+        }
+        for id in ["42", "a-b_c.d", "usr_01H8", "x@example.com", &"x".repeat(256)] {
+            assert!(check_vendor_id(id).is_ok(), "{id:?}");
+        }
     }
 }
