@@ -226,21 +226,26 @@ async fn every_vendor_change_is_audited_even_when_the_store_fails_mid_cycle() {
     assert_eq!(g.sim.sim.users_json().len(), names.len() + 1);
 }
 
-/// A client that hangs up while its create is at the vendor does not cancel the change half-way: the
-/// shadow record and the audit entry are written as if it had waited.
-#[tokio::test]
-async fn a_client_that_hangs_up_does_not_cancel_a_change() {
-    let g = vendor_gateway("promapp").await;
+/// Makes every vendor reply take 1.5 s, sends a create of `user_name`, and hangs up after 300 ms.
+async fn hang_up_on_a_slow_create(g: &VendorGateway, user_name: &str) {
     g.sim.sim.set_faults(SimFaults { slow_rate: 1.0, slow_ms: 1500, ..Default::default() });
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
     let sent = impatient
         .post(format!("{}/Users", g.base))
         .bearer_auth(VENDOR_TOKEN)
         .header("content-type", "application/scim+json")
-        .body(entra_user("hangup@example.com").to_string())
+        .body(entra_user(user_name).to_string())
         .send()
         .await;
     assert!(sent.is_err(), "the client gave up before the vendor answered");
+}
+
+/// A client that hangs up while its create is at the vendor does not cancel the change half-way: the
+/// shadow record and the audit entry are written as if it had waited.
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_cancel_a_change() {
+    let g = vendor_gateway("promapp").await;
+    hang_up_on_a_slow_create(&g, "hangup@example.com").await;
     let stored = || g.store.find_by_name("promapp", Kind::User, "hangup@example.com").unwrap().is_some();
     assert!(eventually(stored).await, "the change finished and was recorded");
     let audit = g.audit_for("hangup@example.com");
@@ -255,17 +260,7 @@ async fn a_client_that_hangs_up_does_not_cancel_a_change() {
 #[tokio::test]
 async fn stop_waits_for_a_change_whose_client_hung_up() {
     let g = vendor_gateway("promapp").await;
-    g.sim.sim.set_faults(SimFaults { slow_rate: 1.0, slow_ms: 1500, ..Default::default() });
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
-    let sent = impatient
-        .post(format!("{}/Users", g.base))
-        .bearer_auth(VENDOR_TOKEN)
-        .header("content-type", "application/scim+json")
-        .body(entra_user("drained@example.com").to_string())
-        .send()
-        .await;
-    assert!(sent.is_err(), "the client gave up before the vendor answered");
-    drop(impatient);
+    hang_up_on_a_slow_create(&g, "drained@example.com").await;
     let VendorGateway { running, store, sim, _dir, .. } = g;
     running.stop().await.unwrap();
     let audit =
