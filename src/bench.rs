@@ -4,6 +4,9 @@
 //! - `latency`: p50/p99 of a user GET and PATCH through the gateway vs the same call made directly to the
 //!   PROMPT simulator (which speaks SCIM), at 1 and at `--clients` concurrent clients.
 //! - `throughput`: requests/s of the SCIM front end on the `sandbox` app (create/get/filter/patch mix).
+//! - `endpoints`: wrk-style, each endpoint alone (POST, GET by id, filter, PATCH) with `--concurrency`
+//!   connections for `--seconds` each, on the `sandbox` app: the store engine's figure (use a file store).
+//! - `paging`: `GET /Users?count=100` p50/p99 with 1,000 users and with `--paging-users` users.
 //! - `economy`: vendor calls per Entra request over a full Entra cycle, per vendor adapter.
 //! - `cycle`: an initial cycle against a simulator throttled to R requests/s with the app limited to R:
 //!   duration / (vendor calls / R) and the 429s the simulator sent; a large N at a high R, then a small N
@@ -35,6 +38,8 @@ const TOKEN: &str = "bench-token";
 pub enum Which {
     Latency,
     Throughput,
+    Endpoints,
+    Paging,
     Economy,
     Cycle,
     Memory,
@@ -92,6 +97,9 @@ pub struct BenchArgs {
     /// memory: soak clients (each loops match + PATCH, plus a create/delete every 20th turn).
     #[arg(long, default_value_t = 8)]
     pub soak_clients: usize,
+    /// paging: the large store's user count (the small one is 1,000).
+    #[arg(long, default_value_t = 100_000)]
+    pub paging_users: usize,
     /// Store of the in-process gateway (latency, throughput, economy, cycle): `:memory:` or a file path.
     #[arg(long, default_value = ":memory:")]
     pub store: String,
@@ -108,6 +116,12 @@ pub async fn cli(args: BenchArgs) -> Result<(), String> {
     }
     if all || args.which == Which::Throughput {
         println!("{}", throughput(&args).await?);
+    }
+    if all || args.which == Which::Endpoints {
+        println!("{}", endpoints(&args).await?);
+    }
+    if all || args.which == Which::Paging {
+        println!("{}", paging(&args).await?);
     }
     if all || args.which == Which::Cycle {
         println!("{}", throttled_cycle(&args, args.cycle_users, args.rate).await?);
@@ -498,6 +512,231 @@ async fn throughput(a: &BenchArgs) -> Result<String, String> {
         ms(percentile(&total.times, 50.0)),
         ms(percentile(&total.times, 99.0)),
     ))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 2b. Each endpoint alone, wrk-style: N connections looping one request for a fixed time.
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    times: Vec<Duration>,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.times.extend(other.times);
+    }
+}
+
+/// Runs `clients` loops of `one(client, turn)` for `seconds`; each `Ok` is a timed request.
+async fn hammer<F, Fut>(clients: usize, seconds: f64, one: F) -> (Tally, f64)
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let one = Arc::new(one);
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for c in 0..clients.max(1) {
+        let one = one.clone();
+        set.spawn(async move {
+            let mut t = Tally::default();
+            let mut turn = 0u64;
+            while Instant::now() < until {
+                turn += 1;
+                let at = Instant::now();
+                if one(c, turn).await {
+                    t.ok += 1;
+                    t.times.push(at.elapsed());
+                } else {
+                    t.errors += 1;
+                }
+            }
+            t
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(joined) = set.join_next().await {
+        if let Ok(t) = joined {
+            total.add(t);
+        }
+    }
+    total.times.sort();
+    (total, started.elapsed().as_secs_f64())
+}
+
+async fn send_ok(req: reqwest::RequestBuilder) -> bool {
+    match req.send().await {
+        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+fn user_body(name: &str) -> Value {
+    json!({"schemas": [CORE_USER], "userName": name, "active": true,
+        "name": {"givenName": "Tp", "familyName": "Load"},
+        "emails": [{"type": "work", "primary": true, "value": name}]})
+}
+
+async fn endpoints(a: &BenchArgs) -> Result<String, String> {
+    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &a.store).await?;
+    let base = Arc::new(demo.app_url("sandbox"));
+    let http = http_client(a.concurrency * 2)?;
+    let clients = a.concurrency.max(1);
+    let mut out = format!(
+        "== endpoints: each alone, {clients} connections for {:.1}s each, app `sandbox`, store {}\n{:<8} {:>9} {:>10} {:>9} {:>9} {:>7}\n",
+        a.seconds, a.store, "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors"
+    );
+    let mut row = |name: &str, (t, wall): (Tally, f64)| {
+        out.push_str(&format!(
+            "{name:<8} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>7}\n",
+            t.ok,
+            t.ok as f64 / wall,
+            ms(percentile(&t.times, 50.0)),
+            ms(percentile(&t.times, 99.0)),
+            t.errors
+        ));
+    };
+    // POST: every request a new user; the ids feed the other endpoints.
+    let created: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let post = {
+        let (http, base, created) = (http.clone(), base.clone(), created.clone());
+        hammer(clients, a.seconds, move |c, turn| {
+            let (http, base, created) = (http.clone(), base.clone(), created.clone());
+            async move {
+                let name = format!("ep.{c}.{turn}@bench.example.com");
+                match create(&http, &base, TOKEN, &user_body(&name)).await {
+                    Ok(id) => {
+                        created.lock().unwrap_or_else(|p| p.into_inner()).push((id, name));
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+    };
+    row("POST", post);
+    let users = Arc::new(std::mem::take(&mut *created.lock().unwrap_or_else(|p| p.into_inner())));
+    if users.is_empty() {
+        return Err("endpoints: no user was created".into());
+    }
+    let pick = |users: &[(String, String)], c: usize, turn: u64| {
+        let i = (turn as usize).wrapping_mul(7919).wrapping_add(c.wrapping_mul(104_729)) % users.len();
+        users[i].clone()
+    };
+    let get = {
+        let (http, base, users) = (http.clone(), base.clone(), users.clone());
+        hammer(clients, a.seconds, move |c, turn| {
+            let (id, _) = pick(&users, c, turn);
+            send_ok(http.get(format!("{base}/Users/{id}")).bearer_auth(TOKEN))
+        })
+        .await
+    };
+    row("GET", get);
+    let filter = {
+        let (http, base, users) = (http.clone(), base.clone(), users.clone());
+        hammer(clients, a.seconds, move |c, turn| {
+            let (_, name) = pick(&users, c, turn);
+            let f: String = form_urlencoded::byte_serialize(format!("userName eq \"{name}\"").as_bytes()).collect();
+            send_ok(http.get(format!("{base}/Users?filter={f}")).bearer_auth(TOKEN))
+        })
+        .await
+    };
+    row("filter", filter);
+    let patch = {
+        let (http, base, users) = (http.clone(), base.clone(), users.clone());
+        hammer(clients, a.seconds, move |c, turn| {
+            // Each client its own slice of users, so no two PATCHes wait for one resource lock; every
+            // PATCH changes the family name, so every one is a store write.
+            let slice = users.len() / clients;
+            let (id, _) =
+                if slice > 0 { users[c * slice + (turn as usize % slice)].clone() } else { pick(&users, c, turn) };
+            let body = entra_sim::patch_body(vec![
+                json!({"op": "Replace", "path": "name.familyName", "value": format!("Load{c}x{turn}")}),
+            ]);
+            send_ok(
+                http.patch(format!("{base}/Users/{id}"))
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/scim+json")
+                    .body(body.to_string()),
+            )
+        })
+        .await
+    };
+    row("PATCH", patch);
+    demo.running.stop().await.map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 2c. Listing a page of users: flat in the store's size?
+
+async fn paging(a: &BenchArgs) -> Result<String, String> {
+    let mut out = format!(
+        "== paging: GET /Users?startIndex=K&count=100 (K spread over the store), {} clients, 2,000 requests, store {}\n{:>8} {:>9} {:>9} {:>10}\n",
+        a.concurrency, a.store, "users", "p50 ms", "p99 ms", "req/s"
+    );
+    let mut p99s = Vec::new();
+    for (round, users) in [1_000usize, a.paging_users].into_iter().enumerate() {
+        let store = if a.store == ":memory:" { a.store.clone() } else { format!("{}.{round}", a.store) };
+        let _ = std::fs::remove_file(&store);
+        let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &store).await?;
+        let base = Arc::new(demo.app_url("sandbox"));
+        let http = http_client(a.concurrency * 2)?;
+        let made = entra_sim::for_each_bounded((0..users).collect(), a.concurrency, |i| {
+            let (http, base) = (http.clone(), base.clone());
+            async move { create(&http, &base, TOKEN, &user_body(&format!("pg.{i}@bench.example.com"))).await.is_ok() }
+        })
+        .await
+        .into_iter()
+        .filter(|ok| *ok == Some(true))
+        .count();
+        let requests = 2_000usize;
+        let started = Instant::now();
+        let mut t: Vec<Duration> = entra_sim::for_each_bounded((0..requests).collect(), a.concurrency, |i| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let start = 1 + (i * 7919) % users.saturating_sub(100).max(1);
+                let at = Instant::now();
+                let url = format!("{base}/Users?startIndex={start}&count=100");
+                send_ok(http.get(url).bearer_auth(TOKEN)).await.then(|| at.elapsed())
+            }
+        })
+        .await
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+        let wall = started.elapsed().as_secs_f64();
+        t.sort();
+        let p99 = ms(percentile(&t, 99.0));
+        p99s.push(p99);
+        out.push_str(&format!(
+            "{:>8} {:>9.3} {:>9.3} {:>10.0}   ({} created, {} answered)\n",
+            users,
+            ms(percentile(&t, 50.0)),
+            p99,
+            t.len() as f64 / wall,
+            made,
+            t.len()
+        ));
+        demo.running.stop().await.map_err(|e| e.to_string())?;
+        if store != ":memory:" {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{store}{suffix}"));
+            }
+        }
+    }
+    if let [small, large] = p99s[..] {
+        out.push_str(&format!("p99 large / small = {:.2} (goal <= 2)\n", large / small.max(1e-9)));
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use crate::scim::error::{from_adapter, ScimError};
 use crate::scim::filter::{self, Filter};
 use crate::scim::patch;
 use crate::scim::schema::{self, ResourceKind};
-use crate::scim::{list_response, ListQuery};
+use crate::scim::{list_page_response, ListQuery, ListWindow};
 use crate::store::{AuditEntry, Kind, Record, Store, StoreError};
 
 /// One configured app at run time.
@@ -169,6 +169,9 @@ fn store_err(err: StoreError) -> ScimError {
     }
 }
 
+/// Records one scan step of an unindexed filter reads (bounded memory per list request).
+const SCAN_CHUNK: usize = 500;
+
 /// An indexed lookup that narrows a filter's candidates; the whole filter is still evaluated on them.
 #[derive(Debug, PartialEq)]
 enum IndexHint {
@@ -312,28 +315,36 @@ impl Gateway {
     }
 
     /// Records a failed operation; the failure itself is what the caller returns.
-    fn audit_failure(&self, mut entry: AuditEntry, err: &ScimError, adapter_err: Option<&adapter_api::Error>) {
+    async fn audit_failure(&self, mut entry: AuditEntry, err: &ScimError, adapter_err: Option<&adapter_api::Error>) {
         stamp(&mut entry);
         entry.outcome = adapter_err.map(|e| e.kind_name().to_string()).unwrap_or_else(|| "rejected".into());
         entry.status = err.status.as_u16();
         entry.detail = Some(err.detail.clone());
-        if let Err(e) = self.store.audit(&entry) {
+        if let Err(e) = self.store.audit(&entry).await {
             tracing::error!(error = %e, "cannot write audit entry");
         }
+    }
+
+    /// Passes `result` on, auditing it first when it is a refusal.
+    async fn audited<T>(&self, result: ScimResult<T>, entry: &AuditEntry) -> ScimResult<T> {
+        if let Err(err) = &result {
+            self.audit_failure(entry.clone(), err, None).await;
+        }
+        result
     }
 
     /// A shadow write that failed after the vendor made the change. A logical refusal (the name or the
     /// vendor record already taken in the shadow) is 409 and completes the audit entry, so no intent is
     /// left open for a change that was answered; a store that cannot write is 503 with its own detail
     /// (the vendor has the change), and the entry stays an open intent because nothing can be written.
-    fn store_err_after_vendor(&self, audit: AuditEntry, err: StoreError) -> ScimError {
+    async fn store_err_after_vendor(&self, audit: AuditEntry, err: StoreError) -> ScimError {
         match err {
             StoreError::Duplicate | StoreError::VendorLinked(_) => {
                 let scim = ScimError::uniqueness(format!(
                     "the vendor made the change but the gateway could not record the link: {err}; \
                      resolve the clash (see the audit log), then retry"
                 ));
-                self.audit_failure(audit, &scim, None);
+                self.audit_failure(audit, &scim, None).await;
                 scim
             }
             other => {
@@ -345,8 +356,8 @@ impl Gateway {
 
     /// Writes the intent line of a change before its first vendor call (see `Store::audit_intent`). A store
     /// that cannot write stops the change here: 503, and the vendor never hears of it.
-    pub(crate) fn begin_change(&self, audit: &mut AuditEntry) -> ScimResult<()> {
-        audit.seq = self.store.audit_intent(audit).map_err(store_err)?;
+    pub(crate) async fn begin_change(&self, audit: &mut AuditEntry) -> ScimResult<()> {
+        audit.seq = self.store.audit_intent(audit).await.map_err(store_err)?;
         Ok(())
     }
 
@@ -402,12 +413,12 @@ impl Gateway {
     }
 
     /// A group with member ids translated to the vendor's ids.
-    fn to_group(&self, app: &App, doc: &Value) -> ScimResult<Group> {
+    async fn to_group(&self, app: &App, doc: &Value) -> ScimResult<Group> {
         let mut group = Group::from_scim(doc).map_err(ScimError::invalid_value)?;
         for m in &mut group.members {
-            let rec = match self.store.get(&app.name, Kind::User, &m.value).map_err(store_err)? {
+            let rec = match self.store.get(&app.name, Kind::User, &m.value).await.map_err(store_err)? {
                 Some(r) => Some(r),
-                None => self.store.get(&app.name, Kind::Group, &m.value).map_err(store_err)?,
+                None => self.store.get(&app.name, Kind::Group, &m.value).await.map_err(store_err)?,
             };
             match rec {
                 Some(r) => m.value = r.vendor_id,
@@ -432,24 +443,22 @@ impl Gateway {
 
         let mut audit = self.audit(app, ctx, kind, "create");
         audit.name = Some(name.clone());
-        if self.store.find_by_name(&app.name, kind, &name).map_err(store_err)?.is_some() {
+        if self.store.find_by_name(&app.name, kind, &name).await.map_err(store_err)?.is_some() {
             let err = ScimError::uniqueness(format!("{} '{name}' already exists", name_attr(kind)));
-            self.audit_failure(audit, &err, None);
+            self.audit_failure(audit, &err, None).await;
             return Err(err);
         }
         let values_doc = Value::Object(values.clone());
         audit.after = Some(values_doc.clone());
         let outcome = match kind {
             Kind::User => {
-                let user =
-                    Self::to_user(&values_doc).inspect_err(|err| self.audit_failure(audit.clone(), err, None))?;
-                self.begin_change(&mut audit)?;
+                let user = self.audited(Self::to_user(&values_doc), &audit).await?;
+                self.begin_change(&mut audit).await?;
                 self.create_user_at_vendor(app, &user, &mut audit).await
             }
             Kind::Group => {
-                let group =
-                    self.to_group(app, &values_doc).inspect_err(|err| self.audit_failure(audit.clone(), err, None))?;
-                self.begin_change(&mut audit)?;
+                let group = self.audited(self.to_group(app, &values_doc).await, &audit).await?;
+                self.begin_change(&mut audit).await?;
                 app.adapter.create_group(&group).await.map(|id| (id, None))
             }
         };
@@ -459,7 +468,7 @@ impl Gateway {
             Ok(linked) => linked,
             Err(e) => {
                 let err = self.vendor_error(app, &e);
-                self.audit_failure(audit, &err, Some(&e));
+                self.audit_failure(audit, &err, Some(&e)).await;
                 return Err(err);
             }
         };
@@ -488,8 +497,8 @@ impl Gateway {
         audit.after = Some(record.doc.clone());
         audit.status = 201;
         stamp(&mut audit);
-        if let Err(e) = self.store.put(&record, &audit) {
-            return Err(self.store_err_after_vendor(audit, e));
+        if let Err(e) = self.store.put(&record, &audit).await {
+            return Err(self.store_err_after_vendor(audit, e).await);
         }
         let body = self.with_location(ctx, kind, &record.doc);
         let location = body.pointer("/meta/location").and_then(Value::as_str).map(String::from);
@@ -559,8 +568,11 @@ impl Gateway {
                 return Err(adapter_api::Error::conflict(detail));
             }
         };
-        let deprovisioned =
-            self.store.is_tombstoned(&app.name, Kind::User, &existing.vendor_id).map_err(store_err_for_vendor_path)?;
+        let deprovisioned = self
+            .store
+            .is_tombstoned(&app.name, Kind::User, &existing.vendor_id)
+            .await
+            .map_err(store_err_for_vendor_path)?;
         if deprovisioned || !existing.user.active {
             return Err(adapter_api::Error::conflict(format!(
                 "{}: the vendor's user '{}' holds {email} but is disabled{}; it is not linked automatically \
@@ -586,6 +598,7 @@ impl Gateway {
         let owner = self
             .store
             .find_by_vendor_id(&app.name, Kind::User, &existing.vendor_id)
+            .await
             .map_err(store_err_for_vendor_path)?;
         if let Some(owner) = owner {
             return Err(adapter_api::Error::conflict(format!(
@@ -596,8 +609,11 @@ impl Gateway {
         // A leaver's account (deprovisioned through the gateway, or disabled at the vendor) goes back only to
         // the same Entra user: userNames are recycled, and re-enabling it for a newcomer would hand over the
         // leaver's documents and permissions. Entra's externalId (map objectId to it) tells them apart.
-        let tombstone =
-            self.store.tombstone(&app.name, Kind::User, &existing.vendor_id).map_err(store_err_for_vendor_path)?;
+        let tombstone = self
+            .store
+            .tombstone(&app.name, Kind::User, &existing.vendor_id)
+            .await
+            .map_err(store_err_for_vendor_path)?;
         if tombstone.is_some() || !existing.user.active {
             let leaver = tombstone.and_then(|t| t.external_id).or_else(|| existing.user.external_id.clone());
             let same_person = leaver.is_some() && leaver == user.external_id;
@@ -623,15 +639,16 @@ impl Gateway {
 
     // ------------------------------------------------------------------ read
 
-    fn load(&self, app: &App, kind: Kind, id: &str) -> ScimResult<Record> {
+    async fn load(&self, app: &App, kind: Kind, id: &str) -> ScimResult<Record> {
         self.store
             .get(&app.name, kind, id)
+            .await
             .map_err(store_err)?
             .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.as_str())))
     }
 
     pub async fn get(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, q: &ListQuery) -> ScimResult<Reply> {
-        let rec = self.load(app, kind, id)?;
+        let rec = self.load(app, kind, id).await?;
         let doc = self.with_location(ctx, kind, &rec.doc);
         Ok(Reply::ok(schema::project(resource_kind(kind), &doc, &q.attributes, &q.excluded_attributes)))
     }
@@ -647,37 +664,76 @@ impl Gateway {
             None => None,
         };
         let simple = parsed.as_ref().and_then(filter::simple_eq);
-        let mut candidates = match parsed.as_ref().and_then(|f| index_hint(kind, f)) {
-            Some(IndexHint::Name(v)) => {
-                self.store.find_by_name(&app.name, kind, &v).map_err(store_err)?.into_iter().collect()
-            }
-            Some(IndexHint::ExternalId(v)) => self.store.find_by_external_id(&app.name, kind, &v).map_err(store_err)?,
-            Some(IndexHint::Id(v)) => self.store.get(&app.name, kind, &v).map_err(store_err)?.into_iter().collect(),
-            Some(IndexHint::WorkEmail(v)) => self.store.find_by_work_email(&app.name, kind, &v).map_err(store_err)?,
-            // Groups of a vendor without groups: nothing to list, and no vendor call.
-            None if kind == Kind::Group && !app.adapter.capabilities().groups => Vec::new(),
-            None => self.store.list(&app.name, kind).map_err(store_err)?,
+        let window = ListWindow::of(q);
+        let project = |r: &Record| {
+            let doc = self.with_location(ctx, kind, &r.doc);
+            schema::project(rk, &doc, &q.attributes, &q.excluded_attributes)
         };
-        if let Some(f) = &parsed {
-            candidates.retain(|r| filter::matches(rk, f, &r.doc));
-        }
-        if candidates.is_empty() && kind == Kind::User {
-            if let Some((attr, value)) = &simple {
-                if attr == "userName" {
-                    if let Some(rec) = self.import_from_vendor(app, ctx, value).await? {
-                        candidates.push(rec);
+        let hint = parsed.as_ref().and_then(|f| index_hint(kind, f));
+        let (page, total): (Vec<Record>, usize) = match (hint, &parsed) {
+            // Groups of a vendor without groups: nothing to list, and no vendor call.
+            (None, _) if kind == Kind::Group && !app.adapter.capabilities().groups => (Vec::new(), 0),
+            // No filter: the page and the count come from the store, whatever its size.
+            (None, None) => {
+                let total = self.store.count(&app.name, kind).await.map_err(store_err)? as usize;
+                let page = if window.len == 0 {
+                    Vec::new()
+                } else {
+                    self.store.page(&app.name, kind, window.skip, window.len).await.map_err(store_err)?
+                };
+                (page, total)
+            }
+            // A filter no index narrows: scanned in chunks, keeping only the page (memory stays bounded).
+            (None, Some(f)) => {
+                let (mut page, mut total, mut after) = (Vec::new(), 0usize, 0i64);
+                loop {
+                    let (chunk, last) = self.store.scan(&app.name, kind, after, SCAN_CHUNK).await.map_err(store_err)?;
+                    let done = chunk.len() < SCAN_CHUNK;
+                    for r in chunk.into_iter().filter(|r| filter::matches(rk, f, &r.doc)) {
+                        if window.holds(total) {
+                            page.push(r);
+                        }
+                        total += 1;
                     }
+                    if done {
+                        break (page, total);
+                    }
+                    after = last;
                 }
             }
-        }
-        let docs: Vec<Value> = candidates
-            .iter()
-            .map(|r| {
-                let doc = self.with_location(ctx, kind, &r.doc);
-                schema::project(rk, &doc, &q.attributes, &q.excluded_attributes)
-            })
-            .collect();
-        Ok(Reply::ok(list_response(docs, q)))
+            (Some(hint), _) => {
+                let mut candidates = match hint {
+                    IndexHint::Name(v) => {
+                        self.store.find_by_name(&app.name, kind, &v).await.map_err(store_err)?.into_iter().collect()
+                    }
+                    IndexHint::ExternalId(v) => {
+                        self.store.find_by_external_id(&app.name, kind, &v).await.map_err(store_err)?
+                    }
+                    IndexHint::Id(v) => {
+                        self.store.get(&app.name, kind, &v).await.map_err(store_err)?.into_iter().collect()
+                    }
+                    IndexHint::WorkEmail(v) => {
+                        self.store.find_by_work_email(&app.name, kind, &v).await.map_err(store_err)?
+                    }
+                };
+                if let Some(f) = &parsed {
+                    candidates.retain(|r| filter::matches(rk, f, &r.doc));
+                }
+                if candidates.is_empty() && kind == Kind::User {
+                    if let Some((attr, value)) = &simple {
+                        if attr == "userName" {
+                            if let Some(rec) = self.import_from_vendor(app, ctx, value).await? {
+                                candidates.push(rec);
+                            }
+                        }
+                    }
+                }
+                let total = candidates.len();
+                (candidates.into_iter().skip(window.skip).take(window.len).collect(), total)
+            }
+        };
+        let docs: Vec<Value> = page.iter().map(project).collect();
+        Ok(Reply::ok(list_page_response(docs, total, q)))
     }
 
     /// A userName the shadow does not know may still exist at the vendor (created before the gateway,
@@ -687,7 +743,7 @@ impl Gateway {
             return Ok(None);
         }
         let _guard = self.locks.name(&app.name, Kind::User, user_name).lock().await;
-        if let Some(rec) = self.store.find_by_name(&app.name, Kind::User, user_name).map_err(store_err)? {
+        if let Some(rec) = self.store.find_by_name(&app.name, Kind::User, user_name).await.map_err(store_err)? {
             return Ok(Some(rec));
         }
         if self.vendor_lacks(app, user_name) {
@@ -697,8 +753,8 @@ impl Gateway {
         let Some(vu) = found else { return Ok(None) };
         adapter_api::check_vendor_id(&vu.vendor_id).map_err(|e| self.vendor_error(app, &e))?;
         let _claim = self.locks.vendor_record(&app.name, Kind::User, &vu.vendor_id).lock().await;
-        if self.store.is_tombstoned(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?
-            || self.store.find_by_vendor_id(&app.name, Kind::User, &vu.vendor_id).map_err(store_err)?.is_some()
+        if self.store.is_tombstoned(&app.name, Kind::User, &vu.vendor_id).await.map_err(store_err)?
+            || self.store.find_by_vendor_id(&app.name, Kind::User, &vu.vendor_id).await.map_err(store_err)?.is_some()
         {
             return Ok(None);
         }
@@ -738,7 +794,7 @@ impl Gateway {
         audit.status = 200;
         audit.detail = Some(format!("linked the vendor's existing user {} found by userName", vu.vendor_id));
         stamp(&mut audit);
-        self.store.put(&record, &audit).map_err(store_err)?;
+        self.store.put(&record, &audit).await.map_err(store_err)?;
         Ok(Some(record))
     }
 
@@ -748,9 +804,9 @@ impl Gateway {
         let parsed = patch::parse_patch(&body).map_err(|e| ScimError::bad_request(e.scim_type, e.detail));
         let _guard = self.locks.id(&app.name, kind, id).lock().await;
         // A malformed PATCH is still a change Entra attempted: audited against the resource when it exists.
-        let rec = match (parsed.as_ref(), self.load(app, kind, id)) {
+        let rec = match (parsed.as_ref(), self.load(app, kind, id).await) {
             (Err(err), Ok(rec)) => {
-                self.audit_failure(self.audit_of(app, ctx, &rec, "update"), err, None);
+                self.audit_failure(self.audit_of(app, ctx, &rec, "update"), err, None).await;
                 return Err(err.clone());
             }
             (Err(err), Err(_)) => return Err(err.clone()),
@@ -760,7 +816,7 @@ impl Gateway {
         let mut doc = rec.doc.clone();
         if let Err(e) = patch::apply(resource_kind(kind), &mut doc, &ops) {
             let err = ScimError::bad_request(e.scim_type, e.detail);
-            self.audit_failure(self.audit_of(app, ctx, &rec, "update"), &err, None);
+            self.audit_failure(self.audit_of(app, ctx, &rec, "update"), &err, None).await;
             return Err(err);
         }
         if let Some(map) = doc.as_object_mut() {
@@ -777,10 +833,9 @@ impl Gateway {
     pub async fn replace(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
         let values = Self::incoming_doc(kind, body);
         let _guard = self.locks.id(&app.name, kind, id).lock().await;
-        let rec = self.load(app, kind, id)?;
+        let rec = self.load(app, kind, id).await?;
         // A refused PUT of an existing resource is audited like a refused PATCH.
-        let values =
-            values.inspect_err(|err| self.audit_failure(self.audit_of(app, ctx, &rec, "replace"), err, None))?;
+        let values = self.audited(values, &self.audit_of(app, ctx, &rec, "replace")).await?;
         let mut doc = Map::new();
         doc.insert("schemas".into(), schemas_for(kind, &values));
         doc.insert("id".into(), json!(id));
@@ -803,7 +858,7 @@ impl Gateway {
         let new_name = crate::store::name_of(kind, &doc).to_string();
         if new_name.trim().is_empty() {
             let err = ScimError::invalid_value(format!("{} must not be empty", name_attr(kind)));
-            self.audit_failure(audit, &err, None);
+            self.audit_failure(audit, &err, None).await;
             return Err(err);
         }
         // A rename claims the new name like a create does (the caller holds the id lock: ids before names).
@@ -812,10 +867,10 @@ impl Gateway {
             false => Some(self.locks.name(&app.name, kind, &new_name).lock().await),
         };
         if !new_name.eq_ignore_ascii_case(rec.name()) {
-            if let Some(other) = self.store.find_by_name(&app.name, kind, &new_name).map_err(store_err)? {
+            if let Some(other) = self.store.find_by_name(&app.name, kind, &new_name).await.map_err(store_err)? {
                 if other.id != rec.id {
                     let err = ScimError::uniqueness(format!("{} '{new_name}' already exists", name_attr(kind)));
-                    self.audit_failure(audit, &err, None);
+                    self.audit_failure(audit, &err, None).await;
                     return Err(err);
                 }
             }
@@ -824,31 +879,28 @@ impl Gateway {
             let schemas = schemas_for(kind, obj);
             obj.insert("schemas".into(), schemas);
         }
-        let refused = |err: ScimError| {
-            self.audit_failure(audit.clone(), &err, None);
-            err
-        };
         enum Change {
             User(Box<(User, User)>),
             Group(Box<(Group, Group)>),
         }
         let change = match kind {
             Kind::User => {
-                let users = (Self::to_user(&rec.doc).map_err(refused)?, Self::to_user(&doc).map_err(refused)?);
+                let before = self.audited(Self::to_user(&rec.doc), &audit).await?;
+                let users = (before, self.audited(Self::to_user(&doc), &audit).await?);
                 Change::User(Box::new(users))
             }
             Kind::Group => {
-                let before = self.to_group(app, &rec.doc).unwrap_or_else(|_| Group {
+                let before = self.to_group(app, &rec.doc).await.unwrap_or_else(|_| Group {
                     display_name: rec.name().to_string(),
                     external_id: None,
                     members: Vec::new(),
                     extra: Map::new(),
                 });
-                Change::Group(Box::new((before, self.to_group(app, &doc).map_err(refused)?)))
+                Change::Group(Box::new((before, self.audited(self.to_group(app, &doc).await, &audit).await?)))
             }
         };
         audit.after = Some(doc.clone());
-        self.begin_change(&mut audit)?;
+        self.begin_change(&mut audit).await?;
         let result = match &change {
             Change::User(users) => app.adapter.update_user(&rec.vendor_id, &users.0, &users.1).await,
             Change::Group(groups) => app.adapter.update_group(&rec.vendor_id, &groups.0, &groups.1).await,
@@ -867,10 +919,10 @@ impl Gateway {
                 audit.after = None;
                 audit.detail =
                     Some(format!("{}; the gateway forgot the record so Entra can create it again", err.detail));
-                self.store.remove(&rec, true, &audit).map_err(store_err)?;
+                self.store.remove(&rec, true, &audit).await.map_err(store_err)?;
                 return Err(err);
             }
-            self.audit_failure(audit, &err, Some(&e));
+            self.audit_failure(audit, &err, Some(&e)).await;
             return Err(err);
         }
         let at = now();
@@ -888,8 +940,8 @@ impl Gateway {
         audit.after = Some(updated.doc.clone());
         audit.status = 200;
         stamp(&mut audit);
-        if let Err(e) = self.store.put(&updated, &audit) {
-            return Err(self.store_err_after_vendor(audit, e));
+        if let Err(e) = self.store.put(&updated, &audit).await {
+            return Err(self.store_err_after_vendor(audit, e).await);
         }
         Ok(updated)
     }
@@ -898,20 +950,20 @@ impl Gateway {
 
     pub async fn delete(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str) -> ScimResult<Reply> {
         let _guard = self.locks.id(&app.name, kind, id).lock().await;
-        let rec = self.load(app, kind, id)?;
+        let rec = self.load(app, kind, id).await?;
         let mut audit = self.audit_of(app, ctx, &rec, "delete");
         let caps = app.adapter.capabilities();
         let user = match kind {
             Kind::User => match Self::to_user(&rec.doc) {
                 Ok(user) => Some(user),
                 Err(err) => {
-                    self.audit_failure(audit, &err, None);
+                    self.audit_failure(audit, &err, None).await;
                     return Err(err);
                 }
             },
             Kind::Group => None,
         };
-        self.begin_change(&mut audit)?;
+        self.begin_change(&mut audit).await?;
         let result = match &user {
             Some(user) => app.adapter.delete_user(&rec.vendor_id, user).await,
             None => app.adapter.delete_group(&rec.vendor_id).await,
@@ -924,7 +976,7 @@ impl Gateway {
             }
             Err(e) => {
                 let err = self.vendor_error(app, &e);
-                self.audit_failure(audit, &err, Some(&e));
+                self.audit_failure(audit, &err, Some(&e)).await;
                 return Err(err);
             }
         }
@@ -934,8 +986,8 @@ impl Gateway {
         audit.status = 204;
         let tombstone = kind == Kind::User && !caps.hard_delete;
         stamp(&mut audit);
-        if let Err(e) = self.store.remove(&rec, tombstone, &audit) {
-            return Err(self.store_err_after_vendor(audit, e));
+        if let Err(e) = self.store.remove(&rec, tombstone, &audit).await {
+            return Err(self.store_err_after_vendor(audit, e).await);
         }
         self.drop_memberships(app, ctx, id).await;
         Ok(Reply::no_content())
@@ -947,7 +999,7 @@ impl Gateway {
         if !app.adapter.capabilities().groups {
             return;
         }
-        let Ok(groups) = self.store.list(&app.name, Kind::Group) else { return };
+        let Ok(groups) = self.store.list(&app.name, Kind::Group).await else { return };
         for g in groups {
             let Some(members) = g.doc.get("members").and_then(Value::as_array) else { continue };
             if !members.iter().any(|m| m.get("value").and_then(Value::as_str) == Some(member_id)) {
@@ -968,7 +1020,7 @@ impl Gateway {
             audit.after = Some(doc.clone());
             audit.status = 204;
             let updated = Record { doc, ..g };
-            if let Err(e) = self.store.put(&updated, &audit) {
+            if let Err(e) = self.store.put(&updated, &audit).await {
                 tracing::error!(error = %e, "cannot drop a deleted member from a group");
             }
         }

@@ -169,7 +169,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Whether the store can commit a write, checked at most once per `STORE_CHECK_TTL`: probes in between
 /// get the last answer. Concurrent probes wait (without holding a runtime thread) for the one check under
 /// way instead of each writing; the write itself runs on the blocking pool, as it may wait out the store's
-/// busy timeout.
+/// busy timeout (the engine runs it on a blocking thread).
 async fn store_writable(state: &AppState) -> bool {
     let mut last = state.store_check.lock().await;
     if let Some((at, ok)) = *last {
@@ -178,13 +178,13 @@ async fn store_writable(state: &AppState) -> bool {
         }
     }
     let store = state.gateway.store.clone();
-    let ok = tokio::task::spawn_blocking(move || store.check_writable().is_ok()).await.unwrap_or(false);
+    let ok = store.check_writable().await.is_ok();
     *last = Some((Instant::now(), ok));
     ok
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.gateway.metrics.render(&state.gateway);
+    let text = state.gateway.metrics.render(&state.gateway).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -178,10 +178,11 @@ async fn run(command: Command) -> Result<(), String> {
             let since = since
                 .map(|s| scim_bridge::audit_report::parse_since(&s, time::OffsetDateTime::now_utc()))
                 .transpose()?;
-            let store = scim_bridge::store::Store::open(&cfg.store.path)
-                .map_err(|e| format!("store.path {}: {e}", cfg.store.path))?;
+            let store =
+                scim_bridge::store::open(&cfg.store.path).map_err(|e| format!("store.path {}: {e}", cfg.store.path))?;
             let entries = store
                 .audit_log(&scim_bridge::store::AuditQuery { app, name: user, since, limit })
+                .await
                 .map_err(|e| e.to_string())?;
             if json {
                 print!("{}", scim_bridge::audit_report::render_json(&entries));

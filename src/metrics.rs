@@ -94,7 +94,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, gw: &Gateway) -> String {
+    pub async fn render(&self, gw: &Gateway) -> String {
         let mut out = String::new();
         out.push_str("# HELP scim_bridge_requests_total SCIM requests answered, by app, operation and status.\n");
         out.push_str("# TYPE scim_bridge_requests_total counter\n");
@@ -247,7 +247,7 @@ impl Metrics {
         out.push_str("# TYPE scim_bridge_shadow_resources gauge\n");
         for app in gw.apps.keys() {
             for kind in [crate::store::Kind::User, crate::store::Kind::Group] {
-                let n = gw.store.count(app, kind).unwrap_or(0);
+                let n = gw.store.count(app, kind).await.unwrap_or(0);
                 let _ = writeln!(
                     out,
                     "scim_bridge_shadow_resources{{app=\"{}\",type=\"{}\"}} {n}",
@@ -258,7 +258,7 @@ impl Metrics {
         }
         out.push_str("# HELP scim_bridge_audit_entries Entries in the audit log.\n");
         out.push_str("# TYPE scim_bridge_audit_entries gauge\n");
-        let _ = writeln!(out, "scim_bridge_audit_entries {}", gw.store.audit_len().unwrap_or(0));
+        let _ = writeln!(out, "scim_bridge_audit_entries {}", gw.store.audit_len().await.unwrap_or(0));
         out
     }
 }

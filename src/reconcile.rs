@@ -262,7 +262,7 @@ impl Gateway {
         }
         // The shadow first: a change Entra makes while the vendor is listed bumps the record's version,
         // and the repair then leaves that user alone.
-        let snapshot = match self.store.list(&app.name, Kind::User) {
+        let snapshot = match self.store.list(&app.name, Kind::User).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(app = %app.name, error = %e, "reconcile: cannot read the shadow store");
@@ -309,7 +309,7 @@ impl Gateway {
             candidates.push(Candidate::Linked { rec: Box::new(rec), kind });
         }
         for (vendor_id, held) in by_vendor_id {
-            match self.store.tombstone(&app.name, Kind::User, &vendor_id) {
+            match self.store.tombstone(&app.name, Kind::User, &vendor_id).await {
                 Ok(Some(_)) if held.user.active && !caps.hard_delete => {
                     candidates.push(Candidate::Leaver { held: Box::new(held) })
                 }
@@ -340,7 +340,7 @@ impl Gateway {
             Candidate::Linked { rec, kind, .. } => self.reconcile_linked(app, opts, &rec, kind, repairs).await,
             Candidate::Missing { rec } => self.reconcile_linked(app, opts, &rec, DriftKind::Missing, repairs).await,
             Candidate::Leaver { held } => self.reconcile_leaver(app, opts, &held, repairs).await,
-            Candidate::Unmanaged { held } => self.report_unmanaged(app, opts, periodic, &held),
+            Candidate::Unmanaged { held } => self.report_unmanaged(app, opts, periodic, &held).await,
         }
     }
 
@@ -378,7 +378,7 @@ impl Gateway {
             resolution: Resolution::Failed,
             detail: String::new(),
         };
-        let rec = match self.store.get(&app.name, Kind::User, &snap.id) {
+        let rec = match self.store.get(&app.name, Kind::User, &snap.id).await {
             Ok(Some(rec)) if rec.version == snap.version && rec.vendor_id == snap.vendor_id => rec,
             Ok(_) => return None,
             Err(e) => {
@@ -425,7 +425,7 @@ impl Gateway {
                 .push_str("; disabled in Entra, so access is off: not re-created (Entra's next enable re-creates it)");
         }
         if !opts.dry_run {
-            self.audit_drift_found(app, &finding, before, Some(rec.doc.clone()));
+            self.audit_drift_found(app, &finding, before, Some(rec.doc.clone())).await;
         }
         if finding.resolution == Resolution::LeftAlone {
             return Some(finding);
@@ -464,8 +464,8 @@ impl Gateway {
             resolution: Resolution::Failed,
             detail: String::new(),
         };
-        let linked = self.store.find_by_vendor_id(&app.name, Kind::User, vendor_id);
-        let tombstone = self.store.tombstone(&app.name, Kind::User, vendor_id);
+        let linked = self.store.find_by_vendor_id(&app.name, Kind::User, vendor_id).await;
+        let tombstone = self.store.tombstone(&app.name, Kind::User, vendor_id).await;
         let deprovisioned = match (linked, tombstone) {
             (Ok(None), Ok(Some(t))) => t,
             (Ok(_), Ok(_)) => return None,
@@ -487,7 +487,7 @@ impl Gateway {
         finding.detail =
             format!("deprovisioned through this gateway at {}, active again at the vendor", deprovisioned.deleted);
         if !opts.dry_run {
-            self.audit_drift_found(app, &finding, Some(scim_of(&fresh.user)), None);
+            self.audit_drift_found(app, &finding, Some(scim_of(&fresh.user)), None).await;
         }
         if let Some(why_not) = Self::repair_refused(opts, *repairs) {
             finding.detail = format!("{}; {why_not}", finding.detail);
@@ -496,13 +496,13 @@ impl Gateway {
         *repairs += 1;
         let mut audit = self.reconcile_audit(app, None, &fresh.user.user_name);
         audit.before = Some(scim_of(&fresh.user));
-        if self.begin_change(&mut audit).is_err() {
+        if self.begin_change(&mut audit).await.is_err() {
             finding.resolution = Resolution::Failed;
             finding.detail.push_str("; the gateway's store cannot write: nothing was sent");
             return Some(finding);
         }
         let result = app.adapter.delete_user(vendor_id, &fresh.user).await.map(|()| "disabled again".to_string());
-        self.audit_repair(audit, &result);
+        self.audit_repair(audit, &result).await;
         let (resolution, detail) = match result {
             Ok(detail) => (Resolution::Repaired, detail),
             Err(e) => (Resolution::Failed, format!("disabling it failed: {}", e.detail())),
@@ -514,9 +514,15 @@ impl Gateway {
 
     /// A vendor user the gateway never linked: reported (audited once per process in periodic passes),
     /// never touched.
-    fn report_unmanaged(&self, app: &App, opts: &PassOptions, periodic: bool, held: &VendorUser) -> Option<Finding> {
+    async fn report_unmanaged(
+        &self,
+        app: &App,
+        opts: &PassOptions,
+        periodic: bool,
+        held: &VendorUser,
+    ) -> Option<Finding> {
         // Entra may have linked it while the vendor was listed.
-        match self.store.find_by_vendor_id(&app.name, Kind::User, &held.vendor_id) {
+        match self.store.find_by_vendor_id(&app.name, Kind::User, &held.vendor_id).await {
             Ok(None) => {}
             _ => return None,
         }
@@ -533,7 +539,7 @@ impl Gateway {
             detail: "not provisioned through this gateway: left untouched".into(),
         };
         if !opts.dry_run {
-            self.audit_drift_found(app, &finding, Some(scim_of(&held.user)), None);
+            self.audit_drift_found(app, &finding, Some(scim_of(&held.user)), None).await;
         }
         Some(finding)
     }
@@ -552,19 +558,19 @@ impl Gateway {
         }
     }
 
-    fn audit_drift_found(&self, app: &App, finding: &Finding, before: Option<Value>, after: Option<Value>) {
+    async fn audit_drift_found(&self, app: &App, finding: &Finding, before: Option<Value>, after: Option<Value>) {
         let mut entry = self.reconcile_audit(app, finding.resource_id.clone(), &finding.user_name);
         entry.outcome = "drift_found".into();
         entry.before = before;
         entry.after = after;
         entry.detail = Some(format!("{}: {} (vendor id {})", finding.kind.as_str(), finding.detail, finding.vendor_id));
-        if let Err(e) = self.store.audit(&entry) {
+        if let Err(e) = self.store.audit(&entry).await {
             tracing::error!(app = %app.name, error = %e, "cannot write audit entry");
         }
     }
 
     /// Completes a repair's audit entry (begun with `begin_change`): `drift_repaired`, or the error's kind.
-    fn audit_repair(&self, mut entry: AuditEntry, result: &Result<String, adapter_api::Error>) {
+    async fn audit_repair(&self, mut entry: AuditEntry, result: &Result<String, adapter_api::Error>) {
         crate::gateway::stamp(&mut entry);
         match result {
             Ok(detail) => {
@@ -576,7 +582,7 @@ impl Gateway {
                 entry.detail = Some(format!("repair failed: {}", e.detail()));
             }
         }
-        if let Err(e) = self.store.audit(&entry) {
+        if let Err(e) = self.store.audit(&entry).await {
             tracing::error!(error = %e, "cannot write audit entry");
         }
     }
@@ -593,7 +599,7 @@ impl Gateway {
         let mut audit = self.reconcile_audit(app, Some(rec.id.clone()), rec.name());
         audit.before = Some(scim_of(&fresh.user));
         audit.after = Some(rec.doc.clone());
-        if self.begin_change(&mut audit).is_err() {
+        if self.begin_change(&mut audit).await.is_err() {
             return (Resolution::Failed, "the gateway's store cannot write: nothing was sent".into());
         }
         let result = app
@@ -601,7 +607,7 @@ impl Gateway {
             .update_user(&rec.vendor_id, &fresh.user, desired)
             .await
             .map(|()| format!("set {} back to Entra's values", attributes.join(", ")));
-        self.audit_repair(audit, &result);
+        self.audit_repair(audit, &result).await;
         match result {
             Ok(detail) => (Resolution::Repaired, detail),
             Err(e) => (Resolution::Failed, format!("repair failed: {}", e.detail())),
@@ -615,7 +621,7 @@ impl Gateway {
         let _name_guard = self.locks.name(&app.name, Kind::User, rec.name()).lock().await;
         let mut audit = self.reconcile_audit(app, Some(rec.id.clone()), rec.name());
         audit.after = Some(rec.doc.clone());
-        if self.begin_change(&mut audit).is_err() {
+        if self.begin_change(&mut audit).await.is_err() {
             return (Resolution::Failed, "the gateway's store cannot write: nothing was sent".into());
         }
         let created = self
@@ -626,7 +632,7 @@ impl Gateway {
             Ok(linked) => linked,
             Err(e) => {
                 let detail = format!("re-creating it failed: {}", e.detail());
-                self.audit_repair(audit, &Err(e));
+                self.audit_repair(audit, &Err(e)).await;
                 return (Resolution::Failed, detail);
             }
         };
@@ -636,7 +642,7 @@ impl Gateway {
         audit.outcome = "drift_repaired".into();
         audit.operation = "reconcile".into();
         audit.detail = Some(detail.clone());
-        match self.store.put(&relinked, &audit) {
+        match self.store.put(&relinked, &audit).await {
             Ok(()) => (Resolution::Repaired, detail),
             Err(e) => {
                 tracing::error!(app = %app.name, error = %e, "reconcile: linking the re-created user failed");

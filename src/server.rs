@@ -15,7 +15,7 @@ use crate::gateway::{App, Gateway};
 use crate::http::{self, AppState, Cidr};
 use crate::listener;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store;
 
 /// Builds the engine for a validated config. `origin` names the config file in errors.
 pub fn build_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, ConfigError> {
@@ -38,9 +38,9 @@ pub fn build_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, Conf
             Arc::new(App { name: name.clone(), adapter, token_sha256: token, ip_allow, reconcile }),
         );
     }
-    let store = Store::open(&config.store.path)
+    let store = store::open(&config.store.path)
         .map_err(|e| ConfigError(format!("{origin}: store.path: cannot open {}: {e}", config.store.path)))?;
-    Ok(Arc::new(Gateway::new(apps, Arc::new(store), Arc::new(Metrics::default()))))
+    Ok(Arc::new(Gateway::new(apps, store, Arc::new(Metrics::default()))))
 }
 
 /// A running server, for tests and the demo.
@@ -285,7 +285,7 @@ pub fn spawn_audit_retention(gateway: Arc<Gateway>, days: u32) {
         loop {
             let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
             match cutoff.format(&time::format_description::well_known::Rfc3339) {
-                Ok(before) => match gateway.store.prune_audit(&before) {
+                Ok(before) => match gateway.store.prune_audit(&before).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, %before, "audit retention: old entries deleted"),
                     Err(e) => tracing::error!(error = %e, "audit retention failed"),

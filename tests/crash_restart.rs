@@ -146,8 +146,8 @@ async fn sigkill_mid_cycle_then_restart_loses_and_duplicates_nothing() {
     unique_ids.sort();
     unique_ids.dedup();
     assert_eq!(unique_ids.len(), USERS, "every user has its own gateway id");
-    let store = scim_bridge::store::Store::open(dir.path().join("store.sqlite").to_str().unwrap()).unwrap();
-    let log = store.audit_log(&Default::default()).unwrap();
+    let store = scim_bridge::store::open(dir.path().join("store.sqlite").to_str().unwrap()).unwrap();
+    let log = store.audit_log(&Default::default()).await.unwrap();
     let recovered = log.iter().filter(|e| e.operation == "import" || e.operation == "adopt").count();
     println!(
         "killed after {before_restart} of {USERS} users; {recovered} user(s) the vendor had but the store did not were \

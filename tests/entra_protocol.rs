@@ -356,7 +356,7 @@ async fn passwords_are_never_stored_or_returned() {
     assert!(a.body.get("password").is_none());
     let id = a.body["id"].as_str().unwrap();
     assert!(s.get(&format!("/Users/{id}")).await.body.get("password").is_none());
-    let log = s.running.gateway.store.audit_log(&Default::default()).unwrap();
+    let log = s.running.gateway.store.audit_log(&Default::default()).await.unwrap();
     assert!(!serde_json::to_string(&log.iter().map(|e| &e.after).collect::<Vec<_>>()).unwrap().contains("Secret#1234"));
 }
 
@@ -393,7 +393,7 @@ async fn refused_changes_are_audited_against_the_resource() {
     let put = s.send(Method::PUT, &format!("/Users/{id}"), Some(nameless)).await;
     assert_eq!(put.status, 400, "{:?}", put.body);
     let query = scim_bridge::store::AuditQuery { name: Some("refused".into()), ..Default::default() };
-    let log = s.running.gateway.store.audit_log(&query).unwrap();
+    let log = s.running.gateway.store.audit_log(&query).await.unwrap();
     let refused: Vec<(&str, u16)> =
         log.iter().filter(|e| e.outcome == "rejected").map(|e| (e.operation.as_str(), e.status)).collect();
     assert_eq!(refused, [("replace", 400), ("update", 400), ("update", 400), ("update", 400)], "{log:#?}");
@@ -402,8 +402,8 @@ async fn refused_changes_are_audited_against_the_resource() {
         .filter(|e| e.outcome == "rejected")
         .all(|e| e.resource_id.as_deref() == Some(id.as_str()) && e.before.is_some() && e.detail.is_some()));
     // A malformed PATCH to an id that does not exist has nothing to be audited against.
-    let before = s.running.gateway.store.audit_len().unwrap();
+    let before = s.running.gateway.store.audit_len().await.unwrap();
     let missing = s.patch("/Users/00000000-0000-4000-8000-000000000000", json!([{"op": "Frobnicate"}])).await;
     assert_eq!(missing.status, 400);
-    assert_eq!(s.running.gateway.store.audit_len().unwrap(), before);
+    assert_eq!(s.running.gateway.store.audit_len().await.unwrap(), before);
 }

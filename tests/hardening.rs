@@ -85,8 +85,8 @@ impl VendorGateway {
         (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 
-    fn audit_for(&self, user_name: &str) -> Vec<scim_bridge::store::AuditEntry> {
-        self.store.audit_log(&AuditQuery { name: Some(user_name.into()), ..Default::default() }).unwrap()
+    async fn audit_for(&self, user_name: &str) -> Vec<scim_bridge::store::AuditEntry> {
+        self.store.audit_log(&AuditQuery { name: Some(user_name.into()), ..Default::default() }).await.unwrap()
     }
 
     fn vendor_user(&self, user_name: &str) -> Option<Value> {
@@ -112,9 +112,9 @@ fn entra_user_with(user_name: &str, external_id: &str) -> Value {
     u
 }
 
-async fn eventually<F: FnMut() -> bool>(mut done: F) -> bool {
+async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(mut done: F) -> bool {
     for _ in 0..400 {
-        if done() {
+        if done().await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -193,7 +193,7 @@ async fn every_vendor_change_is_audited_even_when_the_store_fails_mid_cycle() {
         }));
     }
     // Wait until creates reached the vendor, then take the store away.
-    assert!(eventually(|| g.sim.sim.counters().method("POST") >= 2).await, "the creates reached the vendor");
+    assert!(eventually(|| async { g.sim.sim.counters().method("POST") >= 2 }).await, "the creates reached the vendor");
     let lock = g.lock_store();
     let mut answers = Vec::new();
     for call in calls {
@@ -203,7 +203,7 @@ async fn every_vendor_change_is_audited_even_when_the_store_fails_mid_cycle() {
     let mut unrecorded_at_vendor = 0;
     for (name, (status, body)) in names.iter().zip(&answers) {
         let at_vendor = g.vendor_user(name).is_some();
-        let audit = g.audit_for(name);
+        let audit = g.audit_for(name).await;
         assert!(!at_vendor || !audit.is_empty(), "{name} was created at the vendor with no audit entry");
         if *status == 503 {
             let detail = body["detail"].as_str().unwrap_or_default().to_lowercase();
@@ -246,9 +246,10 @@ async fn hang_up_on_a_slow_create(g: &VendorGateway, user_name: &str) {
 async fn a_client_that_hangs_up_does_not_cancel_a_change() {
     let g = vendor_gateway("promapp").await;
     hang_up_on_a_slow_create(&g, "hangup@example.com").await;
-    let stored = || g.store.find_by_name("promapp", Kind::User, "hangup@example.com").unwrap().is_some();
+    let stored =
+        || async { g.store.find_by_name("promapp", Kind::User, "hangup@example.com").await.unwrap().is_some() };
     assert!(eventually(stored).await, "the change finished and was recorded");
-    let audit = g.audit_for("hangup@example.com");
+    let audit = g.audit_for("hangup@example.com").await;
     assert_eq!(audit.len(), 1);
     assert_eq!((audit[0].outcome.as_str(), audit[0].status), ("ok", 201));
     assert!(g.vendor_user("hangup@example.com").is_some());
@@ -264,10 +265,10 @@ async fn stop_waits_for_a_change_whose_client_hung_up() {
     let VendorGateway { running, store, sim, _dir, .. } = g;
     running.stop().await.unwrap();
     let audit =
-        store.audit_log(&AuditQuery { name: Some("drained@example.com".into()), ..Default::default() }).unwrap();
+        store.audit_log(&AuditQuery { name: Some("drained@example.com".into()), ..Default::default() }).await.unwrap();
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!((audit[0].outcome.as_str(), audit[0].status), ("ok", 201), "{audit:?}");
-    assert!(store.find_by_name("promapp", Kind::User, "drained@example.com").unwrap().is_some());
+    assert!(store.find_by_name("promapp", Kind::User, "drained@example.com").await.unwrap().is_some());
     drop(sim);
 }
 
@@ -347,7 +348,7 @@ async fn a_recycled_user_name_does_not_take_over_a_leavers_account() {
     assert_eq!(s, 409, "{refused}");
     assert!(refused["detail"].as_str().unwrap().contains("not re-enabled automatically"), "{refused}");
     assert_eq!(g.vendor_user(name).unwrap()["active"], false, "the leaver's account stays disabled");
-    assert_eq!(g.audit_for(name)[0].outcome, "needs_manual_action");
+    assert_eq!(g.audit_for(name).await[0].outcome, "needs_manual_action");
 
     // The leaver coming back (same objectId) gets the account back.
     let (s, back) = g.call(Method::POST, "/Users", Some(entra_user_with(name, "object-id-leaver"))).await;
@@ -556,7 +557,7 @@ async fn a_vendor_404_on_update_leaves_a_tombstone() {
     let (s, created) = g.call(Method::POST, "/Users", Some(entra_user(name))).await;
     assert_eq!(s, 201, "{created}");
     let id = created["id"].as_str().unwrap();
-    let rec = g.store.get("prodpad", Kind::User, id).unwrap().unwrap();
+    let rec = g.store.get("prodpad", Kind::User, id).await.unwrap().unwrap();
     let scim_base = format!("{}/api/v2/scim", g.sim.sim.root_url());
     let r = g
         .client
@@ -569,8 +570,8 @@ async fn a_vendor_404_on_update_leaves_a_tombstone() {
     let ops = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "Replace", "path": "title", "value": "x"}, {"op": "Replace", "path": "name.givenName", "value": "New"}]});
     assert_eq!(g.call(Method::PATCH, &format!("/Users/{id}"), Some(ops)).await.0, 404);
-    assert!(g.store.get("prodpad", Kind::User, id).unwrap().is_none());
-    let tomb = g.store.tombstone("prodpad", Kind::User, &rec.vendor_id).unwrap();
+    assert!(g.store.get("prodpad", Kind::User, id).await.unwrap().is_none());
+    let tomb = g.store.tombstone("prodpad", Kind::User, &rec.vendor_id).await.unwrap();
     assert_eq!(tomb.and_then(|t| t.external_id).as_deref(), Some("ext-gone@example.com"));
 }
 
@@ -616,8 +617,8 @@ async fn a_vendor_id_of_dots_is_never_stored() {
     // 409 an admin acts on, not 503: the vendor may hold the user, so Entra's retries could never succeed.
     assert_eq!(s, 409, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("unusable id"), "{body}");
-    assert!(g.store.find_by_name("promapp", Kind::User, "dots@example.com").unwrap().is_none());
-    assert_eq!(g.audit_for("dots@example.com")[0].outcome, "needs_manual_action");
+    assert!(g.store.find_by_name("promapp", Kind::User, "dots@example.com").await.unwrap().is_none());
+    assert_eq!(g.audit_for("dots@example.com").await[0].outcome, "needs_manual_action");
 }
 
 /// The vendor made the change but the shadow refuses the link (the vendor answered with an id another
@@ -632,12 +633,12 @@ async fn a_shadow_write_refused_after_the_vendor_call_completes_the_audit_entry(
     assert_eq!(s, 409, "{body}");
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("the vendor made the change but the gateway could not record the link"), "{detail}");
-    let audit = g.audit_for("second@example.com");
+    let audit = g.audit_for("second@example.com").await;
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_ne!(audit[0].outcome, scim_bridge::store::INTENT, "{audit:?}");
     assert_eq!(audit[0].status, 409);
     assert!(audit[0].detail.as_deref().unwrap_or_default().contains("could not record the link"), "{audit:?}");
-    assert!(g.store.find_by_name("promapp", Kind::User, "second@example.com").unwrap().is_none());
+    assert!(g.store.find_by_name("promapp", Kind::User, "second@example.com").await.unwrap().is_none());
 }
 
 #[tokio::test]

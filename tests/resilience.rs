@@ -264,7 +264,7 @@ async fn lifecycle_under_faults(vendor: &str, reconcile_meanwhile: bool) {
     }
 
     // The audit log kept every attempt: retried changes show the failed attempts before the one that took.
-    let audit = s.store.audit_log(&scim_bridge::store::AuditQuery::default()).unwrap();
+    let audit = s.store.audit_log(&scim_bridge::store::AuditQuery::default()).await.unwrap();
     let mut retried_then_ok = 0;
     for e in &audit {
         assert_eq!(e.attempt_log.len(), e.attempts as usize, "{vendor}: every attempt listed: {e:?}");

@@ -197,7 +197,7 @@ async fn promapp_refuses_default_access_users_and_prompt_applies_department() {
     assert_eq!(b["scimType"], "invalidValue");
     assert!(b["detail"].as_str().unwrap().to_lowercase().contains("role"), "{b}");
     assert!(v.vendor_user("promapp", "default@example.com").is_none());
-    let log = v.demo.running.gateway.store.audit_log(&Default::default()).unwrap();
+    let log = v.demo.running.gateway.store.audit_log(&Default::default()).await.unwrap();
     assert!(log.iter().any(|e| e.outcome == "invalid" && e.status == 400), "the refusal is audited");
 
     let (s, _) = v.call("prompt", Method::POST, "/Users", Some(entra_user("dept@example.com", None))).await;
@@ -378,7 +378,7 @@ async fn prompt_matches_an_existing_user_by_email_only_where_enabled() {
     let users = sims[0].users();
     assert_eq!(users.len(), 1, "no second user: {users:?}");
     assert_eq!(users[0]["userName"], "jane@example.com", "brought to Entra's userName: {users:?}");
-    let audit = store.audit_log(&Default::default()).unwrap();
+    let audit = store.audit_log(&Default::default()).await.unwrap();
     let adopt = audit.iter().find(|e| e.app == "lookup").unwrap();
     assert_eq!(adopt.operation, "adopt");
     assert!(adopt.detail.as_deref().unwrap().contains("matched by email jane@example.com"), "{adopt:?}");

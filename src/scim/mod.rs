@@ -85,10 +85,35 @@ impl ListQuery {
 }
 
 /// A ListResponse page of already projected resources.
+/// The slice of a result that one list request returns: `startIndex` (1-based) and `count`, capped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ListWindow {
+    /// Results before the page.
+    pub skip: usize,
+    /// Results on the page at most.
+    pub len: usize,
+}
+
+impl ListWindow {
+    pub fn of(q: &ListQuery) -> ListWindow {
+        ListWindow { skip: q.start_index.saturating_sub(1), len: q.count.unwrap_or(MAX_RESULTS).min(MAX_RESULTS) }
+    }
+
+    /// Whether the result at 0-based position `i` is on the page.
+    pub fn holds(&self, i: usize) -> bool {
+        i >= self.skip && i - self.skip < self.len
+    }
+}
+
+/// A ListResponse of every result, paged here.
 pub fn list_response(all: Vec<Value>, q: &ListQuery) -> Value {
+    let w = ListWindow::of(q);
     let total = all.len();
-    let count = q.count.unwrap_or(MAX_RESULTS).min(MAX_RESULTS);
-    let page: Vec<Value> = all.into_iter().skip(q.start_index.saturating_sub(1)).take(count).collect();
+    list_page_response(all.into_iter().skip(w.skip).take(w.len).collect(), total, q)
+}
+
+/// A ListResponse of one page already cut (by the store) out of `total` results.
+pub fn list_page_response(page: Vec<Value>, total: usize, q: &ListQuery) -> Value {
     json!({
         "schemas": [LIST_RESPONSE_SCHEMA],
         "totalResults": total,

@@ -1,0 +1,480 @@
+//! The shadow store: per app, the gateway id ↔ vendor id mapping, the last full SCIM representation
+//! returned to Entra, timestamps, tombstones of users a disable-only vendor still holds, and the
+//! append-only audit log. This module owns the data types and the `StoreEngine` contract every backend
+//! keeps (a record and its audit entry land together or not at all; an answered write is durable);
+//! `sqlite` is the embedded engine. Storage never sees SCIM syntax beyond the JSON document it keeps.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use adapter_api::calls::Attempt;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use sqlite::{SqliteEngine, SqliteOptions};
+
+/// Users or groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Kind {
+    User,
+    Group,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "User",
+            Kind::Group => "Group",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Kind {
+        if s == "Group" {
+            Kind::Group
+        } else {
+            Kind::User
+        }
+    }
+}
+
+/// One shadowed resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub app: String,
+    pub kind: Kind,
+    /// The gateway's id: what Entra knows.
+    pub id: String,
+    /// The vendor's id for the same resource.
+    pub vendor_id: String,
+    /// The full SCIM document last returned to Entra (with `meta`).
+    pub doc: Value,
+    pub created: String,
+    pub modified: String,
+    pub version: i64,
+}
+
+impl Record {
+    /// The unique name: userName for users, displayName for groups; compared case-insensitively.
+    pub fn name(&self) -> &str {
+        name_of(self.kind, &self.doc)
+    }
+}
+
+pub fn name_of(kind: Kind, doc: &Value) -> &str {
+    let key = match kind {
+        Kind::User => "userName",
+        Kind::Group => "displayName",
+    };
+    doc.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+pub(crate) fn external_id_of(doc: &Value) -> Option<&str> {
+    doc.get("externalId").and_then(Value::as_str)
+}
+
+/// The lowercased `emails[type eq "work"].value`: Entra's third matching attribute, indexed.
+pub(crate) fn work_email_of(doc: &Value) -> Option<String> {
+    doc.get("emails")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("work")))
+        .and_then(|e| e.get("value").and_then(Value::as_str))
+        .map(str::to_lowercase)
+}
+
+/// One line of the audit log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: String,
+    pub app: String,
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub name: Option<String>,
+    /// create, update, replace, delete, adopt, import, ...
+    pub operation: String,
+    /// Who asked: "entra" (the bearer of the app's token) or "gateway" for its own work.
+    pub actor: String,
+    pub request_id: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    /// ok, or the error kind.
+    pub outcome: String,
+    /// HTTP status given to Entra.
+    pub status: u16,
+    pub detail: Option<String>,
+    /// Vendor calls this operation made.
+    pub vendor_calls: u32,
+    /// HTTP attempts those calls took, retries included.
+    pub attempts: u32,
+    /// Each attempt: method, vendor path, status or failure, duration (the first
+    /// `adapter_api::calls::MAX_ATTEMPTS_KEPT`).
+    pub attempt_log: Vec<Attempt>,
+}
+
+/// The outcome of an audit entry whose change was sent to the vendor and never completed.
+pub const INTENT: &str = "intent";
+
+/// What the gateway remembers of a vendor record it deprovisioned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tombstone {
+    /// Entra's `externalId` of the user it belonged to: only that user may have it back.
+    pub external_id: Option<String>,
+    pub deleted: String,
+}
+
+/// Filters for reading the audit log back.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub app: Option<String>,
+    pub name: Option<String>,
+    pub since: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the name is already taken")]
+    Duplicate,
+    /// The vendor record is already linked to another gateway id (one vendor user, one Entra user).
+    #[error("the vendor record is already linked to gateway id {0}")]
+    VendorLinked(String),
+    #[error("shadow store: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("shadow store: schema migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// The engine could not take or finish the request (its writer stopped, or a batch failed to commit).
+    #[error("shadow store: {0}")]
+    Unavailable(String),
+    #[error("shadow store: bad JSON in a stored document: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The shadow store as the gateway uses it: `Arc<Store>` is any engine.
+pub type Store = dyn StoreEngine;
+
+/// Opens the store a config names: `:memory:` or a SQLite file path.
+pub fn open(path: &str) -> StoreResult<Arc<Store>> {
+    Ok(Arc::new(SqliteEngine::open(path, SqliteOptions::default())?))
+}
+
+/// What a backend keeps. Every write is atomic with its audit entry and durable when it returns `Ok`
+/// (a 2xx to Entra may follow); reads see every write that returned. The methods are async so that no
+/// backend runs a database call on an async worker thread.
+#[async_trait::async_trait]
+pub trait StoreEngine: Send + Sync + std::fmt::Debug {
+    /// Where the data lives, for messages (a path; never a credential).
+    fn location(&self) -> String;
+
+    /// Proves the store can commit a write (for /readyz).
+    async fn check_writable(&self) -> StoreResult<()>;
+
+    async fn get(&self, app: &str, kind: Kind, id: &str) -> StoreResult<Option<Record>>;
+    /// By userName / displayName, case-insensitively.
+    async fn find_by_name(&self, app: &str, kind: Kind, name: &str) -> StoreResult<Option<Record>>;
+    async fn find_by_external_id(&self, app: &str, kind: Kind, external_id: &str) -> StoreResult<Vec<Record>>;
+    async fn find_by_vendor_id(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Record>>;
+    /// By work email, case-insensitively.
+    async fn find_by_work_email(&self, app: &str, kind: Kind, email: &str) -> StoreResult<Vec<Record>>;
+    /// Every record of a kind, oldest first.
+    async fn list(&self, app: &str, kind: Kind) -> StoreResult<Vec<Record>>;
+    /// `limit` records of a kind from position `offset` (0-based) in the stable oldest-first order.
+    async fn page(&self, app: &str, kind: Kind, offset: usize, limit: usize) -> StoreResult<Vec<Record>>;
+    /// Up to `limit` records after the position `after` (0 = from the start) in the same order, with the
+    /// position of the last one: a scan in bounded memory.
+    async fn scan(&self, app: &str, kind: Kind, after: i64, limit: usize) -> StoreResult<(Vec<Record>, i64)>;
+    /// How many records of a kind (kept current by the engine, not counted per call).
+    async fn count(&self, app: &str, kind: Kind) -> StoreResult<u64>;
+
+    /// Inserts or replaces a record and appends its audit entry, atomically. `Duplicate` when another
+    /// record of the app already has the same name; `VendorLinked` when another id holds the vendor record.
+    async fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()>;
+    /// Removes a record and appends its audit entry, atomically. With `tombstone`, remembers that the
+    /// vendor still holds the (disabled) record so filters do not bring it back.
+    async fn remove(&self, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<()>;
+    /// The tombstone of a vendor record the gateway deprovisioned, if any.
+    async fn tombstone(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Tombstone>>;
+    async fn is_tombstoned(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<bool> {
+        Ok(self.tombstone(app, kind, vendor_id).await?.is_some())
+    }
+
+    /// Appends an audit entry on its own (failed operations, imports); an entry that began as an intent
+    /// (`seq` set by `audit_intent`) is completed in place.
+    async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Records, durably and before the first vendor call, that a change is about to be sent: whatever
+    /// happens next (a failed shadow write, a crash, a cancelled task), the vendor change has an audit
+    /// line. Returns the entry's `seq`; the entry passed to `put`/`remove`/`audit` with that `seq`
+    /// completes it.
+    async fn audit_intent(&self, entry: &AuditEntry) -> StoreResult<i64>;
+    /// Audit entries, newest first.
+    async fn audit_log(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    /// Deletes audit entries older than `before` (RFC 3339) in bounded batches; returns how many went.
+    async fn prune_audit(&self, before: &str) -> StoreResult<u64>;
+    /// How many audit entries (kept current by the engine).
+    async fn audit_len(&self) -> StoreResult<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+    use serde_json::json;
+
+    fn rec(id: &str, name: &str) -> Record {
+        Record {
+            app: "a".into(),
+            kind: Kind::User,
+            id: id.into(),
+            vendor_id: format!("v-{id}"),
+            doc: json!({"id": id, "userName": name, "externalId": format!("ext-{id}")}),
+            created: "2026-01-01T00:00:00Z".into(),
+            modified: "2026-01-01T00:00:00Z".into(),
+            version: 1,
+        }
+    }
+
+    fn audit(op: &str, name: &str) -> AuditEntry {
+        AuditEntry {
+            at: "2026-01-01T00:00:00Z".into(),
+            app: "a".into(),
+            resource_type: "User".into(),
+            name: Some(name.into()),
+            operation: op.into(),
+            actor: "entra".into(),
+            outcome: "ok".into(),
+            status: 201,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn put_get_find_and_names_are_unique_case_insensitively() {
+        let s = open(":memory:").unwrap();
+        s.put(&rec("1", "Alice@x"), &audit("create", "Alice@x")).await.unwrap();
+        assert_eq!(s.get("a", Kind::User, "1").await.unwrap().unwrap().name(), "Alice@x");
+        assert!(s.find_by_name("a", Kind::User, "ALICE@X").await.unwrap().is_some());
+        assert!(s.find_by_name("other", Kind::User, "alice@x").await.unwrap().is_none());
+        assert_eq!(s.find_by_external_id("a", Kind::User, "ext-1").await.unwrap().len(), 1);
+        assert!(matches!(s.put(&rec("2", "alice@X"), &audit("create", "x")).await, Err(StoreError::Duplicate)));
+        // The failed insert left no audit line behind.
+        assert_eq!(s.audit_len().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn remove_with_tombstone_and_audit_newest_first() {
+        let s = open(":memory:").unwrap();
+        let r = rec("1", "bob");
+        s.put(&r, &audit("create", "bob")).await.unwrap();
+        s.remove(&r, true, &audit("delete", "bob")).await.unwrap();
+        assert!(s.get("a", Kind::User, "1").await.unwrap().is_none());
+        assert!(s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
+        s.put(&r, &audit("adopt", "bob")).await.unwrap();
+        assert!(!s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
+        let log = s
+            .audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() })
+            .await
+            .unwrap();
+        let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
+        assert_eq!(ops, ["adopt", "delete", "create"]);
+    }
+
+    #[tokio::test]
+    async fn one_vendor_record_links_to_one_gateway_id() {
+        let s = open(":memory:").unwrap();
+        s.put(&rec("1", "dan"), &audit("create", "dan")).await.unwrap();
+        let twin = Record { vendor_id: "v-1".into(), ..rec("2", "dan2") };
+        assert!(
+            matches!(s.put(&twin, &audit("create", "dan2")).await, Err(StoreError::VendorLinked(owner)) if owner == "1")
+        );
+        // The unique index holds even for a write that skips the check.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unique.sqlite");
+        let path = path.to_str().unwrap();
+        open(path).unwrap().put(&rec("1", "dan"), &audit("create", "dan")).await.unwrap();
+        let conn = Connection::open(path).unwrap();
+        let raw = conn.execute(
+            "INSERT INTO resources (app, kind, id, vendor_id, name_key, doc, created, modified, version)
+             VALUES ('a', 'User', '3', 'v-1', 'x', '{}', 't', 't', 1)",
+            [],
+        );
+        assert!(raw.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_intent_is_completed_in_place_or_stays_open() {
+        let s = open(":memory:").unwrap();
+        let mut entry = audit("create", "erin");
+        entry.seq = s.audit_intent(&entry).await.unwrap();
+        let open = s.audit_log(&AuditQuery::default()).await.unwrap();
+        assert_eq!((open.len(), open[0].outcome.as_str()), (1, INTENT));
+        s.put(&rec("1", "erin"), &entry).await.unwrap();
+        let done = s.audit_log(&AuditQuery::default()).await.unwrap();
+        assert_eq!((done.len(), done[0].outcome.as_str(), done[0].status), (1, "ok", 201));
+    }
+
+    #[tokio::test]
+    async fn tombstones_keep_entras_external_id() {
+        let s = open(":memory:").unwrap();
+        let r = rec("1", "fay");
+        s.put(&r, &audit("create", "fay")).await.unwrap();
+        s.remove(&r, true, &audit("delete", "fay")).await.unwrap();
+        assert_eq!(s.tombstone("a", Kind::User, "v-1").await.unwrap().unwrap().external_id.as_deref(), Some("ext-1"));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_write_is_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let quick = SqliteOptions { busy_timeout: std::time::Duration::from_millis(10) };
+        let s = SqliteEngine::open(path.to_str().unwrap(), quick).unwrap();
+        s.check_writable().await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        assert!(s.check_writable().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn audit_retention_prunes_only_older_entries() {
+        let s = open(":memory:").unwrap();
+        for at in ["2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", "2026-11-01T00:00:00Z"] {
+            s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+        }
+        assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 1);
+        assert_eq!(s.audit_len().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn older_stores_are_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE resources (app TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, vendor_id TEXT NOT NULL,
+                   name_key TEXT NOT NULL, external_id TEXT, doc TEXT NOT NULL, created TEXT NOT NULL,
+                   modified TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (app, kind, id));
+                 CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, app TEXT NOT NULL,
+                   resource_type TEXT NOT NULL, resource_id TEXT, name_key TEXT, name TEXT, operation TEXT NOT NULL,
+                   actor TEXT NOT NULL, request_id TEXT, before TEXT, after TEXT, outcome TEXT NOT NULL,
+                   status INTEGER NOT NULL, detail TEXT, vendor_calls INTEGER NOT NULL);
+                 INSERT INTO resources VALUES ('a', 'User', '1', 'v1', 'old', NULL,
+                   '{\"userName\":\"old\",\"emails\":[{\"type\":\"work\",\"value\":\"Old@X.com\"}]}', 't', 't', 1);",
+            )
+            .unwrap();
+        }
+        let s = open(path.to_str().unwrap()).unwrap();
+        assert_eq!(s.find_by_work_email("a", Kind::User, "old@x.com").await.unwrap().len(), 1);
+        s.audit(&audit("create", "old")).await.unwrap();
+        assert_eq!(s.audit_log(&AuditQuery::default()).await.unwrap()[0].attempts, 0);
+        let tried = Attempt { method: "POST".into(), path: "/Users".into(), outcome: "503".into(), ms: 12 };
+        s.audit(&AuditEntry { attempts: 1, attempt_log: vec![tried.clone()], ..audit("create", "new") }).await.unwrap();
+        assert_eq!(s.audit_log(&AuditQuery::default()).await.unwrap()[0].attempt_log, [tried]);
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_on_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let path = path.to_str().unwrap();
+        open(path).unwrap().put(&rec("1", "carol"), &audit("create", "carol")).await.unwrap();
+        let again = open(path).unwrap();
+        assert_eq!(again.get("a", Kind::User, "1").await.unwrap().unwrap().vendor_id, "v-1");
+    }
+
+    /// Concurrent changes share commits, and one refused change does not undo its batch neighbours.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_all_kept_and_a_refused_one_alone_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batch.sqlite");
+        let s = open(path.to_str().unwrap()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = s.clone();
+            // Every tenth is a second record with an already used name: refused, alone.
+            let name = if i % 10 == 9 { format!("user{}", i - 1) } else { format!("user{i}") };
+            tasks.push(tokio::spawn(async move { s.put(&rec(&i.to_string(), &name), &audit("create", &name)).await }));
+        }
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => {}
+                Err(StoreError::Duplicate) => refused += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(refused, 20);
+        assert_eq!(s.count("a", Kind::User).await.unwrap(), 180);
+        assert_eq!(s.audit_len().await.unwrap(), 180);
+        // What the engine counted is what is on disk.
+        let again = open(path.to_str().unwrap()).unwrap();
+        assert_eq!(again.list("a", Kind::User).await.unwrap().len(), 180);
+        assert_eq!((again.count("a", Kind::User).await.unwrap(), again.audit_len().await.unwrap()), (180, 180));
+    }
+
+    #[tokio::test]
+    async fn pages_and_scans_follow_the_stable_order() {
+        for path in [":memory:".to_string(), {
+            let dir = tempfile::tempdir().unwrap().keep();
+            dir.join("page.sqlite").to_str().unwrap().to_string()
+        }] {
+            let s = open(&path).unwrap();
+            for i in 0..25 {
+                s.put(&rec(&format!("{i:02}"), &format!("u{i}")), &audit("create", "u")).await.unwrap();
+            }
+            s.put(&Record { app: "b".into(), ..rec("x", "other-app") }, &audit("create", "o")).await.unwrap();
+            let page = s.page("a", Kind::User, 10, 5).await.unwrap();
+            let ids: Vec<_> = page.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(ids, ["10", "11", "12", "13", "14"], "{path}");
+            assert!(s.page("a", Kind::User, 25, 5).await.unwrap().is_empty());
+            let mut seen = Vec::new();
+            let mut after = 0;
+            loop {
+                let (chunk, last) = s.scan("a", Kind::User, after, 7).await.unwrap();
+                if chunk.is_empty() {
+                    break;
+                }
+                seen.extend(chunk.into_iter().map(|r| r.id));
+                after = last;
+            }
+            assert_eq!(seen.len(), 25);
+            assert_eq!((s.count("a", Kind::User).await.unwrap(), s.count("b", Kind::User).await.unwrap()), (25, 1));
+            s.remove(&rec("03", "u3"), false, &audit("delete", "u3")).await.unwrap();
+            // Removing what is already gone counts nothing.
+            s.remove(&rec("03", "u3"), false, &audit("delete", "u3")).await.unwrap();
+            assert_eq!(s.count("a", Kind::User).await.unwrap(), 24);
+        }
+    }
+
+    #[tokio::test]
+    async fn pruning_runs_in_bounded_batches_and_keeps_the_count() {
+        let s = open(":memory:").unwrap();
+        for i in 0..2_500 {
+            let at = if i < 2_100 { "2026-01-01T00:00:00Z" } else { "2026-12-01T00:00:00Z" };
+            s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+        }
+        assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 2_100);
+        assert_eq!(s.audit_len().await.unwrap(), 400);
+        assert_eq!(s.audit_log(&AuditQuery::default()).await.unwrap().len(), 400);
+    }
+
+    #[tokio::test]
+    async fn a_new_store_and_a_migrated_one_end_at_the_same_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sqlite");
+        drop(open(path.to_str().unwrap()).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 2);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ('audit_at', 'resources_order')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes.len(), 2);
+    }
+}

@@ -1,0 +1,803 @@
+//! The embedded SQLite engine (WAL, `synchronous=FULL`). One writer thread owns the only write connection
+//! and group-commits: it takes every change that is waiting, applies each inside its own savepoint (so one
+//! refused change does not undo its neighbours), commits them in one transaction with one fsync, and only
+//! then answers each caller. Readers use a small pool of read-only connections, which in WAL mode never
+//! wait for the writer. Every database call runs on a blocking thread (`spawn_blocking`), never on an
+//! async worker; tokio also keeps its paused test clock still while such a call is in flight.
+//! Counts (records per app and kind, audit entries) are kept by the writer, so `/metrics` counts nothing.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
+use serde_json::Value;
+
+use super::{
+    external_id_of, work_email_of, AuditEntry, AuditQuery, Kind, Record, StoreEngine, StoreError, StoreResult,
+    Tombstone, INTENT,
+};
+
+/// Changes one commit takes at most: bounds a batch's latency while Entra's bursts still share an fsync.
+const MAX_BATCH: usize = 256;
+/// Audit entries one pruning transaction deletes: a large backlog never holds the writer for long.
+const PRUNE_BATCH: usize = 1_000;
+/// Read-only connections of a file store.
+const READERS: usize = 4;
+
+/// How the engine is opened.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// How long a statement waits for a lock another process holds before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The schema, in order. The first step is the layout of stores written before migrations were
+/// numbered (created `IF NOT EXISTS`, then brought up by `legacy_upgrade`): an old store and a new one
+/// both end at the same `user_version`.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up_with_hook(
+            "CREATE TABLE IF NOT EXISTS resources (
+                app TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                id TEXT NOT NULL,
+                vendor_id TEXT NOT NULL,
+                name_key TEXT NOT NULL,
+                external_id TEXT,
+                doc TEXT NOT NULL,
+                created TEXT NOT NULL,
+                modified TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                PRIMARY KEY (app, kind, id)
+            );
+            CREATE UNIQUE INDEX IF NOT EXISTS resources_name ON resources (app, kind, name_key);
+            CREATE INDEX IF NOT EXISTS resources_external ON resources (app, kind, external_id);
+            CREATE TABLE IF NOT EXISTS tombstones (
+                app TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                vendor_id TEXT NOT NULL,
+                name_key TEXT NOT NULL,
+                deleted TEXT NOT NULL,
+                PRIMARY KEY (app, kind, vendor_id)
+            );
+            CREATE TABLE IF NOT EXISTS health (
+                k INTEGER PRIMARY KEY,
+                at TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS audit (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                at TEXT NOT NULL,
+                app TEXT NOT NULL,
+                resource_type TEXT NOT NULL,
+                resource_id TEXT,
+                name_key TEXT,
+                name TEXT,
+                operation TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                request_id TEXT,
+                before TEXT,
+                after TEXT,
+                outcome TEXT NOT NULL,
+                status INTEGER NOT NULL,
+                detail TEXT,
+                vendor_calls INTEGER NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS audit_app_name ON audit (app, name_key, seq);",
+            legacy_upgrade,
+        ),
+        // Paging in the stable order (an index on (app, kind) is ordered by rowid within each pair), and
+        // audit pruning and `since` filters by time.
+        M::up(
+            "CREATE INDEX IF NOT EXISTS resources_order ON resources (app, kind);
+             CREATE INDEX IF NOT EXISTS audit_at ON audit (at);",
+        ),
+    ])
+}
+
+/// The column changes made before migrations were numbered; each step checks before it alters, so it
+/// is right for a store at any of those versions.
+fn legacy_upgrade(conn: &rusqlite::Transaction) -> rusqlite_migration::HookResult {
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?.exists([column])
+    };
+    if !has("resources", "email_key")? {
+        conn.execute_batch("ALTER TABLE resources ADD COLUMN email_key TEXT")?;
+        let rows: Vec<(i64, String)> = conn
+            .prepare("SELECT rowid, doc FROM resources")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (rowid, doc) in rows {
+            let email = serde_json::from_str::<Value>(&doc).ok().as_ref().and_then(work_email_of);
+            conn.execute("UPDATE resources SET email_key = ?1 WHERE rowid = ?2", params![email, rowid])?;
+        }
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS resources_email ON resources (app, kind, email_key)")?;
+    if !has("tombstones", "external_id")? {
+        conn.execute_batch("ALTER TABLE tombstones ADD COLUMN external_id TEXT")?;
+    }
+    // One vendor record, one gateway id. A store written before this rule may hold twins: it still
+    // opens (with the old, non-unique index) and says which, so an operator can remove one.
+    let twins: Vec<(String, String, String)> = conn
+        .prepare(
+            "SELECT app, kind, vendor_id FROM resources GROUP BY app, kind, vendor_id HAVING COUNT(*) > 1 LIMIT 20",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    if twins.is_empty() {
+        conn.execute_batch(
+            "DROP INDEX IF EXISTS resources_vendor;
+             CREATE UNIQUE INDEX IF NOT EXISTS resources_vendor_unique ON resources (app, kind, vendor_id);",
+        )?;
+    } else {
+        tracing::error!(?twins, "the store links one vendor record to several gateway ids; remove the extra ones");
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS resources_vendor ON resources (app, kind, vendor_id)")?;
+    }
+    if !has("audit", "attempts")? {
+        conn.execute_batch("ALTER TABLE audit ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")?;
+    }
+    if !has("audit", "attempt_log")? {
+        conn.execute_batch("ALTER TABLE audit ADD COLUMN attempt_log TEXT")?;
+    }
+    Ok(())
+}
+
+fn lower(s: &str) -> String {
+    s.to_lowercase()
+}
+
+/// A change for the writer.
+enum Write {
+    Put(Box<(Record, AuditEntry)>),
+    Remove(Box<(Record, bool, AuditEntry)>),
+    Audit(Box<AuditEntry>),
+    Intent(Box<AuditEntry>),
+    CheckWritable,
+    PruneBatch(String),
+}
+
+/// What a change did, for its caller and for the engine's counts.
+#[derive(Default)]
+struct Applied {
+    /// `audit_intent`'s seq, or the rows `PruneBatch` deleted.
+    value: i64,
+    /// Change in the number of records of (app, kind).
+    records: Option<((String, Kind), i64)>,
+    /// Change in the number of audit entries.
+    audit: i64,
+}
+
+type Reply = mpsc::SyncSender<StoreResult<i64>>;
+
+enum Job {
+    Write(Write, Reply),
+    /// A read of an in-memory store, which has no second connection: run by the writer between batches.
+    Read(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+#[derive(Default)]
+struct Counts {
+    records: Mutex<HashMap<(String, Kind), i64>>,
+    audit: AtomicU64,
+}
+
+impl Counts {
+    fn apply(&self, a: &Applied) {
+        if let Some((key, delta)) = &a.records {
+            let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+            *records.entry(key.clone()).or_default() += delta;
+        }
+        if a.audit > 0 {
+            self.audit.fetch_add(a.audit as u64, Ordering::Relaxed);
+        } else if a.audit < 0 {
+            let _ = self
+                .audit
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(a.audit.unsigned_abs())));
+        }
+    }
+}
+
+/// Read-only connections handed out one caller at a time.
+struct ReadPool {
+    idle: Mutex<Vec<Connection>>,
+    returned: Condvar,
+}
+
+impl ReadPool {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        let conn = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(c) = idle.pop() {
+                    break c;
+                }
+                idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        // Returned even if `f` panics, so the pool never shrinks.
+        struct Back<'a>(&'a ReadPool, Option<Connection>);
+        impl Drop for Back<'_> {
+            fn drop(&mut self) {
+                if let Some(c) = self.1.take() {
+                    self.0.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+                    self.0.returned.notify_one();
+                }
+            }
+        }
+        let back = Back(self, Some(conn));
+        f(back.1.as_ref().expect("held until drop"))
+    }
+}
+
+pub struct SqliteEngine {
+    path: String,
+    writer: Mutex<mpsc::Sender<Job>>,
+    readers: Option<Arc<ReadPool>>,
+    counts: Arc<Counts>,
+}
+
+impl std::fmt::Debug for SqliteEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteEngine").field("path", &self.path).finish()
+    }
+}
+
+fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(opts.busy_timeout)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+}
+
+const COLUMNS: &str = "app, kind, id, vendor_id, doc, created, modified, version";
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Record, String)> {
+    let doc: String = row.get(4)?;
+    Ok((
+        Record {
+            app: row.get(0)?,
+            kind: Kind::parse(&row.get::<_, String>(1)?),
+            id: row.get(2)?,
+            vendor_id: row.get(3)?,
+            doc: Value::Null,
+            created: row.get(5)?,
+            modified: row.get(6)?,
+            version: row.get(7)?,
+        },
+        doc,
+    ))
+}
+
+fn parse_docs(rows: Vec<(Record, String)>) -> StoreResult<Vec<Record>> {
+    rows.into_iter()
+        .map(|(mut r, doc)| {
+            r.doc = serde_json::from_str(&doc)?;
+            Ok(r)
+        })
+        .collect()
+}
+
+fn query(conn: &Connection, sql_where: &str, args: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<Record>> {
+    let sql = format!("SELECT {COLUMNS} FROM resources WHERE {sql_where}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(args, row_to_record)?.collect::<Result<Vec<_>, _>>()?;
+    drop(stmt);
+    parse_docs(rows)
+}
+
+impl SqliteEngine {
+    /// Opens (creating if needed) the store at `path`; `:memory:` keeps it in memory.
+    pub fn open(path: &str, opts: SqliteOptions) -> StoreResult<SqliteEngine> {
+        let memory = path == ":memory:";
+        let mut conn = if memory {
+            Connection::open_in_memory()?
+        } else {
+            if let Some(dir) = Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+            }
+            Connection::open(path)?
+        };
+        // WAL + FULL: a commit is on disk before Entra hears 2xx, and readers do not block the writer.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        configure(&conn, &opts)?;
+        migrations().to_latest(&mut conn)?;
+        let counts = Arc::new(Counts::default());
+        {
+            let mut records = counts.records.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stmt = conn.prepare("SELECT app, kind, COUNT(*) FROM resources GROUP BY app, kind")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
+            for row in rows {
+                let (app, kind, n) = row?;
+                records.insert((app, Kind::parse(&kind)), n);
+            }
+            let audit: i64 = conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
+            counts.audit.store(audit as u64, Ordering::Relaxed);
+        }
+        let readers = if memory {
+            None
+        } else {
+            let mut idle = Vec::with_capacity(READERS);
+            for _ in 0..READERS {
+                let r = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                )?;
+                configure(&r, &opts)?;
+                idle.push(r);
+            }
+            Some(Arc::new(ReadPool { idle: Mutex::new(idle), returned: Condvar::new() }))
+        };
+        let (tx, rx) = mpsc::channel();
+        let writer_counts = counts.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx, &writer_counts))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteEngine { path: path.to_string(), writer: Mutex::new(tx), readers, counts })
+    }
+
+    fn sender(&self) -> mpsc::Sender<Job> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sends a change to the writer and waits, on a blocking thread, until it is committed (or refused).
+    async fn write(&self, w: Write) -> StoreResult<i64> {
+        let writer = self.sender();
+        tokio::task::spawn_blocking(move || {
+            let (reply, answer) = mpsc::sync_channel(1);
+            writer.send(Job::Write(w, reply)).map_err(|_| writer_gone())?;
+            answer.recv().map_err(|_| writer_gone())?
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store call failed: {e}")))?
+    }
+
+    /// Runs a read on a read-only connection (file store) or on the writer (in-memory store), on a
+    /// blocking thread.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let writer = self.sender();
+        tokio::task::spawn_blocking(move || match readers {
+            Some(pool) => pool.with(f),
+            None => {
+                let (reply, answer) = mpsc::sync_channel(1);
+                let job = Job::Read(Box::new(move |conn: &Connection| {
+                    let _ = reply.send(f(conn));
+                }));
+                writer.send(job).map_err(|_| writer_gone())?;
+                answer.recv().map_err(|_| writer_gone())?
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store call failed: {e}")))?
+    }
+
+    async fn select(&self, sql_where: &'static str, args: Vec<String>) -> StoreResult<Vec<Record>> {
+        self.read(move |conn| {
+            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+            query(conn, sql_where, &refs)
+        })
+        .await
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the store's writer has stopped".into())
+}
+
+/// The writer thread: until every sender is gone, take what is waiting, run in-memory reads, then
+/// commit the changes as one transaction and answer them.
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, counts: &Counts) {
+    let mut writes: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Read(f) => f(&conn),
+                Job::Write(w, reply) => writes.push((w, reply)),
+            }
+            if writes.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !writes.is_empty() {
+            commit_batch(&conn, &mut writes, counts);
+        }
+    }
+}
+
+fn commit_batch(conn: &Connection, writes: &mut Vec<(Write, Reply)>, counts: &Counts) {
+    // IMMEDIATE: the write lock is taken (or refused) once for the batch, not by each change in turn.
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let why = e.to_string();
+        for (_, reply) in writes.drain(..) {
+            let _ = reply.send(Err(StoreError::Unavailable(why.clone())));
+        }
+        return;
+    }
+    let mut results: Vec<(StoreResult<Applied>, Reply)> = Vec::with_capacity(writes.len());
+    for (w, reply) in writes.drain(..) {
+        let outcome = conn.execute_batch("SAVEPOINT change").map_err(StoreError::from).and_then(|()| {
+            let applied = apply(conn, &w);
+            let end = if applied.is_ok() { "RELEASE change" } else { "ROLLBACK TO change; RELEASE change" };
+            conn.execute_batch(end)?;
+            applied
+        });
+        results.push((outcome, reply));
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for (outcome, reply) in results {
+                let _ = reply.send(outcome.map(|a| {
+                    counts.apply(&a);
+                    a.value
+                }));
+            }
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            let why = e.to_string();
+            for (outcome, reply) in results {
+                let _ = reply.send(outcome.and(Err(StoreError::Unavailable(why.clone()))));
+            }
+        }
+    }
+}
+
+fn apply(conn: &Connection, w: &Write) -> StoreResult<Applied> {
+    match w {
+        Write::Put(b) => put(conn, &b.0, &b.1),
+        Write::Remove(b) => remove(conn, &b.0, b.1, &b.2),
+        Write::Audit(e) => Ok(Applied { audit: append_audit(conn, e)?, ..Applied::default() }),
+        Write::Intent(e) => {
+            let intent = AuditEntry {
+                seq: 0,
+                outcome: INTENT.into(),
+                status: 0,
+                detail: Some(
+                    "sent to the vendor; the outcome was never recorded (the gateway stopped or its store failed)"
+                        .into(),
+                ),
+                ..(**e).clone()
+            };
+            insert_audit(conn, &intent)?;
+            Ok(Applied { value: conn.last_insert_rowid(), audit: 1, ..Applied::default() })
+        }
+        Write::CheckWritable => {
+            conn.prepare_cached("INSERT OR REPLACE INTO health (k, at) VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ'))")?
+                .execute([])?;
+            Ok(Applied::default())
+        }
+        Write::PruneBatch(before) => {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                )?
+                .execute(params![before, PRUNE_BATCH as i64])? as i64;
+            Ok(Applied { value: n, audit: -n, ..Applied::default() })
+        }
+    }
+}
+
+fn put(conn: &Connection, rec: &Record, audit: &AuditEntry) -> StoreResult<Applied> {
+    let owner: Option<String> = conn
+        .prepare_cached("SELECT id FROM resources WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3 AND id != ?4")?
+        .query_row(params![rec.app, rec.kind.as_str(), rec.vendor_id, rec.id], |r| r.get(0))
+        .optional()?;
+    if let Some(owner) = owner {
+        return Err(StoreError::VendorLinked(owner));
+    }
+    let existed = conn
+        .prepare_cached("SELECT 1 FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3")?
+        .exists(params![rec.app, rec.kind.as_str(), rec.id])?;
+    let res = conn
+        .prepare_cached(
+            "INSERT INTO resources (app, kind, id, vendor_id, name_key, external_id, doc, created, modified, version, email_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (app, kind, id) DO UPDATE SET vendor_id = excluded.vendor_id,
+               name_key = excluded.name_key, external_id = excluded.external_id, doc = excluded.doc,
+               modified = excluded.modified, version = excluded.version, email_key = excluded.email_key",
+        )?
+        .execute(params![
+            rec.app,
+            rec.kind.as_str(),
+            rec.id,
+            rec.vendor_id,
+            lower(rec.name()),
+            external_id_of(&rec.doc),
+            serde_json::to_string(&rec.doc)?,
+            rec.created,
+            rec.modified,
+            rec.version,
+            work_email_of(&rec.doc)
+        ]);
+    match res {
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            return Err(StoreError::Duplicate)
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    conn.prepare_cached("DELETE FROM tombstones WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3")?.execute(params![
+        rec.app,
+        rec.kind.as_str(),
+        rec.vendor_id
+    ])?;
+    let audit = append_audit(conn, audit)?;
+    Ok(Applied { records: Some(((rec.app.clone(), rec.kind), if existed { 0 } else { 1 })), audit, value: 0 })
+}
+
+fn remove(conn: &Connection, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<Applied> {
+    let gone = conn
+        .prepare_cached("DELETE FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3")?
+        .execute(params![rec.app, rec.kind.as_str(), rec.id])? as i64;
+    if tombstone {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO tombstones (app, kind, vendor_id, name_key, deleted, external_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            rec.app,
+            rec.kind.as_str(),
+            rec.vendor_id,
+            lower(rec.name()),
+            audit.at,
+            external_id_of(&rec.doc)
+        ])?;
+    }
+    let audit = append_audit(conn, audit)?;
+    Ok(Applied { records: Some(((rec.app.clone(), rec.kind), -gone)), audit, value: 0 })
+}
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(|v| v.to_string())
+}
+
+fn attempt_log_text(e: &AuditEntry) -> StoreResult<Option<String>> {
+    Ok(if e.attempt_log.is_empty() { None } else { Some(serde_json::to_string(&e.attempt_log)?) })
+}
+
+/// Completes an intent in place, or appends; returns how many entries were added (0 or 1).
+fn append_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<i64> {
+    if e.seq > 0 {
+        let updated = conn
+            .prepare_cached(
+                "UPDATE audit SET at = ?2, resource_id = ?3, name_key = ?4, name = ?5, operation = ?6,
+                   before = ?7, after = ?8, outcome = ?9, status = ?10, detail = ?11, vendor_calls = ?12,
+                   attempts = ?13, attempt_log = ?14
+                 WHERE seq = ?1",
+            )?
+            .execute(params![
+                e.seq,
+                e.at,
+                e.resource_id,
+                e.name.as_deref().map(lower),
+                e.name,
+                e.operation,
+                json_text(&e.before),
+                json_text(&e.after),
+                e.outcome,
+                e.status,
+                e.detail,
+                e.vendor_calls,
+                e.attempts,
+                attempt_log_text(e)?
+            ])?;
+        if updated == 1 {
+            return Ok(0);
+        }
+    }
+    insert_audit(conn, e)?;
+    Ok(1)
+}
+
+fn insert_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at, app, resource_type, resource_id, name_key, name, operation, actor, request_id,
+           before, after, outcome, status, detail, vendor_calls, attempts, attempt_log)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        e.at,
+        e.app,
+        e.resource_type,
+        e.resource_id,
+        e.name.as_deref().map(lower),
+        e.name,
+        e.operation,
+        e.actor,
+        e.request_id,
+        json_text(&e.before),
+        json_text(&e.after),
+        e.outcome,
+        e.status,
+        e.detail,
+        e.vendor_calls,
+        e.attempts,
+        attempt_log_text(e)?
+    ])?;
+    Ok(())
+}
+
+fn audit_rows(conn: &Connection, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, app, resource_type, resource_id, name, operation, actor, request_id, before, after,
+                outcome, status, detail, vendor_calls, attempts, attempt_log
+         FROM audit
+         WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR name_key = ?2) AND (?3 IS NULL OR at >= ?3)
+         ORDER BY seq DESC LIMIT ?4",
+    )?;
+    let limit = if q.limit == 0 { i64::MAX } else { q.limit as i64 };
+    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    let rows = stmt
+        .query_map(params![q.app, q.name.as_deref().map(lower), q.since, limit], |r| {
+            Ok(AuditEntry {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                app: r.get(2)?,
+                resource_type: r.get(3)?,
+                resource_id: r.get(4)?,
+                name: r.get(5)?,
+                operation: r.get(6)?,
+                actor: r.get(7)?,
+                request_id: r.get(8)?,
+                before: parse(r.get(9)?),
+                after: parse(r.get(10)?),
+                outcome: r.get(11)?,
+                status: r.get(12)?,
+                detail: r.get(13)?,
+                vendor_calls: r.get(14)?,
+                attempts: r.get(15)?,
+                attempt_log: r
+                    .get::<_, Option<String>>(16)?
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+fn own(app: &str, kind: Kind, value: &str) -> Vec<String> {
+    vec![app.to_string(), kind.as_str().to_string(), value.to_string()]
+}
+
+#[async_trait::async_trait]
+impl StoreEngine for SqliteEngine {
+    fn location(&self) -> String {
+        self.path.clone()
+    }
+
+    async fn check_writable(&self) -> StoreResult<()> {
+        self.write(Write::CheckWritable).await.map(drop)
+    }
+
+    async fn get(&self, app: &str, kind: Kind, id: &str) -> StoreResult<Option<Record>> {
+        Ok(self.select("app = ?1 AND kind = ?2 AND id = ?3", own(app, kind, id)).await?.pop())
+    }
+
+    async fn find_by_name(&self, app: &str, kind: Kind, name: &str) -> StoreResult<Option<Record>> {
+        Ok(self.select("app = ?1 AND kind = ?2 AND name_key = ?3", own(app, kind, &lower(name))).await?.pop())
+    }
+
+    async fn find_by_external_id(&self, app: &str, kind: Kind, external_id: &str) -> StoreResult<Vec<Record>> {
+        self.select("app = ?1 AND kind = ?2 AND external_id = ?3 ORDER BY rowid", own(app, kind, external_id)).await
+    }
+
+    async fn find_by_vendor_id(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Record>> {
+        Ok(self.select("app = ?1 AND kind = ?2 AND vendor_id = ?3", own(app, kind, vendor_id)).await?.pop())
+    }
+
+    async fn find_by_work_email(&self, app: &str, kind: Kind, email: &str) -> StoreResult<Vec<Record>> {
+        self.select("app = ?1 AND kind = ?2 AND email_key = ?3 ORDER BY rowid", own(app, kind, &email.to_lowercase()))
+            .await
+    }
+
+    async fn list(&self, app: &str, kind: Kind) -> StoreResult<Vec<Record>> {
+        let args = vec![app.to_string(), kind.as_str().to_string()];
+        self.select("app = ?1 AND kind = ?2 ORDER BY rowid", args).await
+    }
+
+    async fn page(&self, app: &str, kind: Kind, offset: usize, limit: usize) -> StoreResult<Vec<Record>> {
+        let (app, kind) = (app.to_string(), kind.as_str());
+        self.read(move |conn| {
+            query(
+                conn,
+                "app = ?1 AND kind = ?2 ORDER BY rowid LIMIT ?3 OFFSET ?4",
+                &[&app, &kind, &(limit as i64), &(offset as i64)],
+            )
+        })
+        .await
+    }
+
+    async fn scan(&self, app: &str, kind: Kind, after: i64, limit: usize) -> StoreResult<(Vec<Record>, i64)> {
+        let (app, kind) = (app.to_string(), kind.as_str());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS}, rowid FROM resources WHERE app = ?1 AND kind = ?2 AND rowid > ?3
+                 ORDER BY rowid LIMIT ?4"
+            ))?;
+            let mut last = after;
+            let rows = stmt
+                .query_map(params![app, kind, after, limit as i64], |r| {
+                    last = r.get(8)?;
+                    row_to_record(r)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
+            Ok((parse_docs(rows)?, last))
+        })
+        .await
+    }
+
+    async fn count(&self, app: &str, kind: Kind) -> StoreResult<u64> {
+        let records = self.counts.records.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(records.get(&(app.to_string(), kind)).copied().unwrap_or(0).max(0) as u64)
+    }
+
+    async fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()> {
+        self.write(Write::Put(Box::new((rec.clone(), audit.clone())))).await.map(drop)
+    }
+
+    async fn remove(&self, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<()> {
+        self.write(Write::Remove(Box::new((rec.clone(), tombstone, audit.clone())))).await.map(drop)
+    }
+
+    async fn tombstone(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Tombstone>> {
+        let args = own(app, kind, vendor_id);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT external_id, deleted FROM tombstones WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3",
+                )?
+                .query_row(params![args[0], args[1], args[2]], |r| {
+                    Ok(Tombstone { external_id: r.get(0)?, deleted: r.get(1)? })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        self.write(Write::Audit(Box::new(entry.clone()))).await.map(drop)
+    }
+
+    async fn audit_intent(&self, entry: &AuditEntry) -> StoreResult<i64> {
+        self.write(Write::Intent(Box::new(entry.clone()))).await
+    }
+
+    async fn audit_log(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let q = q.clone();
+        self.read(move |conn| audit_rows(conn, &q)).await
+    }
+
+    async fn prune_audit(&self, before: &str) -> StoreResult<u64> {
+        let mut total = 0u64;
+        loop {
+            let n = self.write(Write::PruneBatch(before.to_string())).await?;
+            total += n as u64;
+            if (n as usize) < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn audit_len(&self) -> StoreResult<u64> {
+        Ok(self.counts.audit.load(Ordering::Relaxed))
+    }
+}
