@@ -184,3 +184,98 @@ async fn sigterm_drains_in_flight_requests() {
     assert!(status.success(), "clean exit after draining: {status}");
     assert_eq!(sim.sim.users_json().len(), 1);
 }
+
+/// The store engine's promise under a crash: SIGKILL lands during a burst of concurrent creates and
+/// PATCHes (many changes per group commit), and after a restart every change that was answered 2xx is
+/// there. Each client works on its own users and numbers its PATCHes, so a user's stored family name
+/// must be at least the last one acknowledged (a later one may have committed with its answer lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_write_burst_keeps_every_acknowledged_change() {
+    const CLIENTS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = format!(
+        "listen: \"127.0.0.1:{port}\"\nstore:\n  path: \"{}\"\nconnections:\n  max_per_source: 64\napps:\n  sb:\n    type: sandbox\n    token_sha256: \"{}\"\n",
+        dir.path().join("store.sqlite").display(),
+        common::sha(TOKEN)
+    );
+    let config = dir.path().join("proxy.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut gateway = spawn_gateway(&config);
+    wait_up(&client, &base).await;
+
+    // (id, last acknowledged PATCH number) per created user, per client.
+    type Acked = Arc<std::sync::Mutex<Vec<(String, u32)>>>;
+    let acked: Acked = Arc::default();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let (client, base, acked, answered) = (client.clone(), base.clone(), acked.clone(), answered.clone());
+        tasks.spawn(async move {
+            let users = format!("{base}/scim/sb/v2/Users");
+            for k in 0.. {
+                let name = format!("burst{c}.{k}@example.com");
+                let body = json!({"userName": name, "name": {"givenName": "B", "familyName": "v0"},
+                    "emails": [{"type": "work", "value": name}]});
+                let Ok(resp) = client.post(&users).bearer_auth(TOKEN).json(&body).send().await else { return };
+                if resp.status() != 201 {
+                    return;
+                }
+                let Ok(doc) = resp.json::<Value>().await else { return };
+                let id = doc["id"].as_str().unwrap().to_string();
+                let slot = {
+                    let mut acked = acked.lock().unwrap();
+                    acked.push((id.clone(), 0));
+                    acked.len() - 1
+                };
+                answered.fetch_add(1, Ordering::SeqCst);
+                for n in 1..=3u32 {
+                    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                        "Operations": [{"op": "replace", "path": "name.familyName", "value": format!("v{n}")}]});
+                    let sent = client.patch(format!("{users}/{id}")).bearer_auth(TOKEN).json(&patch).send().await;
+                    match sent {
+                        Ok(r) if r.status() == 200 => {
+                            acked.lock().unwrap()[slot].1 = n;
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ => return,
+                    }
+                }
+            }
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while answered.load(Ordering::SeqCst) < 2_000 {
+        assert!(std::time::Instant::now() < deadline, "the burst never got going");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    gateway.kill().unwrap(); // SIGKILL mid-burst: no drain, no cleanup
+    gateway.wait().unwrap();
+    while tasks.join_next().await.is_some() {}
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+
+    let mut gateway = spawn_gateway(&config);
+    wait_up(&client, &base).await;
+    let mut missing = Vec::new();
+    for (id, n) in &acked {
+        let resp = client.get(format!("{base}/scim/sb/v2/Users/{id}")).bearer_auth(TOKEN).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let doc: Value = resp.json().await.unwrap_or(Value::Null);
+        let stored = doc["name"]["familyName"].as_str().and_then(|v| v.strip_prefix('v')?.parse::<u32>().ok());
+        if status != 200 || stored.is_none_or(|s| s < *n) {
+            missing.push(format!("{id}: acknowledged v{n}, restart has {status} {stored:?}"));
+        }
+    }
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    let patches: u32 = acked.iter().map(|(_, n)| n).sum();
+    println!(
+        "killed after {} creates and {patches} PATCHes answered 2xx; after restart {} missing",
+        acked.len(),
+        missing.len()
+    );
+    assert!(acked.len() >= 100, "the burst was under way when the kill landed");
+    assert!(missing.is_empty(), "acknowledged changes lost: {missing:#?}");
+}
