@@ -662,6 +662,12 @@ async fn provision_group(scim: Scim, mut g: ExpectedGroup, member_ids: Vec<Strin
 /// verification. `Err` only when the run could not start (bad URL, Test Connection refused); every other
 /// problem is counted in `failures`.
 pub async fn run(opts: &Options) -> Result<CycleReport, String> {
+    run_observed(opts, &|_| {}).await
+}
+
+/// `run`, calling `after_phase` with each phase's name as it ends (a benchmark reads the vendor's
+/// counters there, to give each phase its own figure).
+pub async fn run_observed(opts: &Options, after_phase: &(dyn Fn(&str) + Sync)) -> Result<CycleReport, String> {
     let http = reqwest::Client::builder()
         .timeout(opts.request_timeout)
         .pool_max_idle_per_host(opts.concurrency.max(1) * 2)
@@ -690,6 +696,7 @@ pub async fn run(opts: &Options) -> Result<CycleReport, String> {
         Err(e) => return Err(format!("Test Connection failed: {e}")),
     }
     report.phases.push(("test_connection".into(), phase.elapsed()));
+    after_phase("test_connection");
 
     // Initial cycle.
     let phase = Instant::now();
@@ -701,6 +708,7 @@ pub async fn run(opts: &Options) -> Result<CycleReport, String> {
     .await;
     report.users = results.into_iter().zip(users).map(|(r, u)| r.unwrap_or(u)).collect();
     report.phases.push(("initial".into(), phase.elapsed()));
+    after_phase("initial");
 
     // Groups, only where the app keeps them.
     if opts.groups > 0 {
@@ -727,6 +735,7 @@ pub async fn run(opts: &Options) -> Result<CycleReport, String> {
             report.groups = results.into_iter().zip(fallback).map(|(r, g)| r.unwrap_or(g)).collect();
         }
         report.phases.push(("groups".into(), phase.elapsed()));
+        after_phase("groups");
     }
 
     // Incremental cycle: disjoint random sets of deletions, disables and attribute changes.
@@ -758,6 +767,7 @@ pub async fn run(opts: &Options) -> Result<CycleReport, String> {
             report.users[i] = u;
         }
         report.phases.push(("incremental".into(), phase.elapsed()));
+        after_phase("incremental");
     }
     report.duration = started.elapsed();
     absorb(&mut report, &tally);
