@@ -356,8 +356,10 @@ impl Gateway {
 
     /// Writes the intent line of a change before its first vendor call (see `Store::audit_intent`). A store
     /// that cannot write stops the change here: 503, and the vendor never hears of it.
-    pub(crate) async fn begin_change(&self, audit: &mut AuditEntry) -> ScimResult<()> {
-        audit.seq = self.store.audit_intent(audit).await.map_err(store_err)?;
+    pub(crate) async fn begin_change(&self, app: &App, audit: &mut AuditEntry) -> ScimResult<()> {
+        if !app.adapter.capabilities().in_process {
+            audit.seq = self.store.audit_intent(audit).await.map_err(store_err)?;
+        }
         Ok(())
     }
 
@@ -453,12 +455,12 @@ impl Gateway {
         let outcome = match kind {
             Kind::User => {
                 let user = self.audited(Self::to_user(&values_doc), &audit).await?;
-                self.begin_change(&mut audit).await?;
+                self.begin_change(app, &mut audit).await?;
                 self.create_user_at_vendor(app, &user, &mut audit).await
             }
             Kind::Group => {
                 let group = self.audited(self.to_group(app, &values_doc).await, &audit).await?;
-                self.begin_change(&mut audit).await?;
+                self.begin_change(app, &mut audit).await?;
                 app.adapter.create_group(&group).await.map(|id| (id, None))
             }
         };
@@ -900,7 +902,7 @@ impl Gateway {
             }
         };
         audit.after = Some(doc.clone());
-        self.begin_change(&mut audit).await?;
+        self.begin_change(app, &mut audit).await?;
         let result = match &change {
             Change::User(users) => app.adapter.update_user(&rec.vendor_id, &users.0, &users.1).await,
             Change::Group(groups) => app.adapter.update_group(&rec.vendor_id, &groups.0, &groups.1).await,
@@ -963,7 +965,7 @@ impl Gateway {
             },
             Kind::Group => None,
         };
-        self.begin_change(&mut audit).await?;
+        self.begin_change(app, &mut audit).await?;
         let result = match &user {
             Some(user) => app.adapter.delete_user(&rec.vendor_id, user).await,
             None => app.adapter.delete_group(&rec.vendor_id).await,

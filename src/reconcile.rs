@@ -496,7 +496,7 @@ impl Gateway {
         *repairs += 1;
         let mut audit = self.reconcile_audit(app, None, &fresh.user.user_name);
         audit.before = Some(scim_of(&fresh.user));
-        if self.begin_change(&mut audit).await.is_err() {
+        if self.begin_change(app, &mut audit).await.is_err() {
             finding.resolution = Resolution::Failed;
             finding.detail.push_str("; the gateway's store cannot write: nothing was sent");
             return Some(finding);
@@ -599,7 +599,7 @@ impl Gateway {
         let mut audit = self.reconcile_audit(app, Some(rec.id.clone()), rec.name());
         audit.before = Some(scim_of(&fresh.user));
         audit.after = Some(rec.doc.clone());
-        if self.begin_change(&mut audit).await.is_err() {
+        if self.begin_change(app, &mut audit).await.is_err() {
             return (Resolution::Failed, "the gateway's store cannot write: nothing was sent".into());
         }
         let result = app
@@ -621,7 +621,7 @@ impl Gateway {
         let _name_guard = self.locks.name(&app.name, Kind::User, rec.name()).lock().await;
         let mut audit = self.reconcile_audit(app, Some(rec.id.clone()), rec.name());
         audit.after = Some(rec.doc.clone());
-        if self.begin_change(&mut audit).await.is_err() {
+        if self.begin_change(app, &mut audit).await.is_err() {
             return (Resolution::Failed, "the gateway's store cannot write: nothing was sent".into());
         }
         let created = self

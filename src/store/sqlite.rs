@@ -416,7 +416,17 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, counts: &Counts) {
             }
         }
         if !writes.is_empty() {
-            commit_batch(&conn, &mut writes, counts);
+            // A change that panics must not take the writer (and with it every later change) down: its
+            // batch is rolled back, its callers' replies are dropped (they get `Unavailable`, so Entra
+            // gets 503), and the writer goes on with the next batch.
+            let batch = std::panic::AssertUnwindSafe(|| commit_batch(&conn, &mut writes, counts));
+            if std::panic::catch_unwind(batch).is_err() {
+                tracing::error!("a store write panicked; its batch was rolled back");
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                writes.clear();
+            }
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct Capabilities {
     /// fresh listing may answer Entra's matching query for a userName it lacks without asking the vendor:
     /// a user created at the vendor since the listing still meets the conflict path (match and adopt).
     pub create_reports_conflict: bool,
+    /// The adapter keeps its users inside the gateway's process (the `sandbox` type): a change reaches no
+    /// one outside it, so it needs no `intent` audit entry before it is made (invariant 9 guards changes
+    /// a vendor may hold while the gateway could not record them; here there are none).
+    pub in_process: bool,
 }
 
 /// A user as the vendor holds it, with the vendor's own id.

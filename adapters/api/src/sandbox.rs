@@ -46,6 +46,7 @@ impl Adapter for Sandbox {
             // No vendor behind it: nothing to list or to reconcile.
             list_users: false,
             create_reports_conflict: false,
+            in_process: true,
         }
     }
 

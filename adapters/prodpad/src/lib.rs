@@ -372,6 +372,7 @@ impl Adapter for ProdPad {
                 update_users: false,
                 list_users: true,
                 create_reports_conflict: true,
+                in_process: false,
             },
             Backend::Scim(_) => Capabilities {
                 groups: false,
@@ -381,6 +382,7 @@ impl Adapter for ProdPad {
                 update_users: true,
                 list_users: true,
                 create_reports_conflict: true,
+                in_process: false,
             },
         }
     }

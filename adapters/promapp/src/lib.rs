@@ -215,6 +215,7 @@ impl Adapter for Promapp {
             update_users: true,
             list_users: true,
             create_reports_conflict: true,
+            in_process: false,
         }
     }
 

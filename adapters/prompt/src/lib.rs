@@ -211,6 +211,7 @@ impl Adapter for Prompt {
             update_users: true,
             list_users: true,
             create_reports_conflict: true,
+            in_process: false,
         }
     }
 
