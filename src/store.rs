@@ -620,6 +620,192 @@ impl Store {
     }
 }
 
+// ---- Reading the audit log for the status page (src/status). Kept apart from the engine's store calls. ----
+
+/// Which entries the status page's audit view shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditFilter {
+    pub app: Option<String>,
+    /// Part of the userName/displayName, any case.
+    pub name_contains: Option<String>,
+    pub outcome: OutcomeFilter,
+    /// RFC 3339: entries at or after it.
+    pub since: Option<String>,
+    /// Entries older than this `seq` (paging from newest to oldest).
+    pub before_seq: Option<i64>,
+}
+
+/// An outcome, or one of the groups a person looks for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum OutcomeFilter {
+    #[default]
+    Any,
+    /// Exactly this outcome (`ok`, `unavailable`, `needs_manual_action`, ...).
+    Is(String),
+    /// Anything but a success: the vendor or the gateway refused, failed, or never recorded the outcome.
+    Failed,
+    /// What only a person can settle: refusals that need manual action, a vendor that refuses the
+    /// gateway's credential, intents never completed, and drift that no later pass repaired.
+    NeedsPerson,
+}
+
+/// The outcomes that are a success (for `OutcomeFilter::Failed`).
+const SUCCESS_OUTCOMES: &str = "'ok', 'drift_found', 'drift_repaired'";
+
+impl AuditFilter {
+    /// The WHERE clause over `audit a` and its parameters, in order.
+    fn clause(&self) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value as Sql;
+        let mut sql = vec!["1 = 1".to_string()];
+        let mut args: Vec<Sql> = Vec::new();
+        let mut arg = |sql: &mut Vec<String>, clause: &str, v: Sql| {
+            args.push(v);
+            sql.push(clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(app) = &self.app {
+            arg(&mut sql, "a.app = ?", Sql::Text(app.clone()));
+        }
+        if let Some(name) = self.name_contains.as_deref().filter(|n| !n.is_empty()) {
+            arg(&mut sql, "instr(a.name_key, ?) > 0", Sql::Text(lower(name)));
+        }
+        if let Some(since) = &self.since {
+            arg(&mut sql, "a.at >= ?", Sql::Text(since.clone()));
+        }
+        if let Some(seq) = self.before_seq {
+            arg(&mut sql, "a.seq < ?", Sql::Integer(seq));
+        }
+        match &self.outcome {
+            OutcomeFilter::Any => {}
+            OutcomeFilter::Is(outcome) => arg(&mut sql, "a.outcome = ?", Sql::Text(outcome.clone())),
+            OutcomeFilter::Failed => sql.push(format!("a.outcome NOT IN ({SUCCESS_OUTCOMES})")),
+            OutcomeFilter::NeedsPerson => sql.push(format!(
+                "(a.outcome IN ('needs_manual_action', 'unauthorized', '{INTENT}')
+                  OR (a.outcome = 'drift_found' AND NOT EXISTS (
+                      SELECT 1 FROM audit r WHERE r.app = a.app AND r.name_key = a.name_key AND r.seq > a.seq
+                        AND r.outcome = 'drift_repaired')))"
+            )),
+        }
+        (sql.join(" AND "), args)
+    }
+}
+
+impl Store {
+    /// Up to `limit` entries matching `filter`, newest first, and whether older ones match too.
+    pub fn audit_page(&self, filter: &AuditFilter, limit: usize) -> StoreResult<(Vec<AuditEntry>, bool)> {
+        let (clause, mut args) = filter.clause();
+        args.push(rusqlite::types::Value::Integer(limit as i64 + 1));
+        let sql = format!(
+            "SELECT a.seq, a.at, a.app, a.resource_type, a.resource_id, a.name, a.operation, a.actor, a.request_id,
+                    a.before, a.after, a.outcome, a.status, a.detail, a.vendor_calls, a.attempts, a.attempt_log
+             FROM audit a WHERE {clause} ORDER BY a.seq DESC LIMIT ?{}",
+            args.len()
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+        let mut rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    app: r.get(2)?,
+                    resource_type: r.get(3)?,
+                    resource_id: r.get(4)?,
+                    name: r.get(5)?,
+                    operation: r.get(6)?,
+                    actor: r.get(7)?,
+                    request_id: r.get(8)?,
+                    before: json(r.get(9)?),
+                    after: json(r.get(10)?),
+                    outcome: r.get(11)?,
+                    status: r.get(12)?,
+                    detail: r.get(13)?,
+                    vendor_calls: r.get(14)?,
+                    attempts: r.get(15)?,
+                    attempt_log: r
+                        .get::<_, Option<String>>(16)?
+                        .and_then(|s| serde_json::from_str(&s).ok())
+                        .unwrap_or_default(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok((rows, more))
+    }
+
+    /// How many entries match `filter`.
+    pub fn audit_count(&self, filter: &AuditFilter) -> StoreResult<u64> {
+        let (clause, args) = filter.clause();
+        let conn = self.conn();
+        let n: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM audit a WHERE {clause}"),
+            rusqlite::params_from_iter(args),
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    fn entry(app: &str, name: &str, outcome: &str, status: u16) -> AuditEntry {
+        AuditEntry {
+            at: "2026-01-01T00:00:00Z".into(),
+            app: app.into(),
+            resource_type: "User".into(),
+            name: Some(name.into()),
+            operation: "create".into(),
+            actor: "entra".into(),
+            outcome: outcome.into(),
+            status,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filters_page_and_count_alike() {
+        let s = Store::open(":memory:").unwrap();
+        for (app, name, outcome, status) in [
+            ("a", "Ada@x", "ok", 201),
+            ("a", "alan@x", "unavailable", 503),
+            ("b", "ada@y", "needs_manual_action", 409),
+            ("a", "grace@x", "drift_found", 0),
+            ("a", "hedy@x", "drift_found", 0),
+            ("a", "hedy@x", "drift_repaired", 0),
+            ("b", "x%_@y", INTENT, 0),
+        ] {
+            s.audit(&entry(app, name, outcome, status)).unwrap();
+        }
+        let names = |f: &AuditFilter| -> Vec<String> {
+            s.audit_page(f, 100).unwrap().0.into_iter().filter_map(|e| e.name).collect()
+        };
+        let ada = AuditFilter { name_contains: Some("ADA".into()), ..Default::default() };
+        assert_eq!(names(&ada), ["ada@y", "Ada@x"]);
+        assert_eq!(s.audit_count(&ada).unwrap(), 2);
+        assert_eq!(names(&AuditFilter { app: Some("b".into()), ..ada.clone() }), ["ada@y"]);
+        let failed = AuditFilter { outcome: OutcomeFilter::Failed, ..Default::default() };
+        assert_eq!(names(&failed), ["x%_@y", "ada@y", "alan@x"]);
+        let person = AuditFilter { outcome: OutcomeFilter::NeedsPerson, ..Default::default() };
+        assert_eq!(names(&person), ["x%_@y", "grace@x", "ada@y"], "hedy's drift was repaired later");
+        assert_eq!(s.audit_count(&person).unwrap(), 3);
+        // A LIKE pattern in the name is text, not a pattern.
+        assert_eq!(names(&AuditFilter { name_contains: Some("%".into()), ..Default::default() }), ["x%_@y"]);
+        let exact = AuditFilter { outcome: OutcomeFilter::Is("unavailable".into()), ..Default::default() };
+        assert_eq!(names(&exact), ["alan@x"]);
+        // Pages of two, newest first, until nothing older is left.
+        let (first, more) = s.audit_page(&AuditFilter::default(), 2).unwrap();
+        assert!(more);
+        let older = AuditFilter { before_seq: Some(first[1].seq), ..Default::default() };
+        let (second, _) = s.audit_page(&older, 2).unwrap();
+        assert!(second[0].seq < first[1].seq);
+        let (last, more) = s.audit_page(&AuditFilter { before_seq: Some(2), ..Default::default() }, 2).unwrap();
+        assert_eq!((last.len(), more), (1, false));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
