@@ -222,9 +222,20 @@ fn pretty(doc: &Option<Value>) -> Option<String> {
     doc.as_ref().map(|d| shown_document(&serde_json::to_string_pretty(&redacted(d)).unwrap_or_default()))
 }
 
-/// A document's text: like `shown`, but its newlines are kept (it is shown pre-formatted).
+/// The most of one before/after document a page shows: a page holds up to 100 of them, and a document may
+/// be as large as Entra's largest request body.
+const MAX_DOCUMENT: usize = 20_000;
+
+/// A document's text: like `shown`, but its newlines are kept (it is shown pre-formatted), and cut at
+/// `MAX_DOCUMENT` characters.
 fn shown_document(text: &str) -> String {
-    text.lines().map(shown).collect::<Vec<_>>().join("\n")
+    let text = text.lines().map(shown).collect::<Vec<_>>().join("\n");
+    if text.chars().count() > MAX_DOCUMENT {
+        let cut: String = text.chars().take(MAX_DOCUMENT).collect();
+        format!("{cut}\n… (cut: the whole document is in `scim-bridge audit --json`)")
+    } else {
+        text
+    }
 }
 
 impl EntryView {
@@ -320,5 +331,7 @@ mod tests {
         assert_eq!(shown("a\u{202e}b\u{1b}[2Jc"), "a b [2Jc");
         assert_eq!(shown(&"x".repeat(5000)).chars().count(), MAX_SHOWN + 1);
         assert_eq!(shown_document("{\n  \"a\": \"\u{7}\"\n}"), "{\n  \"a\": \" \"\n}");
+        let long = "[\n".to_string() + &"  1,\n".repeat(10_000) + "]";
+        assert!(shown_document(&long).chars().count() < MAX_DOCUMENT + 100);
     }
 }
