@@ -101,7 +101,8 @@ impl Demo {
 
     /// What the demo's admin would see: users on every vendor app, a change that failed while the
     /// ProdPad simulator answered 5xx, a PROMPT disable refused (the user holds permissions), a recycled
-    /// userName at Promapp, drift repaired by a reconcile pass, and a hostile userName on the sandbox.
+    /// userName at Promapp, drift repaired by a reconcile pass, PROMPT refusing the gateway's credential,
+    /// and a hostile userName on the sandbox.
     async fn make_history(&self) {
         for app in ["prodpad", "promapp", "prompt"] {
             for name in ["ada.lovelace", "alan.turing", "grace.hopper"] {
@@ -139,6 +140,14 @@ impl Demo {
         };
         let report = gw.reconcile(&app, &opts, false, &|_| {}).await;
         assert_eq!(report.count(scim_bridge::reconcile::Resolution::Repaired), 1, "{report:?}");
+        // PROMPT's admin turns provisioning off: the vendor now refuses the gateway's code (403).
+        let org = json!({"default_department": "Corporate Services", "default_section": "All Staff",
+            "provisioning_enabled": false, "sso_enabled": true, "tenancy_id": "00000000-0000-4000-8000-000000000001"});
+        assert!(self.sim("PUT", "prompt", "/_sim/org", org).await.is_success());
+        assert_eq!(
+            self.create("prompt", "new.starter@example.com", "starter").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         // A userName that is markup.
         assert_eq!(self.create("sandbox", HOSTILE, "hostile").await.0, StatusCode::CREATED);
     }
@@ -211,7 +220,10 @@ async fn the_status_page_in_headless_chromium() {
     assert!(promapp.contains("Promapp SCIM token expires on"), "the expiry warning: {promapp}");
     assert!(promapp.contains("1 drift found, 1 repaired"), "the reconcile pass: {promapp}");
     assert!(promapp.contains("1 needs a person"), "the recycled userName: {promapp}");
-    assert!(card("prompt").contains("1 needs a person"), "the refused disable");
+    let prompt = card("prompt");
+    assert!(prompt.contains("data-state=\"credential_refused\""), "{prompt}");
+    assert!(prompt.contains("vendor refuses the credential"), "{prompt}");
+    assert!(prompt.contains("2 need a person"), "the refused disable and the refused credential: {prompt}");
     assert!(overview.contains("<svg") && overview.contains("class=\"err\""), "the chart shows errors");
 
     // The failed change, opened: its vendor attempts, all 5xx.
@@ -230,6 +242,7 @@ async fn the_status_page_in_headless_chromium() {
     // Needs a person: the refused disable and the recycled userName, nothing that went well.
     let outcomes: Vec<String> = serde_json::from_value(r["person_outcomes"].clone()).unwrap();
     assert_eq!(outcomes.iter().filter(|o| *o == "needs_manual_action").count(), 2, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "unauthorized").count(), 1, "{outcomes:?}");
     assert!(!outcomes.iter().any(|o| o == "ok"), "{outcomes:?}");
 
     // No credential, no script, no inline handler anywhere; the session cookie is out of script's reach.
