@@ -394,3 +394,29 @@ async fn names_from_entra_are_text_and_bad_filters_are_said_on_the_page() {
     }
     s.running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_view_pages_from_newest_to_oldest_keeping_its_filters() {
+    let s = serve(true).await;
+    let client = no_redirects();
+    let admin = format!("http://{}", s.running.admin_addr.unwrap());
+    for i in 0..60 {
+        let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": format!("pager{i:02}@example.com")});
+        let r = s.client.post(format!("{}/Users", s.base)).bearer_auth(common::TOKEN).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let get = |path: String| client.get(format!("{admin}{path}")).bearer_auth(ADMIN_TOKEN).send();
+    let first = get("/audit?user=pager&app=sandbox".into()).await.unwrap().text().await.unwrap();
+    assert_eq!(first.matches("class=\"entry-box\"").count(), 50);
+    assert!(first.contains("pager59@example.com") && !first.contains("pager09@example.com"), "newest first");
+    // The link keeps the filters (the template escapes `/` and `&` in it, as in any attribute).
+    let opening = "<p class=\"pager\"><a href=\"";
+    let pager = &first[first.find(opening).expect("a link to older entries") + opening.len()..];
+    let link = pager[..pager.find('"').unwrap()].replace("&#x2f;", "/").replace("&amp;", "&");
+    assert!(link.starts_with("/audit?app=sandbox&user=pager&before="), "{link}");
+    let second = get(link).await.unwrap().text().await.unwrap();
+    assert_eq!(second.matches("class=\"entry-box\"").count(), 10);
+    assert!(second.contains("pager00@example.com") && !second.contains("pager10@example.com"));
+    assert!(!second.contains("rel=\"next\""), "nothing older");
+    s.running.stop().await.unwrap();
+}
