@@ -646,7 +646,8 @@ pub enum OutcomeFilter {
     /// Anything but a success: the vendor or the gateway refused, failed, or never recorded the outcome.
     Failed,
     /// What only a person can settle: refusals that need manual action, a vendor that refuses the
-    /// gateway's credential, intents never completed, and drift that no later pass repaired.
+    /// gateway's credential, intents never completed, vendor changes the gateway could not link, and
+    /// drift that no later pass repaired.
     NeedsPerson,
 }
 
@@ -687,8 +688,11 @@ impl AuditFilter {
             OutcomeFilter::Failed => sql.push(format!("a.outcome NOT IN ({SUCCESS_OUTCOMES})")),
             // The IN list first, so the (app, outcome) index finds the candidates; only drift is then
             // checked for a later repair of the same user.
+            // A `rejected` entry with vendor calls is a change the vendor made that the gateway refused to
+            // link (the name or the vendor record already taken in the shadow): a clash to resolve.
             OutcomeFilter::NeedsPerson => sql.push(format!(
-                "a.outcome IN ('needs_manual_action', 'unauthorized', '{INTENT}', 'drift_found')
+                "a.outcome IN ('needs_manual_action', 'unauthorized', '{INTENT}', 'drift_found', 'rejected')
+                 AND (a.outcome <> 'rejected' OR a.vendor_calls > 0)
                  AND (a.outcome <> 'drift_found' OR NOT EXISTS (
                       SELECT 1 FROM audit r WHERE r.app = a.app AND r.name_key = a.name_key AND r.seq > a.seq
                         AND r.outcome = 'drift_repaired'))"
@@ -785,9 +789,12 @@ mod status_tests {
             ("a", "hedy@x", "drift_found", 0),
             ("a", "hedy@x", "drift_repaired", 0),
             ("b", "x%_@y", INTENT, 0),
+            ("a", "malformed@x", "rejected", 400),
         ] {
             s.audit(&entry(app, name, outcome, status)).unwrap();
         }
+        let unlinked = AuditEntry { vendor_calls: 1, ..entry("b", "unlinked@y", "rejected", 409) };
+        s.audit(&unlinked).unwrap();
         let names = |f: &AuditFilter| -> Vec<String> {
             s.audit_page(f, 100).unwrap().0.into_iter().filter_map(|e| e.name).collect()
         };
@@ -796,10 +803,14 @@ mod status_tests {
         assert_eq!(s.audit_count(&ada).unwrap(), 2);
         assert_eq!(names(&AuditFilter { app: Some("b".into()), ..ada.clone() }), ["ada@y"]);
         let failed = AuditFilter { outcome: OutcomeFilter::Failed, ..Default::default() };
-        assert_eq!(names(&failed), ["x%_@y", "ada@y", "alan@x"]);
+        assert_eq!(names(&failed), ["unlinked@y", "malformed@x", "x%_@y", "ada@y", "alan@x"]);
         let person = AuditFilter { outcome: OutcomeFilter::NeedsPerson, ..Default::default() };
-        assert_eq!(names(&person), ["x%_@y", "grace@x", "ada@y"], "hedy's drift was repaired later");
-        assert_eq!(s.audit_count(&person).unwrap(), 3);
+        assert_eq!(
+            names(&person),
+            ["unlinked@y", "x%_@y", "grace@x", "ada@y"],
+            "hedy's drift was repaired later; a refusal without a vendor call is not a person's"
+        );
+        assert_eq!(s.audit_count(&person).unwrap(), 4);
         // A LIKE pattern in the name is text, not a pattern.
         assert_eq!(names(&AuditFilter { name_contains: Some("%".into()), ..Default::default() }), ["x%_@y"]);
         let exact = AuditFilter { outcome: OutcomeFilter::Is("unavailable".into()), ..Default::default() };
