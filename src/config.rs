@@ -50,8 +50,26 @@ pub struct Config {
     /// Limits on inbound connections, for both listeners: what one slow or hostile client may hold.
     #[serde(default)]
     pub connections: ConnectionLimits,
+    /// The status page on `admin_listen` (`src/status`): off unless an admin token is configured.
+    #[serde(default)]
+    pub admin: AdminConfig,
     #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
+}
+
+/// `admin`: who may read the status page. Only the token's hash is kept, like the apps' tokens.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Hex SHA-256 of the admin token (`scim-bridge token` makes one); unset, the status page is off.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+}
+
+/// Whether `hash` reads as a hex SHA-256 (64 hex digits, surrounding blanks ignored).
+fn is_sha256_hex(hash: &str) -> bool {
+    let hash = hash.trim();
+    hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Inbound connection limits. A client that connects and sends nothing, sends its headers a byte at a
@@ -261,6 +279,7 @@ impl Config {
             request_budget_ms: default_request_budget_ms(),
             tls: None,
             connections: ConnectionLimits::default(),
+            admin: AdminConfig::default(),
             apps,
         }
     }
@@ -305,7 +324,7 @@ impl Config {
                 )));
             }
             let hash = app.token_sha256.trim().to_ascii_lowercase();
-            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+            if !is_sha256_hex(&hash) {
                 return Err(ConfigError(format!(
                     "{}: must be the 64-character hex SHA-256 of the app's token (run `scim-bridge token`)",
                     at("token_sha256")
@@ -347,6 +366,27 @@ impl Config {
             for (i, cidr) in app.ip_allow.iter().enumerate() {
                 crate::http::Cidr::parse(cidr)
                     .map_err(|e| ConfigError(format!("{}: {e}", at(&format!("ip_allow[{i}]")))))?;
+            }
+        }
+        if let Some(admin) = &self.admin.token_sha256 {
+            let hash = admin.trim().to_ascii_lowercase();
+            if !is_sha256_hex(&hash) {
+                return Err(ConfigError(format!(
+                    "{origin}: admin.token_sha256: must be the 64-character hex SHA-256 of the admin token (run \
+                     `scim-bridge token`)"
+                )));
+            }
+            if let Some(app) = seen_tokens.get(&hash) {
+                return Err(ConfigError(format!(
+                    "{origin}: admin.token_sha256: the same token is configured for app '{app}'; Entra's token must \
+                     not open the status page"
+                )));
+            }
+            if self.admin_listen.is_none() {
+                return Err(ConfigError(format!(
+                    "{origin}: admin.token_sha256: the status page is served only on admin_listen, never on the \
+                     SCIM listener; set admin_listen (e.g. 127.0.0.1:9090)"
+                )));
             }
         }
         let c = &self.connections;
@@ -459,6 +499,10 @@ mod tests {
             (&format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH2}\n    reconcile:\n      mode: fix\n"), "mode"),
             ("connections:\n  auth_failures_per_minute: 0\n", "connections.auth_failures_per_minute"),
             ("request_budget_ms: 40001\nconnections:\n  idle_timeout_ms: 90000\n", "request_budget_ms"),
+            ("admin_listen: 127.0.0.1:0\nadmin:\n  token_sha256: abc\n", "admin.token_sha256"),
+            (&format!("admin:\n  token_sha256: {HASH}\n"), "admin.token_sha256"),
+            (&format!("admin_listen: 127.0.0.1:0\nadmin:\n  token_sha256: {HASH}\napps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n"), "admin.token_sha256"),
+            ("admin:\n  token: x\n", "token"),
         ];
         for (yaml, key) in cases {
             let err = Config::from_yaml(yaml, "proxy.yaml").unwrap_err().0;

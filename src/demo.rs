@@ -58,6 +58,35 @@ pub struct Demo {
     /// (app name, its simulator)
     pub sims: Vec<(String, Box<dyn Simulator>)>,
     pub token: String,
+    /// The status page's admin token, when the demo has an admin listener.
+    pub admin_token: Option<String>,
+}
+
+/// The demo's status page: the admin listener's address and the admin token that opens it.
+#[derive(Clone)]
+pub struct DemoAdmin {
+    pub listen: SocketAddr,
+    pub token: String,
+}
+
+/// The demo's outbound limits: simulators answer in microseconds; the demo should not wait on
+/// production-sized limits.
+fn demo_limits() -> LimitsConfig {
+    LimitsConfig { requests_per_second: Some(200.0), burst: Some(50), max_in_flight: Some(16), ..Default::default() }
+}
+
+/// Like [`start`], with the status page on `admin.listen` behind `admin.token`; vendors are probed at
+/// start (as `serve` does) so the cards show each vendor's state, and the Promapp app's token is said to
+/// expire in three weeks, so its card shows the expiry warning the probe raises.
+pub async fn start_with_admin(
+    listen: SocketAddr,
+    token: &str,
+    faults: Option<SimFaults>,
+    admin: DemoAdmin,
+) -> Result<Demo, String> {
+    let demo = start_inner(listen, token, faults, demo_limits(), ":memory:", Some(admin)).await?;
+    server::spawn_health_probes(demo.running.gateway.clone(), server::PROBE_INTERVAL);
+    Ok(demo)
 }
 
 impl std::fmt::Debug for Demo {
@@ -69,14 +98,7 @@ impl std::fmt::Debug for Demo {
 /// Starts the three simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, all
 /// with `token` (the demo's one convenience: real configs need one token per app).
 pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -> Result<Demo, String> {
-    // Simulators answer in microseconds; the demo should not wait on production-sized limits.
-    let limits = LimitsConfig {
-        requests_per_second: Some(200.0),
-        burst: Some(50),
-        max_in_flight: Some(16),
-        ..Default::default()
-    };
-    start_with_limits(listen, token, faults, limits, ":memory:").await
+    start_with_limits(listen, token, faults, demo_limits(), ":memory:").await
 }
 
 /// Like [`start`], with the vendor apps' outbound `limits` and the store at `store_path` (`:memory:` or a
@@ -87,6 +109,17 @@ pub async fn start_with_limits(
     faults: Option<SimFaults>,
     limits: LimitsConfig,
     store_path: &str,
+) -> Result<Demo, String> {
+    start_inner(listen, token, faults, limits, store_path, None).await
+}
+
+async fn start_inner(
+    listen: SocketAddr,
+    token: &str,
+    faults: Option<SimFaults>,
+    limits: LimitsConfig,
+    store_path: &str,
+    admin: Option<DemoAdmin>,
 ) -> Result<Demo, String> {
     let hash = hex::encode(crate::http::token_hash(token));
     let mut apps = BTreeMap::new();
@@ -107,6 +140,11 @@ pub async fn start_with_limits(
         if let Some(f) = &faults {
             started.sim.set_faults(f.clone());
         }
+        let mut options = started.app_options;
+        if admin.is_some() && *vendor == "promapp" {
+            let expires = time::OffsetDateTime::now_utc().date() + time::Duration::days(21);
+            options.insert("token_expires_at".into(), json!(expires.to_string()));
+        }
         apps.insert(
             vendor.to_string(),
             AppConfig {
@@ -115,7 +153,7 @@ pub async fn start_with_limits(
                 limits: limits.clone(),
                 ip_allow: Vec::new(),
                 reconcile: Default::default(),
-                options: started.app_options,
+                options,
             },
         );
         sims.push((vendor.to_string(), started.sim));
@@ -125,9 +163,16 @@ pub async fn start_with_limits(
     // The demo and the benchmarks drive the gateway from one address with many connections at once
     // (`bench latency --clients 200`): no per-source cap below the listener's own.
     config.connections.max_per_source = config.connections.max;
+    if let Some(admin) = &admin {
+        config.admin_listen = Some(admin.listen);
+        if admin.token == token {
+            return Err("--admin-token must differ from --token: Entra's token must not open the status page".into());
+        }
+        config.admin.token_sha256 = Some(hex::encode(crate::http::token_hash(&admin.token)));
+    }
     let gateway = server::build_gateway(&config, "demo").map_err(|e| e.to_string())?;
     let running = server::start(&config, gateway).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    Ok(Demo { running, sims, token: token.to_string() })
+    Ok(Demo { running, sims, token: token.to_string(), admin_token: admin.map(|a| a.token) })
 }
 
 impl Demo {
@@ -138,6 +183,9 @@ impl Demo {
     /// The banner `demo` prints (CI reads the `  <app>: <url>` lines).
     pub fn banner(&self) -> String {
         let mut out = format!("scim-bridge demo on http://{}\n", self.running.addr);
+        if let (Some(addr), Some(token)) = (self.running.admin_addr, &self.admin_token) {
+            out.push_str(&format!("  status page: http://{addr}/   admin token: {token}\n"));
+        }
         out.push_str(&format!("  sandbox: {}   token: {}\n", self.app_url("sandbox"), self.token));
         for (app, sim) in &self.sims {
             out.push_str(&format!(

@@ -37,6 +37,8 @@ pub struct AppState {
     auth_failures: Arc<AuthFailures>,
     /// The last `/readyz` store check: when it finished and whether the store could write.
     store_check: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
+    /// The status page (`admin.token_sha256` set): mounted on the admin listener only.
+    pub status: Option<Arc<crate::status::Status>>,
 }
 
 /// How long one `/readyz` store check is reused: each check is a synced write under the store's lock, and
@@ -53,7 +55,14 @@ impl AppState {
             tasks: tokio_util::task::TaskTracker::new(),
             auth_failures: Arc::new(AuthFailures::new(config.connections.auth_failures_per_minute)),
             store_check: Arc::new(tokio::sync::Mutex::new(None)),
+            status: config.admin.token_sha256.as_deref().and_then(crate::status::Status::from_hash).map(Arc::new),
         }
+    }
+
+    /// Counts a failed credential check from `peer` (the status page's admin token shares the SCIM
+    /// listener's throttle); `Some(wait)` when the source is over its quota.
+    pub(crate) fn record_auth_failure(&self, peer: Option<SocketAddr>) -> Option<std::time::Duration> {
+        peer.and_then(|p| self.auth_failures.record(p.ip()))
     }
 }
 
@@ -141,8 +150,14 @@ pub fn admin_routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// The admin listener's router: the operational endpoints, and the status page when an admin token is set
+/// (never on the SCIM listener: `app` does not mount it).
 pub fn admin_app(state: AppState) -> Router {
-    admin_routes().fallback(not_found).with_state(state)
+    let mut router = admin_routes();
+    if state.status.is_some() {
+        router = router.merge(crate::status::routes());
+    }
+    router.fallback(not_found).with_state(state)
 }
 
 async fn not_found() -> Response {
@@ -253,7 +268,7 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
 /// The answer to a failed bearer-token check (a wrong token or an unknown app, which answer alike): the
 /// failure is counted against its source, and a source over its quota gets 429 instead of 401.
 fn auth_failed(state: &AppState, peer: Option<SocketAddr>) -> ScimError {
-    match peer.and_then(|p| state.auth_failures.record(p.ip())) {
+    match state.record_auth_failure(peer) {
         Some(wait) => ScimError::too_many_auth_failures(wait),
         None => ScimError::unauthorized("unknown app or wrong bearer token"),
     }

@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod reconcile;
 pub mod scim;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod vendors;

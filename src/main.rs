@@ -94,6 +94,13 @@ enum Command {
         /// Make the simulators misbehave: `mixed`, or fault JSON such as '{"error_rate":0.2}'.
         #[arg(long)]
         faults: Option<String>,
+        /// Serve the status page on this address (with /healthz, /readyz and /metrics, which then leave
+        /// the SCIM listener).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// The admin token that opens the status page (with --admin-listen).
+        #[arg(long, default_value = "demo-admin-token")]
+        admin_token: String,
     },
     /// Drive an app like the Entra provisioning service (Test Connection, initial and incremental cycle,
     /// Retry-After honoured) and verify the end state.
@@ -214,9 +221,15 @@ async fn run(command: Command) -> Result<(), String> {
             println!("\nPut the token in the Entra app (Admin Credentials > Secret Token) and token_sha256 in the app's config.");
             Ok(())
         }
-        Command::Demo { listen, token, walkthrough, faults } => {
+        Command::Demo { listen, token, walkthrough, faults, admin_listen, admin_token } => {
             let faults = faults.map(|f| scim_bridge::demo::parse_faults(&f)).transpose()?;
-            let demo = scim_bridge::demo::start(listen, &token, faults).await?;
+            let demo = match admin_listen {
+                Some(admin) => {
+                    let admin = scim_bridge::demo::DemoAdmin { listen: admin, token: admin_token };
+                    scim_bridge::demo::start_with_admin(listen, &token, faults, admin).await?
+                }
+                None => scim_bridge::demo::start(listen, &token, faults).await?,
+            };
             print!("{}", demo.banner());
             if walkthrough {
                 print!("{}", demo.walkthrough().await?);

@@ -28,6 +28,38 @@ pub struct Metrics {
     drift: Mutex<BTreeMap<(String, String), u64>>,
     /// app -> (unix time of the last pass, findings it left unrepaired, what it could not check)
     last_reconcile: Mutex<BTreeMap<String, (f64, u64, u64)>>,
+    /// app -> what its last reconcile pass found and did (the status page's card).
+    last_pass: Mutex<BTreeMap<String, LastPass>>,
+    /// app -> requests and errors per hour, the last `HOURS_KEPT` hours (the status page's chart). In
+    /// memory: a restart starts the chart afresh.
+    hourly: Mutex<BTreeMap<String, std::collections::VecDeque<HourCount>>>,
+}
+
+/// One finished reconcile pass, in numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LastPass {
+    /// Unix time the pass ended.
+    pub at: f64,
+    pub found: u64,
+    pub repaired: u64,
+    pub unrepaired: u64,
+    pub unchecked: u64,
+}
+
+/// Requests answered in one clock hour (`hour` is unix time / 3600) and how many of them were not 2xx/3xx.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HourCount {
+    pub hour: u64,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+/// Hours of per-hour counts kept per app.
+pub const HOURS_KEPT: u64 = 24;
+
+/// The current clock hour, as unix time / 3600.
+pub fn current_hour() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() / 3600
 }
 
 fn escape(v: &str) -> String {
@@ -40,6 +72,47 @@ impl Metrics {
         let entry = map.entry((app.to_string(), operation.to_string(), status)).or_default();
         entry.0 += 1;
         entry.1 += elapsed.as_secs_f64();
+        drop(map);
+        self.count_in_hour(app, current_hour(), status >= 400);
+    }
+
+    /// Counts one request into `hour`'s bucket and forgets buckets older than `HOURS_KEPT` hours.
+    fn count_in_hour(&self, app: &str, hour: u64, error: bool) {
+        let mut map = self.hourly.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = map.entry(app.to_string()).or_default();
+        match ring.back_mut() {
+            Some(last) if last.hour == hour => {}
+            _ => ring.push_back(HourCount { hour, ..HourCount::default() }),
+        }
+        if let Some(last) = ring.back_mut() {
+            last.requests += 1;
+            last.errors += u64::from(error);
+        }
+        while ring.front().is_some_and(|h| h.hour + HOURS_KEPT <= hour) {
+            ring.pop_front();
+        }
+    }
+
+    /// The app's last `HOURS_KEPT` hours up to `now_hour`, oldest first, hours without requests as zeros.
+    pub fn hourly(&self, app: &str, now_hour: u64) -> Vec<HourCount> {
+        let map = self.hourly.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = map.get(app);
+        (now_hour + 1 - HOURS_KEPT.min(now_hour + 1)..=now_hour)
+            .map(|hour| {
+                ring.and_then(|r| r.iter().find(|h| h.hour == hour).copied())
+                    .unwrap_or(HourCount { hour, ..HourCount::default() })
+            })
+            .collect()
+    }
+
+    /// What the app's last reconcile pass found and did, if one ran.
+    pub fn last_pass(&self, app: &str) -> Option<LastPass> {
+        self.last_pass.lock().unwrap_or_else(|p| p.into_inner()).get(app).copied()
+    }
+
+    /// Breaker, limiter and vendor counters of the app's outbound client (none for the sandbox).
+    pub fn outbound(&self, gw: &Gateway, app: &str) -> Option<adapter_api::OutboundStats> {
+        gw.apps.get(app).and_then(|a| a.adapter.outbound_stats())
     }
 
     /// A vendor error seen by the engine: counted by kind, and it sets the app's vendor state.
@@ -63,13 +136,17 @@ impl Metrics {
         *map.entry((app.to_string(), kind.to_string())).or_default() += 1;
     }
 
-    /// A finished reconcile pass.
-    pub fn reconciled(&self, app: &str, unrepaired: u64, unchecked: u64) {
+    /// A finished reconcile pass: `found` findings, `repaired` of them repaired.
+    pub fn reconciled(&self, app: &str, found: u64, repaired: u64, unrepaired: u64, unchecked: u64) {
         let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
         self.last_reconcile
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(app.to_string(), (at, unrepaired, unchecked));
+        self.last_pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(app.to_string(), LastPass { at, found, repaired, unrepaired, unchecked });
     }
 
     pub fn set_vendor_state(&self, app: &str, state: &str) {
@@ -260,5 +337,30 @@ impl Metrics {
         out.push_str("# TYPE scim_bridge_audit_entries gauge\n");
         let _ = writeln!(out, "scim_bridge_audit_entries {}", gw.store.audit_len().await.unwrap_or(0));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hourly_ring_keeps_the_last_day_oldest_first() {
+        let m = Metrics::default();
+        m.count_in_hour("a", 1000, false);
+        m.count_in_hour("a", 1000, true);
+        m.count_in_hour("a", 1010, true);
+        let day = m.hourly("a", 1010);
+        assert_eq!(day.len(), HOURS_KEPT as usize);
+        assert_eq!((day[0].hour, day[23].hour), (987, 1010));
+        assert_eq!((day[13].requests, day[13].errors), (2, 1), "hour 1000");
+        assert_eq!((day[23].requests, day[23].errors), (1, 1));
+        assert_eq!(day.iter().map(|h| h.requests).sum::<u64>(), 3);
+        // A day later hour 1000 has gone, from the view and from memory.
+        m.count_in_hour("a", 1024, false);
+        assert_eq!(m.hourly("a", 1024).iter().map(|h| h.requests).sum::<u64>(), 2);
+        assert_eq!(m.hourly.lock().unwrap()["a"].len(), 2);
+        assert!(m.hourly("other", 5).iter().all(|h| h.requests == 0));
+        assert_eq!(m.hourly("other", 5).len(), 6, "no hours before the epoch");
     }
 }

@@ -240,7 +240,13 @@ impl Gateway {
         }
         report.seconds = started.elapsed().as_secs_f64();
         if !opts.dry_run {
-            self.metrics.reconciled(&app.name, report.unrepaired() as u64, report.unchecked.len() as u64);
+            self.metrics.reconciled(
+                &app.name,
+                report.findings.len() as u64,
+                report.count(Resolution::Repaired) as u64,
+                report.unrepaired() as u64,
+                report.unchecked.len() as u64,
+            );
         }
         report
     }

@@ -130,6 +130,13 @@ fn config_errors_name_the_key_and_the_file() {
         ),
         ("tiny-budget.yaml", format!("request_budget_ms: 10\napps:\n  a:\n    type: sandbox\n    token_sha256: {}\n", sha("x")), "request_budget_ms"),
         ("vendor-typo.yaml", format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    rol_map: {{}}\n", sha("x")), "rol_map"),
+        ("admin-bad-hash.yaml", "admin_listen: 127.0.0.1:0\nadmin:\n  token_sha256: nothex\n".to_string(), "admin.token_sha256"),
+        ("admin-no-listener.yaml", format!("admin:\n  token_sha256: {}\n", sha("admin")), "admin.token_sha256"),
+        (
+            "admin-is-an-app-token.yaml",
+            format!("admin_listen: 127.0.0.1:0\nadmin:\n  token_sha256: {0}\napps:\n  a:\n    type: sandbox\n    token_sha256: {0}\n", sha("x")),
+            "admin.token_sha256",
+        ),
     ];
     for (file, yaml, key) in cases {
         let path = write(dir.path(), file, &yaml);

@@ -152,6 +152,36 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+// ---- Reading the audit log for the status page (src/status). ----
+
+/// Which entries the status page's audit view shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditFilter {
+    pub app: Option<String>,
+    /// Part of the userName/displayName, any case.
+    pub name_contains: Option<String>,
+    pub outcome: OutcomeFilter,
+    /// RFC 3339: entries at or after it.
+    pub since: Option<String>,
+    /// Entries older than this `seq` (paging from newest to oldest).
+    pub before_seq: Option<i64>,
+}
+
+/// An outcome, or one of the groups a person looks for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum OutcomeFilter {
+    #[default]
+    Any,
+    /// Exactly this outcome (`ok`, `unavailable`, `needs_manual_action`, ...).
+    Is(String),
+    /// Anything but a success: the vendor or the gateway refused, failed, or never recorded the outcome.
+    Failed,
+    /// What only a person can settle: refusals that need manual action, a vendor that refuses the
+    /// gateway's credential, intents never completed, vendor changes the gateway could not link, and
+    /// drift that no later pass repaired.
+    NeedsPerson,
+}
+
 /// The shadow store as the gateway uses it: `Arc<Store>` is any engine.
 pub type Store = dyn StoreEngine;
 
@@ -214,6 +244,10 @@ pub trait StoreEngine: Send + Sync + std::fmt::Debug {
     async fn prune_audit(&self, before: &str) -> StoreResult<u64>;
     /// How many audit entries (kept current by the engine).
     async fn audit_len(&self) -> StoreResult<u64>;
+    /// Up to `limit` entries matching `filter`, newest first, and whether older ones match too.
+    async fn audit_page(&self, filter: &AuditFilter, limit: usize) -> StoreResult<(Vec<AuditEntry>, bool)>;
+    /// How many entries match `filter`.
+    async fn audit_count(&self, filter: &AuditFilter) -> StoreResult<u64>;
 }
 
 #[cfg(test)]
@@ -467,7 +501,7 @@ mod tests {
         drop(open(path.to_str().unwrap()).unwrap());
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         let indexes: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ('audit_at', 'resources_order')")
             .unwrap()
@@ -476,5 +510,72 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(indexes.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    fn entry(app: &str, name: &str, outcome: &str, status: u16) -> AuditEntry {
+        AuditEntry {
+            at: "2026-01-01T00:00:00Z".into(),
+            app: app.into(),
+            resource_type: "User".into(),
+            name: Some(name.into()),
+            operation: "create".into(),
+            actor: "entra".into(),
+            outcome: outcome.into(),
+            status,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn filters_page_and_count_alike() {
+        let s = open(":memory:").unwrap();
+        for (app, name, outcome, status) in [
+            ("a", "Ada@x", "ok", 201),
+            ("a", "alan@x", "unavailable", 503),
+            ("b", "ada@y", "needs_manual_action", 409),
+            ("a", "grace@x", "drift_found", 0),
+            ("a", "hedy@x", "drift_found", 0),
+            ("a", "hedy@x", "drift_repaired", 0),
+            ("b", "x%_@y", INTENT, 0),
+            ("a", "malformed@x", "rejected", 400),
+        ] {
+            s.audit(&entry(app, name, outcome, status)).await.unwrap();
+        }
+        let unlinked = AuditEntry { vendor_calls: 1, ..entry("b", "unlinked@y", "rejected", 409) };
+        s.audit(&unlinked).await.unwrap();
+        let names = |f: AuditFilter| {
+            let s = s.clone();
+            async move { s.audit_page(&f, 100).await.unwrap().0.into_iter().filter_map(|e| e.name).collect::<Vec<_>>() }
+        };
+        let ada = AuditFilter { name_contains: Some("ADA".into()), ..Default::default() };
+        assert_eq!(names(ada.clone()).await, ["ada@y", "Ada@x"]);
+        assert_eq!(s.audit_count(&ada).await.unwrap(), 2);
+        assert_eq!(names(AuditFilter { app: Some("b".into()), ..ada.clone() }).await, ["ada@y"]);
+        let failed = AuditFilter { outcome: OutcomeFilter::Failed, ..Default::default() };
+        assert_eq!(names(failed.clone()).await, ["unlinked@y", "malformed@x", "x%_@y", "ada@y", "alan@x"]);
+        let person = AuditFilter { outcome: OutcomeFilter::NeedsPerson, ..Default::default() };
+        assert_eq!(
+            names(person.clone()).await,
+            ["unlinked@y", "x%_@y", "grace@x", "ada@y"],
+            "hedy's drift was repaired later; a refusal without a vendor call is not a person's"
+        );
+        assert_eq!(s.audit_count(&person).await.unwrap(), 4);
+        // A LIKE pattern in the name is text, not a pattern.
+        assert_eq!(names(AuditFilter { name_contains: Some("%".into()), ..Default::default() }).await, ["x%_@y"]);
+        let exact = AuditFilter { outcome: OutcomeFilter::Is("unavailable".into()), ..Default::default() };
+        assert_eq!(names(exact.clone()).await, ["alan@x"]);
+        // Pages of two, newest first, until nothing older is left.
+        let (first, more) = s.audit_page(&AuditFilter::default(), 2).await.unwrap();
+        assert!(more);
+        let older = AuditFilter { before_seq: Some(first[1].seq), ..Default::default() };
+        let (second, _) = s.audit_page(&older, 2).await.unwrap();
+        assert!(second[0].seq < first[1].seq);
+        let (last, more) = s.audit_page(&AuditFilter { before_seq: Some(2), ..Default::default() }, 2).await.unwrap();
+        assert_eq!((last.len(), more), (1, false));
     }
 }

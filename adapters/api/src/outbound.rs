@@ -278,6 +278,10 @@ pub struct OutboundStats {
     pub rejected_breaker_open: u64,
     /// Vendor calls in flight now.
     pub in_flight: u64,
+    /// The configured cap on `in_flight` (`limits.max_in_flight`).
+    pub max_in_flight: u64,
+    /// The configured pace (`limits.requests_per_second`).
+    pub requests_per_second: f64,
 }
 
 /// `governor` clock over `tokio::time::Instant`, so the limiter follows tokio's (pausable) clock.
@@ -581,6 +585,8 @@ impl Outbound {
             rejected_queue_full: get(&c.rejected_queue_full),
             rejected_breaker_open: get(&c.rejected_breaker_open),
             in_flight: self.config.max_in_flight.saturating_sub(free) as u64,
+            max_in_flight: self.config.max_in_flight as u64,
+            requests_per_second: self.config.requests_per_second,
         }
     }
 
