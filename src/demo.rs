@@ -8,11 +8,17 @@ use std::net::SocketAddr;
 use adapter_api::simkit::{DemoSim, SimFaults, Simulator};
 use serde_json::{json, Value};
 
-use crate::config::{AppConfig, Config, LimitsConfig};
+use crate::config::{AppConfig, Config, GroupRole, LimitsConfig};
 use crate::server::{self, Running};
 
 /// The vendor types that have a simulator.
 pub const SIMULATED: &[&str] = &["prodpad", "promapp", "prompt"];
+
+/// The demo's `<vendor>-groups` apps: Entra group displayName -> vendor role, first match wins.
+pub const DEMO_GROUP_ROLES: &[(&str, &[(&str, &str)])] = &[
+    ("prodpad", &[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")]),
+    ("promapp", &[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]),
+];
 
 /// Starts the simulator of `vendor` accepting `credential`.
 pub async fn simulator(vendor: &str, credential: &str, addr: Option<SocketAddr>) -> Result<DemoSim, String> {
@@ -66,8 +72,8 @@ impl std::fmt::Debug for Demo {
     }
 }
 
-/// Starts the three simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, all
-/// with `token` (the demo's one convenience: real configs need one token per app).
+/// Starts the simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, and the
+/// `group_roles` apps `prodpad-groups` and `promapp-groups` (`DEMO_GROUP_ROLES`), all with `token` (the demo's one convenience: real configs need one token per app).
 pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -> Result<Demo, String> {
     // Simulators answer in microseconds; the demo should not wait on production-sized limits.
     let limits = LimitsConfig {
@@ -98,6 +104,7 @@ pub async fn start_with_limits(
             limits: LimitsConfig::default(),
             ip_allow: Vec::new(),
             reconcile: Default::default(),
+            group_roles: Vec::new(),
             options: Default::default(),
         },
     );
@@ -115,10 +122,35 @@ pub async fn start_with_limits(
                 limits: limits.clone(),
                 ip_allow: Vec::new(),
                 reconcile: Default::default(),
+                group_roles: Vec::new(),
                 options: started.app_options,
             },
         );
         sims.push((vendor.to_string(), started.sim));
+    }
+    // One app per vendor with roles that maps Entra groups to them, each on a simulator of its own so its
+    // vendor state can be checked apart: the Entra group vectors run against these (`.ci/run`).
+    for (vendor, group_roles) in DEMO_GROUP_ROLES {
+        let app = format!("{vendor}-groups");
+        let started = simulator(vendor, &demo_credential(vendor), None).await?;
+        if let Some(f) = &faults {
+            started.sim.set_faults(f.clone());
+        }
+        let group_roles =
+            group_roles.iter().map(|(group, role)| GroupRole { group: group.to_string(), role: role.to_string() });
+        apps.insert(
+            app.clone(),
+            AppConfig {
+                vendor: vendor.to_string(),
+                token_sha256: hash.clone(),
+                limits: limits.clone(),
+                ip_allow: Vec::new(),
+                reconcile: Default::default(),
+                group_roles: group_roles.collect(),
+                options: started.app_options,
+            },
+        );
+        sims.push((app, started.sim));
     }
     let mut config = Config::with_apps(listen, apps);
     config.store.path = store_path.into();
@@ -140,8 +172,9 @@ impl Demo {
         let mut out = format!("scim-bridge demo on http://{}\n", self.running.addr);
         out.push_str(&format!("  sandbox: {}   token: {}\n", self.app_url("sandbox"), self.token));
         for (app, sim) in &self.sims {
+            let groups = if app.ends_with("-groups") { "   groups: group_roles" } else { "" };
             out.push_str(&format!(
-                "  {app}: {}   token: {}   simulator: {}/_sim/users\n",
+                "  {app}: {}   token: {}   simulator: {}/_sim/users{groups}\n",
                 self.app_url(app),
                 self.token,
                 sim.root_url()
