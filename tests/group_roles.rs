@@ -241,6 +241,11 @@ async fn prodpad_scim_mode_sends_the_mapped_role() {
     assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"], "unmapped: the default, never more");
     assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Writer"])).await.status, 200);
     assert_eq!(gw.held_roles(app, "plain@example.com"), ["Editor"]);
+    // What Entra sends for the `SingleAppRoleAssignment` mapping once the role changes.
+    let ops = json!([{"op": "Replace", "path": "roles[primary eq \"True\"].value", "value": "Nobody"}]);
+    let a = gw.patch(app, &format!("/Users/{uid}"), ops).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"]);
 }
 
 /// (app, first mapped group and its role, second mapped group and its role, the user's own role as held)
