@@ -346,7 +346,12 @@ impl Gateway {
     }
 
     /// Records a failed operation; the failure itself is what the caller returns.
-    pub(crate) fn audit_failure(&self, mut entry: AuditEntry, err: &ScimError, adapter_err: Option<&adapter_api::Error>) {
+    pub(crate) fn audit_failure(
+        &self,
+        mut entry: AuditEntry,
+        err: &ScimError,
+        adapter_err: Option<&adapter_api::Error>,
+    ) {
         stamp(&mut entry);
         entry.outcome = adapter_err.map(|e| e.kind_name().to_string()).unwrap_or_else(|| "rejected".into());
         entry.status = err.status.as_u16();
@@ -880,8 +885,7 @@ impl Gateway {
                 let users = (Self::to_user(&rec.doc).map_err(refused)?, Self::to_user(&doc).map_err(refused)?);
                 // Both with the user's group role, which this change cannot alter (a group change would hold
                 // this user's id lock).
-                let users =
-                    (self.vendor_user(app, &rec.id, users.0)?, self.vendor_user(app, &rec.id, users.1)?);
+                let users = (self.vendor_user(app, &rec.id, users.0)?, self.vendor_user(app, &rec.id, users.1)?);
                 Change::User(Box::new(users))
             }
             Kind::Group => {

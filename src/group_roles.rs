@@ -69,7 +69,9 @@ pub(crate) fn role_from_groups<'a>(app: &'a App, groups: &[Record], user_id: &st
     app.group_roles
         .iter()
         .find(|entry| {
-            groups.iter().any(|g| g.name().trim().eq_ignore_ascii_case(entry.group.trim()) && is_member(&g.doc, user_id))
+            groups
+                .iter()
+                .any(|g| g.name().trim().eq_ignore_ascii_case(entry.group.trim()) && is_member(&g.doc, user_id))
         })
         .map(|entry| entry.role.trim())
 }
@@ -341,7 +343,13 @@ impl Gateway {
         Ok(Reply { status: StatusCode::CREATED, body: Some(body), location })
     }
 
-    pub(crate) async fn mapped_group_update(&self, app: &App, ctx: &Ctx, id: &str, edit: GroupEdit) -> ScimResult<Reply> {
+    pub(crate) async fn mapped_group_update(
+        &self,
+        app: &App,
+        ctx: &Ctx,
+        id: &str,
+        edit: GroupEdit,
+    ) -> ScimResult<Reply> {
         let op = match edit {
             GroupEdit::Patch(_) => "update",
             GroupEdit::Replace(_) => "replace",
@@ -356,7 +364,8 @@ impl Gateway {
         let mut doc = rec.doc.clone();
         match edit {
             GroupEdit::Patch(body) => {
-                let ops = patch::parse_patch(&body).map_err(|e| refused(ScimError::bad_request(e.scim_type, e.detail)))?;
+                let ops =
+                    patch::parse_patch(&body).map_err(|e| refused(ScimError::bad_request(e.scim_type, e.detail)))?;
                 patch::apply(ResourceKind::Group, &mut doc, &ops)
                     .map_err(|e| refused(ScimError::bad_request(e.scim_type, e.detail)))?;
             }
@@ -498,7 +507,9 @@ impl Gateway {
     fn group_reply(&self, ctx: &Ctx, op: &str, doc: &Value) -> Reply {
         match op {
             "update" => Reply { status: StatusCode::NO_CONTENT, body: None, location: None },
-            _ => Reply { status: StatusCode::OK, body: Some(self.with_location(ctx, Kind::Group, doc)), location: None },
+            _ => {
+                Reply { status: StatusCode::OK, body: Some(self.with_location(ctx, Kind::Group, doc)), location: None }
+            }
         }
     }
 }

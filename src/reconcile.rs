@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::ReconcileMode;
-use crate::group_roles::{role_from_groups, with_group_role};
 use crate::gateway::{now, App, Gateway};
+use crate::group_roles::{role_from_groups, with_group_role};
 use crate::store::{AuditEntry, Kind, Record};
 
 /// What one pass may do.
@@ -302,7 +302,8 @@ impl Gateway {
                 candidates.push(Candidate::Missing { rec: Box::new(rec) });
                 continue;
             };
-            let desired = User::from_scim(&rec.doc).map(|u| with_group_role(u, role_from_groups(app, &groups, &rec.id)));
+            let desired =
+                User::from_scim(&rec.doc).map(|u| with_group_role(u, role_from_groups(app, &groups, &rec.id)));
             let Ok(desired) = desired else {
                 report.unchecked.push(format!("user {} has a stored document the adapter cannot read", rec.id));
                 continue;

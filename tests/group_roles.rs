@@ -43,7 +43,11 @@ async fn start() -> Gw {
     let mut prodpad_options = prodpad.app_options;
     prodpad_options.insert("role_map".into(), json!({"Writer": "Editor"}));
     for (app, options, roles) in [
-        ("promapp", promapp.app_options, group_roles(&[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")])),
+        (
+            "promapp",
+            promapp.app_options,
+            group_roles(&[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]),
+        ),
         ("prodpad", prodpad_options, group_roles(&[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")])),
     ] {
         apps.insert(
@@ -134,7 +138,10 @@ impl Gw {
             return vec![r.to_string()];
         }
         let roles = u.get("roles").and_then(Value::as_array).cloned().unwrap_or_default();
-        roles.iter().filter_map(|r| r.get("display").or(r.get("value")).and_then(Value::as_str).map(String::from)).collect()
+        roles
+            .iter()
+            .filter_map(|r| r.get("display").or(r.get("value")).and_then(Value::as_str).map(String::from))
+            .collect()
     }
 
     fn held_active(&self, app: &str, user_name: &str) -> Option<bool> {
@@ -155,10 +162,8 @@ impl Gw {
 }
 
 fn entra_user(user_name: &str, roles: &[&str]) -> Value {
-    let roles: Vec<Value> = roles
-        .iter()
-        .map(|r| json!({"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": r}))
-        .collect();
+    let roles: Vec<Value> =
+        roles.iter().map(|r| json!({"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": r})).collect();
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
         "externalId": format!("ext-{user_name}"), "userName": user_name, "active": true,
@@ -173,7 +178,8 @@ fn patch_body(ops: Value) -> Value {
 }
 
 fn set_roles(roles: &[&str]) -> Value {
-    let roles: Vec<Value> = roles.iter().map(|r| json!({"type": "WindowsAzureActiveDirectoryRole", "value": r})).collect();
+    let roles: Vec<Value> =
+        roles.iter().map(|r| json!({"type": "WindowsAzureActiveDirectoryRole", "value": r})).collect();
     json!([{"op": "Replace", "path": "roles", "value": roles}])
 }
 
@@ -248,8 +254,11 @@ async fn prodpad_scim_mode_sends_the_mapped_role() {
     assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"]);
 }
 
+/// A mapped group and the role its members get.
+type Mapped = (&'static str, &'static str);
+
 /// (app, first mapped group and its role, second mapped group and its role, the user's own role as held)
-const VENDORS: [(&str, (&str, &str), (&str, &str), &str); 2] = [
+const VENDORS: [(&str, Mapped, Mapped, &str); 2] = [
     ("promapp", ("Process Owners", "Process Owner"), ("Process Viewers", "Viewer"), "Editor"),
     ("prodpad", ("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor"), "Reviewer"),
 ];
@@ -276,7 +285,7 @@ async fn group_roles_follow_membership_precedence_renames_and_deletes() {
         assert_eq!(gw.held_roles(app, &a_name), [first_role]);
         assert_eq!(gw.remove(app, &g1, &a).await.status, 204);
         assert_eq!(gw.held_roles(app, &a_name), [second_role], "{app}: left the first, the second applies");
-        assert_eq!(gw.members(app, &g2).await, [a.clone()]);
+        assert_eq!(gw.members(app, &g2).await, std::slice::from_ref(&a));
 
         // An unmapped group changes nothing and costs no vendor call.
         let calls = gw.sims[app].counters().requests;
@@ -416,9 +425,19 @@ async fn members_must_be_this_apps_users() {
 async fn group_roles_config_errors_name_key_and_file() {
     let hash = common::sha("t");
     let cases = [
-        ("prodpad", "    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n", "Owner", "apps.a.group_roles[0].role"),
+        (
+            "prodpad",
+            "    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n",
+            "Owner",
+            "apps.a.group_roles[0].role",
+        ),
         ("promapp", "    access_token: t\n", "Default Access", "apps.a.group_roles[0].role"),
-        ("prompt", "    auth_code: c\n    default_department: D\n    default_section: S\n", "Admin", "apps.a.group_roles[0].role"),
+        (
+            "prompt",
+            "    auth_code: c\n    default_department: D\n    default_section: S\n",
+            "Admin",
+            "apps.a.group_roles[0].role",
+        ),
         ("sandbox", "", "Admin", "apps.a.group_roles"),
     ];
     for (vendor, options, role, key) in cases {
@@ -426,7 +445,7 @@ async fn group_roles_config_errors_name_key_and_file() {
             "apps:\n  a:\n    type: {vendor}\n    token_sha256: {hash}\n{options}    group_roles:\n      - group: G\n        role: {role}\n"
         );
         let config = Config::from_yaml(&yaml, "proxy.yaml").unwrap();
-        let err = scim_bridge::server::build_gateway(&config, "proxy.yaml").err().expect(vendor).0;
+        let err = scim_bridge::server::build_gateway(&config, "proxy.yaml").expect_err(vendor).0;
         assert!(err.contains(key) && err.contains("proxy.yaml"), "{vendor}: {err}");
     }
 }

@@ -419,7 +419,9 @@ impl Adapter for ProdPad {
     }
 
     fn check_role(&self, role: &str) -> std::result::Result<(), String> {
-        Role::parse(role).map(|_| ()).ok_or_else(|| format!("'{role}' is not a ProdPad role (Admin, Editor or Reviewer)"))
+        Role::parse(role)
+            .map(|_| ())
+            .ok_or_else(|| format!("'{role}' is not a ProdPad role (Admin, Editor or Reviewer)"))
     }
 
     async fn get_user(&self, vendor_id: &str) -> Result<VendorUser> {

@@ -491,9 +491,11 @@ fn scim_fields(doc: &Value) -> Result<ScimFields, Box<Response>> {
         family: name_part("familyName"),
         external_id: doc.get("externalId").and_then(Value::as_str).map(str::to_string),
         active,
-        role: doc.get("roles").and_then(Value::as_array).and_then(|list| list.first()).map(|first| {
-            first.get("value").and_then(Value::as_str).and_then(Role::parse).unwrap_or(Role::Reviewer)
-        }),
+        role: doc
+            .get("roles")
+            .and_then(Value::as_array)
+            .and_then(|list| list.first())
+            .map(|first| first.get("value").and_then(Value::as_str).and_then(Role::parse).unwrap_or(Role::Reviewer)),
     })
 }
 
