@@ -437,7 +437,7 @@ impl Gateway {
     }
 
     fn to_user(doc: &Value) -> ScimResult<User> {
-        User::from_scim(doc).map_err(ScimError::invalid_value)
+        User::from_scim(doc).map(crate::group_roles::entra_roles_only).map_err(ScimError::invalid_value)
     }
 
     /// A group with member ids translated to the vendor's ids.

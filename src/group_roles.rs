@@ -81,8 +81,19 @@ fn role_of_name<'a>(app: &'a App, name: &str) -> Option<&'a str> {
     app.group_roles.iter().find(|e| e.group.trim().eq_ignore_ascii_case(name.trim())).map(|e| e.role.trim())
 }
 
+/// Roles as Entra sent them are app-role values, whatever `type` they carry: only the gateway marks a role
+/// as the vendor's own name (`VENDOR_ROLE_TYPE`), so a mapping that sent that type could not skip
+/// `role_map` (and its "never more than the default").
+pub(crate) fn entra_roles_only(mut user: User) -> User {
+    for role in user.roles.iter_mut().filter(|r| r.is_vendor_role()) {
+        role.kind = None;
+    }
+    user
+}
+
 /// `user` as the vendor gets it: with a group role, that role alone (marked as a vendor role name).
-pub(crate) fn with_group_role(mut user: User, role: Option<&str>) -> User {
+pub(crate) fn with_group_role(user: User, role: Option<&str>) -> User {
+    let mut user = entra_roles_only(user);
     if let Some(role) = role {
         user.roles = vec![MultiValue::vendor_role(role)];
     }
@@ -162,7 +173,7 @@ impl Gateway {
     /// The user of record `user_id` as the vendor should hold it: Entra's values with its group role.
     pub(crate) fn vendor_user(&self, app: &App, user_id: &str, user: User) -> ScimResult<User> {
         if !Self::maps_groups(app) {
-            return Ok(user);
+            return Ok(entra_roles_only(user));
         }
         let groups = self.stored_groups(app)?;
         Ok(with_group_role(user, role_from_groups(app, &groups, user_id)))

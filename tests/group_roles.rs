@@ -179,7 +179,7 @@ fn patch_body(ops: Value) -> Value {
 
 fn set_roles(roles: &[&str]) -> Value {
     let roles: Vec<Value> =
-        roles.iter().map(|r| json!({"type": "WindowsAzureActiveDirectoryRole", "value": r})).collect();
+        roles.iter().map(|r| json!({"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": r})).collect();
     json!([{"op": "Replace", "path": "roles", "value": roles}])
 }
 
@@ -245,6 +245,19 @@ async fn prodpad_scim_mode_sends_the_mapped_role() {
     assert_eq!(gw.held_roles(app, "writer@example.com"), ["Editor"], "role_map Writer -> Editor");
     let uid = gw.create_user(app, "plain@example.com", &["Nobody"]).await;
     assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"], "unmapped: the default, never more");
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Writer"])).await.status, 200);
+    assert_eq!(gw.held_roles(app, "plain@example.com"), ["Editor"]);
+    // A role Entra sends marked as the gateway's own vendor-role type is still an app-role value: it goes
+    // through role_map and the default, so a mapping cannot hand out Admin past them.
+    let forged = json!({"type": adapter_api::model::VENDOR_ROLE_TYPE, "value": "Admin"});
+    let mut body = entra_user("forged@example.com", &[]);
+    body["roles"] = json!([forged]);
+    let a = gw.call(app, Method::POST, "/Users", Some(body)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(gw.held_roles(app, "forged@example.com"), ["Reviewer"]);
+    let ops = json!([{"op": "Replace", "path": "roles", "value": [forged]}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), ops).await.status, 200);
+    assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"]);
     assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Writer"])).await.status, 200);
     assert_eq!(gw.held_roles(app, "plain@example.com"), ["Editor"]);
     // What Entra sends for the `SingleAppRoleAssignment` mapping once the role changes.
@@ -439,6 +452,7 @@ async fn group_roles_config_errors_name_key_and_file() {
             "apps.a.group_roles[0].role",
         ),
         ("sandbox", "", "Admin", "apps.a.group_roles"),
+        ("prodpad", "    mode: rest\n    api_key: k\n", "Admin", "apps.a.group_roles[0].role: rest mode cannot"),
     ];
     for (vendor, options, role, key) in cases {
         let yaml = format!(

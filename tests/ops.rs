@@ -137,7 +137,7 @@ fn config_errors_name_the_key_and_the_file() {
         ),
         (
             "group-roles-unknown-role.yaml",
-            format!("apps:\n  p:\n    type: prodpad\n    token_sha256: {}\n    mode: rest\n    api_key: k\n    group_roles:\n      - {{group: G, role: Owner}}\n", sha("x")),
+            format!("apps:\n  p:\n    type: prodpad\n    token_sha256: {}\n    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n    group_roles:\n      - {{group: G, role: Owner}}\n", sha("x")),
             "apps.p.group_roles[0].role: 'Owner' is not a ProdPad role",
         ),
     ];

@@ -418,10 +418,17 @@ impl Adapter for ProdPad {
         }
     }
 
+    /// Admin, Editor or Reviewer; scim mode only (with `scim_roles`): ProdPad's REST API sets a role at
+    /// create and cannot change it, and a user joins its groups after it was created.
     fn check_role(&self, role: &str) -> std::result::Result<(), String> {
-        Role::parse(role)
-            .map(|_| ())
-            .ok_or_else(|| format!("'{role}' is not a ProdPad role (Admin, Editor or Reviewer)"))
+        Role::parse(role).ok_or_else(|| format!("'{role}' is not a ProdPad role (Admin, Editor or Reviewer)"))?;
+        match (&self.backend, self.settings.scim_roles) {
+            (Backend::Scim(_), true) => Ok(()),
+            (Backend::Scim(_), false) => Err("scim_roles is false: the gateway sends ProdPad no roles".into()),
+            (Backend::Rest(_), _) => Err("rest mode cannot change a user's role after its creation (ProdPad's REST \
+                                          API has no such call); group_roles needs mode: scim"
+                .into()),
+        }
     }
 
     async fn get_user(&self, vendor_id: &str) -> Result<VendorUser> {
