@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::config::AppConfig;
-use crate::gateway::{now, stamp_since, store_err, App, Ctx, Gateway, Reply, ScimResult};
+use crate::gateway::{now, stamp, stamp_since, store_err, App, Ctx, Gateway, Reply, ScimResult};
 use crate::scim::error::ScimError;
 use crate::scim::patch;
 use crate::scim::schema::ResourceKind;
@@ -337,6 +337,7 @@ impl Gateway {
             audit.outcome = "partial".into();
             audit.status = err.status.as_u16();
             audit.detail = Some(format!("{} ({})", err.detail, updates.summary(members.len())));
+            stamp(&mut audit);
             if let Err(e) = self.store.audit(&audit) {
                 tracing::error!(error = %e, "cannot write audit entry");
             }
@@ -345,6 +346,7 @@ impl Gateway {
         audit.resource_id = Some(id);
         audit.after = Some(record.doc.clone());
         audit.status = 201;
+        stamp(&mut audit);
         audit.detail = Some(updates.summary(members.len()));
         if let Err(e) = self.store.put(&record, &audit) {
             return Err(self.store_err_after_vendor(audit, e));
@@ -445,6 +447,7 @@ impl Gateway {
             audit.outcome = "partial".into();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
+            stamp(&mut audit);
             if let Err(e) = self.store.put(&updated, &audit) {
                 tracing::error!(error = %e, "cannot record the confirmed part of a group change");
                 return Err(ScimError::store_unavailable_after_vendor());
@@ -453,6 +456,7 @@ impl Gateway {
         }
         audit.status = if op == "update" { 204 } else { 200 };
         audit.detail = Some(updates.summary(affected.len()));
+        stamp(&mut audit);
         if let Err(e) = self.store.put(&updated, &audit) {
             return Err(self.store_err_after_vendor(audit, e));
         }
@@ -475,17 +479,20 @@ impl Gateway {
         let mut audit = self.audit_of(app, ctx, &rec, "delete");
         if let Some(err) = updates.failure.clone() {
             // The group stays, without the members whose role the vendor already confirmed.
-            let mut emptied = rec.doc.clone();
-            if let Some(list) = emptied.get_mut("members").and_then(Value::as_array_mut) {
+            let mut kept = rec.doc.clone();
+            if let Some(list) = kept.get_mut("members").and_then(Value::as_array_mut) {
                 list.retain(|m| m.get("value").and_then(Value::as_str).is_none_or(|v| !updates.confirmed.contains(v)));
+                if list.is_empty() {
+                    kept.as_object_mut().map(|o| o.remove("members"));
+                }
             }
-            let kept = partial_doc(&rec.doc, &emptied, &BTreeSet::new());
             let updated = self.versioned(&rec, kept);
             let err = Self::partial_failure(err, &updates, affected.len());
             audit.after = Some(updated.doc.clone());
             audit.outcome = "partial".into();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
+            stamp(&mut audit);
             if let Err(e) = self.store.put(&updated, &audit) {
                 tracing::error!(error = %e, "cannot record the confirmed part of a group delete");
                 return Err(ScimError::store_unavailable_after_vendor());
@@ -494,6 +501,7 @@ impl Gateway {
         }
         audit.status = 204;
         audit.detail = Some(updates.summary(affected.len()));
+        stamp(&mut audit);
         if let Err(e) = self.store.remove(&rec, false, &audit) {
             return Err(self.store_err_after_vendor(audit, e));
         }

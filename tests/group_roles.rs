@@ -413,6 +413,30 @@ async fn a_group_change_the_vendor_cuts_short_is_recorded_as_far_as_confirmed_an
     gw.sims[app].set_faults(SimFaults::default());
     let f = gw.call(app, Method::GET, &common::filter_path("Groups", "displayName eq \"Process Viewers\""), None).await;
     assert_eq!(f.body["totalResults"], 0, "{}", f.body);
+
+    // Deleting the group, cut short the same way: it stays, holding only the members not yet done.
+    gw.sims[app].set_faults(SimFaults {
+        throttle: Some(Throttle { requests: 4, per: std::time::Duration::from_secs(600), retry_after_secs: 1 }),
+        ..Default::default()
+    });
+    let d = gw.call(app, Method::DELETE, &format!("/Groups/{g}"), None).await;
+    assert!(matches!(d.status, 429 | 503), "{} {}", d.status, d.body);
+    assert!(d.retry_after.is_some());
+    assert_eq!(gw.members(app, &g).await, uids[2..], "the group keeps the member whose role is unchanged");
+    assert_eq!(gw.held_roles(app, "m0@example.com"), ["Editor"]);
+    assert_eq!(gw.held_roles(app, "m2@example.com"), ["Process Owner"]);
+    gw.sims[app].set_faults(SimFaults::default());
+    let mut status = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        status = gw.call(app, Method::DELETE, &format!("/Groups/{g}"), None).await.status;
+        if status == 204 {
+            break;
+        }
+    }
+    assert_eq!(status, 204, "the retried delete completes");
+    assert_eq!(gw.call(app, Method::GET, &format!("/Groups/{g}"), None).await.status, 404);
+    assert!((0..3).all(|i| gw.held_roles(app, &format!("m{i}@example.com")) == ["Editor"]));
 }
 
 #[tokio::test]
