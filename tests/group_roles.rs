@@ -439,6 +439,59 @@ async fn a_group_change_the_vendor_cuts_short_is_recorded_as_far_as_confirmed_an
     assert!((0..3).all(|i| gw.held_roles(app, &format!("m{i}@example.com")) == ["Editor"]));
 }
 
+/// Group changes with overlapping members and user changes, all at once: none waits for another forever
+/// (the lock order), and afterwards every user holds at the vendor the role its final groups give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_group_and_user_changes_end_consistent() {
+    let gw = std::sync::Arc::new(start().await);
+    let app = "promapp";
+    let mut uids = Vec::new();
+    for i in 0..6 {
+        uids.push(gw.create_user(app, &format!("c{i}@example.com"), &["Editor"]).await);
+    }
+    let owners = gw.create_group(app, "Process Owners").await;
+    let viewers = gw.create_group(app, "Process Viewers").await;
+    let mut tasks = Vec::new();
+    for round in 0..24usize {
+        let (gw, uids, owners, viewers) = (gw.clone(), uids.clone(), owners.clone(), viewers.clone());
+        tasks.push(tokio::spawn(async move {
+            let group = if round % 2 == 0 { &owners } else { &viewers };
+            let (a, b) = (&uids[round % 6], &uids[(round * 5 + 1) % 6]);
+            match round % 4 {
+                0 | 1 => gw.add(app, group, &[a, b]).await.status,
+                2 => gw.remove(app, group, a).await.status,
+                _ => {
+                    let ops = json!([{"op": "Replace", "path": "name.givenName", "value": format!("R{round}")}]);
+                    gw.patch(app, &format!("/Users/{a}"), ops).await.status
+                }
+            }
+        }));
+    }
+    // A guard against a deadlock hanging the suite, not a timing check: the changes take milliseconds.
+    let all = tokio::time::timeout(std::time::Duration::from_secs(120), futures_join(tasks)).await;
+    let statuses = all.expect("no change waits forever for another");
+    assert!(statuses.iter().all(|s| matches!(s, 200 | 204)), "{statuses:?}");
+    let (in_owners, in_viewers) = (gw.members(app, &owners).await, gw.members(app, &viewers).await);
+    for (i, uid) in uids.iter().enumerate() {
+        let want = if in_owners.contains(uid) {
+            "Process Owner"
+        } else if in_viewers.contains(uid) {
+            "Viewer"
+        } else {
+            "Editor"
+        };
+        assert_eq!(gw.held_roles(app, &format!("c{i}@example.com")), [want], "c{i}");
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 #[tokio::test]
 async fn members_must_be_this_apps_users() {
     let gw = start().await;
