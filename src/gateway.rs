@@ -240,7 +240,6 @@ fn flatten_and<'a>(f: &'a Filter, out: &mut Vec<&'a Filter>) {
     }
 }
 
-/// Copies the request's vendor traffic (calls and every attempt, retries included) into its audit entry.
 /// Where the request's vendor traffic stands now, for `stamp_since`.
 pub(crate) fn call_mark() -> (u32, u32, usize) {
     adapter_api::calls::current().map(|log| (log.calls(), log.attempts(), log.attempt_log().len())).unwrap_or_default()
@@ -256,6 +255,7 @@ pub(crate) fn stamp_since(entry: &mut AuditEntry, mark: (u32, u32, usize)) {
     }
 }
 
+/// Copies the request's vendor traffic (calls and every attempt, retries included) into its audit entry.
 pub(crate) fn stamp(entry: &mut AuditEntry) {
     if let Some(log) = adapter_api::calls::current() {
         entry.vendor_calls = log.calls();

@@ -509,6 +509,9 @@ async fn members_must_be_this_apps_users() {
     assert!(gw.members(app, &g).await.is_empty());
     let refused = gw.audit().into_iter().find(|e| e.resource_id.as_deref() == Some(&g)).unwrap();
     assert_eq!(refused.outcome, "rejected", "refusals are audited: {refused:?}");
+    // Discovery says this app has groups (the gateway keeps them).
+    let types = gw.call(app, Method::GET, "/ResourceTypes", None).await;
+    assert!(types.body.to_string().contains("\"Group\""), "{}", types.body);
 }
 
 #[tokio::test]
