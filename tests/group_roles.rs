@@ -492,6 +492,53 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
     out
 }
 
+/// Reconcile compares each user with the role its groups give (and Promapp's Default Access rule), so it
+/// finds nothing to repair in what the gateway set, and repairs a group role changed behind its back.
+#[tokio::test]
+async fn reconcile_keeps_group_roles() {
+    use scim_bridge::reconcile::{PassOptions, Resolution};
+    let gw = start().await;
+    let pass = |app: &'static str| {
+        let gateway = gw.running.gateway.clone();
+        async move {
+            let app = gateway.apps[app].clone();
+            let opts =
+                PassOptions { mode: scim_bridge::config::ReconcileMode::Enforce, dry_run: false, max_repairs: 10 };
+            gateway.reconcile(&app, &opts, false, &|_| {}).await
+        }
+    };
+    let owner = gw.create_user("promapp", "owner@example.com", &["Editor"]).await;
+    let g = gw.create_group("promapp", "Process Owners").await;
+    assert_eq!(gw.add("promapp", &g, &[&owner]).await.status, 204);
+    let da = gw.create_user("promapp", "da-later@example.com", &["Editor"]).await;
+    assert_eq!(gw.patch("promapp", &format!("/Users/{da}"), set_roles(&["Default Access"])).await.status, 200);
+    let editor = gw.create_user("prodpad", "ed-group@example.com", &[]).await;
+    let e = gw.create_group("prodpad", "ProdPad Editors").await;
+    assert_eq!(gw.add("prodpad", &e, &[&editor]).await.status, 204);
+    for app in ["promapp", "prodpad"] {
+        let report = pass(app).await;
+        assert!(report.findings.is_empty() && report.unchecked.is_empty(), "{app}: {report:?}");
+    }
+
+    // Someone makes the member an Admin in ProdPad itself: reconcile gives it its group's role back.
+    let vendor_id = gw.held("prodpad", "ed-group@example.com")["id"].as_str().unwrap().to_string();
+    let scim = format!("{}{}", gw.sims["prodpad"].root_url(), adapter_prodpad::sim::DEMO_SCIM_PATH);
+    let r = gw
+        .client
+        .patch(format!("{scim}/Users/{vendor_id}"))
+        .bearer_auth("pp-cred")
+        .json(&patch_body(json!([{"op": "replace", "path": "roles", "value": [{"value": "Admin"}]}])))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(gw.held_roles("prodpad", "ed-group@example.com"), ["Admin"]);
+    let report = pass("prodpad").await;
+    assert_eq!(report.findings.len(), 1, "{report:?}");
+    assert_eq!(report.findings[0].resolution, Resolution::Repaired, "{report:?}");
+    assert_eq!(gw.held_roles("prodpad", "ed-group@example.com"), ["Editor"]);
+}
+
 #[tokio::test]
 async fn members_must_be_this_apps_users() {
     let gw = start().await;
