@@ -10,8 +10,10 @@
 //! Entra gets the vendor's 429/503 with `Retry-After`: its retry of the same request finds the confirmed
 //! members already done and goes on with the rest. A create is all or nothing (a half-recorded group would
 //! answer Entra's retried POST with a uniqueness error). Locks: the app's group lock (one group change per
-//! app at a time), then the id locks of the group and every affected user in stripe order, then names, so
-//! a group change cannot deadlock with another or with a user change (which holds one id lock only).
+//! app at a time, so every group stays as it is meanwhile), then the id locks of the group and of every
+//! user whose role the change alters, in stripe order, then names: a group change cannot deadlock with
+//! another or with a user change (which holds one id lock only), and an unmapped group's changes lock no
+//! user at all.
 
 use std::collections::BTreeSet;
 
@@ -74,6 +76,16 @@ pub(crate) fn role_from_groups<'a>(app: &'a App, groups: &[Record], user_id: &st
                 .any(|g| g.name().trim().eq_ignore_ascii_case(entry.group.trim()) && is_member(&g.doc, user_id))
         })
         .map(|entry| entry.role.trim())
+}
+
+/// The members among `candidates` whose role differs between the groups `before` and `after`: the only
+/// users a group change must lock (the app's group lock keeps every group as it is meanwhile).
+fn role_changes<'a>(app: &App, candidates: &'a [String], before: &[Record], after: &[Record]) -> Vec<(Kind, &'a str)> {
+    candidates
+        .iter()
+        .filter(|u| role_from_groups(app, before, u) != role_from_groups(app, after, u))
+        .map(|u| (Kind::User, u.as_str()))
+        .collect()
 }
 
 /// The mapped role of a group name, if any entry names it.
@@ -293,7 +305,11 @@ impl Gateway {
         let doc_values = Value::Object(values.clone());
         let members = member_ids(&doc_values);
         let _serial = self.locks.app_groups(&app.name).lock().await;
-        let keys: Vec<(Kind, &str)> = members.iter().map(|m| (Kind::User, m.as_str())).collect();
+        // Only a mapped group's members change role (the app's group lock keeps the others as they are).
+        let keys: Vec<(Kind, &str)> = match role_of_name(app, &name) {
+            Some(_) => members.iter().map(|m| (Kind::User, m.as_str())).collect(),
+            None => Vec::new(),
+        };
         let _ids = self.locks.ids_in_order(&app.name, &keys).await;
         let _name = self.locks.name(&app.name, Kind::Group, &name).lock().await;
         let mut audit = self.audit(app, ctx, Kind::Group, "create");
@@ -409,8 +425,16 @@ impl Gateway {
             .chain(old_members.iter().filter(|m| !new_members.contains(m)))
             .cloned()
             .collect();
+        let before = self.stored_groups(app)?;
+        let after: Vec<Record> = before
+            .iter()
+            .map(|g| match g.id == rec.id {
+                true => Record { doc: doc.clone(), ..g.clone() },
+                false => g.clone(),
+            })
+            .collect();
         let mut keys: Vec<(Kind, &str)> = vec![(Kind::Group, id)];
-        keys.extend(affected.iter().map(|m| (Kind::User, m.as_str())));
+        keys.extend(role_changes(app, &affected, &before, &after));
         let _ids = self.locks.ids_in_order(&app.name, &keys).await;
         let renamed = !new_name.eq_ignore_ascii_case(rec.name());
         let _name = match renamed {
@@ -426,14 +450,6 @@ impl Gateway {
         }
         let added: Vec<String> = new_members.iter().filter(|m| !old_members.contains(m)).cloned().collect();
         self.check_members(app, &added).map_err(refused)?;
-        let before = self.stored_groups(app)?;
-        let after: Vec<Record> = before
-            .iter()
-            .map(|g| match g.id == rec.id {
-                true => Record { doc: doc.clone(), ..g.clone() },
-                false => g.clone(),
-            })
-            .collect();
         let updates = self.set_member_roles(app, ctx, &affected, &before, &after).await;
         let mut audit = self.audit_of(app, ctx, &rec, op);
         let (final_doc, failure) = match updates.failure.clone() {
@@ -470,11 +486,11 @@ impl Gateway {
             Some(_) => member_ids(&rec.doc),
             None => Vec::new(),
         };
-        let mut keys: Vec<(Kind, &str)> = vec![(Kind::Group, id)];
-        keys.extend(affected.iter().map(|m| (Kind::User, m.as_str())));
-        let _ids = self.locks.ids_in_order(&app.name, &keys).await;
         let before = self.stored_groups(app)?;
         let after: Vec<Record> = before.iter().filter(|g| g.id != rec.id).cloned().collect();
+        let mut keys: Vec<(Kind, &str)> = vec![(Kind::Group, id)];
+        keys.extend(role_changes(app, &affected, &before, &after));
+        let _ids = self.locks.ids_in_order(&app.name, &keys).await;
         let updates = self.set_member_roles(app, ctx, &affected, &before, &after).await;
         let mut audit = self.audit_of(app, ctx, &rec, "delete");
         if let Some(err) = updates.failure.clone() {
