@@ -267,6 +267,15 @@ async fn prodpad_scim_mode_sends_the_mapped_role() {
     assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"]);
 }
 
+/// ProdPad's guide has no Default Access rule: such a user is created with the default role, never more.
+#[tokio::test]
+async fn default_access_on_prodpad_is_no_mapped_role() {
+    let gw = start().await;
+    gw.create_user("prodpad", "da@example.com", &["msiam_access"]).await;
+    assert_eq!(gw.held_roles("prodpad", "da@example.com"), ["Reviewer"]);
+    assert_eq!(gw.held_active("prodpad", "da@example.com"), Some(true));
+}
+
 /// A mapped group and the role its members get.
 type Mapped = (&'static str, &'static str);
 
