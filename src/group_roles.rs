@@ -26,7 +26,7 @@ use crate::gateway::{now, stamp, stamp_since, store_err, App, Ctx, Gateway, Repl
 use crate::scim::error::ScimError;
 use crate::scim::patch;
 use crate::scim::schema::ResourceKind;
-use crate::store::{Kind, Record};
+use crate::store::{AuditEntry, Kind, Record, StoreError};
 
 /// Checks an app's `group_roles` against its adapter at start-up; the error names the key (the caller
 /// adds the file and the app).
@@ -169,10 +169,37 @@ impl Gateway {
         !app.group_roles.is_empty()
     }
 
+    // ---- every store call of this module (one place to make async when the store becomes async)
+
     /// The app's stored groups (one store read).
     fn stored_groups(&self, app: &App) -> ScimResult<Vec<Record>> {
         self.store.list(&app.name, Kind::Group).map_err(store_err)
     }
+
+    fn stored_user(&self, app: &App, id: &str) -> ScimResult<Option<Record>> {
+        self.store.get(&app.name, Kind::User, id).map_err(store_err)
+    }
+
+    fn group_named(&self, app: &App, name: &str) -> ScimResult<Option<Record>> {
+        self.store.find_by_name(&app.name, Kind::Group, name).map_err(store_err)
+    }
+
+    /// Completes an audit entry on its own; a failure is logged (the change it records already happened).
+    fn write_audit(&self, audit: &AuditEntry) {
+        if let Err(e) = self.store.audit(audit) {
+            tracing::error!(error = %e, "cannot write a group_roles audit entry");
+        }
+    }
+
+    /// Writes (`Some`) or removes (`None`) the group record with its audit entry, atomically.
+    fn record_group(&self, group: Option<&Record>, removed: &Record, audit: &AuditEntry) -> Result<(), StoreError> {
+        match group {
+            Some(rec) => self.store.put(rec, audit),
+            None => self.store.remove(removed, false, audit),
+        }
+    }
+
+    // ---- the rest reads and writes through the functions above
 
     /// The app's groups when it maps groups to roles, else none (for passes over many users).
     pub(crate) fn role_groups(&self, app: &App) -> ScimResult<Vec<Record>> {
@@ -208,15 +235,15 @@ impl Gateway {
                 out.confirmed.insert(uid.clone());
                 continue;
             }
-            let rec = match self.store.get(&app.name, Kind::User, uid) {
+            let rec = match self.stored_user(app, uid) {
                 Ok(Some(rec)) => rec,
                 // Deleted meanwhile: no vendor role to set.
                 Ok(None) => {
                     out.confirmed.insert(uid.clone());
                     continue;
                 }
-                Err(e) => {
-                    out.failure = Some(store_err(e));
+                Err(err) => {
+                    out.failure = Some(err);
                     break;
                 }
             };
@@ -248,9 +275,7 @@ impl Gateway {
                     }
                     audit.detail = Some(detail);
                     audit.status = 200;
-                    if let Err(e) = self.store.audit(&audit) {
-                        tracing::error!(error = %e, "cannot complete a group-role audit entry");
-                    }
+                    self.write_audit(&audit);
                     out.confirmed.insert(uid.clone());
                     out.updated += 1;
                 }
@@ -258,9 +283,7 @@ impl Gateway {
                     audit.outcome = e.kind_name().into();
                     audit.status = 200;
                     audit.detail = Some("the vendor no longer has this user; its membership is recorded".into());
-                    if let Err(e) = self.store.audit(&audit) {
-                        tracing::error!(error = %e, "cannot complete a group-role audit entry");
-                    }
+                    self.write_audit(&audit);
                     out.confirmed.insert(uid.clone());
                 }
                 Err(e) => {
@@ -278,7 +301,7 @@ impl Gateway {
     /// them, and a group cannot hold a vendor role).
     fn check_members(&self, app: &App, ids: &[String]) -> ScimResult<()> {
         for id in ids {
-            if self.store.get(&app.name, Kind::User, id).map_err(store_err)?.is_none() {
+            if self.stored_user(app, id)?.is_none() {
                 return Err(ScimError::invalid_value(format!(
                     "member {id} is not a user provisioned through this app (groups map to roles; nested groups \
                      are not kept)"
@@ -315,7 +338,7 @@ impl Gateway {
         let mut audit = self.audit(app, ctx, Kind::Group, "create");
         audit.name = Some(name.clone());
         audit.after = Some(doc_values.clone());
-        if self.store.find_by_name(&app.name, Kind::Group, &name).map_err(store_err)?.is_some() {
+        if self.group_named(app, &name)?.is_some() {
             let err = ScimError::uniqueness(format!("displayName '{name}' already exists"));
             self.audit_failure(audit, &err, None);
             return Err(err);
@@ -354,9 +377,7 @@ impl Gateway {
             audit.status = err.status.as_u16();
             audit.detail = Some(format!("{} ({})", err.detail, updates.summary(members.len())));
             stamp(&mut audit);
-            if let Err(e) = self.store.audit(&audit) {
-                tracing::error!(error = %e, "cannot write audit entry");
-            }
+            self.write_audit(&audit);
             return Err(err);
         }
         audit.resource_id = Some(id);
@@ -364,7 +385,7 @@ impl Gateway {
         audit.status = 201;
         stamp(&mut audit);
         audit.detail = Some(updates.summary(members.len()));
-        if let Err(e) = self.store.put(&record, &audit) {
+        if let Err(e) = self.record_group(Some(&record), &record, &audit) {
             return Err(self.store_err_after_vendor(audit, e));
         }
         let body = self.with_location(ctx, Kind::Group, &record.doc);
@@ -442,7 +463,7 @@ impl Gateway {
             false => None,
         };
         if renamed {
-            if let Some(other) = self.store.find_by_name(&app.name, Kind::Group, &new_name).map_err(store_err)? {
+            if let Some(other) = self.group_named(app, &new_name)? {
                 if other.id != rec.id {
                     return Err(refused(ScimError::uniqueness(format!("displayName '{new_name}' already exists"))));
                 }
@@ -464,7 +485,7 @@ impl Gateway {
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);
-            if let Err(e) = self.store.put(&updated, &audit) {
+            if let Err(e) = self.record_group(Some(&updated), &rec, &audit) {
                 tracing::error!(error = %e, "cannot record the confirmed part of a group change");
                 return Err(ScimError::store_unavailable_after_vendor());
             }
@@ -473,7 +494,7 @@ impl Gateway {
         audit.status = if op == "update" { 204 } else { 200 };
         audit.detail = Some(updates.summary(affected.len()));
         stamp(&mut audit);
-        if let Err(e) = self.store.put(&updated, &audit) {
+        if let Err(e) = self.record_group(Some(&updated), &rec, &audit) {
             return Err(self.store_err_after_vendor(audit, e));
         }
         Ok(self.group_reply(ctx, op, &updated.doc))
@@ -509,7 +530,7 @@ impl Gateway {
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);
-            if let Err(e) = self.store.put(&updated, &audit) {
+            if let Err(e) = self.record_group(Some(&updated), &rec, &audit) {
                 tracing::error!(error = %e, "cannot record the confirmed part of a group delete");
                 return Err(ScimError::store_unavailable_after_vendor());
             }
@@ -518,7 +539,7 @@ impl Gateway {
         audit.status = 204;
         audit.detail = Some(updates.summary(affected.len()));
         stamp(&mut audit);
-        if let Err(e) = self.store.remove(&rec, false, &audit) {
+        if let Err(e) = self.record_group(None, &rec, &audit) {
             return Err(self.store_err_after_vendor(audit, e));
         }
         Ok(Reply { status: StatusCode::NO_CONTENT, body: None, location: None })
