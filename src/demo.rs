@@ -241,6 +241,19 @@ impl Demo {
                 let r = self.call(&client, "DELETE", &format!("{base}/Users/{id}"), None).await?;
                 out.push_str(&format!("   delete grace: {}\n", r.0));
             }
+            let mapped = DEMO_GROUP_ROLES.iter().find(|(v, _)| app.strip_suffix("-groups") == Some(*v));
+            if let (Some((_, roles)), Some(id)) = (mapped, ids.first()) {
+                let (group, role) = roles[0];
+                let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": group});
+                let created = self.call(&client, "POST", &format!("{base}/Groups"), Some(body)).await?;
+                let gid = created.1.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                let add = patch(json!([{"op": "Add", "path": "members", "value": [{"value": id}]}]));
+                let r = self.call(&client, "PATCH", &format!("{base}/Groups/{gid}"), Some(add)).await?;
+                out.push_str(&format!(
+                    "   group '{group}' (group_roles: {role}): create {}, add ada: {}\n",
+                    created.0, r.0
+                ));
+            }
             match self.sims.iter().find(|(a, _)| a == app) {
                 Some((_, sim)) => {
                     out.push_str(&format!("   the {} simulator now holds:\n", sim.vendor()));
