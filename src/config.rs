@@ -180,6 +180,10 @@ pub struct AppConfig {
     /// Comparing the vendor with Entra's state (see `src/reconcile.rs`).
     #[serde(default)]
     pub reconcile: ReconcileConfig,
+    /// For a vendor without groups: Entra groups whose members get a vendor role, in order of precedence
+    /// (a member of several mapped groups gets the first one's role; see `src/group_roles.rs`).
+    #[serde(default)]
+    pub group_roles: Vec<GroupRole>,
     /// Everything else: the vendor's own options, validated by its adapter crate.
     #[serde(flatten)]
     pub options: Map<String, Value>,
@@ -193,9 +197,19 @@ impl std::fmt::Debug for AppConfig {
             .field("limits", &self.limits)
             .field("ip_allow", &self.ip_allow)
             .field("reconcile", &self.reconcile)
+            .field("group_roles", &self.group_roles)
             .field("option_keys", &self.options.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// One `apps.<name>.group_roles` entry: members of the Entra group whose displayName is `group` (ignoring
+/// case) get the vendor role `role`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRole {
+    pub group: String,
+    pub role: String,
 }
 
 /// What reconcile does with a difference between the vendor and Entra's last desired state.
@@ -363,6 +377,24 @@ impl Config {
                 }
             }
             app.reconcile.validate(at)?;
+            let mut seen_groups: BTreeMap<String, usize> = BTreeMap::new();
+            for (i, entry) in app.group_roles.iter().enumerate() {
+                let key = |k: &str| at(&format!("group_roles[{i}].{k}"));
+                if entry.group.trim().is_empty() {
+                    return Err(ConfigError(format!("{}: must name an Entra group (its displayName)", key("group"))));
+                }
+                if entry.role.trim().is_empty() {
+                    return Err(ConfigError(format!("{}: must name a vendor role", key("role"))));
+                }
+                if let Some(first) = seen_groups.insert(entry.group.trim().to_lowercase(), i) {
+                    return Err(ConfigError(format!(
+                        "{}: '{}' is already mapped by group_roles[{first}]; a group has one role (the list's \
+                         order is the precedence between groups)",
+                        key("group"),
+                        entry.group
+                    )));
+                }
+            }
             for (i, cidr) in app.ip_allow.iter().enumerate() {
                 crate::http::Cidr::parse(cidr)
                     .map_err(|e| ConfigError(format!("{}: {e}", at(&format!("ip_allow[{i}]")))))?;
@@ -503,6 +535,10 @@ mod tests {
             (&format!("admin:\n  token_sha256: {HASH}\n"), "admin.token_sha256"),
             (&format!("admin_listen: 127.0.0.1:0\nadmin:\n  token_sha256: {HASH}\napps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n"), "admin.token_sha256"),
             ("admin:\n  token: x\n", "token"),
+            (&format!("apps:\n  a:\n    type: promapp\n    token_sha256: {HASH2}\n    group_roles:\n      - group: \" \"\n        role: Editor\n"), "apps.a.group_roles[0].group"),
+            (&format!("apps:\n  a:\n    type: promapp\n    token_sha256: {HASH2}\n    group_roles:\n      - group: G\n        role: \"\"\n"), "apps.a.group_roles[0].role"),
+            (&format!("apps:\n  a:\n    type: promapp\n    token_sha256: {HASH2}\n    group_roles:\n      - group: G\n        role: A\n      - group: g\n        role: B\n"), "apps.a.group_roles[1].group"),
+            (&format!("apps:\n  a:\n    type: promapp\n    token_sha256: {HASH2}\n    group_roles:\n      - group: G\n        rank: 1\n"), "rank"),
         ];
         for (yaml, key) in cases {
             let err = Config::from_yaml(yaml, "proxy.yaml").unwrap_err().0;

@@ -8,11 +8,17 @@ use std::net::SocketAddr;
 use adapter_api::simkit::{DemoSim, SimFaults, Simulator};
 use serde_json::{json, Value};
 
-use crate::config::{AppConfig, Config, LimitsConfig};
+use crate::config::{AppConfig, Config, GroupRole, LimitsConfig};
 use crate::server::{self, Running};
 
 /// The vendor types that have a simulator.
 pub const SIMULATED: &[&str] = &["prodpad", "promapp", "prompt"];
+
+/// The demo's `<vendor>-groups` apps: Entra group displayName -> vendor role, first match wins.
+pub const DEMO_GROUP_ROLES: &[(&str, &[(&str, &str)])] = &[
+    ("prodpad", &[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")]),
+    ("promapp", &[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]),
+];
 
 /// Starts the simulator of `vendor` accepting `credential`.
 pub async fn simulator(vendor: &str, credential: &str, addr: Option<SocketAddr>) -> Result<DemoSim, String> {
@@ -95,8 +101,8 @@ impl std::fmt::Debug for Demo {
     }
 }
 
-/// Starts the three simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, all
-/// with `token` (the demo's one convenience: real configs need one token per app).
+/// Starts the simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, and the
+/// `group_roles` apps `prodpad-groups` and `promapp-groups` (`DEMO_GROUP_ROLES`), all with `token` (the demo's one convenience: real configs need one token per app).
 pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -> Result<Demo, String> {
     start_with_limits(listen, token, faults, demo_limits(), ":memory:").await
 }
@@ -131,6 +137,7 @@ async fn start_inner(
             limits: LimitsConfig::default(),
             ip_allow: Vec::new(),
             reconcile: Default::default(),
+            group_roles: Vec::new(),
             options: Default::default(),
         },
     );
@@ -153,10 +160,35 @@ async fn start_inner(
                 limits: limits.clone(),
                 ip_allow: Vec::new(),
                 reconcile: Default::default(),
+                group_roles: Vec::new(),
                 options,
             },
         );
         sims.push((vendor.to_string(), started.sim));
+    }
+    // One app per vendor with roles that maps Entra groups to them, each on a simulator of its own so its
+    // vendor state can be checked apart: the Entra group vectors run against these (`.ci/run`).
+    for (vendor, group_roles) in DEMO_GROUP_ROLES {
+        let app = format!("{vendor}-groups");
+        let started = simulator(vendor, &demo_credential(vendor), None).await?;
+        if let Some(f) = &faults {
+            started.sim.set_faults(f.clone());
+        }
+        let group_roles =
+            group_roles.iter().map(|(group, role)| GroupRole { group: group.to_string(), role: role.to_string() });
+        apps.insert(
+            app.clone(),
+            AppConfig {
+                vendor: vendor.to_string(),
+                token_sha256: hash.clone(),
+                limits: limits.clone(),
+                ip_allow: Vec::new(),
+                reconcile: Default::default(),
+                group_roles: group_roles.collect(),
+                options: started.app_options,
+            },
+        );
+        sims.push((app, started.sim));
     }
     let mut config = Config::with_apps(listen, apps);
     config.store.path = store_path.into();
@@ -188,8 +220,9 @@ impl Demo {
         }
         out.push_str(&format!("  sandbox: {}   token: {}\n", self.app_url("sandbox"), self.token));
         for (app, sim) in &self.sims {
+            let groups = if app.ends_with("-groups") { "   groups: group_roles" } else { "" };
             out.push_str(&format!(
-                "  {app}: {}   token: {}   simulator: {}/_sim/users\n",
+                "  {app}: {}   token: {}   simulator: {}/_sim/users{groups}\n",
                 self.app_url(app),
                 self.token,
                 sim.root_url()
@@ -255,6 +288,19 @@ impl Demo {
             if let Some(id) = ids.get(2) {
                 let r = self.call(&client, "DELETE", &format!("{base}/Users/{id}"), None).await?;
                 out.push_str(&format!("   delete grace: {}\n", r.0));
+            }
+            let mapped = DEMO_GROUP_ROLES.iter().find(|(v, _)| app.strip_suffix("-groups") == Some(*v));
+            if let (Some((_, roles)), Some(id)) = (mapped, ids.first()) {
+                let (group, role) = roles[0];
+                let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": group});
+                let created = self.call(&client, "POST", &format!("{base}/Groups"), Some(body)).await?;
+                let gid = created.1.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                let add = patch(json!([{"op": "Add", "path": "members", "value": [{"value": id}]}]));
+                let r = self.call(&client, "PATCH", &format!("{base}/Groups/{gid}"), Some(add)).await?;
+                out.push_str(&format!(
+                    "   group '{group}' (group_roles: {role}): create {}, add ada: {}\n",
+                    created.0, r.0
+                ));
             }
             match self.sims.iter().find(|(a, _)| a == app) {
                 Some((_, sim)) => {

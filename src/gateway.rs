@@ -28,6 +28,8 @@ pub struct App {
     pub token_sha256: [u8; 32],
     pub ip_allow: Vec<crate::http::Cidr>,
     pub reconcile: crate::config::ReconcileConfig,
+    /// Entra groups whose members get a vendor role, in order of precedence (`src/group_roles.rs`).
+    pub group_roles: Vec<crate::config::GroupRole>,
 }
 
 impl std::fmt::Debug for App {
@@ -72,6 +74,8 @@ pub(crate) struct Locks {
     ids: Vec<Mutex<()>>,
     names: Vec<Mutex<()>>,
     vendor_records: Vec<Mutex<()>>,
+    /// One group change per app at a time where the gateway maps groups to roles (taken before any id).
+    app_groups: Vec<Mutex<()>>,
 }
 
 fn stripe_of(stripes: &[Mutex<()>], app: &str, kind: Kind, key: &str) -> usize {
@@ -83,7 +87,22 @@ fn stripe_of(stripes: &[Mutex<()>], app: &str, kind: Kind, key: &str) -> usize {
 impl Locks {
     fn new() -> Self {
         let set = || (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Locks { ids: set(), names: set(), vendor_records: set() }
+        Locks { ids: set(), names: set(), vendor_records: set(), app_groups: (0..64).map(|_| Mutex::new(())).collect() }
+    }
+    pub(crate) fn app_groups(&self, app: &str) -> &Mutex<()> {
+        &self.app_groups[stripe_of(&self.app_groups, app, Kind::Group, "")]
+    }
+    /// The id locks of several resources, taken in stripe order (each stripe once): two callers holding
+    /// several id locks at a time cannot deadlock, whatever resources they name.
+    pub(crate) async fn ids_in_order(&self, app: &str, keys: &[(Kind, &str)]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.iter().map(|(kind, id)| stripe_of(&self.ids, app, *kind, id)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.ids[i].lock().await);
+        }
+        guards
     }
     pub(crate) fn id(&self, app: &str, kind: Kind, id: &str) -> &Mutex<()> {
         &self.ids[stripe_of(&self.ids, app, kind, id)]
@@ -155,7 +174,7 @@ fn store_err_for_vendor_path(err: StoreError) -> adapter_api::Error {
 /// What Entra reads when the shadow store fails inside the vendor-facing path.
 const STORE_UNAVAILABLE_DETAIL: &str = "the gateway's store is unavailable; try again";
 
-fn store_err(err: StoreError) -> ScimError {
+pub(crate) fn store_err(err: StoreError) -> ScimError {
     match err {
         StoreError::Duplicate => ScimError::uniqueness("another resource already has this name"),
         StoreError::VendorLinked(owner) => {
@@ -224,6 +243,21 @@ fn flatten_and<'a>(f: &'a Filter, out: &mut Vec<&'a Filter>) {
     }
 }
 
+/// Where the request's vendor traffic stands now, for `stamp_since`.
+pub(crate) fn call_mark() -> (u32, u32, usize) {
+    adapter_api::calls::current().map(|log| (log.calls(), log.attempts(), log.attempt_log().len())).unwrap_or_default()
+}
+
+/// Copies the vendor traffic since `mark` into an entry: one request can make several audited changes
+/// (a group change sets each member's role).
+pub(crate) fn stamp_since(entry: &mut AuditEntry, mark: (u32, u32, usize)) {
+    if let Some(log) = adapter_api::calls::current() {
+        entry.vendor_calls = log.calls().saturating_sub(mark.0);
+        entry.attempts = log.attempts().saturating_sub(mark.1);
+        entry.attempt_log = log.attempt_log().into_iter().skip(mark.2).collect();
+    }
+}
+
 /// Copies the request's vendor traffic (calls and every attempt, retries included) into its audit entry.
 pub(crate) fn stamp(entry: &mut AuditEntry) {
     if let Some(log) = adapter_api::calls::current() {
@@ -240,7 +274,7 @@ fn strip_write_only(doc: &mut Map<String, Value>) {
 }
 
 /// The resource's values without the gateway's envelope, for "did anything change?" comparisons.
-fn values_of(doc: &Value) -> Value {
+pub(crate) fn values_of(doc: &Value) -> Value {
     let mut v = doc.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("meta");
@@ -292,7 +326,7 @@ impl Gateway {
         }
     }
 
-    fn audit(&self, app: &App, ctx: &Ctx, kind: Kind, op: &str) -> AuditEntry {
+    pub(crate) fn audit(&self, app: &App, ctx: &Ctx, kind: Kind, op: &str) -> AuditEntry {
         AuditEntry {
             at: now(),
             app: app.name.clone(),
@@ -306,7 +340,7 @@ impl Gateway {
     }
 
     /// An audit entry for an operation on the stored resource `rec` (its id, name and state before).
-    fn audit_of(&self, app: &App, ctx: &Ctx, rec: &Record, op: &str) -> AuditEntry {
+    pub(crate) fn audit_of(&self, app: &App, ctx: &Ctx, rec: &Record, op: &str) -> AuditEntry {
         let mut audit = self.audit(app, ctx, rec.kind, op);
         audit.resource_id = Some(rec.id.clone());
         audit.name = Some(rec.name().to_string());
@@ -315,7 +349,12 @@ impl Gateway {
     }
 
     /// Records a failed operation; the failure itself is what the caller returns.
-    async fn audit_failure(&self, mut entry: AuditEntry, err: &ScimError, adapter_err: Option<&adapter_api::Error>) {
+    pub(crate) async fn audit_failure(
+        &self,
+        mut entry: AuditEntry,
+        err: &ScimError,
+        adapter_err: Option<&adapter_api::Error>,
+    ) {
         stamp(&mut entry);
         entry.outcome = adapter_err.map(|e| e.kind_name().to_string()).unwrap_or_else(|| "rejected".into());
         entry.status = err.status.as_u16();
@@ -326,7 +365,7 @@ impl Gateway {
     }
 
     /// Passes `result` on, auditing it first when it is a refusal.
-    async fn audited<T>(&self, result: ScimResult<T>, entry: &AuditEntry) -> ScimResult<T> {
+    pub(crate) async fn audited<T>(&self, result: ScimResult<T>, entry: &AuditEntry) -> ScimResult<T> {
         if let Err(err) = &result {
             self.audit_failure(entry.clone(), err, None).await;
         }
@@ -337,7 +376,7 @@ impl Gateway {
     /// vendor record already taken in the shadow) is 409 and completes the audit entry, so no intent is
     /// left open for a change that was answered; a store that cannot write is 503 with its own detail
     /// (the vendor has the change), and the entry stays an open intent because nothing can be written.
-    async fn store_err_after_vendor(&self, audit: AuditEntry, err: StoreError) -> ScimError {
+    pub(crate) async fn store_err_after_vendor(&self, audit: AuditEntry, err: StoreError) -> ScimError {
         match err {
             StoreError::Duplicate | StoreError::VendorLinked(_) => {
                 let scim = ScimError::uniqueness(format!(
@@ -364,12 +403,12 @@ impl Gateway {
     }
 
     /// Maps a vendor error for Entra (the one mapping, `from_adapter`) and counts it.
-    fn vendor_error(&self, app: &App, err: &adapter_api::Error) -> ScimError {
+    pub(crate) fn vendor_error(&self, app: &App, err: &adapter_api::Error) -> ScimError {
         self.metrics.vendor_error(&app.name, err);
         from_adapter(&app.name, err)
     }
 
-    fn with_location(&self, ctx: &Ctx, kind: Kind, doc: &Value) -> Value {
+    pub(crate) fn with_location(&self, ctx: &Ctx, kind: Kind, doc: &Value) -> Value {
         let mut doc = doc.clone();
         let id = doc.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         if let Some(meta) = doc.get_mut("meta").and_then(Value::as_object_mut) {
@@ -379,14 +418,14 @@ impl Gateway {
     }
 
     fn group_capable(app: &App, kind: Kind) -> ScimResult<()> {
-        if kind == Kind::Group && !app.adapter.capabilities().groups {
+        if kind == Kind::Group && !app.adapter.capabilities().groups && !Self::maps_groups(app) {
             return Err(from_adapter(&app.name, &app.adapter.no_groups()));
         }
         Ok(())
     }
 
     /// Parses and normalises a POST/PUT body into a stored document's values.
-    fn incoming_doc(kind: Kind, body: Value) -> ScimResult<Map<String, Value>> {
+    pub(crate) fn incoming_doc(kind: Kind, body: Value) -> ScimResult<Map<String, Value>> {
         let mut doc = body;
         if !doc.is_object() {
             return Err(ScimError::invalid_syntax("the request body must be a JSON object"));
@@ -411,7 +450,7 @@ impl Gateway {
     }
 
     fn to_user(doc: &Value) -> ScimResult<User> {
-        User::from_scim(doc).map_err(ScimError::invalid_value)
+        User::from_scim(doc).map(crate::group_roles::entra_roles_only).map_err(ScimError::invalid_value)
     }
 
     /// A group with member ids translated to the vendor's ids.
@@ -439,6 +478,9 @@ impl Gateway {
 
     pub async fn create(&self, app: &App, ctx: &Ctx, kind: Kind, body: Value) -> ScimResult<Reply> {
         Self::group_capable(app, kind)?;
+        if kind == Kind::Group && Self::maps_groups(app) {
+            return self.mapped_group_create(app, ctx, body).await;
+        }
         let values = Self::incoming_doc(kind, body)?;
         let name = values.get(name_attr(kind)).and_then(Value::as_str).unwrap_or_default().to_string();
         let _guard = self.locks.name(&app.name, kind, &name).lock().await;
@@ -641,7 +683,7 @@ impl Gateway {
 
     // ------------------------------------------------------------------ read
 
-    async fn load(&self, app: &App, kind: Kind, id: &str) -> ScimResult<Record> {
+    pub(crate) async fn load(&self, app: &App, kind: Kind, id: &str) -> ScimResult<Record> {
         self.store
             .get(&app.name, kind, id)
             .await
@@ -674,7 +716,9 @@ impl Gateway {
         let hint = parsed.as_ref().and_then(|f| index_hint(kind, f));
         let (page, total): (Vec<Record>, usize) = match (hint, &parsed) {
             // Groups of a vendor without groups: nothing to list, and no vendor call.
-            (None, _) if kind == Kind::Group && !app.adapter.capabilities().groups => (Vec::new(), 0),
+            (None, _) if kind == Kind::Group && !app.adapter.capabilities().groups && !Self::maps_groups(app) => {
+                (Vec::new(), 0)
+            }
             // No filter: the page and the count come from the store, whatever its size.
             (None, None) => {
                 let total = self.store.count(&app.name, kind).await.map_err(store_err)? as usize;
@@ -803,6 +847,9 @@ impl Gateway {
     // ------------------------------------------------------------------ update
 
     pub async fn patch(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
+        if kind == Kind::Group && Self::maps_groups(app) {
+            return self.mapped_group_update(app, ctx, id, crate::group_roles::GroupEdit::Patch(body)).await;
+        }
         let parsed = patch::parse_patch(&body).map_err(|e| ScimError::bad_request(e.scim_type, e.detail));
         let _guard = self.locks.id(&app.name, kind, id).lock().await;
         // A malformed PATCH is still a change Entra attempted: audited against the resource when it exists.
@@ -833,6 +880,9 @@ impl Gateway {
     }
 
     pub async fn replace(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
+        if kind == Kind::Group && Self::maps_groups(app) {
+            return self.mapped_group_update(app, ctx, id, crate::group_roles::GroupEdit::Replace(body)).await;
+        }
         let values = Self::incoming_doc(kind, body);
         let _guard = self.locks.id(&app.name, kind, id).lock().await;
         let rec = self.load(app, kind, id).await?;
@@ -889,6 +939,10 @@ impl Gateway {
             Kind::User => {
                 let before = self.audited(Self::to_user(&rec.doc), &audit).await?;
                 let users = (before, self.audited(Self::to_user(&doc), &audit).await?);
+                // Both with the user's group role, which this change cannot alter (a group change would hold
+                // this user's id lock).
+                let users =
+                    (self.vendor_user(app, &rec.id, users.0).await?, self.vendor_user(app, &rec.id, users.1).await?);
                 Change::User(Box::new(users))
             }
             Kind::Group => {
@@ -938,6 +992,16 @@ impl Gateway {
             });
             obj.insert("meta".into(), meta);
         }
+        if let Change::User(users) = &change {
+            // The vendor may hold the user otherwise than Entra says (Promapp: only Default Access).
+            match (app.adapter.held_disabled_reason(&users.0), app.adapter.held_disabled_reason(&users.1)) {
+                (None, Some(reason)) => audit.detail = Some(reason),
+                (Some(_), None) if users.1.active => {
+                    audit.detail = Some("enabled again at the vendor: the user has an app-specific role again".into())
+                }
+                _ => {}
+            }
+        }
         let updated = Record { doc, modified: at, version, ..rec };
         audit.after = Some(updated.doc.clone());
         audit.status = 200;
@@ -951,12 +1015,18 @@ impl Gateway {
     // ------------------------------------------------------------------ delete
 
     pub async fn delete(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str) -> ScimResult<Reply> {
-        let _guard = self.locks.id(&app.name, kind, id).lock().await;
+        if kind == Kind::Group && Self::maps_groups(app) {
+            return self.mapped_group_delete(app, ctx, id).await;
+        }
+        let guard = self.locks.id(&app.name, kind, id).lock().await;
         let rec = self.load(app, kind, id).await?;
         let mut audit = self.audit_of(app, ctx, &rec, "delete");
         let caps = app.adapter.capabilities();
         let user = match kind {
-            Kind::User => match Self::to_user(&rec.doc) {
+            Kind::User => match match Self::to_user(&rec.doc) {
+                Ok(u) => self.vendor_user(app, &rec.id, u).await,
+                Err(e) => Err(e),
+            } {
                 Ok(user) => Some(user),
                 Err(err) => {
                     self.audit_failure(audit, &err, None).await;
@@ -991,6 +1061,8 @@ impl Gateway {
         if let Err(e) = self.store.remove(&rec, tombstone, &audit).await {
             return Err(self.store_err_after_vendor(audit, e).await);
         }
+        // The group locks come after no id lock: a group change takes its members' id locks.
+        drop(guard);
         self.drop_memberships(app, ctx, id).await;
         Ok(Reply::no_content())
     }
@@ -998,9 +1070,14 @@ impl Gateway {
     /// Removes a deleted resource from the shadow's group member lists (the vendor drops memberships of
     /// deleted users itself).
     async fn drop_memberships(&self, app: &App, ctx: &Ctx, member_id: &str) {
-        if !app.adapter.capabilities().groups {
+        let mapped = Self::maps_groups(app);
+        if !app.adapter.capabilities().groups && !mapped {
             return;
         }
+        let _serial = match mapped {
+            true => Some(self.locks.app_groups(&app.name).lock().await),
+            false => None,
+        };
         let Ok(groups) = self.store.list(&app.name, Kind::Group).await else { return };
         for g in groups {
             let Some(members) = g.doc.get("members").and_then(Value::as_array) else { continue };

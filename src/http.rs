@@ -470,7 +470,8 @@ async fn dispatch(
 ) -> Dispatched {
     let gw = &state.gateway;
     let capabilities = app.adapter.capabilities();
-    let groups = capabilities.groups;
+    // Groups exist for this app when the vendor keeps them or the gateway does (`group_roles`).
+    let groups = capabilities.groups || Gateway::maps_groups(app);
     let base = &ctx.base_url;
     let list_of = |items: Vec<Value>| {
         let n = items.len();

@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod entra_sim;
 pub mod gateway;
+pub mod group_roles;
 pub mod http;
 pub mod listener;
 pub mod metrics;

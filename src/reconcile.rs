@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use crate::config::ReconcileMode;
 use crate::gateway::{now, App, Gateway};
+use crate::group_roles::{role_from_groups, with_group_role};
 use crate::store::{AuditEntry, Kind, Record};
 
 /// What one pass may do.
@@ -276,6 +277,11 @@ impl Gateway {
                 return Vec::new();
             }
         };
+        // Members of mapped groups hold their group's role at the vendor (`group_roles`).
+        let Ok(groups) = self.role_groups(app).await else {
+            report.unchecked.push("the gateway's store could not be read".into());
+            return Vec::new();
+        };
         report.managed = snapshot.len();
         progress(Progress::Listing);
         let taken = Instant::now();
@@ -302,7 +308,9 @@ impl Gateway {
                 candidates.push(Candidate::Missing { rec: Box::new(rec) });
                 continue;
             };
-            let Ok(desired) = User::from_scim(&rec.doc) else {
+            let desired =
+                User::from_scim(&rec.doc).map(|u| with_group_role(u, role_from_groups(app, &groups, &rec.id)));
+            let Ok(desired) = desired else {
                 report.unchecked.push(format!("user {} has a stored document the adapter cannot read", rec.id));
                 continue;
             };
@@ -395,6 +403,10 @@ impl Gateway {
         };
         let Ok(desired) = User::from_scim(&rec.doc) else {
             finding.detail = "the stored document cannot be read as a user".into();
+            return Some(finding);
+        };
+        let Ok(desired) = self.vendor_user(app, &rec.id, desired).await else {
+            finding.detail = "the gateway's store could not be read".into();
             return Some(finding);
         };
         let fresh = match app.adapter.get_user(&rec.vendor_id).await {

@@ -33,9 +33,12 @@ pub fn build_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, Conf
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ConfigError(format!("{origin}: apps.{name}.ip_allow: {e}")))?;
         let reconcile = app.reconcile.clone();
+        crate::group_roles::check_config(app, adapter.as_ref())
+            .map_err(|e| ConfigError(format!("{origin}: apps.{name}.{e}")))?;
+        let group_roles = app.group_roles.clone();
         apps.insert(
             name.clone(),
-            Arc::new(App { name: name.clone(), adapter, token_sha256: token, ip_allow, reconcile }),
+            Arc::new(App { name: name.clone(), adapter, token_sha256: token, ip_allow, reconcile, group_roles }),
         );
     }
     let store = store::open(&config.store.path)

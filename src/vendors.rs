@@ -122,6 +122,7 @@ mod tests {
             limits,
             ip_allow: Vec::new(),
             reconcile: Default::default(),
+            group_roles: Vec::new(),
             options: options.as_object().unwrap().clone(),
         }
     }

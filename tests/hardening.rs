@@ -55,6 +55,7 @@ async fn vendor_gateway_with(
             limits: Default::default(),
             ip_allow: Vec::new(),
             reconcile: Default::default(),
+            group_roles: Vec::new(),
             options,
         },
     );

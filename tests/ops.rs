@@ -137,6 +137,16 @@ fn config_errors_name_the_key_and_the_file() {
             format!("admin_listen: 127.0.0.1:0\nadmin:\n  token_sha256: {0}\napps:\n  a:\n    type: sandbox\n    token_sha256: {0}\n", sha("x")),
             "admin.token_sha256",
         ),
+        (
+            "group-roles-empty-group.yaml",
+            format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    group_roles:\n      - {{group: \"\", role: Viewer}}\n", sha("x")),
+            "apps.p.group_roles[0].group",
+        ),
+        (
+            "group-roles-unknown-role.yaml",
+            format!("apps:\n  p:\n    type: prodpad\n    token_sha256: {}\n    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n    group_roles:\n      - {{group: G, role: Owner}}\n", sha("x")),
+            "apps.p.group_roles[0].role: 'Owner' is not a ProdPad role",
+        ),
     ];
     for (file, yaml, key) in cases {
         let path = write(dir.path(), file, &yaml);

@@ -38,6 +38,7 @@ async fn gateway_paced_at_the_vendor_rate_never_draws_a_429() {
             },
             ip_allow: Vec::new(),
             reconcile: Default::default(),
+            group_roles: Vec::new(),
             options: sim.app_options.clone(),
         },
     );

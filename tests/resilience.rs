@@ -35,6 +35,7 @@ async fn setup(vendor: &str, faults: SimFaults, limits: LimitsConfig) -> Setup {
             limits,
             ip_allow: Vec::new(),
             reconcile: Default::default(),
+            group_roles: Vec::new(),
             options: sim.app_options.clone(),
         },
     );

@@ -234,6 +234,7 @@ async fn two_prompt_organisations_side_by_side() {
                 limits: LimitsConfig::default(),
                 ip_allow: Vec::new(),
                 reconcile: Default::default(),
+                group_roles: Vec::new(),
                 options,
             },
         );
@@ -354,6 +355,7 @@ async fn prompt_matches_an_existing_user_by_email_only_where_enabled() {
                 limits,
                 ip_allow: vec![],
                 reconcile: Default::default(),
+                group_roles: Vec::new(),
                 options,
             },
         );
@@ -447,6 +449,7 @@ async fn prodpad_rest_mode_advertises_no_patch() {
             limits,
             ip_allow: vec![],
             reconcile: Default::default(),
+            group_roles: Vec::new(),
             options,
         },
     );

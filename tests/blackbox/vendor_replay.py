@@ -9,7 +9,10 @@ Per vendor app:
   1. every user/auth/error vector must pass, and after each one what Entra was told must be what the
      vendor holds: every user the gateway lists is at the simulator with the same `active`, and every
      simulator user the gateway no longer lists is gone or disabled;
-  2. every group vector must stop at its first group request with a 501 SCIM error (no vendor has groups);
+  2. every group vector must stop at its first group request with a 501 SCIM error (no vendor has groups),
+     except on the apps the banner marks `groups: group_roles` (`<vendor>-groups`), where the gateway keeps
+     the groups and maps them to vendor roles: there every group vector must pass, and a mapped group's
+     member must hold the group's role at the simulator until it leaves the group;
   3. afterwards the simulator holds every vector user deleted: gone (ProdPad SCIM deletes) or disabled
      (Promapp and PROMPT only disable);
   4. a create / disable / enable / delete lifecycle, checking the simulator after each step.
@@ -111,6 +114,47 @@ def patch(ops: list) -> dict:
     return {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}
 
 
+# The demo's group_roles (src/demo.rs DEMO_GROUP_ROLES): a mapped group and the role its members get.
+MAPPED_GROUP = {"prodpad": ("ProdPad Editors", "Editor"), "promapp": ("Process Owners", "Process Owner")}
+
+
+def vendor_roles(u: dict | None) -> list[str]:
+    if not u:
+        return []
+    if "role_type" in u:
+        return [u["role_type"]]
+    return [r.get("display") or r.get("value") for r in u.get("roles") or []]
+
+
+def check_group_role(c: Checks, app: str, vendor: str, base: str, token: str, sim_users: str) -> None:
+    """A member of a mapped group holds its role at the simulator, and loses it on leaving the group."""
+    group, role = MAPPED_GROUP[vendor]
+    name = f"grouprole-{uuid.uuid4().hex[:8]}@example.com"
+    body = entra_user(name)
+    body["roles"] = []
+    status, created = http("POST", f"{base}/Users", token, body)
+    c.check(status == 201, f"{app}: group-role user create {status} {created}")
+    uid = (created or {}).get("id", "missing")
+    before = vendor_roles(sim_user(sim_users, name))
+    status, g = http("POST", f"{base}/Groups", token, {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                                                         "displayName": group, "externalId": f"g-{uuid.uuid4().hex}"})
+    c.check(status == 201, f"{app}: create mapped group {status} {g}")
+    gid = (g or {}).get("id", "missing")
+    status, _ = http("PATCH", f"{base}/Groups/{gid}", token,
+                     patch([{"op": "Add", "path": "members", "value": [{"$ref": None, "value": uid}]}]))
+    c.check(status == 204, f"{app}: add member {status}")
+    held = vendor_roles(sim_user(sim_users, name))
+    c.check(held == [role], f"{app}: a member of {group!r} should hold {role!r} at the vendor, holds {held}")
+    status, _ = http("PATCH", f"{base}/Groups/{gid}", token,
+                     patch([{"op": "Remove", "path": f'members[value eq "{uid}"]'}]))
+    c.check(status == 204, f"{app}: remove member {status}")
+    after = vendor_roles(sim_user(sim_users, name))
+    c.check(after == before, f"{app}: after leaving {group!r} the vendor should hold {before}, holds {after}")
+    for path in (f"/Groups/{gid}", f"/Users/{uid}"):
+        http("DELETE", f"{base}{path}", token)
+    print(f"   group {group!r} -> {role!r}: set on joining, taken back on leaving, at the simulator")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo-log", required=True)
@@ -119,7 +163,7 @@ def main() -> int:
     ap.add_argument("--token", default="demo-token")
     args = ap.parse_args()
 
-    line_re = re.compile(r"^  ([a-z]+): (http\S+)\s+token: \S+\s+simulator: (http\S+)")
+    line_re = re.compile(r"^  ([a-z-]+): (http\S+)\s+token: \S+\s+simulator: (http\S+)(\s+groups: group_roles)?")
     apps = [m.groups() for m in map(line_re.match, Path(args.demo_log).read_text().splitlines()) if m]
     if not apps:
         print("no vendor apps in the demo banner")
@@ -129,7 +173,8 @@ def main() -> int:
     group_vectors = [v for v in vectors if v.stem.startswith("group-")]
     other_vectors = [v for v in vectors if not v.stem.startswith("group-")]
     c = Checks()
-    for app, base, sim_users in apps:
+    for app, base, sim_users, group_roles in apps:
+        vendor = app.removesuffix("-groups")
         print(f"== {app}: {len(other_vectors)} user vectors, {len(group_vectors)} group vectors")
         passed = 0
         for vector in other_vectors:
@@ -144,14 +189,19 @@ def main() -> int:
         run = subprocess.run([sys.executable, args.replay, "--base", base, "--token", args.token, *map(str, group_vectors)],
                              capture_output=True, text=True)
         fails = [l for l in run.stdout.splitlines() if l.startswith("FAIL ")]
-        c.check(len(fails) == len(group_vectors), f"{app}: every group vector should be refused, got {run.stdout}")
-        for l in fails:
-            c.check("got 501" in l and "does not support groups" in l, f"{app}: group refusal not a clear 501: {l}")
-        print(f"   group vectors: {len(fails)} refused with 501 (groups are not supported by {app})")
+        if group_roles:
+            c.check(run.returncode == 0 and not fails, f"{app}: every group vector should pass: {run.stdout}")
+            print(f"   group vectors: {len(group_vectors) - len(fails)} of {len(group_vectors)} passed (group_roles)")
+            check_group_role(c, app, vendor, base, args.token, sim_users)
+        else:
+            c.check(len(fails) == len(group_vectors), f"{app}: every group vector should be refused, got {run.stdout}")
+            for l in fails:
+                c.check("got 501" in l and "does not support groups" in l, f"{app}: group refusal not a clear 501: {l}")
+            print(f"   group vectors: {len(fails)} refused with 501 (groups are not supported by {app})")
 
         _, users = http("GET", sim_users)
         leftovers = [u for u in users or [] if str(u.get("userName", u.get("user_name", ""))).startswith("Test_User_")]
-        if app in HARD_DELETE:
+        if vendor in HARD_DELETE:
             c.check(not [u for u in leftovers if u.get("active") is not False], f"{app}: vector users left active: {leftovers}")
         else:
             c.check(len(leftovers) > 0, f"{app}: a disable-only vendor should keep the vector users (disabled)")
@@ -173,7 +223,7 @@ def main() -> int:
         status, _ = http("DELETE", f"{base}/Users/{uid}", args.token)
         c.check(status == 204, f"{app}: DELETE {status}")
         u = sim_user(sim_users, name)
-        if app in HARD_DELETE:
+        if vendor in HARD_DELETE:
             c.check(u is None, f"{app}: vendor should no longer hold {name}: {u}")
         else:
             c.check(u is not None and u.get("active") is False, f"{app}: vendor should hold {name} disabled: {u}")

@@ -130,6 +130,21 @@ pub trait Adapter: Send + Sync + 'static {
         Err(self.no_groups())
     }
 
+    /// Whether `role` is a role this vendor can give, for `group_roles` (checked once, at start-up; the
+    /// error says why not). The default takes any non-empty name: the vendor's catalogue is unknown.
+    fn check_role(&self, role: &str) -> std::result::Result<(), String> {
+        if role.trim().is_empty() {
+            return Err("an empty role name".into());
+        }
+        Ok(())
+    }
+
+    /// Why the vendor holds `user` disabled although Entra has it active (Promapp keeps no user whose only
+    /// role is Default Access), so the gateway can audit it as such. `None`: the vendor holds what Entra says.
+    fn held_disabled_reason(&self, _user: &User) -> Option<String> {
+        None
+    }
+
     /// A harmless read that shows whether the vendor is reachable and accepts the credential.
     async fn probe(&self) -> Result<ProbeReport>;
 

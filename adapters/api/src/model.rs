@@ -7,6 +7,10 @@ use serde_json::{Map, Value};
 
 pub const ENTERPRISE_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
+/// The `type` of a role entry the gateway set from `group_roles`: its value is already the vendor's role
+/// name, so an adapter takes it as it is instead of reading it as an Entra app-role value (`role_map`).
+pub const VENDOR_ROLE_TYPE: &str = "scim-bridge:vendor-role";
+
 /// One entry of a multi-valued attribute (emails, phoneNumbers, roles).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MultiValue {
@@ -35,6 +39,18 @@ pub struct Name {
     pub honorific_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub honorific_suffix: Option<String>,
+}
+
+impl MultiValue {
+    /// A role entry naming the vendor's own role (see `VENDOR_ROLE_TYPE`).
+    pub fn vendor_role(name: &str) -> Self {
+        MultiValue { value: Some(name.to_string()), kind: Some(VENDOR_ROLE_TYPE.into()), primary: None, display: None }
+    }
+
+    /// Whether this role entry is a vendor role name set by the gateway (see `VENDOR_ROLE_TYPE`).
+    pub fn is_vendor_role(&self) -> bool {
+        self.kind.as_deref() == Some(VENDOR_ROLE_TYPE)
+    }
 }
 
 /// A manager reference: the gateway's id of the manager user.

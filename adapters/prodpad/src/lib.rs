@@ -94,6 +94,14 @@ pub struct Config {
     /// full allowed representation).
     #[serde(default = "default_patch_strategy")]
     pub patch_strategy: PatchStrategy,
+    /// scim mode: send the role (`roles: [{value: Admin|Editor|Reviewer}]`, mapped like rest mode's
+    /// `role_type`). Default true; false strips roles, for a ProdPad SCIM service that refuses them.
+    #[serde(default = "default_true")]
+    pub scim_roles: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_delete_mode() -> DeleteMode {
@@ -115,6 +123,7 @@ pub struct Settings {
     pub send_external_id: bool,
     pub delete_mode: DeleteMode,
     pub patch_strategy: PatchStrategy,
+    pub scim_roles: bool,
 }
 
 impl Config {
@@ -195,6 +204,7 @@ impl Config {
             send_external_id: self.send_external_id,
             delete_mode: self.delete_mode,
             patch_strategy: self.patch_strategy,
+            scim_roles: self.scim_roles,
         })
     }
 
@@ -321,6 +331,9 @@ impl ProdPad {
                 if settings.send_external_id {
                     allowed.push("externalId");
                 }
+                if settings.scim_roles {
+                    allowed.push("roles");
+                }
                 let header = SecretString::from(format!("Bearer {}", key.expose_secret().trim()));
                 let mut rules = ScimRules::new("prodpad", settings.base_url.clone(), header, &allowed);
                 rules.patch_strategy = settings.patch_strategy;
@@ -334,6 +347,15 @@ impl ProdPad {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The user as the SCIM face gets it: with `scim_roles`, its roles become the one ProdPad role the
+    /// policy gives (else the shared client strips them).
+    fn scim_form(&self, user: &User) -> User {
+        match self.settings.scim_roles {
+            true => map::with_scim_role(user, &self.settings.roles),
+            false => user.clone(),
+        }
     }
 
     /// What rest mode answers to an update, disable or delete it cannot perform. Never a success.
@@ -394,7 +416,20 @@ impl Adapter for ProdPad {
                 let created = rest.create(&body).await?;
                 created.id.ok_or_else(|| Error::unavailable(None, "ProdPad's create reply carries no user id"))
             }
-            Backend::Scim(scim) => scim.create(user).await,
+            Backend::Scim(scim) => scim.create(&self.scim_form(user)).await,
+        }
+    }
+
+    /// Admin, Editor or Reviewer; scim mode only (with `scim_roles`): ProdPad's REST API sets a role at
+    /// create and cannot change it, and a user joins its groups after it was created.
+    fn check_role(&self, role: &str) -> std::result::Result<(), String> {
+        Role::parse(role).ok_or_else(|| format!("'{role}' is not a ProdPad role (Admin, Editor or Reviewer)"))?;
+        match (&self.backend, self.settings.scim_roles) {
+            (Backend::Scim(_), true) => Ok(()),
+            (Backend::Scim(_), false) => Err("scim_roles is false: the gateway sends ProdPad no roles".into()),
+            (Backend::Rest(_), _) => Err("rest mode cannot change a user's role after its creation (ProdPad's REST \
+                                          API has no such call); group_roles needs mode: scim"
+                .into()),
         }
     }
 
@@ -437,7 +472,7 @@ impl Adapter for ProdPad {
             Backend::Rest(_) => {
                 map::rest_changes(held, desired, &self.settings.roles).into_iter().map(String::from).collect()
             }
-            Backend::Scim(scim) => scim.drift(desired, held),
+            Backend::Scim(scim) => scim.drift(&self.scim_form(desired), held),
         }
     }
 
@@ -455,14 +490,14 @@ impl Adapter for ProdPad {
                 let what = format!("apply the change to {}", changed.join(", "));
                 Err(self.rest_refusal("update", &what, vendor_id, after))
             }
-            Backend::Scim(scim) => scim.update(vendor_id, before, after).await,
+            Backend::Scim(scim) => scim.update(vendor_id, &self.scim_form(before), &self.scim_form(after)).await,
         }
     }
 
     async fn delete_user(&self, vendor_id: &str, last_known: &User) -> Result<()> {
         match &self.backend {
             Backend::Rest(_) => Err(self.rest_refusal("delete", "remove the user", vendor_id, last_known)),
-            Backend::Scim(scim) => scim.delete(vendor_id, last_known).await,
+            Backend::Scim(scim) => scim.delete(vendor_id, &self.scim_form(last_known)).await,
         }
     }
 

@@ -17,7 +17,11 @@ pub struct RolePolicy {
 impl RolePolicy {
     /// The role of the user's first role value through the map (exact match first, then ignoring case),
     /// else the default. A role value missing from the map never grants more than the default.
+    /// A role the gateway set from `group_roles` is a ProdPad role name already and is taken as it is.
     pub fn role_for(&self, user: &User) -> Role {
+        if let Some(role) = user.roles.first().filter(|r| r.is_vendor_role()) {
+            return role.value.as_deref().and_then(Role::parse).unwrap_or(self.default);
+        }
         let Some(first) = user.role_values().into_iter().next() else {
             return self.default;
         };
@@ -27,6 +31,14 @@ impl RolePolicy {
             .copied()
             .unwrap_or(self.default)
     }
+}
+
+/// The user as ProdPad's SCIM face gets it: one role entry, the ProdPad role the policy gives.
+pub fn with_scim_role(user: &User, roles: &RolePolicy) -> User {
+    let mut out = user.clone();
+    let role = roles.role_for(user).as_str();
+    out.roles = vec![MultiValue { value: Some(role.into()), primary: Some(true), ..MultiValue::default() }];
+    out
 }
 
 /// Whether a string is shaped like an email address (one `@`, something on both sides, a dot after it).
@@ -141,6 +153,17 @@ mod tests {
         let mut u = User::new(name);
         u.roles = roles.iter().map(|r| MultiValue { value: Some(r.to_string()), ..MultiValue::default() }).collect();
         u
+    }
+
+    #[test]
+    fn a_vendor_role_from_group_roles_is_taken_as_it_is() {
+        let policy = RolePolicy { map: BTreeMap::from([("Editor".to_string(), Role::Admin)]), default: Role::Reviewer };
+        let mut u = user("a@x.com", &[]);
+        u.roles = vec![MultiValue::vendor_role("Editor")];
+        assert_eq!(policy.role_for(&u), Role::Editor, "not read through role_map");
+        assert_eq!(policy.role_for(&user("a@x.com", &["Editor"])), Role::Admin, "an Entra value is");
+        let sent = with_scim_role(&user("a@x.com", &["nobody"]), &policy);
+        assert_eq!(sent.role_values(), ["Reviewer"]);
     }
 
     #[test]

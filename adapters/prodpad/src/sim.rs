@@ -1,6 +1,6 @@
 //! The ProdPad simulator: the REST face `/v1/users` (bearer key, revocable; ProdPad's error bodies; seats for
 //! Admin and Editor with the fall-back to Reviewer; duplicate emails refused case-insensitively; `page`/`size`
-//! paging), an optional SCIM face at a configurable path (Users only; PATCH switchable to 501), the "plain
+//! paging), an optional SCIM face at a configurable path (Users only, `roles` taken like REST's `role_type`; PATCH switchable to 501), the "plain
 //! HTTP -> 403" and "key blocked -> 403" switches, and an
 //! admin view outside the API (`/_sim/users`, and simkit's `/_sim/faults`, `/_sim/counters`) plus the
 //! programmatic `SimHandle`. Throttling, 5xx, slow replies, timeouts, dropped connections and lost responses
@@ -244,6 +244,7 @@ fn scim_view(u: &SimUser, base: &str) -> Value {
     if let Some(x) = &u.external_id {
         doc["externalId"] = json!(x);
     }
+    doc["roles"] = json!([{"value": u.role_type, "primary": true}]);
     doc
 }
 
@@ -455,6 +456,9 @@ struct ScimFields {
     family: Option<String>,
     external_id: Option<String>,
     active: bool,
+    /// The first `roles` entry's value read like REST's `role_type` (an unknown name is Reviewer); `None`
+    /// when the body has no roles, which leaves the user's role as it is.
+    role: Option<Role>,
 }
 
 fn scim_fields(doc: &Value) -> Result<ScimFields, Box<Response>> {
@@ -487,10 +491,28 @@ fn scim_fields(doc: &Value) -> Result<ScimFields, Box<Response>> {
         family: name_part("familyName"),
         external_id: doc.get("externalId").and_then(Value::as_str).map(str::to_string),
         active,
+        role: doc
+            .get("roles")
+            .and_then(Value::as_array)
+            .and_then(|list| list.first())
+            .map(|first| first.get("value").and_then(Value::as_str).and_then(Role::parse).unwrap_or(Role::Reviewer)),
     })
 }
 
-fn apply_fields(u: &mut SimUser, f: ScimFields) {
+/// The role a SCIM write gives the user: its current one unless the body names another, which takes a
+/// seat like a REST create (no seat: Reviewer, or 403 when the simulator is set to refuse).
+fn scim_role(store: &Store, current: Option<&SimUser>, wanted: Option<Role>) -> Result<Role, Box<Response>> {
+    let current_role = current.and_then(|u| Role::parse(&u.role_type)).unwrap_or(Role::Reviewer);
+    let Some(wanted) = wanted.filter(|w| *w != current_role) else { return Ok(current_role) };
+    store.grant(wanted).ok_or_else(|| {
+        let detail = format!("No seat available for the {} role", wanted.as_str());
+        Box::new(scim_error(StatusCode::FORBIDDEN, None, &detail))
+    })
+}
+
+fn apply_fields(u: &mut SimUser, f: ScimFields, role: Role) {
+    u.role_id = role_id(role);
+    u.role_type = role.as_str().to_string();
     u.display_name = display_of(f.given.as_deref(), f.family.as_deref(), &f.email);
     u.user_name = f.user_name;
     u.email = f.email;
@@ -519,6 +541,10 @@ async fn scim_create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Byte
     if store.user_name_taken(&fields.user_name, None) || store.email_taken(&fields.email, None) {
         return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "a user with this userName or email exists");
     }
+    let role = match scim_role(&store, None, fields.role) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
     let mut user = SimUser {
         id: String::new(),
         username: fields.email.split('@').next().unwrap_or_default().to_string(),
@@ -533,7 +559,7 @@ async fn scim_create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Byte
         timezone: None,
         active: true,
     };
-    apply_fields(&mut user, fields);
+    apply_fields(&mut user, fields, role);
     let user = store.insert(user);
     let doc = scim_view(&user, &scim_base(&sim));
     scim_json(StatusCode::CREATED, doc)
@@ -568,9 +594,14 @@ async fn scim_replace(
     if store.user_name_taken(&fields.user_name, Some(&id)) || store.email_taken(&fields.email, Some(&id)) {
         return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "a user with this userName or email exists");
     }
+    let current = id.parse::<u64>().ok().and_then(|n| store.users.get(&n));
+    let role = match scim_role(&store, current, fields.role) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
     match store.by_id(&id) {
         Some(u) => {
-            apply_fields(u, fields);
+            apply_fields(u, fields, role);
             scim_json(StatusCode::OK, scim_view(u, &base))
         }
         None => scim_error(StatusCode::NOT_FOUND, None, "user not found"),
@@ -604,8 +635,8 @@ fn patch_op(doc: &mut Value, op: &Value) -> Result<(), String> {
                     (None, _) => return Err("name is not an object".into()),
                 }
             }
-            "emails" => {
-                obj.insert("emails".into(), value.unwrap_or(json!([])));
+            "emails" | "roles" => {
+                obj.insert(path.to_string(), value.unwrap_or(json!([])));
             }
             p if p.eq_ignore_ascii_case("emails[type eq \"work\"].value") => {
                 let v = value.ok_or("email value missing")?;
@@ -670,9 +701,14 @@ async fn scim_patch(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): P
     if store.user_name_taken(&fields.user_name, Some(&id)) || store.email_taken(&fields.email, Some(&id)) {
         return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "a user with this userName or email exists");
     }
+    let current = id.parse::<u64>().ok().and_then(|n| store.users.get(&n));
+    let role = match scim_role(&store, current, fields.role) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
     match store.by_id(&id) {
         Some(u) => {
-            apply_fields(u, fields);
+            apply_fields(u, fields, role);
             scim_json(StatusCode::OK, scim_view(u, &base))
         }
         None => scim_error(StatusCode::NOT_FOUND, None, "user not found"),

@@ -1,6 +1,7 @@
 //! The Nintex Promapp (Process Manager) adapter: its `Config`, `build`, default outbound limits and the
 //! `Adapter` impl. Promapp speaks SCIM 2.0 at one global host; it only disables users (no hard delete),
-//! keeps no groups, and must not get users whose only Entra role is "Default Access".
+//! keeps no groups, and must not get users whose only Entra role is "Default Access" (refused at create,
+//! disabled at Promapp when an update leaves only that role).
 
 pub mod client;
 pub mod map;
@@ -229,6 +230,29 @@ impl Adapter for Promapp {
             )));
         }
         self.client.create(&self.to_vendor(user)).await
+    }
+
+    /// Any non-empty name but a skip role: mapping a group to Default Access would only disable its members.
+    fn check_role(&self, role: &str) -> std::result::Result<(), String> {
+        if role.trim().is_empty() {
+            return Err("an empty role name".into());
+        }
+        if self.skip_roles.iter().any(|s| s.eq_ignore_ascii_case(role)) {
+            return Err(format!(
+                "'{role}' is one of skip_roles: Promapp keeps no user whose only role it is; name a Process Manager role"
+            ));
+        }
+        Ok(())
+    }
+
+    fn held_disabled_reason(&self, user: &User) -> Option<String> {
+        (user.active && map::only_skip_roles(user, &self.skip_roles)).then(|| {
+            format!(
+                "disabled at Promapp: its only role is {} (Promapp keeps no such user); it is enabled again when \
+                 Entra assigns it an app-specific role",
+                user.role_values().join(", ")
+            )
+        })
     }
 
     async fn get_user(&self, vendor_id: &str) -> Result<VendorUser> {

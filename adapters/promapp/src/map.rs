@@ -1,15 +1,19 @@
 //! Canonical user <-> what Promapp gets: Entra app-role values mapped to Process Manager role names
 //! (`role_map`, unmapped values passed through), skip roles (`Default Access`, `msiam_access`) dropped,
-//! the "only skip roles" refusal, and role merging for `role_mode: preserve`.
+//! the "only skip roles" rule (refused at create, held disabled after an update), and role merging for
+//! `role_mode: preserve`. Roles the gateway set from `group_roles` are Process Manager names already.
 
 use std::collections::BTreeMap;
 
 use adapter_api::{MultiValue, User};
 
-/// True when the user holds at least one role and every one of them is a skip role.
+/// True when the user holds at least one role and every one of them is a skip role (a vendor role set from
+/// `group_roles` is never one: `check_role` refuses skip roles there).
 pub fn only_skip_roles(user: &User, skip_roles: &[String]) -> bool {
-    let roles = user.role_values();
-    !roles.is_empty() && roles.iter().all(|r| is_skip(r, skip_roles))
+    !user.roles.is_empty()
+        && user.roles.iter().all(|r| {
+            !r.is_vendor_role() && r.value.as_deref().or(r.display.as_deref()).is_none_or(|v| is_skip(v, skip_roles))
+        })
 }
 
 fn is_skip(role: &str, skip_roles: &[String]) -> bool {
@@ -19,11 +23,13 @@ fn is_skip(role: &str, skip_roles: &[String]) -> bool {
 /// Promapp role names for the user's Entra roles, skip roles dropped, duplicates removed, order kept.
 pub fn vendor_role_names(user: &User, role_map: &BTreeMap<String, String>, skip_roles: &[String]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    for value in user.role_values() {
-        if is_skip(value, skip_roles) {
-            continue;
-        }
-        let name = role_map.get(value).cloned().unwrap_or_else(|| value.to_string());
+    for role in &user.roles {
+        let Some(value) = role.value.as_deref().or(role.display.as_deref()) else { continue };
+        let name = match role.is_vendor_role() {
+            true => value.to_string(),
+            false if is_skip(value, skip_roles) => continue,
+            false => role_map.get(value).cloned().unwrap_or_else(|| value.to_string()),
+        };
         if !names.contains(&name) {
             names.push(name);
         }
@@ -38,10 +44,13 @@ pub fn role_entries(names: &[String]) -> Vec<MultiValue> {
         .collect()
 }
 
-/// The user as Promapp should hold it: roles mapped to Process Manager role names.
+/// The user as Promapp should hold it: roles mapped to Process Manager role names, and disabled while its
+/// only roles are skip roles (Promapp excludes such users; a real role coming back enables it again, but
+/// never a user Entra itself disabled).
 pub fn to_vendor(user: &User, role_map: &BTreeMap<String, String>, skip_roles: &[String]) -> User {
     let mut out = user.clone();
     out.roles = role_entries(&vendor_role_names(user, role_map, skip_roles));
+    out.active = user.active && !only_skip_roles(user, skip_roles);
     out
 }
 
@@ -105,6 +114,33 @@ mod tests {
         assert_eq!(vendor_role_names(&u, &map, &skip()), vec!["Process Owner", "Viewer"]);
         let back = from_vendor(to_vendor(&u, &map, &skip()), &map);
         assert_eq!(back.role_values(), vec!["process.owner", "Viewer"]);
+    }
+
+    #[test]
+    fn only_default_access_is_held_disabled_and_never_overrides_entra() {
+        let map = BTreeMap::new();
+        // (Entra's active, roles) -> what Promapp holds
+        let table: [(bool, &[&str], bool); 5] = [
+            (true, &["Default Access"], false),
+            (true, &["Editor"], true),
+            (false, &["Editor"], false),
+            (false, &["Default Access"], false),
+            (true, &[], true),
+        ];
+        for (active, roles, held) in table {
+            let mut u = with_roles(roles);
+            u.active = active;
+            assert_eq!(to_vendor(&u, &map, &skip()).active, held, "{active} {roles:?}");
+        }
+    }
+
+    #[test]
+    fn vendor_roles_from_group_roles_skip_the_map() {
+        let map = BTreeMap::from([("Viewer".to_string(), "Process Owner".to_string())]);
+        let mut u = with_roles(&["Default Access"]);
+        u.roles = vec![MultiValue::vendor_role("Viewer")];
+        assert!(!only_skip_roles(&u, &skip()));
+        assert_eq!(vendor_role_names(&u, &map, &skip()), vec!["Viewer"]);
     }
 
     #[test]

@@ -200,6 +200,12 @@ impl Adapter for Prompt {
         "prompt"
     }
 
+    /// PROMPT takes no roles through SCIM (user types are set in PROMPT itself): `group_roles` has nothing
+    /// to set there.
+    fn check_role(&self, _role: &str) -> std::result::Result<(), String> {
+        Err("PROMPT takes no roles through SCIM (user types are set in PROMPT itself); remove group_roles".into())
+    }
+
     fn capabilities(&self) -> Capabilities {
         let hard_delete = self.client.rules().delete_mode == DeleteMode::Delete;
         let find_by_email = self.client.rules().email_lookup;

@@ -1,0 +1,601 @@
+//! Black-box: roles as the vendors really have them, through the real server and the vendor simulators.
+//! Promapp's "only Default Access" rule (create refused, later disabled at Promapp and enabled again, never
+//! over an Entra disable); ProdPad SCIM mode's mapped role; `group_roles` through membership changes
+//! (add, remove, precedence, rename, group deleted), with each member's role checked at the simulator;
+//! vendor failures in the middle of a group change (nothing lied about, the rest done on Entra's retry);
+//! members that are not this app's users; config errors naming key and file.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use adapter_api::simkit::{SimFaults, Simulator, Throttle};
+use reqwest::Method;
+use scim_bridge::config::{AppConfig, Config, GroupRole, LimitsConfig};
+use scim_bridge::server::Running;
+use serde_json::{json, Value};
+
+struct Gw {
+    running: Running,
+    client: reqwest::Client,
+    sims: BTreeMap<&'static str, Box<dyn Simulator>>,
+}
+
+fn group_roles(pairs: &[(&str, &str)]) -> Vec<GroupRole> {
+    pairs.iter().map(|(g, r)| GroupRole { group: g.to_string(), role: r.to_string() }).collect()
+}
+
+/// A Promapp app and a ProdPad (scim mode) app, each on its own simulator, with group_roles.
+async fn start() -> Gw {
+    let mut apps = BTreeMap::new();
+    let mut sims = BTreeMap::new();
+    let limits = LimitsConfig {
+        requests_per_second: Some(200.0),
+        burst: Some(50),
+        max_in_flight: Some(4),
+        max_attempts: Some(2),
+        attempt_timeout_ms: Some(2000),
+        deadline_ms: Some(4000),
+        ..Default::default()
+    };
+    let promapp = adapter_promapp::sim::demo("pm-cred", None).await.unwrap();
+    let prodpad = adapter_prodpad::sim::demo("pp-cred", None).await.unwrap();
+    let mut prodpad_options = prodpad.app_options;
+    prodpad_options.insert("role_map".into(), json!({"Writer": "Editor"}));
+    for (app, options, roles) in [
+        (
+            "promapp",
+            promapp.app_options,
+            group_roles(&[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]),
+        ),
+        ("prodpad", prodpad_options, group_roles(&[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")])),
+    ] {
+        apps.insert(
+            app.to_string(),
+            AppConfig {
+                vendor: app.to_string(),
+                token_sha256: common::sha(&format!("{app}-token")),
+                limits: limits.clone(),
+                ip_allow: Vec::new(),
+                reconcile: Default::default(),
+                group_roles: roles,
+                options,
+            },
+        );
+    }
+    sims.insert("promapp", promapp.sim);
+    sims.insert("prodpad", prodpad.sim);
+    let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
+    config.validate("test.yaml").unwrap();
+    let gateway = scim_bridge::server::build_gateway(&config, "test.yaml").unwrap();
+    let running = scim_bridge::server::start(&config, gateway).await.unwrap();
+    Gw { running, client: reqwest::Client::new(), sims }
+}
+
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+impl Gw {
+    async fn call(&self, app: &str, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let url = format!("http://{}/scim/{app}/v2{path}", self.running.addr);
+        let mut req = self.client.request(method, url).bearer_auth(format!("{app}-token"));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        Answer { status, retry_after, body: resp.json().await.unwrap_or(Value::Null) }
+    }
+
+    async fn create_user(&self, app: &str, user_name: &str, roles: &[&str]) -> String {
+        let a = self.call(app, Method::POST, "/Users", Some(entra_user(user_name, roles))).await;
+        assert_eq!(a.status, 201, "{app} create {user_name}: {}", a.body);
+        a.body["id"].as_str().unwrap().to_string()
+    }
+
+    async fn create_group(&self, app: &str, name: &str) -> String {
+        let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name,
+            "externalId": format!("g-{name}"), "meta": {"resourceType": "Group"}});
+        let a = self.call(app, Method::POST, "/Groups", Some(body)).await;
+        assert_eq!(a.status, 201, "{app} create group {name}: {}", a.body);
+        a.body["id"].as_str().unwrap().to_string()
+    }
+
+    async fn patch(&self, app: &str, path: &str, ops: Value) -> Answer {
+        self.call(app, Method::PATCH, path, Some(patch_body(ops))).await
+    }
+
+    async fn add(&self, app: &str, gid: &str, uids: &[&str]) -> Answer {
+        let members: Vec<Value> = uids.iter().map(|u| json!({"$ref": null, "value": u})).collect();
+        self.patch(app, &format!("/Groups/{gid}"), json!([{"op": "Add", "path": "members", "value": members}])).await
+    }
+
+    async fn remove(&self, app: &str, gid: &str, uid: &str) -> Answer {
+        let path = format!("members[value eq \"{uid}\"]");
+        self.patch(app, &format!("/Groups/{gid}"), json!([{"op": "Remove", "path": path}])).await
+    }
+
+    fn held(&self, app: &str, user_name: &str) -> Value {
+        self.sims[app]
+            .users_json()
+            .into_iter()
+            .find(|u| {
+                ["userName", "user_name", "email"]
+                    .iter()
+                    .any(|k| u.get(*k).and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(user_name)))
+            })
+            .unwrap_or(Value::Null)
+    }
+
+    /// The roles the simulator holds for the user (ProdPad: its one `role_type`).
+    fn held_roles(&self, app: &str, user_name: &str) -> Vec<String> {
+        let u = self.held(app, user_name);
+        if let Some(r) = u.get("role_type").and_then(Value::as_str) {
+            return vec![r.to_string()];
+        }
+        let roles = u.get("roles").and_then(Value::as_array).cloned().unwrap_or_default();
+        roles
+            .iter()
+            .filter_map(|r| r.get("display").or(r.get("value")).and_then(Value::as_str).map(String::from))
+            .collect()
+    }
+
+    fn held_active(&self, app: &str, user_name: &str) -> Option<bool> {
+        self.held(app, user_name).get("active").and_then(Value::as_bool)
+    }
+
+    /// The audit log, newest first.
+    async fn audit(&self) -> Vec<scim_bridge::store::AuditEntry> {
+        self.running.gateway.store.audit_log(&Default::default()).await.unwrap()
+    }
+
+    async fn members(&self, app: &str, gid: &str) -> Vec<String> {
+        let a = self.call(app, Method::GET, &format!("/Groups/{gid}"), None).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let list = a.body["members"].as_array().cloned().unwrap_or_default();
+        list.iter().map(|m| m["value"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+fn entra_user(user_name: &str, roles: &[&str]) -> Value {
+    let roles: Vec<Value> =
+        roles.iter().map(|r| json!({"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": r})).collect();
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "externalId": format!("ext-{user_name}"), "userName": user_name, "active": true,
+        "emails": [{"primary": true, "type": "work", "value": user_name}],
+        "name": {"givenName": "Given", "familyName": "Family"},
+        "roles": roles
+    })
+}
+
+fn patch_body(ops: Value) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+}
+
+fn set_roles(roles: &[&str]) -> Value {
+    let roles: Vec<Value> =
+        roles.iter().map(|r| json!({"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": r})).collect();
+    json!([{"op": "Replace", "path": "roles", "value": roles}])
+}
+
+#[tokio::test]
+async fn promapp_refuses_a_default_access_only_create_and_disables_a_user_left_with_it() {
+    let gw = start().await;
+    let app = "promapp";
+    // Create: refused with a 400 that says what to change in Entra; Promapp never hears of the user.
+    let a = gw.call(app, Method::POST, "/Users", Some(entra_user("da@example.com", &["Default Access"]))).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body["detail"].as_str().unwrap().contains("Default Access"), "{}", a.body);
+    assert!(gw.held(app, "da@example.com").is_null());
+
+    // A user whose role later becomes only Default Access is disabled at Promapp, audited as such;
+    // Entra still sees the user, as it set it.
+    let uid = gw.create_user(app, "ed@example.com", &["Editor"]).await;
+    assert_eq!(gw.held_active(app, "ed@example.com"), Some(true));
+    let a = gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Default Access"])).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(gw.held_active(app, "ed@example.com"), Some(false), "{}", gw.held(app, "ed@example.com"));
+    let a = gw.call(app, Method::GET, &format!("/Users/{uid}"), None).await;
+    assert_eq!((a.status, a.body["active"].as_bool()), (200, Some(true)), "Entra's view is what Entra set");
+    let disabled = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
+    assert!(disabled.detail.as_deref().unwrap_or("").contains("disabled at Promapp"), "{disabled:?}");
+
+    // A real role again: enabled again, audited.
+    let a = gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Editor"])).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(gw.held_active(app, "ed@example.com"), Some(true));
+    assert_eq!(gw.held_roles(app, "ed@example.com"), ["Editor"]);
+    let enabled = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
+    assert!(enabled.detail.as_deref().unwrap_or("").contains("enabled again"), "{enabled:?}");
+
+    // Entra disables the user; a role coming back never overrides that.
+    let off = json!([{"op": "Replace", "path": "active", "value": "False"}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), off).await.status, 200);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Default Access"])).await.status, 200);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Editor"])).await.status, 200);
+    assert_eq!(gw.held_active(app, "ed@example.com"), Some(false), "an Entra disable stands");
+
+    // Through groups: a member keeps its group's role whatever its own; leaving the group with only
+    // Default Access disables it at Promapp, joining again enables it.
+    let uid2 = gw.create_user(app, "grp@example.com", &["Editor"]).await;
+    let owners = gw.create_group(app, "Process Owners").await;
+    assert_eq!(gw.add(app, &owners, &[&uid2]).await.status, 204);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid2}"), set_roles(&["Default Access"])).await.status, 200);
+    assert_eq!(gw.held_roles(app, "grp@example.com"), ["Process Owner"]);
+    assert_eq!(gw.held_active(app, "grp@example.com"), Some(true));
+    assert_eq!(gw.remove(app, &owners, &uid2).await.status, 204);
+    assert_eq!(gw.held_active(app, "grp@example.com"), Some(false));
+    let entry = gw.audit().await.into_iter().find(|e| e.operation == "group-role").unwrap();
+    assert!(entry.detail.as_deref().unwrap_or("").contains("disabled at Promapp"), "{entry:?}");
+    assert_eq!(gw.add(app, &owners, &[&uid2]).await.status, 204);
+    assert_eq!(gw.held_active(app, "grp@example.com"), Some(true));
+    assert_eq!(gw.held_roles(app, "grp@example.com"), ["Process Owner"]);
+}
+
+#[tokio::test]
+async fn prodpad_scim_mode_sends_the_mapped_role() {
+    let gw = start().await;
+    let app = "prodpad";
+    gw.create_user(app, "writer@example.com", &["Writer"]).await;
+    assert_eq!(gw.held_roles(app, "writer@example.com"), ["Editor"], "role_map Writer -> Editor");
+    let uid = gw.create_user(app, "plain@example.com", &["Nobody"]).await;
+    assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"], "unmapped: the default, never more");
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Writer"])).await.status, 200);
+    assert_eq!(gw.held_roles(app, "plain@example.com"), ["Editor"]);
+    // A role Entra sends marked as the gateway's own vendor-role type is still an app-role value: it goes
+    // through role_map and the default, so a mapping cannot hand out Admin past them.
+    let forged = json!({"type": adapter_api::model::VENDOR_ROLE_TYPE, "value": "Admin"});
+    let mut body = entra_user("forged@example.com", &[]);
+    body["roles"] = json!([forged]);
+    let a = gw.call(app, Method::POST, "/Users", Some(body)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(gw.held_roles(app, "forged@example.com"), ["Reviewer"]);
+    let ops = json!([{"op": "Replace", "path": "roles", "value": [forged]}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), ops).await.status, 200);
+    assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Writer"])).await.status, 200);
+    assert_eq!(gw.held_roles(app, "plain@example.com"), ["Editor"]);
+    // What Entra sends for the `SingleAppRoleAssignment` mapping once the role changes.
+    let ops = json!([{"op": "Replace", "path": "roles[primary eq \"True\"].value", "value": "Nobody"}]);
+    let a = gw.patch(app, &format!("/Users/{uid}"), ops).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"]);
+}
+
+/// ProdPad's guide has no Default Access rule: such a user is created with the default role, never more.
+#[tokio::test]
+async fn default_access_on_prodpad_is_no_mapped_role() {
+    let gw = start().await;
+    gw.create_user("prodpad", "da@example.com", &["msiam_access"]).await;
+    assert_eq!(gw.held_roles("prodpad", "da@example.com"), ["Reviewer"]);
+    assert_eq!(gw.held_active("prodpad", "da@example.com"), Some(true));
+}
+
+/// A mapped group and the role its members get.
+type Mapped = (&'static str, &'static str);
+
+/// (app, first mapped group and its role, second mapped group and its role, the user's own role as held)
+const VENDORS: [(&str, Mapped, Mapped, &str); 2] = [
+    ("promapp", ("Process Owners", "Process Owner"), ("Process Viewers", "Viewer"), "Editor"),
+    ("prodpad", ("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor"), "Reviewer"),
+];
+
+#[tokio::test]
+async fn group_roles_follow_membership_precedence_renames_and_deletes() {
+    let gw = start().await;
+    for (app, (first, first_role), (second, second_role), own) in VENDORS {
+        let own_roles: &[&str] = if app == "promapp" { &["Editor"] } else { &[] };
+        let a_name = format!("a-{app}@example.com");
+        let a = gw.create_user(app, &a_name, own_roles).await;
+        let b_name = format!("b-{app}@example.com");
+        let b = gw.create_user(app, &b_name, own_roles).await;
+        assert_eq!(gw.held_roles(app, &a_name), [own], "{app}: no group, own role");
+        let g1 = gw.create_group(app, first).await;
+        let g2 = gw.create_group(app, &second.to_lowercase()).await; // names match ignoring case
+        let unmapped = gw.create_group(app, "Everyone").await;
+
+        assert_eq!(gw.add(app, &g2, &[&a]).await.status, 204);
+        assert_eq!(gw.held_roles(app, &a_name), [second_role], "{app}: joined the second group");
+        assert_eq!(gw.add(app, &g1, &[&a]).await.status, 204);
+        assert_eq!(gw.held_roles(app, &a_name), [first_role], "{app}: the first group takes precedence");
+        assert_eq!(gw.add(app, &g2, &[&a]).await.status, 204, "{app}: adding again changes nothing");
+        assert_eq!(gw.held_roles(app, &a_name), [first_role]);
+        assert_eq!(gw.remove(app, &g1, &a).await.status, 204);
+        assert_eq!(gw.held_roles(app, &a_name), [second_role], "{app}: left the first, the second applies");
+        assert_eq!(gw.members(app, &g2).await, std::slice::from_ref(&a));
+
+        // An unmapped group changes nothing and costs no vendor call.
+        let calls = gw.sims[app].counters().requests;
+        assert_eq!(gw.add(app, &unmapped, &[&b]).await.status, 204);
+        assert_eq!(gw.held_roles(app, &b_name), [own]);
+        assert_eq!(gw.sims[app].counters().requests, calls, "{app}: no vendor call for an unmapped group");
+
+        // A rename to an unmapped name takes the role back; renaming back gives it again.
+        let rename = |name: &str| json!([{"op": "Replace", "path": "displayName", "value": name}]);
+        assert_eq!(gw.patch(app, &format!("/Groups/{g2}"), rename("Retired")).await.status, 204);
+        assert_eq!(gw.held_roles(app, &a_name), [own], "{app}: renamed away");
+        assert_eq!(gw.patch(app, &format!("/Groups/{g2}"), rename(second)).await.status, 204);
+        assert_eq!(gw.held_roles(app, &a_name), [second_role], "{app}: renamed back");
+        // A rename onto another group's name is refused, and changes nothing.
+        let clash = gw.patch(app, &format!("/Groups/{unmapped}"), rename(first)).await;
+        assert_eq!(clash.status, 409, "{}", clash.body);
+
+        // The group deleted: its members fall back.
+        assert_eq!(gw.add(app, &g1, &[&b]).await.status, 204);
+        assert_eq!(gw.held_roles(app, &b_name), [first_role]);
+        let d = gw.call(app, Method::DELETE, &format!("/Groups/{g1}"), None).await;
+        assert_eq!(d.status, 204, "{}", d.body);
+        assert_eq!(gw.held_roles(app, &b_name), [own], "{app}: group deleted, own role back");
+        assert_eq!(gw.call(app, Method::GET, &format!("/Groups/{g1}"), None).await.status, 404);
+
+        // Every role change is audited against its user.
+        let audit = gw.audit().await;
+        let role_changes = |uid: &str| {
+            audit.iter().filter(|e| e.operation == "group-role" && e.resource_id.as_deref() == Some(uid)).count()
+        };
+        assert_eq!(role_changes(&a), 5, "{app}: join, precedence, leave, rename away, rename back");
+        assert_eq!(role_changes(&b), 2, "{app}: join, group deleted");
+        assert!(audit.iter().filter(|e| e.operation == "group-role").all(|e| e.outcome == "ok" && e.vendor_calls >= 1));
+
+        // A deleted user leaves its groups.
+        assert_eq!(gw.call(app, Method::DELETE, &format!("/Users/{a}"), None).await.status, 204);
+        assert!(gw.members(app, &g2).await.is_empty(), "{app}");
+    }
+}
+
+#[tokio::test]
+async fn a_group_change_the_vendor_cuts_short_is_recorded_as_far_as_confirmed_and_finished_on_retry() {
+    let gw = start().await;
+    let app = "promapp";
+    let mut uids = Vec::new();
+    for i in 0..3 {
+        uids.push(gw.create_user(app, &format!("m{i}@example.com"), &["Editor"]).await);
+    }
+    let g = gw.create_group(app, "Process Owners").await;
+
+    // Every vendor call fails: Entra gets 503 with Retry-After, nothing is recorded.
+    gw.sims[app].set_faults(SimFaults { error_rate: 1.0, ..Default::default() });
+    let refs: Vec<&str> = uids.iter().map(String::as_str).collect();
+    let a = gw.add(app, &g, &refs).await;
+    assert!(matches!(a.status, 429 | 503), "{} {}", a.status, a.body);
+    assert!(a.retry_after.is_some(), "Retry-After on vendor trouble");
+    assert!(gw.members(app, &g).await.is_empty(), "no member recorded without the vendor's confirmation");
+    assert!((0..3).all(|i| gw.held_roles(app, &format!("m{i}@example.com")) == ["Editor"]));
+
+    // The vendor throttles after two members' updates (a GET and a PUT each): the first two are done and
+    // recorded, the third is not, and Entra is told so with 429/503 and Retry-After.
+    gw.sims[app].set_faults(SimFaults {
+        throttle: Some(Throttle { requests: 4, per: std::time::Duration::from_secs(600), retry_after_secs: 1 }),
+        ..Default::default()
+    });
+    let a = gw.add(app, &g, &refs).await;
+    assert!(matches!(a.status, 429 | 503), "{} {}", a.status, a.body);
+    assert!(a.retry_after.is_some());
+    assert!(a.body["detail"].as_str().unwrap().contains("2 of 3"), "{}", a.body);
+    assert_eq!(gw.members(app, &g).await, uids[..2], "the confirmed members are recorded");
+    assert_eq!(gw.held_roles(app, "m0@example.com"), ["Process Owner"]);
+    assert_eq!(gw.held_roles(app, "m1@example.com"), ["Process Owner"]);
+    assert_eq!(gw.held_roles(app, "m2@example.com"), ["Editor"], "the third was not changed");
+    let audit = gw.audit().await;
+    let failed = audit.iter().find(|e| e.operation == "group-role").unwrap();
+    assert_eq!(failed.resource_id.as_deref(), Some(uids[2].as_str()));
+    assert_ne!(failed.outcome, "ok", "{failed:?}");
+    let group_entry = audit.iter().find(|e| e.resource_id.as_deref() == Some(&g)).unwrap();
+    assert_eq!(group_entry.outcome, "partial", "{group_entry:?}");
+
+    // Entra retries the same request once the vendor lets it: only the third member is left to do.
+    gw.sims[app].set_faults(SimFaults::default());
+    let mut done = None;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let a = gw.add(app, &g, &refs).await;
+        if a.status == 204 {
+            done = Some(a);
+            break;
+        }
+    }
+    assert!(done.is_some(), "the retry completes once the vendor's pause is over");
+    assert_eq!(gw.members(app, &g).await, uids);
+    assert!((0..3).all(|i| gw.held_roles(app, &format!("m{i}@example.com")) == ["Process Owner"]));
+    let audit = gw.audit().await;
+    let ok_updates = |uid: &str| {
+        audit
+            .iter()
+            .filter(|e| e.operation == "group-role" && e.outcome == "ok" && e.resource_id.as_deref() == Some(uid))
+            .count()
+    };
+    assert_eq!((ok_updates(&uids[0]), ok_updates(&uids[1]), ok_updates(&uids[2])), (1, 1, 1), "no member twice");
+
+    // A create whose members the vendor refuses is not recorded at all (m0 is an owner already: joining
+    // the viewers changes nothing for it; m3's update is what fails).
+    let m3 = gw.create_user(app, "m3@example.com", &["Editor"]).await;
+    gw.sims[app].set_faults(SimFaults { error_rate: 1.0, ..Default::default() });
+    let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Process Viewers",
+        "members": [{"value": uids[0]}, {"value": m3}]});
+    let a = gw.call(app, Method::POST, "/Groups", Some(body)).await;
+    assert!(matches!(a.status, 429 | 503), "{} {}", a.status, a.body);
+    gw.sims[app].set_faults(SimFaults::default());
+    let f = gw.call(app, Method::GET, &common::filter_path("Groups", "displayName eq \"Process Viewers\""), None).await;
+    assert_eq!(f.body["totalResults"], 0, "{}", f.body);
+
+    // Deleting the group, cut short the same way: it stays, holding only the members not yet done.
+    gw.sims[app].set_faults(SimFaults {
+        throttle: Some(Throttle { requests: 4, per: std::time::Duration::from_secs(600), retry_after_secs: 1 }),
+        ..Default::default()
+    });
+    let d = gw.call(app, Method::DELETE, &format!("/Groups/{g}"), None).await;
+    assert!(matches!(d.status, 429 | 503), "{} {}", d.status, d.body);
+    assert!(d.retry_after.is_some());
+    assert_eq!(gw.members(app, &g).await, uids[2..], "the group keeps the member whose role is unchanged");
+    assert_eq!(gw.held_roles(app, "m0@example.com"), ["Editor"]);
+    assert_eq!(gw.held_roles(app, "m2@example.com"), ["Process Owner"]);
+    gw.sims[app].set_faults(SimFaults::default());
+    let mut status = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        status = gw.call(app, Method::DELETE, &format!("/Groups/{g}"), None).await.status;
+        if status == 204 {
+            break;
+        }
+    }
+    assert_eq!(status, 204, "the retried delete completes");
+    assert_eq!(gw.call(app, Method::GET, &format!("/Groups/{g}"), None).await.status, 404);
+    assert!((0..3).all(|i| gw.held_roles(app, &format!("m{i}@example.com")) == ["Editor"]));
+}
+
+/// Group changes with overlapping members and user changes, all at once: none waits for another forever
+/// (the lock order), and afterwards every user holds at the vendor the role its final groups give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_group_and_user_changes_end_consistent() {
+    let gw = std::sync::Arc::new(start().await);
+    let app = "promapp";
+    let mut uids = Vec::new();
+    for i in 0..6 {
+        uids.push(gw.create_user(app, &format!("c{i}@example.com"), &["Editor"]).await);
+    }
+    let owners = gw.create_group(app, "Process Owners").await;
+    let viewers = gw.create_group(app, "Process Viewers").await;
+    let mut tasks = Vec::new();
+    for round in 0..24usize {
+        let (gw, uids, owners, viewers) = (gw.clone(), uids.clone(), owners.clone(), viewers.clone());
+        tasks.push(tokio::spawn(async move {
+            let group = if round % 2 == 0 { &owners } else { &viewers };
+            let (a, b) = (&uids[round % 6], &uids[(round * 5 + 1) % 6]);
+            match round % 4 {
+                0 | 1 => gw.add(app, group, &[a, b]).await.status,
+                2 => gw.remove(app, group, a).await.status,
+                _ => {
+                    let ops = json!([{"op": "Replace", "path": "name.givenName", "value": format!("R{round}")}]);
+                    gw.patch(app, &format!("/Users/{a}"), ops).await.status
+                }
+            }
+        }));
+    }
+    // A guard against a deadlock hanging the suite, not a timing check: the changes take milliseconds.
+    let all = tokio::time::timeout(std::time::Duration::from_secs(120), futures_join(tasks)).await;
+    let statuses = all.expect("no change waits forever for another");
+    assert!(statuses.iter().all(|s| matches!(s, 200 | 204)), "{statuses:?}");
+    let (in_owners, in_viewers) = (gw.members(app, &owners).await, gw.members(app, &viewers).await);
+    for (i, uid) in uids.iter().enumerate() {
+        let want = if in_owners.contains(uid) {
+            "Process Owner"
+        } else if in_viewers.contains(uid) {
+            "Viewer"
+        } else {
+            "Editor"
+        };
+        assert_eq!(gw.held_roles(app, &format!("c{i}@example.com")), [want], "c{i}");
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Reconcile compares each user with the role its groups give (and Promapp's Default Access rule), so it
+/// finds nothing to repair in what the gateway set, and repairs a group role changed behind its back.
+#[tokio::test]
+async fn reconcile_keeps_group_roles() {
+    use scim_bridge::reconcile::{PassOptions, Resolution};
+    let gw = start().await;
+    let pass = |app: &'static str| {
+        let gateway = gw.running.gateway.clone();
+        async move {
+            let app = gateway.apps[app].clone();
+            let opts =
+                PassOptions { mode: scim_bridge::config::ReconcileMode::Enforce, dry_run: false, max_repairs: 10 };
+            gateway.reconcile(&app, &opts, false, &|_| {}).await
+        }
+    };
+    let owner = gw.create_user("promapp", "owner@example.com", &["Editor"]).await;
+    let g = gw.create_group("promapp", "Process Owners").await;
+    assert_eq!(gw.add("promapp", &g, &[&owner]).await.status, 204);
+    let da = gw.create_user("promapp", "da-later@example.com", &["Editor"]).await;
+    assert_eq!(gw.patch("promapp", &format!("/Users/{da}"), set_roles(&["Default Access"])).await.status, 200);
+    let editor = gw.create_user("prodpad", "ed-group@example.com", &[]).await;
+    let e = gw.create_group("prodpad", "ProdPad Editors").await;
+    assert_eq!(gw.add("prodpad", &e, &[&editor]).await.status, 204);
+    for app in ["promapp", "prodpad"] {
+        let report = pass(app).await;
+        assert!(report.findings.is_empty() && report.unchecked.is_empty(), "{app}: {report:?}");
+    }
+
+    // Someone makes the member an Admin in ProdPad itself: reconcile gives it its group's role back.
+    let vendor_id = gw.held("prodpad", "ed-group@example.com")["id"].as_str().unwrap().to_string();
+    let scim = format!("{}{}", gw.sims["prodpad"].root_url(), adapter_prodpad::sim::DEMO_SCIM_PATH);
+    let r = gw
+        .client
+        .patch(format!("{scim}/Users/{vendor_id}"))
+        .bearer_auth("pp-cred")
+        .json(&patch_body(json!([{"op": "replace", "path": "roles", "value": [{"value": "Admin"}]}])))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(gw.held_roles("prodpad", "ed-group@example.com"), ["Admin"]);
+    let report = pass("prodpad").await;
+    assert_eq!(report.findings.len(), 1, "{report:?}");
+    assert_eq!(report.findings[0].resolution, Resolution::Repaired, "{report:?}");
+    assert_eq!(gw.held_roles("prodpad", "ed-group@example.com"), ["Editor"]);
+}
+
+#[tokio::test]
+async fn members_must_be_this_apps_users() {
+    let gw = start().await;
+    let other_user = gw.create_user("prodpad", "elsewhere@example.com", &[]).await;
+    let app = "promapp";
+    let g = gw.create_group(app, "Process Owners").await;
+    let other_group = gw.create_group(app, "Everyone").await;
+    let calls = gw.sims[app].counters().requests;
+    for member in [other_user.as_str(), other_group.as_str(), "no-such-id", "../../Users"] {
+        let a = gw.add(app, &g, &[member]).await;
+        assert_eq!(a.status, 400, "{member}: {}", a.body);
+        assert_eq!(a.body["scimType"], "invalidValue", "{}", a.body);
+    }
+    assert_eq!(gw.sims[app].counters().requests, calls, "no vendor call for a refused member");
+    assert!(gw.members(app, &g).await.is_empty());
+    let refused = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&g)).unwrap();
+    assert_eq!(refused.outcome, "rejected", "refusals are audited: {refused:?}");
+    // Discovery says this app has groups (the gateway keeps them).
+    let types = gw.call(app, Method::GET, "/ResourceTypes", None).await;
+    assert!(types.body.to_string().contains("\"Group\""), "{}", types.body);
+}
+
+#[tokio::test]
+async fn group_roles_config_errors_name_key_and_file() {
+    let hash = common::sha("t");
+    let cases = [
+        (
+            "prodpad",
+            "    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n",
+            "Owner",
+            "apps.a.group_roles[0].role",
+        ),
+        ("promapp", "    access_token: t\n", "Default Access", "apps.a.group_roles[0].role"),
+        (
+            "prompt",
+            "    auth_code: c\n    default_department: D\n    default_section: S\n",
+            "Admin",
+            "apps.a.group_roles[0].role",
+        ),
+        ("sandbox", "", "Admin", "apps.a.group_roles"),
+        ("prodpad", "    mode: rest\n    api_key: k\n", "Admin", "apps.a.group_roles[0].role: rest mode cannot"),
+    ];
+    for (vendor, options, role, key) in cases {
+        let yaml = format!(
+            "apps:\n  a:\n    type: {vendor}\n    token_sha256: {hash}\n{options}    group_roles:\n      - group: G\n        role: {role}\n"
+        );
+        let config = Config::from_yaml(&yaml, "proxy.yaml").unwrap();
+        let err = scim_bridge::server::build_gateway(&config, "proxy.yaml").expect_err(vendor).0;
+        assert!(err.contains(key) && err.contains("proxy.yaml"), "{vendor}: {err}");
+    }
+}
