@@ -162,6 +162,9 @@ async fn run(command: Command) -> Result<(), String> {
             let hangup = server::Hangup::catch();
             let origin = config.display().to_string();
             let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            let _claim = scim_bridge::store::claim(&cfg.store.path).map_err(|e| {
+                format!("store.path in {origin}: {e}; one serve per store file (see README, Deployment)")
+            })?;
             let gateway = server::build_gateway(&cfg, &origin).map_err(|e| e.to_string())?;
             cfg.drop_vendor_options();
             let running =
@@ -273,6 +276,20 @@ async fn reconcile(config: &std::path::Path, only: Option<String>, dry_run: bool
             return Err(format!("--app: no app '{a}' in {origin}"));
         }
     }
+    // An enforcing pass writes to vendors and to the store: beside a running serve it could undo a change
+    // Entra is making at that moment (the per-user locks live in serve's process). A dry run writes
+    // nothing, so it may run beside serve.
+    let _claim = match scim_bridge::store::claim(&cfg.store.path) {
+        Ok(claim) => claim,
+        Err(scim_bridge::store::ClaimError::Held(_)) if dry_run => None,
+        Err(e @ scim_bridge::store::ClaimError::Held(_)) => {
+            return Err(format!(
+                "store.path in {origin}: {e}. serve runs this pass itself every `reconcile.interval`; \
+                 `--dry-run` can run beside it, an enforcing pass only while serve is stopped"
+            ))
+        }
+        Err(e) => return Err(format!("store.path in {origin}: {e}")),
+    };
     let gateway = server::build_gateway(&cfg, &origin).map_err(|e| e.to_string())?;
     let mut reports = Vec::new();
     for app in gateway.apps.values().filter(|a| only.as_ref().is_none_or(|o| *o == a.name)) {

@@ -173,18 +173,24 @@ impl VendorIndex {
         if self.building.swap(true, Ordering::AcqRel) {
             return;
         }
-        let index = self.clone();
+        /// Lets the next miss start a listing again however this one ends (a panicking adapter included).
+        struct Built(Arc<VendorIndex>);
+        impl Drop for Built {
+            fn drop(&mut self) {
+                self.0.building.store(false, Ordering::Release);
+            }
+        }
+        let index = Built(self.clone());
         let app_name = app_name.to_string();
         tokio::spawn(async move {
             let taken = Instant::now();
             match adapter.list_users().await {
                 Ok(users) => {
                     tracing::debug!(app = %app_name, users = users.len(), "vendor index refreshed");
-                    index.store(taken, &users);
+                    index.0.store(taken, &users);
                 }
                 Err(e) => tracing::warn!(app = %app_name, error = %e, "listing the vendor for the index failed"),
             }
-            index.building.store(false, Ordering::Release);
         });
     }
 }
@@ -639,6 +645,28 @@ impl Gateway {
         let _name_guard = self.locks.name(&app.name, Kind::User, rec.name()).lock().await;
         let mut audit = self.reconcile_audit(app, Some(rec.id.clone()), rec.name());
         audit.after = Some(rec.doc.clone());
+        // The user is gone at the vendor; an account holding the same userName now was made by someone
+        // else (the create path would adopt it). Taking it over is a person's decision, never a repair's.
+        if app.adapter.capabilities().find_by_user_name {
+            match app.adapter.find_user(rec.name()).await {
+                Ok(Some(other)) if other.vendor_id != rec.vendor_id => {
+                    let detail = format!(
+                        "the vendor now holds another account ({}) with this userName, made outside the \
+                         gateway; it was not taken over: link or remove it at the vendor",
+                        other.vendor_id
+                    );
+                    let refusal = adapter_api::Error::needs_manual_action(detail.clone());
+                    self.audit_repair(audit, &Err(refusal)).await;
+                    return (Resolution::Failed, detail);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let detail = format!("looking for the userName at the vendor failed: {}", e.detail());
+                    self.audit_repair(audit, &Err(e)).await;
+                    return (Resolution::Failed, detail);
+                }
+            }
+        }
         if self.begin_change(app, &mut audit).await.is_err() {
             return (Resolution::Failed, "the gateway's store cannot write: nothing was sent".into());
         }

@@ -285,3 +285,45 @@ async fn a_fresh_listing_answers_misses_and_a_late_vendor_user_is_adopted_not_du
         s.running.stop().await.unwrap();
     }
 }
+
+/// One `serve` per store file: the per-user locks live in its process. A second `serve` on the same file
+/// is refused at start, and so is an enforcing `reconcile` from the command line (it could undo a change
+/// Entra is making at that moment); a `--dry-run` pass writes nothing and runs beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_serve_per_store_and_no_enforcing_pass_beside_it() {
+    let s = setup("prompt").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = std::fs::read_to_string(&s.config_path).unwrap().replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&s.config_path, yaml).unwrap();
+    let bin = env!("CARGO_BIN_EXE_scim-bridge");
+    let mut serve = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&s.config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..400 {
+        if s.client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(up, "serve came up");
+    let second = Command::new(bin).args(["serve", "--config"]).arg(&s.config_path).output().unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && said.contains("holds the store"), "second serve: {said}");
+    assert!(said.contains("store.path") && said.contains("proxy.yaml"), "names the key and the file: {said}");
+    let enforcing = Command::new(bin).args(["reconcile", "--config"]).arg(&s.config_path).output().unwrap();
+    let said = String::from_utf8_lossy(&enforcing.stderr);
+    assert!(!enforcing.status.success() && said.contains("--dry-run"), "enforcing pass: {said}");
+    let (_, report) = s.reconcile(&["--dry-run"]);
+    assert_eq!(report[0]["app"], "prompt", "the dry run ran beside serve: {report}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    // Once serve is gone the file is free again.
+    let (clean, _) = s.reconcile(&[]);
+    assert!(clean, "an enforcing pass runs once serve is stopped");
+}

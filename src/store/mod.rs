@@ -190,6 +190,46 @@ pub fn open(path: &str) -> StoreResult<Arc<Store>> {
     Ok(Arc::new(SqliteEngine::open(path, SqliteOptions::default())?))
 }
 
+/// An exclusive claim on a store file, held by `serve` for as long as it runs: the per-resource locks
+/// that keep two changes off one user live in one process, so a second `serve` (or an enforcing
+/// `reconcile` from the command line) on the same file could act on a user at the same time. The claim is
+/// an OS file lock on `<store>.claim`, released when the process ends, however it ends.
+#[derive(Debug)]
+pub struct StoreClaim {
+    _file: std::fs::File,
+}
+
+/// Whether another process already holds the store.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("another process (a running `scim-bridge serve`) holds the store {0}")]
+    Held(String),
+    #[error("cannot create the claim file {0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// Claims the store at `path` for this process; `Ok(None)` for `:memory:` (nothing to share).
+pub fn claim(path: &str) -> Result<Option<StoreClaim>, ClaimError> {
+    if path == ":memory:" {
+        return Ok(None);
+    }
+    let claim_path = format!("{path}.claim");
+    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&claim_path)
+        .map_err(|e| ClaimError::Io(claim_path.clone(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(StoreClaim { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ClaimError::Held(path.to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(ClaimError::Io(claim_path, e)),
+    }
+}
+
 /// What a backend keeps. Every write is atomic with its audit entry and durable when it returns `Ok`
 /// (a 2xx to Entra may follow); reads see every write that returned. The methods are async so that no
 /// backend runs a database call on an async worker thread.
@@ -361,7 +401,7 @@ mod tests {
     async fn a_store_that_cannot_write_is_not_ready() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.sqlite");
-        let quick = SqliteOptions { busy_timeout: std::time::Duration::from_millis(10) };
+        let quick = SqliteOptions { busy_timeout: std::time::Duration::from_millis(10), ..SqliteOptions::default() };
         let s = SqliteEngine::open(path.to_str().unwrap(), quick).unwrap();
         s.check_writable().await.unwrap();
         let other = Connection::open(&path).unwrap();
@@ -480,6 +520,48 @@ mod tests {
             s.remove(&rec("03", "u3"), false, &audit("delete", "u3")).await.unwrap();
             assert_eq!(s.count("a", Kind::User).await.unwrap(), 24);
         }
+    }
+
+    /// Another process writing to the same file (an operator's tool, an older CLI) does not leave the
+    /// cached counts wrong: the writer notices (`data_version`) and counts again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_follow_writes_made_by_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.sqlite");
+        let path = path.to_str().unwrap();
+        let quick = SqliteOptions { recount_every: std::time::Duration::from_millis(20), ..SqliteOptions::default() };
+        let serve = SqliteEngine::open(path, quick).unwrap();
+        serve.put(&rec("1", "one"), &audit("create", "one")).await.unwrap();
+        let other = open(path).unwrap();
+        other.put(&rec("2", "two"), &audit("create", "two")).await.unwrap();
+        other.audit(&audit("reconcile", "two")).await.unwrap();
+        let mut counted = (0, 0);
+        for _ in 0..500 {
+            // Any write (or the writer's idle wake-up) lets it look.
+            serve.check_writable().await.unwrap();
+            counted = (serve.count("a", Kind::User).await.unwrap(), serve.audit_len().await.unwrap());
+            if counted == (2, 3) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(counted, (2, 3));
+    }
+
+    /// One serve per store file: a second claim fails while the first is held, and succeeds once it is
+    /// released; `:memory:` needs none.
+    #[test]
+    fn a_store_file_is_claimed_by_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("claimed.sqlite");
+        let path = path.to_str().unwrap();
+        let first = claim(path).unwrap();
+        assert!(first.is_some());
+        // flock is per open file description: a second open in this process conflicts like another process.
+        assert!(matches!(claim(path), Err(ClaimError::Held(_))));
+        drop(first);
+        assert!(claim(path).unwrap().is_some());
+        assert!(claim(":memory:").unwrap().is_none());
     }
 
     #[tokio::test]

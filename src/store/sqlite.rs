@@ -34,11 +34,15 @@ const READERS: usize = 4;
 pub struct SqliteOptions {
     /// How long a statement waits for a lock another process holds before failing.
     pub busy_timeout: Duration,
+    /// How often the writer checks whether another process wrote to the file (`PRAGMA data_version`;
+    /// `scim-bridge reconcile --dry-run` and `audit` beside `serve` do not, an operator's tool might) and
+    /// then counts again, so the cached counts never stay wrong.
+    pub recount_every: Duration,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { busy_timeout: Duration::from_secs(5) }
+        SqliteOptions { busy_timeout: Duration::from_secs(5), recount_every: Duration::from_secs(30) }
     }
 }
 
@@ -257,6 +261,25 @@ impl std::fmt::Debug for SqliteEngine {
     }
 }
 
+/// Counts records per (app, kind) and audit entries from the tables.
+fn recount(conn: &Connection, counts: &Counts) -> rusqlite::Result<()> {
+    let mut fresh = HashMap::new();
+    let mut stmt = conn.prepare_cached("SELECT app, kind, COUNT(*) FROM resources GROUP BY app, kind")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
+    for row in rows {
+        let (app, kind, n) = row?;
+        fresh.insert((app, Kind::parse(&kind)), n);
+    }
+    let audit: i64 = conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
+    *counts.records.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    counts.audit.store(audit as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+fn data_version(conn: &Connection) -> Option<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+}
+
 fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(opts.busy_timeout)?;
     conn.pragma_update(None, "foreign_keys", "ON")
@@ -318,17 +341,7 @@ impl SqliteEngine {
         configure(&conn, &opts)?;
         migrations().to_latest(&mut conn)?;
         let counts = Arc::new(Counts::default());
-        {
-            let mut records = counts.records.lock().unwrap_or_else(|p| p.into_inner());
-            let mut stmt = conn.prepare("SELECT app, kind, COUNT(*) FROM resources GROUP BY app, kind")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
-            for row in rows {
-                let (app, kind, n) = row?;
-                records.insert((app, Kind::parse(&kind)), n);
-            }
-            let audit: i64 = conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
-            counts.audit.store(audit as u64, Ordering::Relaxed);
-        }
+        recount(&conn, &counts)?;
         let readers = if memory {
             None
         } else {
@@ -347,7 +360,7 @@ impl SqliteEngine {
         let writer_counts = counts.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &writer_counts))
+            .spawn(move || writer_loop(conn, rx, &writer_counts, opts.recount_every))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteEngine { path: path.to_string(), writer: Mutex::new(tx), readers, counts })
     }
@@ -401,19 +414,41 @@ impl SqliteEngine {
     }
 }
 
+fn batch_lost() -> StoreError {
+    StoreError::Unavailable("the database rolled the batch back after an error; nothing of it was kept".into())
+}
+
 fn writer_gone() -> StoreError {
     StoreError::Unavailable("the store's writer has stopped".into())
 }
 
 /// The writer thread: until every sender is gone, take what is waiting, run in-memory reads, then
 /// commit the changes as one transaction and answer them.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, counts: &Counts) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, counts: &Counts, recount_every: Duration) {
     let mut writes: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
+    let mut version = data_version(&conn);
+    let mut checked = std::time::Instant::now();
+    loop {
+        let first = match rx.recv_timeout(recount_every) {
+            Ok(job) => Some(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if checked.elapsed() >= recount_every {
+            checked = std::time::Instant::now();
+            let now = data_version(&conn);
+            if now != version {
+                version = now;
+                if let Err(e) = recount(&conn, counts) {
+                    tracing::warn!(error = %e, "store: counting again after another process wrote failed");
+                }
+            }
+        }
+        let mut next = first;
         while let Some(job) = next.take() {
             match job {
-                Job::Read(f) => f(&conn),
+                // A read that panics drops its reply (its caller gets `Unavailable`); the writer goes on.
+                Job::Read(f) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&conn)))),
                 Job::Write(w, reply) => writes.push((w, reply)),
             }
             if writes.len() < MAX_BATCH {
@@ -447,6 +482,12 @@ fn commit_batch(conn: &Connection, writes: &mut Vec<(Write, Reply)>, counts: &Co
     }
     let mut results: Vec<(StoreResult<Applied>, Reply)> = Vec::with_capacity(writes.len());
     for (w, reply) in writes.drain(..) {
+        // Some errors (a full disk, I/O, corruption) make SQLite roll the whole transaction back. Then no
+        // later change may run: outside a transaction each statement would commit on its own.
+        if conn.is_autocommit() {
+            results.push((Err(batch_lost()), reply));
+            continue;
+        }
         let outcome = conn.execute_batch("SAVEPOINT change").map_err(StoreError::from).and_then(|()| {
             let applied = apply(conn, &w);
             let end = if applied.is_ok() { "RELEASE change" } else { "ROLLBACK TO change; RELEASE change" };
@@ -454,6 +495,13 @@ fn commit_batch(conn: &Connection, writes: &mut Vec<(Write, Reply)>, counts: &Co
             applied
         });
         results.push((outcome, reply));
+    }
+    if conn.is_autocommit() {
+        // Rolled back by SQLite: what looked applied is not on disk, and nothing was counted.
+        for (outcome, reply) in results {
+            let _ = reply.send(outcome.and(Err(batch_lost())));
+        }
+        return;
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {

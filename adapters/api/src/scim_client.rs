@@ -22,6 +22,10 @@ pub const CORE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 
+/// Pages `list_all` follows at most (a million users at 100 a page): a vendor whose `totalResults` never
+/// ends, or that pages forever, cannot keep a pass listing.
+pub const MAX_LIST_PAGES: usize = 10_000;
+
 /// How an update reaches the vendor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -378,20 +382,42 @@ impl ScimClient {
         self.parse_list(op, &self.json_body(op, &resp)?)
     }
 
-    /// Every user, page by page (stops on a short or empty page, or at `totalResults`).
+    /// Every user, page by page: until `totalResults` (a vendor may cap the page below our count, so a
+    /// short page ends the listing only when no total is given) or an empty page. A listing that cannot be
+    /// completed is an error, never a shorter list: fewer users than `totalResults`, a page that repeats
+    /// the previous one (a vendor that ignores `startIndex`), or more than `MAX_LIST_PAGES` pages.
     pub async fn list_all(&self) -> Result<Vec<VendorUser>> {
-        let mut all = Vec::new();
+        let incomplete = |why: String| Error::unavailable(None, format!("the user listing is incomplete: {why}"));
+        let mut all: Vec<VendorUser> = Vec::new();
         let mut start = 1u64;
-        loop {
+        let mut previous_first: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
             let (page, total) = self.list(start).await?;
             let n = page.len() as u64;
+            let first = page.first().map(|u| u.vendor_id.clone());
+            if first.is_some() && first == previous_first {
+                if total.is_some_and(|t| all.len() as u64 >= t) {
+                    return Ok(all);
+                }
+                return Err(incomplete(format!("the page at startIndex {start} repeats the previous one")));
+            }
+            previous_first = first;
             all.extend(page);
             start += n;
-            let done = n == 0 || total.is_some_and(|t| start > t) || n < u64::from(self.rules.page_size);
+            let done = match total {
+                Some(t) => n == 0 || start > t,
+                None => n < u64::from(self.rules.page_size),
+            };
             if done {
-                return Ok(all);
+                return match total {
+                    Some(t) if (all.len() as u64) < t => {
+                        Err(incomplete(format!("{} users listed of the {t} the vendor counts", all.len())))
+                    }
+                    _ => Ok(all),
+                };
             }
         }
+        Err(incomplete(format!("more than {MAX_LIST_PAGES} pages")))
     }
 
     /// The managed attributes on which the vendor's `held` differs from `desired`, among those this vendor
@@ -1080,5 +1106,62 @@ mod put_merge_tests {
         let sent = puts.lock().unwrap().clone();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0]["active"], false);
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A vendor listing `users` users; `pages` decides what it answers for a `startIndex` (1-based) and
+    /// page size: the users on the page and the `totalResults` it claims.
+    async fn lister(
+        pages: impl Fn(usize, usize) -> (std::ops::Range<usize>, Option<usize>) + Clone + Send + Sync + 'static,
+    ) -> ScimClient {
+        let app = axum::Router::new().route(
+            "/Users",
+            axum::routing::get(move |axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>| {
+                let pages = pages.clone();
+                async move {
+                    let start: usize = q.get("startIndex").and_then(|v| v.parse().ok()).unwrap_or(1);
+                    let count: usize = q.get("count").and_then(|v| v.parse().ok()).unwrap_or(100);
+                    let (range, total) = pages(start, count);
+                    let users: Vec<Value> =
+                        range.map(|i| json!({"id": format!("u{i}"), "userName": format!("u{i}@x.com")})).collect();
+                    let mut body = json!({"Resources": users});
+                    if let Some(t) = total {
+                        body["totalResults"] = json!(t);
+                    }
+                    axum::Json(body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let mut rules = ScimRules::new("acme", base, SecretString::from("Bearer k"), &["active"]);
+        rules.page_size = 10;
+        ScimClient::new(rules, Arc::new(Outbound::new("acme", crate::OutboundConfig::default()).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_listing_is_complete_or_an_error_never_a_shorter_list() {
+        // Honest paging, and a vendor that caps the page below our count (a short page is not the end
+        // while totalResults says more).
+        let honest = lister(|start, count| (start - 1..(start - 1 + count).min(25), Some(25))).await;
+        assert_eq!(honest.list_all().await.unwrap().len(), 25);
+        let capped = lister(|start, count| (start - 1..(start - 1 + count.min(4)).min(25), Some(25))).await;
+        assert_eq!(capped.list_all().await.unwrap().len(), 25);
+        let no_total = lister(|start, count| (start - 1..(start - 1 + count).min(25), None)).await;
+        assert_eq!(no_total.list_all().await.unwrap().len(), 25);
+        // A vendor that ignores startIndex, and one that counts more than it lists: each is an error saying
+        // the listing is incomplete (a total that never ends stops at MAX_LIST_PAGES the same way).
+        let ignores_start = lister(|_, count| (0..count, Some(25))).await;
+        let short = lister(|start, count| (start - 1..(start - 1 + count).min(15), Some(25))).await;
+        for (what, client) in [("ignores startIndex", ignores_start), ("short", short)] {
+            let err = client.list_all().await.unwrap_err();
+            assert!(err.detail().contains("incomplete"), "{what}: {err}");
+        }
     }
 }

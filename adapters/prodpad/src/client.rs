@@ -115,33 +115,43 @@ impl RestClient {
     }
 
     /// Walks the user list page by page, handing each page's users to `visit` until it answers `true`
-    /// (found what it looked for) or the list ends: an empty page, a page repeating the previous one (a
-    /// vendor that ignores `page`), every entry the reply's total promised, or (with no total) a short page.
-    /// ProdPad may cap the page size below ours, so a short page only ends the walk when no total says
-    /// otherwise. At most `MAX_PAGES` pages.
-    async fn walk(&self, mut visit: impl FnMut(Vec<PpUser>) -> bool + Send) -> Result<()> {
+    /// (found what it looked for) or the list ends: an empty page, every entry the reply's total promised,
+    /// or (with no total) a short page. ProdPad may cap the page size below ours, so a short page only ends
+    /// the walk when no total says otherwise. A page repeating the previous one (a vendor that ignores
+    /// `page`) or more than `MAX_PAGES` pages cut the walk short: `Walked::Cut` says why.
+    async fn walk(&self, mut visit: impl FnMut(Vec<PpUser>) -> bool + Send) -> Result<Walked> {
         let mut previous_first: Option<String> = None;
         let mut seen = 0u64;
         for page in 1..=MAX_PAGES {
             let batch = self.list_page(page, PAGE_SIZE).await?;
-            seen += batch.entries as u64;
             let first = batch.users.first().and_then(|u| u.id.clone());
             if first.is_some() && first == previous_first {
-                return Ok(());
+                return Ok(match batch.total {
+                    Some(total) if seen >= total => Walked::Ended,
+                    _ => {
+                        Walked::Cut(format!("ProdPad sent page {page} again as page {} (it ignores `page`?)", page - 1))
+                    }
+                });
             }
+            seen += batch.entries as u64;
             if visit(batch.users) {
-                return Ok(());
+                return Ok(Walked::Found);
             }
             let done = match batch.total {
                 Some(total) => seen >= total,
                 None => batch.entries < PAGE_SIZE as usize,
             };
             if batch.entries == 0 || done || first.is_none() {
-                return Ok(());
+                return Ok(match batch.total {
+                    Some(total) if seen < total => {
+                        Walked::Cut(format!("ProdPad listed {seen} of the {total} users it counts"))
+                    }
+                    _ => Walked::Ended,
+                });
             }
             previous_first = first;
         }
-        Ok(())
+        Ok(Walked::Cut(format!("more than {MAX_PAGES} pages of users")))
     }
 
     /// The user whose email matches, ignoring case.
@@ -156,16 +166,32 @@ impl RestClient {
         Ok(hit)
     }
 
-    /// Every user ProdPad lists.
+    /// Every user ProdPad lists; an error when the listing could not be completed (reconcile then says it
+    /// could not check, and the vendor index is not built from a partial list).
     pub async fn list_all(&self) -> Result<Vec<PpUser>> {
         let mut all = Vec::new();
-        self.walk(|users| {
-            all.extend(users);
-            false
-        })
-        .await?;
-        Ok(all)
+        let walked = self
+            .walk(|users| {
+                all.extend(users);
+                false
+            })
+            .await?;
+        match walked {
+            Walked::Cut(why) => Err(Error::unavailable(None, format!("the user listing is incomplete: {why}"))),
+            Walked::Found | Walked::Ended => Ok(all),
+        }
     }
+}
+
+/// How a walk over the user list ended.
+#[derive(Debug, PartialEq)]
+enum Walked {
+    /// `visit` found what it looked for.
+    Found,
+    /// The list ended.
+    Ended,
+    /// Stopped before the end (the reason).
+    Cut(String),
 }
 
 /// THE mapping from a ProdPad non-success status and error body to an adapter error (429 and 5xx never get
