@@ -97,6 +97,9 @@ pub struct BenchArgs {
     /// memory: soak clients (each loops match + PATCH, plus a create/delete every 20th turn).
     #[arg(long, default_value_t = 8)]
     pub soak_clients: usize,
+    /// endpoints: users loaded (untimed) before the timed endpoints, so reads meet the same store size.
+    #[arg(long, default_value_t = 10_000)]
+    pub endpoint_users: usize,
     /// paging: the large store's user count (the small one is 1,000).
     #[arg(long, default_value_t = 100_000)]
     pub paging_users: usize,
@@ -606,9 +609,23 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
     let base = Arc::new(demo.app_url("sandbox"));
     let http = http_client(a.concurrency * 2)?;
     let clients = a.concurrency.max(1);
+    // The same store size for every run, whatever its write speed: reads are measured over
+    // `--endpoint-users` users loaded first (untimed).
+    let loaded = entra_sim::for_each_bounded((0..a.endpoint_users).collect(), clients, |i| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let name = format!("ep.load.{i}@bench.example.com");
+            create(&http, &base, TOKEN, &user_body(&name)).await.ok().map(|id| (id, name))
+        }
+    })
+    .await;
+    let users: Arc<Vec<(String, String)>> = Arc::new(loaded.into_iter().flatten().flatten().collect());
+    if users.is_empty() {
+        return Err("endpoints: no user was created".into());
+    }
     let mut out = format!(
-        "== endpoints: each alone, {clients} connections for {:.1}s each, app `sandbox`, store {}\n{:<8} {:>9} {:>10} {:>9} {:>9} {:>7}\n",
-        a.seconds, a.store, "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors"
+        "== endpoints: each alone, {clients} connections for {:.1}s each, app `sandbox`, store {}, {} users loaded first\n{:<8} {:>9} {:>10} {:>9} {:>9} {:>7}\n",
+        a.seconds, a.store, users.len(), "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors"
     );
     let mut row = |name: &str, (t, wall): (Tally, f64)| {
         out.push_str(&format!(
@@ -620,30 +637,6 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
             t.errors
         ));
     };
-    // POST: every request a new user; the ids feed the other endpoints.
-    let created: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
-    let post = {
-        let (http, base, created) = (http.clone(), base.clone(), created.clone());
-        hammer(clients, a.seconds, move |c, turn| {
-            let (http, base, created) = (http.clone(), base.clone(), created.clone());
-            async move {
-                let name = format!("ep.{c}.{turn}@bench.example.com");
-                match create(&http, &base, TOKEN, &user_body(&name)).await {
-                    Ok(id) => {
-                        created.lock().unwrap_or_else(|p| p.into_inner()).push((id, name));
-                        true
-                    }
-                    Err(_) => false,
-                }
-            }
-        })
-        .await
-    };
-    row("POST", post);
-    let users = Arc::new(std::mem::take(&mut *created.lock().unwrap_or_else(|p| p.into_inner())));
-    if users.is_empty() {
-        return Err("endpoints: no user was created".into());
-    }
     let pick = |users: &[(String, String)], c: usize, turn: u64| {
         let i = (turn as usize).wrapping_mul(7919).wrapping_add(c.wrapping_mul(104_729)) % users.len();
         users[i].clone()
@@ -667,6 +660,19 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
         .await
     };
     row("filter", filter);
+    // POST: every request a new user.
+    let post = {
+        let (http, base) = (http.clone(), base.clone());
+        hammer(clients, a.seconds, move |c, turn| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let name = format!("ep.{c}.{turn}@bench.example.com");
+                create(&http, &base, TOKEN, &user_body(&name)).await.is_ok()
+            }
+        })
+        .await
+    };
+    row("POST", post);
     let patch = {
         let (http, base, users) = (http.clone(), base.clone(), users.clone());
         hammer(clients, a.seconds, move |c, turn| {

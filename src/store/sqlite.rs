@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 256;
 const PRUNE_BATCH: usize = 1_000;
 /// Read-only connections of a file store.
 const READERS: usize = 4;
+/// How much of the database file each reader maps (address space, not memory: pages are the OS's cache).
+const READER_MMAP_BYTES: i64 = 1 << 30;
 
 /// How the engine is opened.
 #[derive(Clone, Debug)]
@@ -338,6 +340,11 @@ impl SqliteEngine {
         // WAL + FULL: a commit is on disk before Entra hears 2xx, and readers do not block the writer.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // The writer checkpoints after its own commits (SQLite's default, every 1,000 WAL pages): right
+        // after a commit no new frame can arrive, so the checkpoint completes and the next batch restarts
+        // the WAL from its start. A checkpoint on another thread (tried) races the writer's next batch,
+        // rarely completes under load, and the WAL grew past a gigabyte, slowing every read's lookup.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         configure(&conn, &opts)?;
         migrations().to_latest(&mut conn)?;
         let counts = Arc::new(Counts::default());
@@ -352,6 +359,10 @@ impl SqliteEngine {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
                 )?;
                 configure(&r, &opts)?;
+                // Reads are the hot path (every GET and filter): pages through a memory map instead of a
+                // read call each, and a larger page cache per connection.
+                r.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
+                r.pragma_update(None, "cache_size", -16_384)?;
                 idle.push(r);
             }
             Some(Arc::new(ReadPool { idle: Mutex::new(idle), returned: Condvar::new() }))
