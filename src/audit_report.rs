@@ -10,7 +10,8 @@ use crate::store::AuditEntry;
 pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<String, String> {
     let t = text.trim();
     if let Ok(at) = OffsetDateTime::parse(t, &Rfc3339) {
-        return at.format(&Rfc3339).map_err(|e| e.to_string());
+        // Stored times are UTC (`…Z`) and compared as text: an offset given here is turned into UTC.
+        return at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).map_err(|e| e.to_string());
     }
     if let Ok(date) = time::Date::parse(t, time::macros::format_description!("[year]-[month]-[day]")) {
         return date.midnight().assume_utc().format(&Rfc3339).map_err(|e| e.to_string());
@@ -19,14 +20,16 @@ pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<String, String> {
     let n: i64 = num
         .parse()
         .map_err(|_| format!("--since: cannot read '{text}'; use 2026-11-25, an RFC 3339 time, or 30m/12h/7d"))?;
-    let age = match unit {
-        "s" => Duration::seconds(n),
-        "m" => Duration::minutes(n),
-        "h" => Duration::hours(n),
-        "d" => Duration::days(n),
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
         _ => return Err(format!("--since: unknown unit in '{text}'; use s, m, h or d")),
     };
-    (now - age).format(&Rfc3339).map_err(|e| e.to_string())
+    let too_far = || format!("--since: '{text}' reaches before any date the log can hold");
+    let age = n.checked_mul(seconds_per).map(Duration::seconds).ok_or_else(too_far)?;
+    now.checked_sub(age).ok_or_else(too_far)?.format(&Rfc3339).map_err(|e| e.to_string())
 }
 
 /// Text from the audit log as it may reach a terminal: details quote vendors' error bodies and names come
@@ -117,6 +120,11 @@ mod tests {
         assert_eq!(parse_since("2d", now).unwrap(), "2026-11-23T12:00:00Z");
         assert!(parse_since("yesterday", now).unwrap_err().contains("--since"));
         assert!(parse_since("5w", now).unwrap_err().contains("unit"));
+        // An offset is turned into UTC (stored times are compared as `…Z` text); an age too large for
+        // any date is an error, not a panic.
+        assert_eq!(parse_since("2026-11-25T10:00:00+02:00", now).unwrap(), "2026-11-25T08:00:00Z");
+        assert!(parse_since("99999999999d", now).unwrap_err().contains("--since"));
+        assert!(parse_since("9223372036854775807s", now).unwrap_err().contains("--since"));
     }
 
     #[test]

@@ -89,8 +89,9 @@ fn role_changes<'a>(app: &App, candidates: &'a [String], before: &[Record], afte
 }
 
 /// The mapped role of a group name, if any entry names it.
-fn role_of_name<'a>(app: &'a App, name: &str) -> Option<&'a str> {
-    app.group_roles.iter().find(|e| e.group.trim().eq_ignore_ascii_case(name.trim())).map(|e| e.role.trim())
+/// The position of the `group_roles` entry a group name matches (its precedence), if any.
+fn entry_of_name(app: &App, name: &str) -> Option<usize> {
+    app.group_roles.iter().position(|e| e.group.trim().eq_ignore_ascii_case(name.trim()))
 }
 
 /// Roles as Entra sent them are app-role values, whatever `type` they carry: only the gateway marks a role
@@ -334,7 +335,7 @@ impl Gateway {
         let members = member_ids(&doc_values);
         let _serial = self.locks.app_groups(&app.name).lock().await;
         // Only a mapped group's members change role (the app's group lock keeps the others as they are).
-        let keys: Vec<(Kind, &str)> = match role_of_name(app, &name) {
+        let keys: Vec<(Kind, &str)> = match entry_of_name(app, &name) {
             Some(_) => members.iter().map(|m| (Kind::User, m.as_str())).collect(),
             None => Vec::new(),
         };
@@ -446,7 +447,10 @@ impl Gateway {
             return self.audited(Err(ScimError::invalid_value("displayName must not be empty")), &refusal).await;
         }
         let (old_members, new_members) = (member_ids(&rec.doc), member_ids(&doc));
-        let renamed_role = role_of_name(app, rec.name()) != role_of_name(app, &new_name);
+        // Which mapping entry the group matches, not which role: a rename between two entries that give the
+        // same role still moves the group in the order of precedence, and a member of another group
+        // between them changes role.
+        let renamed_role = entry_of_name(app, rec.name()) != entry_of_name(app, &new_name);
         let affected: Vec<String> = new_members
             .iter()
             .filter(|m| renamed_role || !old_members.contains(m))
@@ -511,7 +515,7 @@ impl Gateway {
     pub(crate) async fn mapped_group_delete(&self, app: &App, ctx: &Ctx, id: &str) -> ScimResult<Reply> {
         let _serial = self.locks.app_groups(&app.name).lock().await;
         let rec = self.load(app, Kind::Group, id).await?;
-        let affected = match role_of_name(app, rec.name()) {
+        let affected = match entry_of_name(app, rec.name()) {
             Some(_) => member_ids(&rec.doc),
             None => Vec::new(),
         };

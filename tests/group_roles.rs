@@ -48,7 +48,11 @@ async fn start() -> Gw {
             promapp.app_options,
             group_roles(&[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]),
         ),
-        ("prodpad", prodpad_options, group_roles(&[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")])),
+        (
+            "prodpad",
+            prodpad_options,
+            group_roles(&[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor"), ("ProdPad Leads", "Admin")]),
+        ),
     ] {
         apps.insert(
             app.to_string(),
@@ -598,4 +602,22 @@ async fn group_roles_config_errors_name_key_and_file() {
         let err = scim_bridge::server::build_gateway(&config, "proxy.yaml").expect_err(vendor).0;
         assert!(err.contains(key) && err.contains("proxy.yaml"), "{vendor}: {err}");
     }
+}
+
+/// A rename can move a group in the order of precedence without changing the role it maps to: with
+/// Admins → Admin, Editors → Editor, Leads → Admin, a member of Leads and Editors is an Editor (Editors
+/// comes first); renaming Leads to Admins puts the group first, and the member becomes an Admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_that_moves_a_group_up_the_precedence_changes_its_members_roles() {
+    let gw = start().await;
+    let name = "lead@example.com";
+    let user = gw.create_user("prodpad", name, &[]).await;
+    let leads = gw.create_group("prodpad", "ProdPad Leads").await;
+    let editors = gw.create_group("prodpad", "ProdPad Editors").await;
+    assert_eq!(gw.add("prodpad", &leads, &[&user]).await.status, 204);
+    assert_eq!(gw.add("prodpad", &editors, &[&user]).await.status, 204);
+    assert_eq!(gw.held_roles("prodpad", name), ["Editor"], "Editors comes before Leads");
+    let rename = json!([{"op": "Replace", "path": "displayName", "value": "ProdPad Admins"}]);
+    assert_eq!(gw.patch("prodpad", &format!("/Groups/{leads}"), rename).await.status, 204);
+    assert_eq!(gw.held_roles("prodpad", name), ["Admin"], "now the first mapped group");
 }

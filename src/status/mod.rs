@@ -26,18 +26,53 @@ use crate::store::{AuditFilter, OutcomeFilter};
 use session::Sessions;
 
 /// The admin's credential (its hash) and the open sessions.
-#[derive(Debug)]
 pub struct Status {
     token_sha256: [u8; 32],
     sessions: Sessions,
+    /// Sources over their failed-token quota, until when: they are refused before any token is compared
+    /// (unlike the SCIM listener, where Entra's shared addresses must keep working, an admin page can make
+    /// a guesser wait).
+    blocked: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
 }
+
+impl std::fmt::Debug for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token's hash is a credential's fingerprint: never formatted.
+        f.debug_struct("Status").field("sessions", &self.sessions).finish_non_exhaustive()
+    }
+}
+
+/// Sources remembered as blocked at most (past it, expired entries are dropped first, then the oldest).
+const BLOCKED_SOURCES: usize = 10_000;
 
 impl Status {
     /// The status page for an admin token whose hex SHA-256 is `hash`; `None` (page off) if it is not one.
     pub fn from_hash(hash: &str) -> Option<Status> {
         let mut token = [0u8; 32];
         hex::decode_to_slice(hash.trim(), &mut token).ok()?;
-        Some(Status { token_sha256: token, sessions: Sessions::default() })
+        Some(Status { token_sha256: token, sessions: Sessions::default(), blocked: Default::default() })
+    }
+
+    /// How long `peer` must still wait, if it is blocked.
+    fn blocked_for(&self, peer: Option<SocketAddr>) -> Option<std::time::Duration> {
+        let ip = peer?.ip();
+        let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        blocked.get(&ip).and_then(|until| until.checked_duration_since(std::time::Instant::now()))
+    }
+
+    fn block(&self, peer: Option<SocketAddr>, wait: std::time::Duration) {
+        let Some(peer) = peer else { return };
+        let now = std::time::Instant::now();
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked.len() >= BLOCKED_SOURCES {
+            blocked.retain(|_, until| *until > now);
+            if blocked.len() >= BLOCKED_SOURCES {
+                if let Some(oldest) = blocked.iter().min_by_key(|(_, until)| **until).map(|(ip, _)| *ip) {
+                    blocked.remove(&oldest);
+                }
+            }
+        }
+        blocked.insert(peer.ip(), now + wait);
     }
 
     fn is_admin_token(&self, token: &str) -> bool {
@@ -133,7 +168,20 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// A failed admin-token check: counted against its source; a source over its quota gets 429.
 fn refused(state: &AppState, peer: Option<SocketAddr>, login_page: bool) -> Response {
-    match state.record_auth_failure(peer) {
+    let wait = state.record_auth_failure(peer);
+    if let (Some(status), Some(wait)) = (status_of(state), wait) {
+        status.block(peer, wait);
+    }
+    too_many(wait, login_page).unwrap_or_else(|| wrong_token(login_page))
+}
+
+/// A source blocked for failed tokens is answered 429 before its token is even compared.
+fn still_blocked(state: &AppState, peer: Option<SocketAddr>, login_page: bool) -> Option<Response> {
+    too_many(status_of(state)?.blocked_for(peer), login_page)
+}
+
+fn too_many(wait: Option<std::time::Duration>, login_page: bool) -> Option<Response> {
+    match wait {
         Some(wait) => {
             let secs = wait.as_secs().max(1);
             let mut resp = if login_page {
@@ -148,14 +196,20 @@ fn refused(state: &AppState, peer: Option<SocketAddr>, login_page: bool) -> Resp
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
-            resp
+            Some(resp)
         }
-        None if login_page => page(
+        None => None,
+    }
+}
+
+fn wrong_token(login_page: bool) -> Response {
+    match () {
+        () if login_page => page(
             StatusCode::UNAUTHORIZED,
             "login.html",
             minijinja::context! { error => "That is not the admin token." },
         ),
-        None => {
+        () => {
             let mut resp = (StatusCode::UNAUTHORIZED, "wrong admin token\n").into_response();
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             resp
@@ -171,6 +225,9 @@ fn access(state: &AppState, status: &Status, req: &Request) -> Access {
             .ok()
             .and_then(|v| v.trim().split_once(' '))
             .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token));
+        if let Some(wait) = still_blocked(state, peer_of(req), false) {
+            return Access::Refused(wait);
+        }
         return match token {
             Some(token) if status.is_admin_token(token) => Access::Granted,
             _ => Access::Refused(refused(state, peer_of(req), false)),
@@ -378,6 +435,9 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
             minijinja::context! { error => "That form was too large." },
         );
     };
+    if let Some(wait) = still_blocked(&state, peer, true) {
+        return wait;
+    }
     let token = form_urlencoded::parse(&bytes).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
     match token {
         Some(token) if status.is_admin_token(&token) => {

@@ -34,7 +34,21 @@ pub fn shown(s: &str) -> String {
 
 /// Keys whose values never reach a page, whatever document they are in (Entra may send a password; a
 /// vendor's record may echo a key): matched case-insensitively as parts of the key.
-const SECRET_KEYS: &[&str] = &["password", "secret", "token", "credential", "auth_code", "api_key", "apikey"];
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "secret",
+    "token",
+    "credential",
+    "auth_code",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "session",
+    "private",
+    "signature",
+    "otp",
+];
 
 /// A copy of `doc` with the values of secret-looking keys replaced, at any depth.
 pub fn redacted(doc: &Value) -> Value {

@@ -834,7 +834,10 @@ impl StoreEngine for SqliteEngine {
         self.read(move |conn| {
             query(
                 conn,
-                "app = ?1 AND kind = ?2 ORDER BY rowid LIMIT ?3 OFFSET ?4",
+                // The offset is walked on the (app, kind) index alone (its entries end in the rowid), then
+                // one page is read from there: skipping 50,000 records reads index pages, not records.
+                "app = ?1 AND kind = ?2 AND rowid >= (SELECT rowid FROM resources WHERE app = ?1 AND kind = ?2
+                   ORDER BY rowid LIMIT 1 OFFSET ?4) ORDER BY rowid LIMIT ?3",
                 &[&app, &kind, &(limit as i64), &(offset as i64)],
             )
         })
