@@ -327,3 +327,34 @@ async fn one_serve_per_store_and_no_enforcing_pass_beside_it() {
     let (clean, _) = s.reconcile(&[]);
     assert!(clean, "an enforcing pass runs once serve is stopped");
 }
+
+/// A user deleted at the vendor, then an account with the same userName made there by someone else: the
+/// repair that would re-create the user finds that account and leaves it alone (needs a person, audited),
+/// instead of adopting and overwriting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_create_never_takes_over_an_account_made_at_the_vendor() {
+    for vendor in ["prodpad", "promapp", "prompt"] {
+        let s = setup(vendor).await;
+        let who = format!("taken.{vendor}@example.com");
+        let (st, body) = s.entra(vendor, Method::POST, "/Users", Some(entra_user(&who, vendor))).await;
+        assert_eq!(st, 201, "{vendor}: {body}");
+        assert_eq!(s.vendor_admin(Method::DELETE, &format!("/{who}"), None).await, 204, "{vendor}");
+        let made = s.vendor_admin(Method::POST, "", Some(json!({"userName": who, "familyName": "Own"}))).await;
+        assert_eq!(made, 201, "{vendor}");
+        let (clean, report) = s.reconcile(&[]);
+        assert!(!clean, "{vendor}: a refused repair is left for a person: {report:#}");
+        let missing = report[0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == "missing")
+            .unwrap_or_else(|| panic!("{vendor}: no missing finding: {report:#}"));
+        assert_eq!(missing["resolution"], "failed", "{vendor}: {missing}");
+        assert!(missing["detail"].as_str().unwrap().contains("another account"), "{vendor}: {missing}");
+        let held = s.at_vendor(&who);
+        assert_eq!(held.len(), 1, "{vendor}: no second account: {held:?}");
+        assert_eq!(family_name(&held[0]), "Own", "{vendor}: the other account is untouched");
+        let refused = drift_entries(&s.config_path, "needs_manual_action");
+        assert!(refused.iter().any(|e| e["name"] == json!(who)), "{vendor}: audited: {refused:?}");
+    }
+}
