@@ -178,7 +178,7 @@ pub enum OutcomeFilter {
     Failed,
     /// What only a person can settle: refusals that need manual action, a vendor that refuses the
     /// gateway's credential, intents never completed, vendor changes the gateway could not link, and
-    /// drift that no later pass repaired.
+    /// drift; each until a later change of the same user succeeds (`ok`) or a pass repairs it.
     NeedsPerson,
 }
 
@@ -630,6 +630,9 @@ mod status_tests {
         }
         let unlinked = AuditEntry { vendor_calls: 1, ..entry("b", "unlinked@y", "rejected", 409) };
         s.audit(&unlinked).await.unwrap();
+        // Settled later: a refused disable that a later change of the same user got through.
+        s.audit(&entry("a", "settled@x", "needs_manual_action", 409)).await.unwrap();
+        s.audit(&entry("a", "settled@x", "ok", 200)).await.unwrap();
         let names = |f: AuditFilter| {
             let s = s.clone();
             async move { s.audit_page(&f, 100).await.unwrap().0.into_iter().filter_map(|e| e.name).collect::<Vec<_>>() }
@@ -639,12 +642,13 @@ mod status_tests {
         assert_eq!(s.audit_count(&ada).await.unwrap(), 2);
         assert_eq!(names(AuditFilter { app: Some("b".into()), ..ada.clone() }).await, ["ada@y"]);
         let failed = AuditFilter { outcome: OutcomeFilter::Failed, ..Default::default() };
-        assert_eq!(names(failed.clone()).await, ["unlinked@y", "malformed@x", "x%_@y", "ada@y", "alan@x"]);
+        assert_eq!(names(failed.clone()).await, ["settled@x", "unlinked@y", "malformed@x", "x%_@y", "ada@y", "alan@x"]);
         let person = AuditFilter { outcome: OutcomeFilter::NeedsPerson, ..Default::default() };
         assert_eq!(
             names(person.clone()).await,
             ["unlinked@y", "x%_@y", "grace@x", "ada@y"],
-            "hedy's drift was repaired later; a refusal without a vendor call is not a person's"
+            "hedy's drift was repaired later, settled@x succeeded later; a refusal without a vendor call is \
+             not a person's"
         );
         assert_eq!(s.audit_count(&person).await.unwrap(), 4);
         // A LIKE pattern in the name is text, not a pattern.

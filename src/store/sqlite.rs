@@ -781,9 +781,9 @@ fn filter_clause(f: &AuditFilter) -> (String, Vec<rusqlite::types::Value>) {
         OutcomeFilter::NeedsPerson => sql.push(format!(
             "a.outcome IN ('needs_manual_action', 'unauthorized', '{INTENT}', 'drift_found', 'rejected')
              AND (a.outcome <> 'rejected' OR a.vendor_calls > 0)
-             AND (a.outcome <> 'drift_found' OR NOT EXISTS (
+             AND NOT EXISTS (
                   SELECT 1 FROM audit r WHERE r.app = a.app AND r.name_key = a.name_key AND r.seq > a.seq
-                    AND r.outcome = 'drift_repaired'))"
+                    AND r.outcome IN ('ok', 'drift_repaired'))"
         )),
     }
     (sql.join(" AND "), args)
