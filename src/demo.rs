@@ -128,19 +128,18 @@ async fn start_inner(
     admin: Option<DemoAdmin>,
 ) -> Result<Demo, String> {
     let hash = hex::encode(crate::http::token_hash(token));
+    // Every demo app: one token, no IP allow-list, reconcile as configured by default.
+    let app = |vendor: &str, limits: LimitsConfig, group_roles: Vec<GroupRole>, options| AppConfig {
+        vendor: vendor.to_string(),
+        token_sha256: hash.clone(),
+        limits,
+        ip_allow: Vec::new(),
+        reconcile: Default::default(),
+        group_roles,
+        options,
+    };
     let mut apps = BTreeMap::new();
-    apps.insert(
-        "sandbox".to_string(),
-        AppConfig {
-            vendor: "sandbox".into(),
-            token_sha256: hash.clone(),
-            limits: LimitsConfig::default(),
-            ip_allow: Vec::new(),
-            reconcile: Default::default(),
-            group_roles: Vec::new(),
-            options: Default::default(),
-        },
-    );
+    apps.insert("sandbox".to_string(), app("sandbox", LimitsConfig::default(), Vec::new(), Default::default()));
     let mut sims = Vec::new();
     for vendor in SIMULATED {
         let started = simulator(vendor, &demo_credential(vendor), None).await?;
@@ -152,43 +151,21 @@ async fn start_inner(
             let expires = time::OffsetDateTime::now_utc().date() + time::Duration::days(21);
             options.insert("token_expires_at".into(), json!(expires.to_string()));
         }
-        apps.insert(
-            vendor.to_string(),
-            AppConfig {
-                vendor: vendor.to_string(),
-                token_sha256: hash.clone(),
-                limits: limits.clone(),
-                ip_allow: Vec::new(),
-                reconcile: Default::default(),
-                group_roles: Vec::new(),
-                options,
-            },
-        );
+        apps.insert(vendor.to_string(), app(vendor, limits.clone(), Vec::new(), options));
         sims.push((vendor.to_string(), started.sim));
     }
     // One app per vendor with roles that maps Entra groups to them, each on a simulator of its own so its
     // vendor state can be checked apart: the Entra group vectors run against these (`.ci/run`).
     for (vendor, group_roles) in DEMO_GROUP_ROLES {
-        let app = format!("{vendor}-groups");
+        let name = format!("{vendor}-groups");
         let started = simulator(vendor, &demo_credential(vendor), None).await?;
         if let Some(f) = &faults {
             started.sim.set_faults(f.clone());
         }
         let group_roles =
             group_roles.iter().map(|(group, role)| GroupRole { group: group.to_string(), role: role.to_string() });
-        apps.insert(
-            app.clone(),
-            AppConfig {
-                vendor: vendor.to_string(),
-                token_sha256: hash.clone(),
-                limits: limits.clone(),
-                ip_allow: Vec::new(),
-                reconcile: Default::default(),
-                group_roles: group_roles.collect(),
-                options: started.app_options,
-            },
-        );
-        sims.push((app, started.sim));
+        apps.insert(name.clone(), app(vendor, limits.clone(), group_roles.collect(), started.app_options));
+        sims.push((name, started.sim));
     }
     let mut config = Config::with_apps(listen, apps);
     config.store.path = store_path.into();

@@ -252,7 +252,7 @@ impl ReadPool {
 
 pub struct SqliteEngine {
     path: String,
-    writer: Mutex<mpsc::Sender<Job>>,
+    writer: mpsc::Sender<Job>,
     readers: Option<Arc<ReadPool>>,
     counts: Arc<Counts>,
 }
@@ -373,23 +373,14 @@ impl SqliteEngine {
             .name("store-writer".into())
             .spawn(move || writer_loop(conn, rx, &writer_counts, opts.recount_every))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
-        Ok(SqliteEngine { path: path.to_string(), writer: Mutex::new(tx), readers, counts })
-    }
-
-    fn sender(&self) -> mpsc::Sender<Job> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        Ok(SqliteEngine { path: path.to_string(), writer: tx, readers, counts })
     }
 
     /// Sends a change to the writer and waits, on a blocking thread, until it is committed (or refused).
     async fn write(&self, w: Write) -> StoreResult<i64> {
-        let writer = self.sender();
-        tokio::task::spawn_blocking(move || {
-            let (reply, answer) = mpsc::sync_channel(1);
-            writer.send(Job::Write(w, reply)).map_err(|_| writer_gone())?;
-            answer.recv().map_err(|_| writer_gone())?
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store call failed: {e}")))?
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.writer.send(Job::Write(w, reply)).map_err(|_| writer_gone())?;
+        Self::wait(answer).await
     }
 
     /// Runs a read on a read-only connection (file store) or on the writer (in-memory store), on a
@@ -399,21 +390,23 @@ impl SqliteEngine {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        let writer = self.sender();
-        tokio::task::spawn_blocking(move || match readers {
-            Some(pool) => pool.with(f),
-            None => {
-                let (reply, answer) = mpsc::sync_channel(1);
-                let job = Job::Read(Box::new(move |conn: &Connection| {
-                    let _ = reply.send(f(conn));
-                }));
-                writer.send(job).map_err(|_| writer_gone())?;
-                answer.recv().map_err(|_| writer_gone())?
-            }
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store call failed: {e}")))?
+        if let Some(pool) = self.readers.clone() {
+            return tokio::task::spawn_blocking(move || pool.with(f)).await.map_err(store_call_failed)?;
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job::Read(Box::new(move |conn: &Connection| {
+            let _ = reply.send(f(conn));
+        }));
+        self.writer.send(job).map_err(|_| writer_gone())?;
+        Self::wait(answer).await
+    }
+
+    /// Waits for the writer's answer on a blocking thread (never on an async worker; tokio's paused test
+    /// clock stands still meanwhile).
+    async fn wait<T: Send + 'static>(answer: mpsc::Receiver<StoreResult<T>>) -> StoreResult<T> {
+        tokio::task::spawn_blocking(move || answer.recv().map_err(|_| writer_gone())?)
+            .await
+            .map_err(store_call_failed)?
     }
 
     async fn select(&self, sql_where: &'static str, args: Vec<String>) -> StoreResult<Vec<Record>> {
@@ -427,6 +420,10 @@ impl SqliteEngine {
 
 fn batch_lost() -> StoreError {
     StoreError::Unavailable("the database rolled the batch back after an error; nothing of it was kept".into())
+}
+
+fn store_call_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Unavailable(format!("store call failed: {e}"))
 }
 
 fn writer_gone() -> StoreError {
