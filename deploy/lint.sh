@@ -484,8 +484,9 @@ def check_dockerfile():
     final = lines[lines.index(froms[-1]):]
     if "gcr.io/distroless/cc-debian12:nonroot" not in froms[-1]:
         p.append("runtime stage is not gcr.io/distroless/cc-debian12:nonroot")
-    if not any(re.search(r"cargo build --release --locked --bin scim-bridge", l) for l in lines):
-        p.append("no `cargo build --release --locked --bin scim-bridge`")
+    # `-p scim-bridge`: only the gateway's features, so no simulator or dev tool is in the image.
+    if not any(re.search(r"cargo build --release --locked -p scim-bridge --bin scim-bridge", l) for l in lines):
+        p.append("no `cargo build --release --locked -p scim-bridge --bin scim-bridge`")
     want = ['USER 65532:65532', 'EXPOSE 8080 9090', 'VOLUME ["/var/lib/scim-bridge"]',
             'ENTRYPOINT ["/usr/local/bin/scim-bridge"]',
             'CMD ["serve", "--config", "/etc/scim-bridge/proxy.yaml"]']

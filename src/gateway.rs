@@ -14,12 +14,13 @@ use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
 use crate::reconcile::{UnmanagedSeen, VendorIndex};
-use crate::scim::error::{from_adapter, ScimError};
+use crate::scim::error::ScimError;
 use crate::scim::filter::{self, Filter};
 use crate::scim::patch;
 use crate::scim::schema::{self, ResourceKind};
 use crate::scim::{list_page_response, ListQuery, ListWindow};
 use crate::store::{AuditEntry, Kind, Record, Store, StoreError};
+use crate::vendor_errors::from_adapter;
 
 /// One configured app at run time.
 pub struct App {

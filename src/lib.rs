@@ -2,19 +2,20 @@
 //! APIs. See ARCHITECTURE.md for the map and the invariants.
 
 pub mod audit_report;
-pub mod bench;
 pub mod check;
+pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod entra_sim;
 pub mod gateway;
 pub mod group_roles;
 pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod reconcile;
-pub mod scim;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod vendor_errors;
 pub mod vendors;
+
+/// The SCIM protocol crate, re-exported so `scim_bridge::scim::...` names what the gateway speaks.
+pub use scim;

@@ -17,11 +17,7 @@ const USERS: usize = 240;
 const TOKEN: &str = "crash-token";
 
 /// A config with one Promapp app `pm` in front of `sim`, on a free port and a store file in `dir`.
-fn write_config(
-    dir: &std::path::Path,
-    sim: &adapter_api::simkit::DemoSim,
-    extra: &str,
-) -> (std::path::PathBuf, String) {
+fn write_config(dir: &std::path::Path, sim: &simkit::DemoSim, extra: &str) -> (std::path::PathBuf, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut yaml = format!(
         "listen: \"127.0.0.1:{port}\"\nstore:\n  path: \"{}\"\napps:\n  pm:\n    type: promapp\n    token_sha256: \"{}\"\n{extra}",
@@ -93,8 +89,8 @@ async fn provision(client: &reqwest::Client, base: &str, i: usize) -> Result<Str
 async fn sigkill_mid_cycle_then_restart_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // Slow vendor replies keep requests in flight when the kill lands.
-    let sim = scim_bridge::demo::simulator("promapp", "vendor-cred", None).await.unwrap();
-    sim.sim.set_faults(adapter_api::simkit::SimFaults { slow_rate: 1.0, slow_ms: 25, ..Default::default() });
+    let sim = scim_bridge_devkit::demo::simulator("promapp", "vendor-cred", None).await.unwrap();
+    sim.sim.set_faults(simkit::SimFaults { slow_rate: 1.0, slow_ms: 25, ..Default::default() });
     let limits = "    limits:\n      requests_per_second: 1000\n      burst: 100\n      max_in_flight: 16\n";
     let (config, base) = write_config(dir.path(), &sim, limits);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
@@ -158,8 +154,8 @@ async fn sigkill_mid_cycle_then_restart_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = scim_bridge::demo::simulator("promapp", "vendor-cred", None).await.unwrap();
-    sim.sim.set_faults(adapter_api::simkit::SimFaults { slow_rate: 1.0, slow_ms: 400, ..Default::default() });
+    let sim = scim_bridge_devkit::demo::simulator("promapp", "vendor-cred", None).await.unwrap();
+    sim.sim.set_faults(simkit::SimFaults { slow_rate: 1.0, slow_ms: 400, ..Default::default() });
     let (config, base) = write_config(dir.path(), &sim, "");
     let client = reqwest::Client::new();
     let mut gateway = spawn_gateway(&config);

@@ -1,18 +1,19 @@
-//! The Entra cycle driver (`scim_bridge::entra_sim`) against the demo gateway, once per app: Test
+//! The Entra cycle driver (`entra_sim`) against the demo gateway, once per app: Test
 //! Connection, 60 users created, groups where advertised, an incremental cycle (changes, disables,
 //! deletions), the end state verified through the gateway and the vendor simulator's users checked.
 //! No timing assertions.
 
 use std::net::SocketAddr;
 
-use scim_bridge::entra_sim::{self, CycleReport, Options};
+use entra_sim::{self, CycleReport, Options};
 use serde_json::Value;
 
 const TOKEN: &str = "entra-cycle-test-token";
 const USERS: usize = 60;
 
-async fn cycle(app: &str) -> (scim_bridge::demo::Demo, CycleReport) {
-    let demo = scim_bridge::demo::start(SocketAddr::from(([127, 0, 0, 1], 0)), TOKEN, None).await.expect("demo starts");
+async fn cycle(app: &str) -> (scim_bridge_devkit::demo::Demo, CycleReport) {
+    let demo =
+        scim_bridge_devkit::demo::start(SocketAddr::from(([127, 0, 0, 1], 0)), TOKEN, None).await.expect("demo starts");
     let mut opts = Options::new(demo.app_url(app), TOKEN, USERS);
     opts.groups = 3;
     opts.concurrency = 8;
@@ -48,7 +49,7 @@ fn vendor_view(users: &[Value], user_name: &str) -> Option<bool> {
 
 /// Kept users exist at the vendor with the right active flag; deleted ones are gone or (disable-only
 /// vendors) inactive; nothing else is there.
-fn check_vendor(demo: &scim_bridge::demo::Demo, app: &str, report: &CycleReport, hard_delete: bool) {
+fn check_vendor(demo: &scim_bridge_devkit::demo::Demo, app: &str, report: &CycleReport, hard_delete: bool) {
     let (_, sim) = demo.sims.iter().find(|(a, _)| a == app).expect("simulator");
     let users = sim.users_json();
     let kept = report.kept_users().count();
@@ -106,7 +107,7 @@ async fn prompt_cycle() {
 
 #[tokio::test]
 async fn a_second_run_with_the_same_seed_matches_instead_of_creating() {
-    let demo = scim_bridge::demo::start(SocketAddr::from(([127, 0, 0, 1], 0)), TOKEN, None).await.unwrap();
+    let demo = scim_bridge_devkit::demo::start(SocketAddr::from(([127, 0, 0, 1], 0)), TOKEN, None).await.unwrap();
     let mut opts = Options::new(demo.app_url("sandbox"), TOKEN, 10);
     opts.incremental = false;
     let first = entra_sim::run(&opts).await.unwrap();

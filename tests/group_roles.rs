@@ -9,11 +9,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use adapter_api::simkit::{SimFaults, Simulator, Throttle};
 use reqwest::Method;
 use scim_bridge::config::{AppConfig, Config, GroupRole, LimitsConfig};
 use scim_bridge::server::Running;
 use serde_json::{json, Value};
+use simkit::{SimFaults, Simulator, Throttle};
 
 struct Gw {
     running: Running,

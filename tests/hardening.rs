@@ -12,20 +12,20 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_api::simkit::SimFaults;
 use common::*;
 use reqwest::Method;
 use scim_bridge::config::{AppConfig, Config};
 use scim_bridge::server::{self, Running};
 use scim_bridge::store::{AuditQuery, Kind, Store};
 use serde_json::{json, Value};
+use simkit::SimFaults;
 
 const VENDOR_TOKEN: &str = "hardening-token";
 
 /// A gateway in front of one vendor simulator, on a file store.
 struct VendorGateway {
     base: String,
-    sim: adapter_api::simkit::DemoSim,
+    sim: simkit::DemoSim,
     running: Running,
     store: Arc<Store>,
     store_path: std::path::PathBuf,
@@ -35,7 +35,9 @@ struct VendorGateway {
 
 async fn vendor_gateway(vendor: &str) -> VendorGateway {
     let dir = tempfile::tempdir().unwrap();
-    let sim = scim_bridge::demo::simulator(vendor, &scim_bridge::demo::demo_credential(vendor), None).await.unwrap();
+    let sim = scim_bridge_devkit::demo::simulator(vendor, &scim_bridge_devkit::demo::demo_credential(vendor), None)
+        .await
+        .unwrap();
     let options = sim.app_options.clone();
     vendor_gateway_with(vendor, options, sim, dir).await
 }
@@ -43,7 +45,7 @@ async fn vendor_gateway(vendor: &str) -> VendorGateway {
 async fn vendor_gateway_with(
     vendor: &str,
     options: serde_json::Map<String, Value>,
-    sim: adapter_api::simkit::DemoSim,
+    sim: simkit::DemoSim,
     dir: tempfile::TempDir,
 ) -> VendorGateway {
     let mut apps = BTreeMap::new();
@@ -370,7 +372,7 @@ async fn the_matching_query_does_not_link_a_disabled_vendor_account() {
     let r = g
         .client
         .post(format!("{vendor_base}/Users"))
-        .bearer_auth(scim_bridge::demo::demo_credential("promapp"))
+        .bearer_auth(scim_bridge_devkit::demo::demo_credential("promapp"))
         .header("content-type", "application/scim+json")
         .body(legacy.to_string())
         .send()
@@ -563,7 +565,7 @@ async fn a_vendor_404_on_update_leaves_a_tombstone() {
     let r = g
         .client
         .delete(format!("{scim_base}/Users/{}", rec.vendor_id))
-        .bearer_auth(scim_bridge::demo::demo_credential("prodpad"))
+        .bearer_auth(scim_bridge_devkit::demo::demo_credential("prodpad"))
         .send()
         .await
         .unwrap();
@@ -604,7 +606,7 @@ async fn hostile_vendor(reply: &'static str) -> (String, tokio::task::JoinHandle
 
 async fn gateway_before_hostile_vendor(reply: &'static str) -> (VendorGateway, tokio::task::JoinHandle<()>) {
     let (base, server) = hostile_vendor(reply).await;
-    let sim = scim_bridge::demo::simulator("promapp", "unused", None).await.unwrap();
+    let sim = scim_bridge_devkit::demo::simulator("promapp", "unused", None).await.unwrap();
     let mut options = sim.app_options.clone();
     options.insert("base_url".into(), json!(base));
     (vendor_gateway_with("promapp", options, sim, tempfile::tempdir().unwrap()).await, server)
@@ -656,7 +658,7 @@ async fn a_vendor_reply_over_the_size_cap_is_refused() {
 #[tokio::test]
 async fn transport_error_chains_stay_in_the_log() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let sim = scim_bridge::demo::simulator("promapp", "unused", None).await.unwrap();
+    let sim = scim_bridge_devkit::demo::simulator("promapp", "unused", None).await.unwrap();
     let mut options = sim.app_options.clone();
     options.insert("base_url".into(), json!(format!("http://{closed}/api/scim")));
     let g = vendor_gateway_with("promapp", options, sim, tempfile::tempdir().unwrap()).await;

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use scim_bridge::demo;
+use scim_bridge_devkit::demo;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scim-bridge");
@@ -39,7 +39,7 @@ fn vendor_config(listen: &str, store: &str, sims: &[(&str, &demo::DemoSimOptions
     out
 }
 
-async fn sim(vendor: &'static str, credential: &str) -> (adapter_api::simkit::DemoSim, demo::DemoSimOptions) {
+async fn sim(vendor: &'static str, credential: &str) -> (simkit::DemoSim, demo::DemoSimOptions) {
     let s = demo::simulator(vendor, credential, None).await.unwrap();
     let opts = demo::DemoSimOptions { vendor, options: s.app_options.clone() };
     (s, opts)

@@ -13,10 +13,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use adapter_api::simkit::{SimFaults, Throttle};
 use scim_bridge::config::{AppConfig, Config, LimitsConfig};
-use scim_bridge::{demo, server};
+use scim_bridge::server;
+use scim_bridge_devkit::demo;
 use serde_json::json;
+use simkit::{SimFaults, Throttle};
 
 #[tokio::test(start_paused = true)]
 async fn gateway_paced_at_the_vendor_rate_never_draws_a_429() {

@@ -11,14 +11,15 @@ use std::process::Command;
 
 use common::url_encode;
 use reqwest::Method;
-use scim_bridge::{config::Config, demo, server};
+use scim_bridge::{config::Config, server};
+use scim_bridge_devkit::demo;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "reconcile-test-token";
 
 struct Setup {
     running: server::Running,
-    sim: adapter_api::simkit::DemoSim,
+    sim: simkit::DemoSim,
     config_path: std::path::PathBuf,
     client: reqwest::Client,
     _dir: tempfile::TempDir,

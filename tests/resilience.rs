@@ -8,17 +8,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use adapter_api::simkit::SimFaults;
 use scim_bridge::config::{AppConfig, Config, LimitsConfig};
-use scim_bridge::{demo, server};
+use scim_bridge::server;
+use scim_bridge_devkit::demo;
 use serde_json::{json, Value};
+use simkit::SimFaults;
 use tokio::sync::{Mutex, Semaphore};
 
 const TOKEN: &str = "resilience-token";
 
 struct Setup {
     base: String,
-    sim: adapter_api::simkit::DemoSim,
+    sim: simkit::DemoSim,
     running: server::Running,
     store: Arc<scim_bridge::store::Store>,
 }

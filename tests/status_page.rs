@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use reqwest::StatusCode;
-use scim_bridge::demo;
+use scim_bridge_devkit::demo;
 use serde_json::{json, Value};
 
 const ADMIN_TOKEN: &str = "admin-token-for-status-tests";

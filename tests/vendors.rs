@@ -5,7 +5,7 @@ mod common;
 
 use common::url_encode;
 use reqwest::Method;
-use scim_bridge::demo;
+use scim_bridge_devkit::demo;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "vendor-test-token";

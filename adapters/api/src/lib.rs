@@ -10,8 +10,6 @@ pub mod outbound;
 pub mod sandbox;
 pub mod scim_client;
 pub mod secret;
-pub mod simkit;
-pub mod testkit;
 
 pub use adapter::{check_vendor_id, Adapter, Capabilities, ProbeReport, VendorUser};
 pub use error::{Error, ErrorKind, Result};

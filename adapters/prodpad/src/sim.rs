@@ -4,7 +4,7 @@
 //! HTTP -> 403" and "key blocked -> 403" switches, and an
 //! admin view outside the API (`/_sim/users`, and simkit's `/_sim/faults`, `/_sim/counters`) plus the
 //! programmatic `SimHandle`. Throttling, 5xx, slow replies, timeouts, dropped connections and lost responses
-//! come from the shared `adapter_api::simkit`. Built by `app(sim)` so tests can drive it without sockets;
+//! come from the shared `simkit`. Built by `app(sim)` so tests can drive it without sockets;
 //! `spawn` serves it on 127.0.0.1:0 through `simkit::spawn_sim`.
 //!
 //! `https_only` (default off): the simulator itself only speaks plain HTTP, so with the switch on it treats a
@@ -24,7 +24,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use adapter_api::simkit::{
+use simkit::{
     admin_not_found, bearer, list_response, page_params, parse_user_name_filter, scim_error, scim_json, spawn_sim,
     AdminEdit, DemoSim, SimFaults, SimKit, SimServer, Simulator,
 };

@@ -3,12 +3,12 @@
 
 mod common;
 
-use adapter_api::simkit::{SimFaults, Simulator};
 use adapter_api::ErrorKind;
 use adapter_prodpad::model::Role;
 use adapter_prodpad::sim::SimOptions;
 use common::*;
 use serde_json::json;
+use simkit::{SimFaults, Simulator};
 
 #[tokio::test]
 async fn create_then_get_and_find_by_email_ignoring_case() {
@@ -286,7 +286,7 @@ async fn a_lost_create_reply_is_maybe_applied_and_the_user_is_then_found() {
 
 #[tokio::test]
 async fn throttling_is_a_retryable_rate_limit() {
-    use adapter_api::simkit::Throttle;
+    use simkit::Throttle;
     use std::time::Duration;
     let sim = rest_sim(SimOptions::default()).await;
     let pp = rest_adapter(&sim, json!({}));

@@ -3,10 +3,10 @@
 
 mod common;
 
-use adapter_api::simkit::Simulator;
 use adapter_api::{ErrorKind, MultiValue};
 use common::*;
 use serde_json::json;
+use simkit::Simulator;
 
 #[tokio::test]
 async fn round_trip_create_find_patch_delete() {

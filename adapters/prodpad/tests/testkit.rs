@@ -1,17 +1,17 @@
-//! The shared adapter test kit (`adapter_api::testkit`) run against the ProdPad simulator, in scim mode and
+//! The shared adapter test kit (`testkit`) run against the ProdPad simulator, in scim mode and
 //! in rest mode.
 
 mod common;
 
 use std::sync::Arc;
 
-use adapter_api::simkit::{SimFaults, Simulator};
-use adapter_api::testkit::{run_all, test_outbound, AttrUpdate, Harness};
 use adapter_api::{Adapter, User};
 use adapter_prodpad::sim::SimHandle;
 use async_trait::async_trait;
 use common::*;
 use serde_json::{json, Value};
+use simkit::{SimFaults, Simulator};
+use testkit::{run_all, test_outbound, AttrUpdate, Harness};
 
 struct ProdPadHarness {
     scim: bool,

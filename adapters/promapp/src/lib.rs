@@ -6,6 +6,7 @@
 pub mod client;
 pub mod map;
 pub mod model;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! and can be revoked (one per admin), numeric-string ids, a fixed catalogue of role names (unknown → 400),
 //! `userName eq` as the only filter, paging capped at 200, PATCH switchable between 501 and supported,
 //! DELETE as disable (204, user still readable), `/Groups` → 501; faults, throttle and counters from
-//! `adapter_api::simkit`. Admin view: `/_sim/users`, `/_sim/users/{userName}`, `/_sim/flags`,
+//! `simkit`. Admin view: `/_sim/users`, `/_sim/users/{userName}`, `/_sim/flags`,
 //! `/_sim/faults`, `/_sim/counters`.
 
 use std::collections::BTreeMap;
@@ -10,10 +10,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use adapter_api::simkit::{
-    self, admin_not_found, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path,
-    AdminEdit, ScimPath, SimFaults, SimKit, SimServer,
-};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -22,6 +18,10 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use simkit::{
+    self, admin_not_found, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path,
+    AdminEdit, ScimPath, SimFaults, SimKit, SimServer,
+};
 
 use crate::model::PromappUser;
 

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use adapter_api::simkit::{SimFaults, Simulator};
-use adapter_api::testkit::{self, AttrUpdate, Harness};
 use adapter_api::{Adapter, ErrorKind, MultiValue, Name, User};
 use adapter_promapp::sim::{self, SimHandle, SimOptions};
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use simkit::{SimFaults, Simulator};
+use testkit::{self, AttrUpdate, Harness};
 
 const TOKEN: &str = "promapp-sim-token";
 

@@ -3,7 +3,7 @@
 //! for department/section applied at create (or the assumed PROMPT extension), unique userName and email,
 //! a per-user `has_permissions` flag that makes a disable fail with 409, unknown attributes refused (400)
 //! or ignored, `userName eq` filter only (`emails.value eq` behind a flag), paging, DELETE disabling or
-//! 405, `/Groups` → 501; faults, throttle and counters from `adapter_api::simkit`. Admin view:
+//! 405, `/Groups` → 501; faults, throttle and counters from `simkit`. Admin view:
 //! `/_sim/users`, `/_sim/users/{userName}` (GET, PUT `{has_permissions}`), `/_sim/org`, `/_sim/flags`,
 //! `/_sim/faults`, `/_sim/counters`.
 
@@ -11,10 +11,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use adapter_api::simkit::{
-    self, admin_not_found, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path,
-    AdminEdit, ScimPath, SimFaults, SimKit, SimServer,
-};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -23,6 +19,10 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use simkit::{
+    self, admin_not_found, apply_patch, bearer, list_response, page_params, scim_error, scim_json, scim_path,
+    AdminEdit, ScimPath, SimFaults, SimKit, SimServer,
+};
 
 use crate::model::{PromptUser, PROMPT_EXT};
 

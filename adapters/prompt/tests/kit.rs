@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use adapter_api::simkit::{SimFaults, Simulator};
-use adapter_api::testkit::{self, AttrUpdate, Harness};
 use adapter_api::{Adapter, Enterprise, ErrorKind, MultiValue, Name, User};
 use adapter_prompt::sim::{self, OrgSettings, SimFlags, SimHandle, SimOptions};
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use simkit::{SimFaults, Simulator};
+use testkit::{self, AttrUpdate, Harness};
 
 const CODE: &str = "prompt-sim-code";
 

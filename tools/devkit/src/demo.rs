@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use adapter_api::simkit::{DemoSim, SimFaults, Simulator};
 use serde_json::{json, Value};
+use simkit::{DemoSim, SimFaults, Simulator};
 
-use crate::config::{AppConfig, Config, GroupRole, LimitsConfig};
-use crate::server::{self, Running};
+use scim_bridge::config::{AppConfig, Config, GroupRole, LimitsConfig};
+use scim_bridge::server::{self, Running};
 
 /// The vendor types that have a simulator.
 pub const SIMULATED: &[&str] = &["prodpad", "promapp", "prompt"];
@@ -127,7 +127,7 @@ async fn start_inner(
     store_path: &str,
     admin: Option<DemoAdmin>,
 ) -> Result<Demo, String> {
-    let hash = hex::encode(crate::http::token_hash(token));
+    let hash = hex::encode(scim_bridge::http::token_hash(token));
     // Every demo app: one token, no IP allow-list, reconcile as configured by default.
     let app = |vendor: &str, limits: LimitsConfig, group_roles: Vec<GroupRole>, options| AppConfig {
         vendor: vendor.to_string(),
@@ -177,7 +177,7 @@ async fn start_inner(
         if admin.token == token {
             return Err("--admin-token must differ from --token: Entra's token must not open the status page".into());
         }
-        config.admin.token_sha256 = Some(hex::encode(crate::http::token_hash(&admin.token)));
+        config.admin.token_sha256 = Some(hex::encode(scim_bridge::http::token_hash(&admin.token)));
     }
     let gateway = server::build_gateway(&config, "demo").map_err(|e| e.to_string())?;
     let running = server::start(&config, gateway).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;

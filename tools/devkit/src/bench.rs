@@ -21,16 +21,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adapter_api::simkit::{SimFaults, Simulator, Throttle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use simkit::{SimFaults, Simulator, Throttle};
 use tokio::task::JoinSet;
 
-use crate::config::LimitsConfig;
 use crate::demo::{self, Demo};
-use crate::entra_sim::{self, Options, CORE_USER};
+use entra_sim::{self, Options, CORE_USER};
+use scim_bridge::config::LimitsConfig;
 
 const TOKEN: &str = "bench-token";
 
@@ -872,7 +872,7 @@ async fn spawn_gateway() -> Result<Child, String> {
     let yaml = format!(
         "listen: \"127.0.0.1:{port}\"\nconnections:\n  max_per_source: 1024\nstore:\n  path: \"{}\"\napps:\n  sandbox:\n    type: sandbox\n    token_sha256: \"{}\"\n",
         dir.join("store.sqlite").display(),
-        hex::encode(crate::http::token_hash(TOKEN))
+        hex::encode(scim_bridge::http::token_hash(TOKEN))
     );
     std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;

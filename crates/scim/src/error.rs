@@ -1,11 +1,9 @@
-//! SCIM error responses (RFC 7644 §3.12) and the ONE place where an adapter error becomes the HTTP status,
-//! `scimType` and `Retry-After` that Entra sees.
+//! SCIM error responses (RFC 7644 §3.12): the error a SCIM service answers, its body and headers. The one
+//! mapping from a vendor adapter's error to this type lives in the gateway (`scim_bridge::vendor_errors`).
 
 use std::time::Duration;
 
-use adapter_api::{Error as AdapterError, ErrorKind};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+pub use http::StatusCode;
 use serde_json::json;
 
 pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
@@ -104,89 +102,37 @@ impl std::fmt::Display for ScimError {
     }
 }
 
-impl IntoResponse for ScimError {
-    fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
-        let mut resp = (self.status, body).into_response();
-        let headers = resp.headers_mut();
+impl ScimError {
+    /// The response headers beside the body: content type, `Retry-After` (429/503), `WWW-Authenticate`
+    /// (401).
+    pub fn headers(&self) -> http::HeaderMap {
+        use http::header::{self, HeaderValue};
+        let mut headers = http::HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
         if let Some(secs) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                headers.insert(header::RETRY_AFTER, v);
-            }
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"scim-bridge\""));
         }
-        resp
+        headers
     }
 }
 
-/// Default wait suggested to Entra when the vendor said nothing.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
-/// A revoked vendor credential will not fix itself quickly; ask Entra to come back much later.
-const CREDENTIAL_RETRY_AFTER: Duration = Duration::from_secs(300);
-
-fn seconds(d: Option<Duration>, default: Duration) -> u64 {
-    let d = d.unwrap_or(default);
-    // Round up: Retry-After 0 would invite an immediate hammering.
-    (d.as_millis().div_ceil(1000) as u64).max(1)
-}
-
-/// The one mapping from an adapter error to what Entra sees.
-///
-/// A vendor 401/403 is the gateway's credential problem, not Entra's: answering 401 would make the admin
-/// chase the wrong secret, so it becomes 503 with a detail naming the vendor credential.
-pub fn from_adapter(app: &str, err: &AdapterError) -> ScimError {
-    let detail = format!("{app}: {}", err.detail());
-    match err.kind() {
-        ErrorKind::NotFound => ScimError::not_found(detail),
-        ErrorKind::Conflict => ScimError::uniqueness(detail),
-        ErrorKind::Invalid => ScimError::invalid_value(detail),
-        ErrorKind::Unsupported => ScimError::not_implemented(detail),
-        ErrorKind::NeedsManualAction => ScimError::new(StatusCode::CONFLICT, None, detail),
-        ErrorKind::RateLimited { retry_after } => ScimError {
-            retry_after: Some(seconds(*retry_after, DEFAULT_RETRY_AFTER)),
-            ..ScimError::new(StatusCode::TOO_MANY_REQUESTS, None, detail)
-        },
-        ErrorKind::Unavailable { retry_after } => {
-            ScimError::unavailable(seconds(*retry_after, DEFAULT_RETRY_AFTER), detail)
-        }
-        ErrorKind::Unauthorized => ScimError::unavailable(
-            seconds(None, CREDENTIAL_RETRY_AFTER),
-            format!(
-                "{detail} (the vendor refused the gateway's credential for app '{app}'; fix it in the gateway config)"
-            ),
-        ),
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for ScimError {
+    fn into_response(self) -> axum_core::response::Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut resp = axum_core::response::Response::new(axum_core::body::Body::from(body));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers();
+        resp
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn adapter_errors_map_to_entra_statuses() {
-        let table = [
-            (AdapterError::not_found("x"), 404, None, None),
-            (AdapterError::conflict("x"), 409, Some("uniqueness"), None),
-            (AdapterError::invalid("x"), 400, Some("invalidValue"), None),
-            (AdapterError::unsupported("x"), 501, None, None),
-            (AdapterError::needs_manual_action("x"), 409, None, None),
-            (AdapterError::rate_limited(Some(Duration::from_millis(1500)), "x"), 429, None, Some(2)),
-            (AdapterError::rate_limited(None, "x"), 429, None, Some(30)),
-            (AdapterError::unavailable(Some(Duration::from_secs(7)), "x"), 503, None, Some(7)),
-            (AdapterError::unavailable(Some(Duration::ZERO), "x"), 503, None, Some(1)),
-            (AdapterError::unauthorized("x"), 503, None, Some(300)),
-        ];
-        for (err, status, scim_type, retry_after) in table {
-            let mapped = from_adapter("app", &err);
-            assert_eq!(mapped.status.as_u16(), status, "{err}");
-            assert_eq!(mapped.scim_type, scim_type, "{err}");
-            assert_eq!(mapped.retry_after, retry_after, "{err}");
-            assert_eq!(mapped.is_retryable(), err.is_retryable() || status == 503, "{err}");
-        }
-    }
 
     #[test]
     fn error_body_follows_rfc7644() {

@@ -15,11 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::adapter::Adapter;
-use crate::error::ErrorKind;
-use crate::model::User;
-use crate::outbound::OutboundConfig;
-use crate::simkit::SimFaults;
+use adapter_api::{Adapter, ErrorKind, OutboundConfig, User};
+use simkit::SimFaults;
 
 /// One attribute update the vendor supports: `apply` changes the canonical user; `check` reads the
 /// simulator's record (JSON as the simulator keeps it) and says whether the change arrived.
@@ -130,7 +127,7 @@ fn refuses_updates(h: &dyn Harness) -> bool {
 }
 
 /// A refusal an admin can act on: `Unsupported` or `NeedsManualAction`, with a detail. Never a success.
-fn expect_refusal(what: &str, result: crate::error::Result<()>) -> Outcome {
+fn expect_refusal(what: &str, result: adapter_api::Result<()>) -> Outcome {
     match result {
         Err(e) if matches!(e.kind(), ErrorKind::Unsupported | ErrorKind::NeedsManualAction) => {
             ensure(!e.detail().trim().is_empty(), || format!("{what}: refusal without a detail"))
@@ -293,7 +290,7 @@ pub async fn run_all(h: &dyn Harness) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::Sandbox;
+    use adapter_api::sandbox::Sandbox;
 
     /// The sandbox keeps no vendor state, so a harness over it must fail, naming the scenarios.
     struct SandboxHarness(Arc<Sandbox>);

@@ -948,7 +948,7 @@ fn remove(work: &mut Value, target: &Target, value: Option<&Value>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scim::schema::{ADSCIM_GROUP_SCHEMA, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
+    use crate::schema::{ADSCIM_GROUP_SCHEMA, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
     use proptest::prelude::*;
     use serde_json::json;
 
