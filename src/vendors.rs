@@ -1,15 +1,27 @@
-//! The registry of adapter types: turns an app's `type` and options into an `Arc<dyn Adapter>`.
+//! The vendor registry: the one list of vendor types this build knows (`VENDORS`), and the build of an
+//! app's adapter from its `type`, options and limits. Adding a vendor is its crate under `adapters/` and
+//! one line in `VENDORS` (with its Cargo dependency).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_api::sandbox::Sandbox;
-use adapter_api::{Adapter, OutboundConfig};
+use adapter_api::{Adapter, OutboundConfig, Vendor};
 
 use crate::config::{AppConfig, LimitsConfig};
 
-/// The adapter types this build knows.
-pub const TYPES: &[&str] = &["sandbox", "prodpad", "promapp", "prompt"];
+/// Every vendor type this build knows, in the order `type:` errors list them.
+pub static VENDORS: &[&dyn Vendor] =
+    &[&adapter_api::sandbox::VENDOR, &adapter_prodpad::VENDOR, &adapter_promapp::VENDOR, &adapter_prompt::VENDOR];
+
+/// The registry entry of `type:`.
+pub fn find(type_name: &str) -> Option<&'static dyn Vendor> {
+    VENDORS.iter().copied().find(|v| v.type_name() == type_name)
+}
+
+/// The `type:` names, for errors and docs.
+pub fn type_names() -> Vec<&'static str> {
+    VENDORS.iter().map(|v| v.type_name()).collect()
+}
 
 fn apply_limits(mut base: OutboundConfig, l: &LimitsConfig) -> OutboundConfig {
     let ms = Duration::from_millis;
@@ -84,30 +96,15 @@ fn take_limit_aliases(app: &AppConfig) -> Result<(serde_json::Map<String, serde_
 
 /// Builds the adapter of one app. Errors name the offending key relative to `apps.<name>`.
 pub fn build(name: &str, app: &AppConfig, request_budget: Duration) -> Result<Arc<dyn Adapter>, String> {
-    if app.vendor == "sandbox" {
-        if let Some(key) = app.options.keys().next() {
-            return Err(format!("unknown key `{key}` (the sandbox type takes no options)"));
-        }
-        return Ok(Arc::new(Sandbox::new()));
+    let Some(vendor) = find(&app.vendor) else {
+        return Err(format!("type: unknown adapter type '{}' (known: {})", app.vendor, type_names().join(", ")));
+    };
+    if !vendor.has_limits() {
+        return vendor.build(name, serde_json::Value::Object(app.options.clone()), vendor.default_limits());
     }
     let (options, limits) = take_limit_aliases(app)?;
-    let options = serde_json::Value::Object(options);
-    match app.vendor.as_str() {
-        "prodpad" => adapter_prodpad::build(
-            name,
-            options,
-            limits_for(adapter_prodpad::default_limits(), &limits, request_budget)?,
-        ),
-        "promapp" => adapter_promapp::build(
-            name,
-            options,
-            limits_for(adapter_promapp::default_limits(), &limits, request_budget)?,
-        ),
-        "prompt" => {
-            adapter_prompt::build(name, options, limits_for(adapter_prompt::default_limits(), &limits, request_budget)?)
-        }
-        other => Err(format!("type: unknown adapter type '{other}' (known: {})", TYPES.join(", "))),
-    }
+    let limits = limits_for(vendor.default_limits(), &limits, request_budget)?;
+    vendor.build(name, serde_json::Value::Object(options), limits)
 }
 
 #[cfg(test)]

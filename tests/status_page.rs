@@ -157,7 +157,7 @@ impl Demo {
 /// the tokens (the config's `token_sha256`).
 fn secrets() -> Vec<String> {
     let mut s = vec![ADMIN_TOKEN.to_string(), DEMO_TOKEN.to_string()];
-    s.extend(demo::SIMULATED.iter().map(|v| demo::demo_credential(v)));
+    s.extend(demo::simulated_types().into_iter().map(demo::demo_credential));
     s.push(common::sha(ADMIN_TOKEN));
     s.push(common::sha(DEMO_TOKEN));
     s

@@ -10,8 +10,10 @@ pub mod outbound;
 pub mod sandbox;
 pub mod scim_client;
 pub mod secret;
+pub mod vendor;
 
 pub use adapter::{check_vendor_id, Adapter, Capabilities, ProbeReport, VendorUser};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Enterprise, Group, Manager, Member, MultiValue, Name, User};
 pub use outbound::{BreakerState, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};
+pub use vendor::Vendor;

@@ -14,6 +14,36 @@ pub struct Sandbox {
     next_id: AtomicU64,
 }
 
+/// The sandbox in the vendor registry: an in-process vendor, so it takes no options and has no
+/// simulator (it is its own).
+pub struct SandboxVendor;
+
+/// The registry entry.
+pub static VENDOR: SandboxVendor = SandboxVendor;
+
+impl crate::vendor::Vendor for SandboxVendor {
+    fn type_name(&self) -> &'static str {
+        "sandbox"
+    }
+    fn default_limits(&self) -> crate::OutboundConfig {
+        crate::OutboundConfig::default()
+    }
+    fn has_limits(&self) -> bool {
+        false
+    }
+    fn build(
+        &self,
+        _app: &str,
+        options: serde_json::Value,
+        _limits: crate::OutboundConfig,
+    ) -> std::result::Result<std::sync::Arc<dyn Adapter>, String> {
+        if let Some(key) = options.as_object().and_then(|o| o.keys().next()) {
+            return Err(format!("unknown key `{key}` (the sandbox type takes no options)"));
+        }
+        Ok(std::sync::Arc::new(Sandbox::new()))
+    }
+}
+
 impl Sandbox {
     pub fn new() -> Self {
         Self::default()

@@ -257,6 +257,28 @@ fn looks_like_iana_zone(tz: &str) -> bool {
             || (tz.contains('/') && !tz.starts_with('/') && !tz.ends_with('/') && !tz.contains("//")))
 }
 
+/// ProdPad in the vendor registry (`scim_bridge::vendors::VENDORS`).
+pub struct ProdPadVendor;
+
+/// The registry entry.
+pub static VENDOR: ProdPadVendor = ProdPadVendor;
+
+impl adapter_api::Vendor for ProdPadVendor {
+    fn type_name(&self) -> &'static str {
+        "prodpad"
+    }
+    fn default_limits(&self) -> OutboundConfig {
+        default_limits()
+    }
+    fn build(&self, app: &str, options: serde_json::Value, limits: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
+        build(app, options, limits)
+    }
+    #[cfg(feature = "sim")]
+    fn simulator(&self) -> Option<&'static simkit::SimSpec> {
+        Some(&sim::SPEC)
+    }
+}
+
 /// Outbound limits for ProdPad. ProdPad publishes no rate limit but blocks "abusive" keys and IPs, and a
 /// block costs the whole tenant its provisioning, so the notes' `max_rps` default of 2 is used with a burst of
 /// 2 and at most 2 calls in flight. Entra's provisioning cycles are not latency-sensitive.

@@ -862,3 +862,11 @@ impl SimHandle {
         self.sim.store().scim_bodies.clone()
     }
 }
+
+/// The simulator in the vendor registry (`adapter_api::Vendor::simulator`).
+pub static SPEC: simkit::SimSpec = simkit::SimSpec {
+    start: |credential, addr| Box::pin(async move { demo(&credential, addr).await }),
+    credential_key: "api_key",
+    credential_expiry_key: None,
+    demo_group_roles: &[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")],
+};

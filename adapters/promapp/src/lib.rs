@@ -82,6 +82,28 @@ pub struct Config {
     pub page_size: u32,
 }
 
+/// Promapp in the vendor registry (`scim_bridge::vendors::VENDORS`).
+pub struct PromappVendor;
+
+/// The registry entry.
+pub static VENDOR: PromappVendor = PromappVendor;
+
+impl adapter_api::Vendor for PromappVendor {
+    fn type_name(&self) -> &'static str {
+        "promapp"
+    }
+    fn default_limits(&self) -> OutboundConfig {
+        default_limits()
+    }
+    fn build(&self, app: &str, options: serde_json::Value, limits: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
+        build(app, options, limits)
+    }
+    #[cfg(feature = "sim")]
+    fn simulator(&self) -> Option<&'static simkit::SimSpec> {
+        Some(&sim::SPEC)
+    }
+}
+
 /// Outbound limits for Promapp. No limits are published; 2 requests/s (the vendor notes' `max_rps`) with a
 /// burst of 2 and 2 in flight keeps a full Entra cycle well under any plausible per-site limit of a shared
 /// global host, while Entra's own pace (a few requests per second per app) is still met.

@@ -428,6 +428,14 @@ pub async fn demo(credential: &str, addr: Option<SocketAddr>) -> std::io::Result
     Ok(simkit::DemoSim { sim: Box::new(handle), app_options: opts })
 }
 
+/// The simulator in the vendor registry (`adapter_api::Vendor::simulator`).
+pub static SPEC: simkit::SimSpec = simkit::SimSpec {
+    start: |credential, addr| Box::pin(async move { demo(&credential, addr).await }),
+    credential_key: "access_token",
+    credential_expiry_key: Some("token_expires_at"),
+    demo_group_roles: &[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")],
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,28 @@ pub struct Config {
     pub email_lookup: bool,
 }
 
+/// Prompt in the vendor registry (`scim_bridge::vendors::VENDORS`).
+pub struct PromptVendor;
+
+/// The registry entry.
+pub static VENDOR: PromptVendor = PromptVendor;
+
+impl adapter_api::Vendor for PromptVendor {
+    fn type_name(&self) -> &'static str {
+        "prompt"
+    }
+    fn default_limits(&self) -> OutboundConfig {
+        default_limits()
+    }
+    fn build(&self, app: &str, options: serde_json::Value, limits: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
+        build(app, options, limits)
+    }
+    #[cfg(feature = "sim")]
+    fn simulator(&self) -> Option<&'static simkit::SimSpec> {
+        Some(&sim::SPEC)
+    }
+}
+
 /// Outbound limits for PROMPT: one organisation's small document-control service behind a single
 /// load-balancer alias, with no published limits. 1 request/s (the vendor notes' `max_rps`), burst 1 and
 /// one call in flight keep the gateway no busier than Entra's own connector would be, and serialise

@@ -524,6 +524,14 @@ pub async fn demo(credential: &str, addr: Option<SocketAddr>) -> std::io::Result
     Ok(simkit::DemoSim { sim: Box::new(handle), app_options: opts })
 }
 
+/// The simulator in the vendor registry (`adapter_api::Vendor::simulator`).
+pub static SPEC: simkit::SimSpec = simkit::SimSpec {
+    start: |credential, addr| Box::pin(async move { demo(&credential, addr).await }),
+    credential_key: "auth_code",
+    credential_expiry_key: None,
+    demo_group_roles: &[],
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

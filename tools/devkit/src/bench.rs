@@ -182,7 +182,7 @@ fn sim<'a>(demo: &'a Demo, vendor: &str) -> Result<&'a dyn Simulator, String> {
         .iter()
         .find(|(a, _)| a == vendor)
         .map(|(_, s)| s.as_ref())
-        .ok_or_else(|| format!("no simulator for '{vendor}' (known: {})", demo::SIMULATED.join(", ")))
+        .ok_or_else(|| format!("no simulator for '{vendor}' (known: {})", demo::simulated_types().join(", ")))
 }
 
 fn http_client(pool: usize) -> Result<reqwest::Client, String> {
@@ -227,7 +227,7 @@ async fn economy(a: &BenchArgs) -> Result<String, String> {
         "vendor calls by method (full)",
         "end state"
     ));
-    for vendor in demo::SIMULATED {
+    for vendor in demo::simulated_types() {
         let sim = sim(&demo, vendor)?;
         let mut opts = Options::new(demo.app_url(vendor), TOKEN, a.users);
         opts.concurrency = a.concurrency;

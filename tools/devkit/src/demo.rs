@@ -6,29 +6,69 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
-use simkit::{DemoSim, SimFaults, Simulator};
+use simkit::{DemoSim, SimFaults, SimSpec, Simulator};
 
 use scim_bridge::config::{AppConfig, Config, GroupRole, LimitsConfig};
 use scim_bridge::server::{self, Running};
 
-/// The vendor types that have a simulator.
-pub const SIMULATED: &[&str] = &["prodpad", "promapp", "prompt"];
+/// The vendor types of the registry that have a simulator, with it, in the registry's order.
+pub fn simulated() -> impl Iterator<Item = (&'static str, &'static SimSpec)> {
+    scim_bridge::vendors::VENDORS.iter().filter_map(|v| Some((v.type_name(), v.simulator()?)))
+}
 
-/// The demo's `<vendor>-groups` apps: Entra group displayName -> vendor role, first match wins.
-pub const DEMO_GROUP_ROLES: &[(&str, &[(&str, &str)])] = &[
-    ("prodpad", &[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")]),
-    ("promapp", &[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]),
-];
+/// The vendor types that have a simulator.
+pub fn simulated_types() -> Vec<&'static str> {
+    simulated().map(|(name, _)| name).collect()
+}
 
 /// Starts the simulator of `vendor` accepting `credential`.
 pub async fn simulator(vendor: &str, credential: &str, addr: Option<SocketAddr>) -> Result<DemoSim, String> {
-    let started = match vendor {
-        "prodpad" => adapter_prodpad::sim::demo(credential, addr).await,
-        "promapp" => adapter_promapp::sim::demo(credential, addr).await,
-        "prompt" => adapter_prompt::sim::demo(credential, addr).await,
-        other => return Err(format!("no simulator for '{other}' (known: {})", SIMULATED.join(", "))),
+    let Some((_, spec)) = simulated().find(|(name, _)| *name == vendor) else {
+        return Err(format!("no simulator for '{vendor}' (known: {})", simulated_types().join(", ")));
     };
-    started.map_err(|e| format!("cannot start the {vendor} simulator: {e}"))
+    (spec.start)(credential.to_string(), addr).await.map_err(|e| format!("cannot start the {vendor} simulator: {e}"))
+}
+
+/// Starts, for every app of the config at `path` whose vendor has a simulator, that simulator on the
+/// app's `base_url` address (which must be on this machine) accepting the app's inline credential: the
+/// config then runs as written against simulators (`.ci/run` checks proxy.yaml so).
+pub async fn simulate_config(
+    path: &std::path::Path,
+    faults: Option<SimFaults>,
+) -> Result<Vec<(String, Box<dyn Simulator>)>, String> {
+    let origin = path.display();
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let mut started = Vec::new();
+    for (name, app) in &config.apps {
+        let Some((vendor, spec)) = simulated().find(|(v, _)| *v == app.vendor) else { continue };
+        let key = |k: &str| format!("apps.{name}.{k} in {origin}");
+        let base = app
+            .options
+            .get("base_url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{}: needed to simulate", key("base_url")))?;
+        let url = reqwest::Url::parse(base).map_err(|e| format!("{}: {e}", key("base_url")))?;
+        let addr = match (url.host_str(), url.port_or_known_default()) {
+            (Some(host @ ("127.0.0.1" | "localhost")), Some(port)) => {
+                let ip = if host == "localhost" {
+                    std::net::Ipv4Addr::LOCALHOST
+                } else {
+                    host.parse().map_err(|_| key("base_url"))?
+                };
+                SocketAddr::from((ip, port))
+            }
+            _ => continue,
+        };
+        let credential = app.options.get(spec.credential_key).and_then(Value::as_str).ok_or_else(|| {
+            format!("{}: the simulator needs the credential written inline", key(spec.credential_key))
+        })?;
+        let sim = simulator(vendor, credential, Some(addr)).await?.sim;
+        if let Some(f) = &faults {
+            sim.set_faults(f.clone());
+        }
+        started.push((name.clone(), sim));
+    }
+    Ok(started)
 }
 
 /// The options of an app in front of a simulator, as `config` would hold them (for tests writing configs).
@@ -102,7 +142,7 @@ impl std::fmt::Debug for Demo {
 }
 
 /// Starts the simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, and the
-/// `group_roles` apps `prodpad-groups` and `promapp-groups` (`DEMO_GROUP_ROLES`), all with `token` (the demo's one convenience: real configs need one token per app).
+/// `group_roles` apps `prodpad-groups` and `promapp-groups` (each simulator's `demo_group_roles`), all with `token` (the demo's one convenience: real configs need one token per app).
 pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -> Result<Demo, String> {
     start_with_limits(listen, token, faults, demo_limits(), ":memory:").await
 }
@@ -141,22 +181,23 @@ async fn start_inner(
     let mut apps = BTreeMap::new();
     apps.insert("sandbox".to_string(), app("sandbox", LimitsConfig::default(), Vec::new(), Default::default()));
     let mut sims = Vec::new();
-    for vendor in SIMULATED {
+    for (vendor, spec) in simulated() {
         let started = simulator(vendor, &demo_credential(vendor), None).await?;
         if let Some(f) = &faults {
             started.sim.set_faults(f.clone());
         }
         let mut options = started.app_options;
-        if admin.is_some() && *vendor == "promapp" {
+        if let (Some(_), Some(key)) = (&admin, spec.credential_expiry_key) {
             let expires = time::OffsetDateTime::now_utc().date() + time::Duration::days(21);
-            options.insert("token_expires_at".into(), json!(expires.to_string()));
+            options.insert(key.into(), json!(expires.to_string()));
         }
         apps.insert(vendor.to_string(), app(vendor, limits.clone(), Vec::new(), options));
         sims.push((vendor.to_string(), started.sim));
     }
     // One app per vendor with roles that maps Entra groups to them, each on a simulator of its own so its
     // vendor state can be checked apart: the Entra group vectors run against these (`.ci/run`).
-    for (vendor, group_roles) in DEMO_GROUP_ROLES {
+    for (vendor, group_roles) in simulated().map(|(v, spec)| (v, spec.demo_group_roles)).filter(|(_, g)| !g.is_empty())
+    {
         let name = format!("{vendor}-groups");
         let started = simulator(vendor, &demo_credential(vendor), None).await?;
         if let Some(f) = &faults {
@@ -266,8 +307,11 @@ impl Demo {
                 let r = self.call(&client, "DELETE", &format!("{base}/Users/{id}"), None).await?;
                 out.push_str(&format!("   delete grace: {}\n", r.0));
             }
-            let mapped = DEMO_GROUP_ROLES.iter().find(|(v, _)| app.strip_suffix("-groups") == Some(*v));
-            if let (Some((_, roles)), Some(id)) = (mapped, ids.first()) {
+            let mapped = simulated()
+                .find(|(v, _)| app.strip_suffix("-groups") == Some(*v))
+                .map(|(_, spec)| spec.demo_group_roles)
+                .filter(|roles| !roles.is_empty());
+            if let (Some(roles), Some(id)) = (mapped, ids.first()) {
                 let (group, role) = roles[0];
                 let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": group});
                 let created = self.call(&client, "POST", &format!("{base}/Groups"), Some(body)).await?;

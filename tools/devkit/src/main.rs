@@ -54,14 +54,21 @@ enum Command {
     /// memory, all.
     Bench(bench::BenchArgs),
     /// Run one vendor simulator on its own (point a staging gateway app at it before the real vendor).
+    ///
+    /// With `--config`: a simulator for every app of that config whose vendor has one and whose
+    /// `base_url` is on this machine, on that address, accepting the app's credential (e.g. proxy.yaml).
     Simulate {
-        /// prodpad | promapp | prompt
-        vendor: String,
+        /// The vendor type (see `type:`); not with --config.
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        vendor: Option<String>,
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
         /// The vendor credential the simulator accepts.
-        #[arg(long)]
-        token: String,
+        #[arg(long, required_unless_present = "config")]
+        token: Option<String>,
+        /// Simulate the vendors of this config's apps instead.
+        #[arg(long, short)]
+        config: Option<std::path::PathBuf>,
         /// Faults from the start: `mixed`, or fault JSON.
         #[arg(long)]
         faults: Option<String>,
@@ -95,7 +102,20 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::EntraSim(args) => entra_sim::cli(args).await,
         Command::Bench(args) => bench::cli(args).await,
-        Command::Simulate { vendor, listen, token, faults } => {
+        Command::Simulate { config: Some(config), faults, .. } => {
+            let faults = faults.map(|f| demo::parse_faults(&f)).transpose()?;
+            let started = demo::simulate_config(&config, faults).await?;
+            for (app, sim) in &started {
+                println!("{app}: simulator on {}", sim.root_url());
+            }
+            println!("simulators ready: {}", started.len());
+            server::termination().await;
+            Ok(())
+        }
+        Command::Simulate { vendor, listen, token, faults, config: None } => {
+            let (Some(vendor), Some(token)) = (vendor, token) else {
+                return Err("simulate: give a vendor and --token, or --config".into());
+            };
             let started = demo::simulator(&vendor, &token, Some(listen)).await?;
             if let Some(f) = faults {
                 started.sim.set_faults(demo::parse_faults(&f)?);

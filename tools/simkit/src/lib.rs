@@ -709,6 +709,24 @@ pub fn admin_not_found(user_name: &str) -> Response {
 }
 
 /// A simulator started for `demo`/`simulate`, with the adapter options that point an app at it.
+/// A vendor's simulator as the registry knows it (`adapter_api::Vendor::simulator`): how to start it and
+/// what the demo needs to put an app in front of it.
+pub struct SimSpec {
+    /// Starts the simulator accepting `credential`, on `addr` or a free port of 127.0.0.1.
+    pub start: fn(credential: String, addr: Option<SocketAddr>) -> StartSim,
+    /// The app option that carries the vendor credential (`simulate --config` reads it).
+    pub credential_key: &'static str,
+    /// The demo's `<type>-groups` app: Entra group displayName -> vendor role, first match wins. Empty:
+    /// the demo has no groups app for this vendor.
+    pub demo_group_roles: &'static [(&'static str, &'static str)],
+    /// The app option that says when the vendor credential expires, if the vendor's tokens do: the demo
+    /// with a status page sets it three weeks ahead so the card shows the expiry warning.
+    pub credential_expiry_key: Option<&'static str>,
+}
+
+/// The simulator being started.
+pub type StartSim = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<DemoSim>> + Send>>;
+
 pub struct DemoSim {
     pub sim: Box<dyn Simulator>,
     /// The vendor-specific options of an app in front of this simulator (base_url, credential, ...).
