@@ -200,52 +200,35 @@ async fn store_writable(state: &AppState) -> bool {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.gateway.metrics.render(&state.gateway).await;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
-/// An IPv4 or IPv6 network in CIDR notation.
+/// An IPv4 or IPv6 network in CIDR notation (a bare address is a network of one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
+
+/// An `ip_allow` entry that is neither an address nor a network.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not an IP address or CIDR network (e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/32)")]
+pub struct NotACidr(String);
 
 impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
+    pub fn parse(s: &str) -> Result<Cidr, NotACidr> {
+        let s = s.trim();
+        let net = match s.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => ipnet::IpNet::from(s.parse::<IpAddr>().map_err(|_| NotACidr(s.to_string()))?),
         };
-        let net: IpAddr = addr.trim().parse().map_err(|_| format!("'{s}' is not an IP address or CIDR"))?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("'{s}': prefix must be 0..={max}"))?,
-            None => max,
-        };
-        Ok(Cidr { net, prefix })
+        Ok(Cidr(net.trunc()))
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
+        // A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6 addresses.
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
@@ -355,6 +338,7 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         // Unknown app names come from anyone's URL: one label for all of them keeps the series bounded.
         let label = if gw.apps.contains_key(&app_name) { app_name.as_str() } else { "_unknown" };
         gw.metrics.observe_request(label, operation, status.as_u16(), started.elapsed());
+        gw.metrics.observe_vendor_attempts(label, &calls.attempt_log());
         match &result {
             Err(e) if e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS => {
                 tracing::warn!(detail = %e.detail, "request failed")

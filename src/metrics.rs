@@ -1,31 +1,46 @@
-//! Prometheus metrics: requests by app/operation/status with latency, vendor state per app, audit-log size.
-//! Kept in plain maps behind a mutex: the counts are tiny next to a vendor call.
+//! Metrics: what `/metrics` exposes (through `prometheus-client`: request counts and latency histograms,
+//! vendor attempt latency, vendor errors by kind and origin, reconcile drift, and at each scrape the
+//! apps' outbound counters, vendor state and store sizes), and the in-memory views the status page and
+//! `/readyz` read (vendor state and warnings, the last reconcile pass, the 24-hour chart).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use adapter_api::BreakerState;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
 use crate::gateway::Gateway;
 
-/// (metric name, type, help, how to read it from an app's outbound counters)
-type OutboundSeries = (&'static str, &'static str, &'static str, fn(&adapter_api::OutboundStats) -> f64);
+/// Histograms of one shape for every label set.
+#[derive(Clone, Copy, Debug, Default)]
+struct Buckets;
 
-/// (app, operation, status)
-type RequestKey = (String, String, u16);
-/// (count, seconds)
-type RequestTally = (u64, f64);
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        request_buckets()
+    }
+}
 
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<RequestKey, RequestTally>>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RequestLabels, Counter<f64, AtomicU64>>,
+    request_duration: Family<OperationLabels, Histogram, Buckets>,
+    vendor_attempt_duration: Family<AppLabels, Histogram, Buckets>,
+    vendor_errors: Family<ErrorLabels, Counter>,
+    drift: Family<KindLabels, Counter>,
     vendor_state: Mutex<BTreeMap<String, String>>,
     /// Warnings from each app's last vendor probe (a credential about to expire).
     vendor_warnings: Mutex<BTreeMap<String, Vec<String>>>,
-    /// (app, error kind) -> count
-    vendor_errors: Mutex<BTreeMap<(String, String), u64>>,
-    /// (app, drift kind) -> findings of reconcile passes
-    drift: Mutex<BTreeMap<(String, String), u64>>,
     /// app -> (unix time of the last pass, findings it left unrepaired, what it could not check)
     last_reconcile: Mutex<BTreeMap<String, (f64, u64, u64)>>,
     /// app -> what its last reconcile pass found and did (the status page's card).
@@ -33,6 +48,24 @@ pub struct Metrics {
     /// app -> requests and errors per hour, the last `HOURS_KEPT` hours (the status page's chart). In
     /// memory: a restart starts the chart afresh.
     hourly: Mutex<BTreeMap<String, std::collections::VecDeque<HourCount>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            request_seconds: Family::default(),
+            request_duration: Family::new_with_constructor(Buckets),
+            vendor_attempt_duration: Family::new_with_constructor(Buckets),
+            vendor_errors: Family::default(),
+            drift: Family::default(),
+            vendor_state: Mutex::default(),
+            vendor_warnings: Mutex::default(),
+            last_reconcile: Mutex::default(),
+            last_pass: Mutex::default(),
+            hourly: Mutex::default(),
+        }
+    }
 }
 
 /// One finished reconcile pass, in numbers.
@@ -62,18 +95,25 @@ pub fn current_hour() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() / 3600
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 impl Metrics {
     pub fn observe_request(&self, app: &str, operation: &str, status: u16, elapsed: Duration) {
-        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry((app.to_string(), operation.to_string(), status)).or_default();
-        entry.0 += 1;
-        entry.1 += elapsed.as_secs_f64();
-        drop(map);
+        let labels = RequestLabels { app: app.to_string(), operation: operation.to_string(), status };
+        self.requests.get_or_create(&labels).inc();
+        self.request_seconds.get_or_create(&labels).inc_by(elapsed.as_secs_f64());
+        let labels = OperationLabels { app: labels.app, operation: labels.operation };
+        self.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
         self.count_in_hour(app, current_hour(), status >= 400);
+    }
+
+    /// The vendor HTTP attempts one Entra request made (from its call log), into the latency histogram.
+    pub fn observe_vendor_attempts(&self, app: &str, attempts: &[adapter_api::calls::Attempt]) {
+        if attempts.is_empty() {
+            return;
+        }
+        let histogram = self.vendor_attempt_duration.get_or_create(&AppLabels { app: app.to_string() });
+        for attempt in attempts {
+            histogram.observe(Duration::from_millis(attempt.ms).as_secs_f64());
+        }
     }
 
     /// Counts one request into `hour`'s bucket and forgets buckets older than `HOURS_KEPT` hours.
@@ -117,9 +157,12 @@ impl Metrics {
 
     /// A vendor error seen by the engine: counted by kind, and it sets the app's vendor state.
     pub fn vendor_error(&self, app: &str, err: &adapter_api::Error) {
-        let mut map = self.vendor_errors.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((app.to_string(), err.kind_name().to_string())).or_default() += 1;
-        drop(map);
+        let labels = ErrorLabels {
+            app: app.to_string(),
+            kind: err.kind_name().to_string(),
+            origin: err.origin().as_str().to_string(),
+        };
+        self.vendor_errors.get_or_create(&labels).inc();
         let state = match err.kind() {
             adapter_api::ErrorKind::Unauthorized => "credential_refused",
             adapter_api::ErrorKind::RateLimited { .. } => "rate_limited",
@@ -132,8 +175,7 @@ impl Metrics {
 
     /// A reconcile finding (see `reconcile::DriftKind`).
     pub fn drift_found(&self, app: &str, kind: &str) {
-        let mut map = self.drift.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((app.to_string(), kind.to_string())).or_default() += 1;
+        self.drift.get_or_create(&KindLabels { app: app.to_string(), kind: kind.to_string() }).inc();
     }
 
     /// A finished reconcile pass: `found` findings, `repaired` of them repaired.
@@ -170,174 +212,264 @@ impl Metrics {
             .unwrap_or_else(|| "unknown".into())
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus exposition (OpenMetrics text, which Prometheus scrapes as is): the request and
+    /// drift counters and the latency histograms kept since start, and the app's outbound counters,
+    /// vendor state and store sizes read at the moment of the scrape.
     pub async fn render(&self, gw: &Gateway) -> String {
+        let snapshot = Snapshot::take(self, gw).await;
+        let mut registry = Registry::default();
+        registry.register(
+            "scim_bridge_requests",
+            "SCIM requests answered, by app, operation and status.",
+            self.requests.clone(),
+        );
+        registry.register(
+            "scim_bridge_request_seconds",
+            "Time spent answering SCIM requests, by app, operation and status.",
+            self.request_seconds.clone(),
+        );
+        registry.register(
+            "scim_bridge_request_duration_seconds",
+            "How long SCIM requests took to answer, by app and operation.",
+            self.request_duration.clone(),
+        );
+        registry.register(
+            "scim_bridge_vendor_attempt_duration_seconds",
+            "How long HTTP attempts at the vendor took (Entra requests' attempts), by app.",
+            self.vendor_attempt_duration.clone(),
+        );
+        registry.register(
+            "scim_bridge_vendor_errors",
+            "Vendor errors seen by the engine, by app, kind and origin (vendor, network or gateway).",
+            self.vendor_errors.clone(),
+        );
+        registry.register(
+            "scim_bridge_drift",
+            "Differences reconcile found between the vendor and Entra's state.",
+            self.drift.clone(),
+        );
+        registry.register_collector(Box::new(snapshot));
         let mut out = String::new();
-        out.push_str("# HELP scim_bridge_requests_total SCIM requests answered, by app, operation and status.\n");
-        out.push_str("# TYPE scim_bridge_requests_total counter\n");
-        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for ((app, op, status), (n, _)) in &requests {
-            let _ = writeln!(
-                out,
-                "scim_bridge_requests_total{{app=\"{}\",operation=\"{}\",status=\"{status}\"}} {n}",
-                escape(app),
-                escape(op)
-            );
-        }
-        out.push_str("# HELP scim_bridge_request_seconds_total Time spent answering SCIM requests.\n");
-        out.push_str("# TYPE scim_bridge_request_seconds_total counter\n");
-        for ((app, op, status), (_, secs)) in &requests {
-            let _ = writeln!(
-                out,
-                "scim_bridge_request_seconds_total{{app=\"{}\",operation=\"{}\",status=\"{status}\"}} {secs}",
-                escape(app),
-                escape(op)
-            );
-        }
-        out.push_str("# HELP scim_bridge_vendor_errors_total Vendor errors seen by the engine, by app and kind.\n");
-        out.push_str("# TYPE scim_bridge_vendor_errors_total counter\n");
-        let errors = self.vendor_errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for ((app, kind), n) in &errors {
-            let _ = writeln!(out, "scim_bridge_vendor_errors_total{{app=\"{}\",kind=\"{kind}\"}} {n}", escape(app));
-        }
-        out.push_str(
-            "# HELP scim_bridge_drift_total Differences reconcile found between the vendor and Entra's state.\n",
-        );
-        out.push_str("# TYPE scim_bridge_drift_total counter\n");
-        let drift = self.drift.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for ((app, kind), n) in &drift {
-            let _ = writeln!(out, "scim_bridge_drift_total{{app=\"{}\",kind=\"{kind}\"}} {n}", escape(app));
-        }
-        let passes = self.last_reconcile.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        out.push_str(
-            "# HELP scim_bridge_reconcile_last_pass_timestamp_seconds When the app's last reconcile pass ended.\n",
-        );
-        out.push_str("# TYPE scim_bridge_reconcile_last_pass_timestamp_seconds gauge\n");
-        for (app, (at, _, _)) in &passes {
-            let _ = writeln!(out, "scim_bridge_reconcile_last_pass_timestamp_seconds{{app=\"{}\"}} {at}", escape(app));
-        }
-        out.push_str("# HELP scim_bridge_reconcile_unrepaired Findings the app's last pass left for a person or the next pass.\n");
-        out.push_str("# TYPE scim_bridge_reconcile_unrepaired gauge\n");
-        for (app, (_, unrepaired, _)) in &passes {
-            let _ = writeln!(out, "scim_bridge_reconcile_unrepaired{{app=\"{}\"}} {unrepaired}", escape(app));
-        }
-        out.push_str(
-            "# HELP scim_bridge_reconcile_unchecked What the app's last pass could not check (0: all of it).\n",
-        );
-        out.push_str("# TYPE scim_bridge_reconcile_unchecked gauge\n");
-        for (app, (_, _, unchecked)) in &passes {
-            let _ = writeln!(out, "scim_bridge_reconcile_unchecked{{app=\"{}\"}} {unchecked}", escape(app));
-        }
-        let stats: Vec<(String, adapter_api::OutboundStats)> =
-            gw.apps.values().filter_map(|a| a.adapter.outbound_stats().map(|s| (a.name.clone(), s))).collect();
-        out.push_str("# HELP scim_bridge_vendor_calls_total Vendor calls, by app and how they ended.\n");
-        out.push_str("# TYPE scim_bridge_vendor_calls_total counter\n");
-        for (app, st) in &stats {
-            for (outcome, n) in &st.calls_by_outcome {
-                let _ = writeln!(
-                    out,
-                    "scim_bridge_vendor_calls_total{{app=\"{}\",outcome=\"{}\"}} {n}",
-                    escape(app),
-                    escape(outcome)
-                );
-            }
-        }
-        out.push_str(
-            "# HELP scim_bridge_breaker_state The app's circuit breaker state: 1 for the current one, 0 else.\n",
-        );
-        out.push_str("# TYPE scim_bridge_breaker_state gauge\n");
-        for (app, st) in &stats {
-            for (state, name) in [
-                (adapter_api::BreakerState::Closed, "closed"),
-                (adapter_api::BreakerState::Open, "open"),
-                (adapter_api::BreakerState::HalfOpen, "half_open"),
-            ] {
-                let on = u8::from(st.breaker_state == state);
-                let _ = writeln!(out, "scim_bridge_breaker_state{{app=\"{}\",state=\"{name}\"}} {on}", escape(app));
-            }
-        }
-        let series: [OutboundSeries; 9] = [
-            (
-                "scim_bridge_vendor_attempts_total",
-                "counter",
-                "HTTP attempts sent to the vendor, retries included.",
-                |s| s.attempts as f64,
-            ),
-            ("scim_bridge_vendor_retries_total", "counter", "Retried vendor attempts.", |s| s.retries as f64),
-            ("scim_bridge_vendor_rate_limited_total", "counter", "429 answers from the vendor.", |s| {
-                s.rate_limited_by_vendor as f64
-            }),
-            ("scim_bridge_vendor_failures_total", "counter", "Vendor calls that ended in an error.", |s| {
-                s.failures as f64
-            }),
-            (
-                "scim_bridge_limiter_wait_seconds_total",
-                "counter",
-                "Time vendor calls waited for the rate limiter, a slot or a vendor pause.",
-                |s| s.limiter_wait_seconds,
-            ),
-            ("scim_bridge_breaker_open", "gauge", "1 while the app's circuit breaker is open.", |s| {
-                if s.breaker_open {
-                    1.0
-                } else {
-                    0.0
-                }
-            }),
-            ("scim_bridge_breaker_opens_total", "counter", "Times the circuit breaker opened.", |s| {
-                s.breaker_opens as f64
-            }),
-            (
-                "scim_bridge_rejected_queue_full_total",
-                "counter",
-                "Calls answered 429 because no rate-limit permit came in time.",
-                |s| s.rejected_queue_full as f64,
-            ),
-            ("scim_bridge_vendor_in_flight", "gauge", "Vendor calls in flight now.", |s| s.in_flight as f64),
-        ];
-        for (name, kind, help, get) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (app, st) in &stats {
-                let _ = writeln!(out, "{name}{{app=\"{}\"}} {}", escape(app), get(st));
-            }
-        }
-        out.push_str("# HELP scim_bridge_vendor_state Last known vendor state per app (1 for the current state).\n");
-        out.push_str("# TYPE scim_bridge_vendor_state gauge\n");
-        for app in gw.apps.keys() {
-            let _ = writeln!(
-                out,
-                "scim_bridge_vendor_state{{app=\"{}\",state=\"{}\"}} 1",
-                escape(app),
-                self.vendor_state(app)
-            );
-        }
-        out.push_str("# HELP scim_bridge_vendor_warnings Warnings from the app's last vendor probe (see /readyz).\n");
-        out.push_str("# TYPE scim_bridge_vendor_warnings gauge\n");
-        for app in gw.apps.keys() {
-            let _ = writeln!(
-                out,
-                "scim_bridge_vendor_warnings{{app=\"{}\"}} {}",
-                escape(app),
-                self.vendor_warnings(app).len()
-            );
-        }
-        out.push_str("# HELP scim_bridge_shadow_resources Resources in the shadow store, by app and type.\n");
-        out.push_str("# TYPE scim_bridge_shadow_resources gauge\n");
-        for app in gw.apps.keys() {
-            for kind in [crate::store::Kind::User, crate::store::Kind::Group] {
-                let n = gw.store.count(app, kind).await.unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "scim_bridge_shadow_resources{{app=\"{}\",type=\"{}\"}} {n}",
-                    escape(app),
-                    kind.as_str()
-                );
-            }
-        }
-        out.push_str("# HELP scim_bridge_audit_entries Entries in the audit log.\n");
-        out.push_str("# TYPE scim_bridge_audit_entries gauge\n");
-        let _ = writeln!(out, "scim_bridge_audit_entries {}", gw.store.audit_len().await.unwrap_or(0));
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
+}
+
+/// Label sets, in the order they are written.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    app: String,
+    operation: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    app: String,
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    app: String,
+    kind: String,
+    origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    app: String,
+    kind: String,
+}
+
+/// Buckets for SCIM request latency: 1 ms to about 33 s (Entra's own timeout is near there).
+fn request_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// What is read at the moment of a scrape, encoded by [`Collector::encode`].
+#[derive(Debug)]
+struct Snapshot {
+    outbound: Vec<(String, adapter_api::OutboundStats)>,
+    /// app -> (vendor state, probe warnings)
+    vendor: Vec<(String, String, usize)>,
+    /// app -> (unix time of the last pass, unrepaired, unchecked)
+    passes: Vec<(String, (f64, u64, u64))>,
+    /// (app, kind) -> resources in the shadow store
+    shadow: Vec<(String, &'static str, u64)>,
+    audit_entries: u64,
+}
+
+impl Snapshot {
+    async fn take(metrics: &Metrics, gw: &Gateway) -> Self {
+        let outbound =
+            gw.apps.values().filter_map(|a| a.adapter.outbound_stats().map(|s| (a.name.clone(), s))).collect();
+        let vendor = gw
+            .apps
+            .keys()
+            .map(|app| (app.clone(), metrics.vendor_state(app), metrics.vendor_warnings(app).len()))
+            .collect();
+        let passes = lock(&metrics.last_reconcile).iter().map(|(app, p)| (app.clone(), *p)).collect();
+        let mut shadow = Vec::new();
+        for app in gw.apps.keys() {
+            for kind in [crate::store::Kind::User, crate::store::Kind::Group] {
+                shadow.push((app.clone(), kind.as_str(), gw.store.count(app, kind).await.unwrap_or(0)));
+            }
+        }
+        let audit_entries = gw.store.audit_len().await.unwrap_or(0);
+        Snapshot { outbound, vendor, passes, shadow, audit_entries }
+    }
+}
+
+/// Whole numbers as integers (`1`, not `1.0`): the gauges that count things or say 0/1.
+fn encode_count(encoder: MetricEncoder<'_>, metric_type: MetricType, value: u64) -> Result<(), std::fmt::Error> {
+    match metric_type {
+        MetricType::Counter => ConstCounter::new(value).encode(encoder),
+        _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(encoder),
+    }
+}
+
+/// (name, help, type, how to read it from an app's outbound counters)
+type OutboundSeries = (&'static str, &'static str, MetricType, fn(&adapter_api::OutboundStats) -> u64);
+/// (name, help, how to read it from an app's last reconcile pass)
+type PassSeries = (&'static str, &'static str, fn(&(f64, u64, u64)) -> f64);
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let app = |name: &str| AppLabels { app: name.to_string() };
+        let mut family = encoder.encode_descriptor(
+            "scim_bridge_vendor_calls",
+            "Vendor calls, by app and how they ended.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, st) in &self.outbound {
+            for (outcome, n) in &st.calls_by_outcome {
+                let labels = [("app", name.as_str()), ("outcome", outcome.as_str())];
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "scim_bridge_breaker_state",
+            "The app's circuit breaker state: 1 for the current one, 0 else.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, st) in &self.outbound {
+            for state in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
+                let labels = [("app", name.as_str()), ("state", state.as_str())];
+                let on = i64::from(st.breaker_state == state);
+                ConstGauge::new(on).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let counts: [OutboundSeries; 8] = [
+            (
+                "scim_bridge_vendor_attempts",
+                "HTTP attempts sent to the vendor, retries included.",
+                MetricType::Counter,
+                |s| s.attempts,
+            ),
+            ("scim_bridge_vendor_retries", "Retried vendor attempts.", MetricType::Counter, |s| s.retries),
+            ("scim_bridge_vendor_rate_limited", "429 answers from the vendor.", MetricType::Counter, |s| {
+                s.rate_limited_by_vendor
+            }),
+            ("scim_bridge_vendor_failures", "Vendor calls that ended in an error.", MetricType::Counter, |s| {
+                s.failures
+            }),
+            ("scim_bridge_breaker_open", "1 while the app's circuit breaker is open.", MetricType::Gauge, |s| {
+                u64::from(s.breaker_open)
+            }),
+            ("scim_bridge_breaker_opens", "Times the circuit breaker opened.", MetricType::Counter, |s| {
+                s.breaker_opens
+            }),
+            (
+                "scim_bridge_rejected_queue_full",
+                "Calls answered 429 because no rate-limit permit came in time.",
+                MetricType::Counter,
+                |s| s.rejected_queue_full,
+            ),
+            ("scim_bridge_vendor_in_flight", "Vendor calls in flight now.", MetricType::Gauge, |s| s.in_flight),
+        ];
+        for (name, help, metric_type, get) in counts {
+            let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+            for (app_name, st) in &self.outbound {
+                encode_count(family.encode_family(&app(app_name))?, metric_type, get(st))?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "scim_bridge_limiter_wait_seconds",
+            "Time vendor calls waited for the rate limiter, a slot or a vendor pause.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (app_name, st) in &self.outbound {
+            ConstCounter::new(st.limiter_wait_seconds).encode(family.encode_family(&app(app_name))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "scim_bridge_vendor_state",
+            "Last known vendor state per app (1 for the current state).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, state, _) in &self.vendor {
+            let labels = [("app", name.as_str()), ("state", state.as_str())];
+            ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "scim_bridge_vendor_warnings",
+            "Warnings from the app's last vendor probe (see /readyz).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, _, warnings) in &self.vendor {
+            encode_count(family.encode_family(&app(name))?, MetricType::Gauge, *warnings as u64)?;
+        }
+        let pass_series: [PassSeries; 3] = [
+            ("scim_bridge_reconcile_last_pass_timestamp_seconds", "When the app's last reconcile pass ended.", |p| p.0),
+            (
+                "scim_bridge_reconcile_unrepaired",
+                "Findings the app's last pass left for a person or the next pass.",
+                |p| p.1 as f64,
+            ),
+            ("scim_bridge_reconcile_unchecked", "What the app's last pass could not check (0: all of it).", |p| {
+                p.2 as f64
+            }),
+        ];
+        for (name, help, get) in pass_series {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (app_name, pass) in &self.passes {
+                ConstGauge::new(get(pass)).encode(family.encode_family(&app(app_name))?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "scim_bridge_shadow_resources",
+            "Resources in the shadow store, by app and type.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (app_name, kind, n) in &self.shadow {
+            let labels = [("app", app_name.as_str()), ("type", *kind)];
+            encode_count(family.encode_family(&labels)?, MetricType::Gauge, *n)?;
+        }
+        let family = encoder.encode_descriptor(
+            "scim_bridge_audit_entries",
+            "Entries in the audit log.",
+            None,
+            MetricType::Gauge,
+        )?;
+        encode_count(family, MetricType::Gauge, self.audit_entries)?;
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

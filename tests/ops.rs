@@ -223,11 +223,15 @@ async fn metrics_after_a_small_run_and_audit_query() {
         "scim_bridge_limiter_wait_seconds_total{app=\"pm\"}",
         "scim_bridge_breaker_open{app=\"pm\"} 0",
         "scim_bridge_vendor_state{app=\"pm\",state=\"ok\"} 1",
-        "scim_bridge_vendor_errors_total{app=\"pm\",kind=\"invalid\"} 1",
+        "scim_bridge_vendor_errors_total{app=\"pm\",kind=\"invalid\",origin=\"vendor\"} 1",
         "scim_bridge_shadow_resources{app=\"pm\",type=\"User\"} 1",
         "scim_bridge_audit_entries 3",
         "scim_bridge_vendor_warnings{app=\"pm\"} 1",
-        "# TYPE scim_bridge_requests_total counter",
+        // OpenMetrics names a counter's family without `_total`; its samples carry it.
+        "# TYPE scim_bridge_requests counter",
+        "scim_bridge_request_duration_seconds_count{app=\"pm\",operation=\"create\"} 2",
+        "scim_bridge_request_duration_seconds_bucket{le=\"+Inf\",app=\"pm\",operation=\"create\"} 2",
+        "scim_bridge_vendor_attempt_duration_seconds_count{app=\"pm\"} ",
     ] {
         assert!(metrics.contains(needle), "missing `{needle}` in:\n{metrics}");
     }

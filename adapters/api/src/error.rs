@@ -26,10 +26,36 @@ pub enum ErrorKind {
     NeedsManualAction,
 }
 
-/// An adapter error: a kind, a detail an admin can act on, and whether the request may have taken effect.
+/// Where an error came from (pingora's `ErrorSource`): the vendor's answer, the network between us (no
+/// answer at all), or the gateway's own limits refusing before any vendor call (queue full, breaker open,
+/// the Entra request's budget spent). Logs and metrics tell an admin whom to call; policy reads the kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The vendor answered this (its status or body).
+    #[default]
+    Vendor,
+    /// No complete answer came back: connect failure, timeout, connection lost.
+    Network,
+    /// The gateway refused before calling the vendor.
+    Gateway,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Vendor => "vendor",
+            Origin::Network => "network",
+            Origin::Gateway => "gateway",
+        }
+    }
+}
+
+/// An adapter error: a kind, a detail an admin can act on, where it came from, and whether the request may
+/// have taken effect.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
+    origin: Origin,
     detail: String,
     /// True when the request may have reached the vendor and been applied even though we saw no answer
     /// (timeout, dropped connection after the body was sent). Creates check before they are retried.
@@ -38,7 +64,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Error { kind, detail: detail.into(), maybe_applied: false }
+        Error { kind, origin: Origin::Vendor, detail: detail.into(), maybe_applied: false }
     }
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, detail)
@@ -68,6 +94,16 @@ impl Error {
     pub fn with_maybe_applied(mut self, maybe: bool) -> Self {
         self.maybe_applied = maybe;
         self
+    }
+
+    /// Sets where the error came from (adapters' errors default to the vendor's answer).
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
     }
 
     pub fn kind(&self) -> &ErrorKind {
@@ -112,6 +148,7 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
             .field("kind", &self.kind)
+            .field("origin", &self.origin)
             .field("detail", &self.detail)
             .field("maybe_applied", &self.maybe_applied)
             .finish()

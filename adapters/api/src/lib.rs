@@ -6,6 +6,7 @@ pub mod adapter;
 pub mod calls;
 pub mod error;
 pub mod model;
+pub mod options;
 pub mod outbound;
 pub mod sandbox;
 pub mod scim_client;
@@ -13,7 +14,7 @@ pub mod secret;
 pub mod vendor;
 
 pub use adapter::{check_vendor_id, Adapter, Capabilities, ProbeReport, VendorUser};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Origin, Result};
 pub use model::{Enterprise, Group, Manager, Member, MultiValue, Name, User};
 pub use outbound::{BreakerState, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};
 pub use vendor::Vendor;

@@ -155,29 +155,9 @@ impl ScimRules {
     }
 }
 
-/// Deserialises an adapter's config object; every error names the offending key (serde's type errors do
-/// not, so a failing key is found by trying each key alone).
-pub fn parse_config<T: serde::de::DeserializeOwned>(config: Value) -> Result<T, String> {
-    let err = match serde_json::from_value::<T>(config.clone()) {
-        Ok(t) => return Ok(t),
-        Err(e) => e.to_string(),
-    };
-    if err.starts_with("unknown field") || err.starts_with("missing field") {
-        return Err(err);
-    }
-    let Some(obj) = config.as_object() else {
-        return Err(format!("the adapter config must be a map of keys: {err}"));
-    };
-    for (key, value) in obj {
-        let alone = Value::Object(Map::from_iter([(key.clone(), value.clone())]));
-        if let Err(e) = serde_json::from_value::<T>(alone) {
-            let e = e.to_string();
-            if !e.starts_with("missing field") {
-                return Err(format!("`{key}`: {e}"));
-            }
-        }
-    }
-    Err(err)
+/// Deserialises an adapter's config object; every error names the offending key by its path.
+pub fn parse_config<T: serde::de::DeserializeOwned>(config: Value) -> Result<T, crate::options::OptionsError> {
+    crate::options::parse(config)
 }
 
 /// Checks a base URL from config: absolute http(s), no query. Returns it without trailing slash.

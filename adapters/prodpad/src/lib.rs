@@ -130,24 +130,7 @@ pub struct Settings {
 impl Config {
     /// Parses the app's config; errors name the offending key.
     pub fn from_json(config: serde_json::Value) -> std::result::Result<Config, String> {
-        if config.is_null() {
-            return Config::from_json(serde_json::json!({}));
-        }
-        serde_json::from_value::<Config>(config.clone()).map_err(|e| {
-            // serde names unknown keys but not the key of a badly typed value: find it by trying each key alone.
-            let culprit = config.as_object().and_then(|obj| {
-                obj.iter()
-                    .find(|(k, v)| {
-                        let one = serde_json::Value::Object([((*k).clone(), (*v).clone())].into_iter().collect());
-                        serde_json::from_value::<Config>(one).is_err()
-                    })
-                    .map(|(k, _)| k.clone())
-            });
-            match culprit {
-                Some(key) => format!("prodpad: `{key}`: {e}"),
-                None => format!("prodpad: {e}"),
-            }
-        })
+        adapter_api::options::parse(config).map_err(|e| format!("prodpad: {e}"))
     }
 
     /// Validates everything but the secret. Errors name the key.

@@ -821,81 +821,29 @@ pub fn simple_eq(f: &Filter) -> Option<(String, String)> {
 }
 
 /// Parses RFC 3339 date-times (`2011-05-13T04:42:34Z`, fractions, offsets) into a comparable
-/// (seconds since the epoch, nanoseconds) pair; a bare date counts as midnight UTC.
+/// (seconds since the epoch, nanoseconds) pair. Also taken, as clients send them: a bare date (midnight
+/// UTC), a space for the `T`, a time without seconds, and no offset (UTC). These are rewritten into
+/// RFC 3339 and the `time` crate does the parsing.
 pub fn parse_datetime(s: &str) -> Option<(i64, u32)> {
-    let b = s.trim().as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let digits = b.get(from..from + len)?;
-        if !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(digits).ok()?.parse().ok()
-    };
-    let year = num(0, 4)?;
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return None;
+    use time::format_description::well_known::Rfc3339;
+    let s = s.trim();
+    let date = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(day) = time::Date::parse(s, &date) {
+        return Some((day.midnight().assume_utc().unix_timestamp(), 0));
     }
-    let month = num(5, 2)?;
-    let day = num(8, 2)?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
+    let mut text = s.to_string();
+    if text.get(10..11) == Some(" ") {
+        text.replace_range(10..11, "T");
     }
-    let days = days_from_civil(year, month, day);
-    if b.len() == 10 {
-        return Some((days * 86_400, 0));
+    if text.len() >= 16 && text.get(16..17) != Some(":") && text.is_char_boundary(16) {
+        text.insert_str(16, ":00");
     }
-    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) || b.get(13) != Some(&b':') {
-        return None;
+    let has_offset = text.get(19..).is_some_and(|rest| rest.contains(['Z', 'z', '+', '-']));
+    if !has_offset {
+        text.push('Z');
     }
-    let hour = num(11, 2)?;
-    let minute = num(14, 2)?;
-    let (second, mut i) = if b.get(16) == Some(&b':') { (num(17, 2)?, 19) } else { (0, 16) };
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut nanos: u32 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            if i - start < 9 {
-                nanos = nanos * 10 + u32::from(b.get(i).copied().unwrap_or(b'0') - b'0');
-            }
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        for _ in (i - start).min(9)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset_seconds = match b.get(i) {
-        None => 0,
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b.get(i + 3) == Some(&b':') => {
-            let secs = num(i + 1, 2)? * 3600 + num(i + 4, 2)? * 60;
-            if sign == b'+' {
-                secs
-            } else {
-                -secs
-            }
-        }
-        _ => return None,
-    };
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
-    Some((seconds, nanos))
-}
-
-/// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let at = time::OffsetDateTime::parse(&text, &Rfc3339).ok()?;
+    Some((at.unix_timestamp(), at.nanosecond()))
 }
 
 #[cfg(test)]
