@@ -2,11 +2,13 @@
 //! read, so a platform team sees that every credential works before Entra does.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Serialize;
 
+use adapter_api::Note;
+
 use crate::config::Config;
+use crate::probe::PROBE_TIMEOUT;
 
 /// What `check` found for one app.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -16,8 +18,10 @@ pub struct AppCheck {
     pub reachable: bool,
     pub credential_accepted: bool,
     pub rate_limit_headers: Vec<(String, String)>,
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
     pub error: Option<String>,
+    /// Checked with `--offline`: the config only, no vendor contacted.
+    pub offline: bool,
 }
 
 impl AppCheck {
@@ -25,9 +29,6 @@ impl AppCheck {
         self.error.is_none() && self.reachable && self.credential_accepted
     }
 }
-
-/// How long one vendor probe may take (`check`, and the background probes of `serve`).
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Validates `path` and, unless `offline`, probes every app. Config errors come back as `Err`.
 pub async fn run(path: &Path, offline: bool) -> Result<Vec<AppCheck>, String> {
@@ -44,9 +45,10 @@ pub async fn run(path: &Path, offline: bool) -> Result<Vec<AppCheck>, String> {
             rate_limit_headers: Vec::new(),
             notes: Vec::new(),
             error: None,
+            offline,
         };
         if offline {
-            check.notes.push("offline: config valid, vendor not contacted".into());
+            check.notes.push(Note::info("offline: config valid, vendor not contacted"));
             check.reachable = true;
             check.credential_accepted = true;
         } else {
@@ -57,9 +59,10 @@ pub async fn run(path: &Path, offline: bool) -> Result<Vec<AppCheck>, String> {
                     check.rate_limit_headers = report.rate_limit_headers;
                     check.notes = report.notes;
                     if let Some(fp) = report.credential_fingerprint {
-                        check
-                            .notes
-                            .insert(0, format!("credential {fp} (compare: printf %s \"$CREDENTIAL\" | sha256sum)"));
+                        check.notes.insert(
+                            0,
+                            Note::info(format!("credential {fp} (compare: printf %s \"$CREDENTIAL\" | sha256sum)")),
+                        );
                     }
                     if !report.credential_accepted {
                         check.error = Some("the vendor refused the credential".into());
@@ -89,7 +92,7 @@ pub fn render(checks: &[AppCheck]) -> String {
         if !c.rate_limit_headers.is_empty() {
             let hs: Vec<String> = c.rate_limit_headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
             out.push_str(&format!(" rate-limit-headers=[{}]", hs.join(", ")));
-        } else if !c.notes.iter().any(|n| n.starts_with("offline")) {
+        } else if !c.offline {
             out.push_str(" rate-limit-headers=none");
         }
         out.push('\n');
@@ -97,7 +100,8 @@ pub fn render(checks: &[AppCheck]) -> String {
             out.push_str(&format!("     error: {e}\n"));
         }
         for n in &c.notes {
-            out.push_str(&format!("     note: {n}\n"));
+            let label = if n.is_warning() { "warning" } else { "note" };
+            out.push_str(&format!("     {label}: {n}\n"));
         }
     }
     let failed = checks.iter().filter(|c| !c.ok()).count();

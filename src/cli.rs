@@ -136,7 +136,7 @@ async fn run(command: Command) -> Result<(), String> {
             let running =
                 server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
             server::reload_on_hangup(hangup, &running);
-            server::spawn_health_probes(running.gateway.clone(), server::PROBE_INTERVAL);
+            crate::probe::spawn_health_probes(running.gateway.clone(), crate::probe::PROBE_INTERVAL);
             server::spawn_audit_retention(running.gateway.clone(), cfg.store.audit_retention_days);
             crate::reconcile::spawn_periodic(running.gateway.clone());
             tracing::info!(addr = %running.addr, tls = running.is_tls(), apps = cfg.apps.len(), "serving");

@@ -396,7 +396,7 @@ impl Config {
                 }
             }
             for (i, cidr) in app.ip_allow.iter().enumerate() {
-                crate::http::Cidr::parse(cidr)
+                crate::ip_allow::Cidr::parse(cidr)
                     .map_err(|e| ConfigError(format!("{}: {e}", at(&format!("ip_allow[{i}]")))))?;
             }
         }

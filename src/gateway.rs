@@ -27,7 +27,7 @@ pub struct App {
     pub name: String,
     pub adapter: Arc<dyn Adapter>,
     pub token_sha256: [u8; 32],
-    pub ip_allow: Vec<crate::http::Cidr>,
+    pub ip_allow: Vec<crate::ip_allow::Cidr>,
     pub reconcile: crate::config::ReconcileConfig,
     /// Entra groups whose members get a vendor role, in order of precedence (`src/group_roles.rs`).
     pub group_roles: Vec<crate::config::GroupRole>,

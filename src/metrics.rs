@@ -18,8 +18,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::gateway::Gateway;
-
 /// Histograms of one shape for every label set.
 #[derive(Clone, Copy, Debug, Default)]
 struct Buckets;
@@ -38,7 +36,7 @@ pub struct Metrics {
     vendor_attempt_duration: Family<AppLabels, Histogram, Buckets>,
     vendor_errors: Family<ErrorLabels, Counter>,
     drift: Family<KindLabels, Counter>,
-    vendor_state: Mutex<BTreeMap<String, String>>,
+    vendor_state: Mutex<BTreeMap<String, VendorState>>,
     /// Warnings from each app's last vendor probe (a credential about to expire).
     vendor_warnings: Mutex<BTreeMap<String, Vec<String>>>,
     /// app -> (unix time of the last pass, findings it left unrepaired, what it could not check)
@@ -64,6 +62,32 @@ impl Default for Metrics {
             last_reconcile: Mutex::default(),
             last_pass: Mutex::default(),
             hourly: Mutex::default(),
+        }
+    }
+}
+
+/// What the gateway last heard from an app's vendor (its probe, or the last request that reached it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VendorState {
+    /// Not heard from yet.
+    #[default]
+    Unknown,
+    /// The vendor answers and accepts the credential.
+    Ok,
+    CredentialRefused,
+    RateLimited,
+    Unavailable,
+}
+
+impl VendorState {
+    /// The state's name in `/readyz`, metrics and the status page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VendorState::Unknown => "unknown",
+            VendorState::Ok => "ok",
+            VendorState::CredentialRefused => "credential_refused",
+            VendorState::RateLimited => "rate_limited",
+            VendorState::Unavailable => "unavailable",
         }
     }
 }
@@ -150,11 +174,6 @@ impl Metrics {
         self.last_pass.lock().unwrap_or_else(|p| p.into_inner()).get(app).copied()
     }
 
-    /// Breaker, limiter and vendor counters of the app's outbound client (none for the sandbox).
-    pub fn outbound(&self, gw: &Gateway, app: &str) -> Option<adapter_api::OutboundStats> {
-        gw.apps.get(app).and_then(|a| a.adapter.outbound_stats())
-    }
-
     /// A vendor error seen by the engine: counted by kind, and it sets the app's vendor state.
     pub fn vendor_error(&self, app: &str, err: &adapter_api::Error) {
         let labels = ErrorLabels {
@@ -164,11 +183,11 @@ impl Metrics {
         };
         self.vendor_errors.get_or_create(&labels).inc();
         let state = match err.kind() {
-            adapter_api::ErrorKind::Unauthorized => "credential_refused",
-            adapter_api::ErrorKind::RateLimited { .. } => "rate_limited",
-            adapter_api::ErrorKind::Unavailable { .. } => "unavailable",
+            adapter_api::ErrorKind::Unauthorized => VendorState::CredentialRefused,
+            adapter_api::ErrorKind::RateLimited { .. } => VendorState::RateLimited,
+            adapter_api::ErrorKind::Unavailable { .. } => VendorState::Unavailable,
             // The vendor answered and refused this one request: the vendor itself is fine.
-            _ => "ok",
+            _ => VendorState::Ok,
         };
         self.set_vendor_state(app, state);
     }
@@ -191,8 +210,8 @@ impl Metrics {
             .insert(app.to_string(), LastPass { at, found, repaired, unrepaired, unchecked });
     }
 
-    pub fn set_vendor_state(&self, app: &str, state: &str) {
-        self.vendor_state.lock().unwrap_or_else(|p| p.into_inner()).insert(app.to_string(), state.to_string());
+    pub fn set_vendor_state(&self, app: &str, state: VendorState) {
+        self.vendor_state.lock().unwrap_or_else(|p| p.into_inner()).insert(app.to_string(), state);
     }
 
     pub fn set_vendor_warnings(&self, app: &str, warnings: Vec<String>) {
@@ -203,20 +222,23 @@ impl Metrics {
         self.vendor_warnings.lock().unwrap_or_else(|p| p.into_inner()).get(app).cloned().unwrap_or_default()
     }
 
-    pub fn vendor_state(&self, app: &str) -> String {
-        self.vendor_state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(app)
-            .cloned()
-            .unwrap_or_else(|| "unknown".into())
+    pub fn vendor_state(&self, app: &str) -> VendorState {
+        self.vendor_state.lock().unwrap_or_else(|p| p.into_inner()).get(app).copied().unwrap_or_default()
     }
 
     /// The Prometheus exposition (OpenMetrics text, which Prometheus scrapes as is): the request and
     /// drift counters and the latency histograms kept since start, and the app's outbound counters,
     /// vendor state and store sizes read at the moment of the scrape.
-    pub async fn render(&self, gw: &Gateway) -> String {
-        let snapshot = Snapshot::take(self, gw).await;
+    pub fn render(&self, scrape: Scrape) -> String {
+        let snapshot = Snapshot {
+            vendor: scrape
+                .apps
+                .iter()
+                .map(|app| (app.clone(), self.vendor_state(app), self.vendor_warnings(app).len()))
+                .collect(),
+            passes: lock(&self.last_reconcile).iter().map(|(app, p)| (app.clone(), *p)).collect(),
+            scrape,
+        };
         let mut registry = Registry::default();
         registry.register(
             "scim_bridge_requests",
@@ -293,38 +315,26 @@ fn request_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
-/// What is read at the moment of a scrape, encoded by [`Collector::encode`].
-#[derive(Debug)]
-struct Snapshot {
-    outbound: Vec<(String, adapter_api::OutboundStats)>,
-    /// app -> (vendor state, probe warnings)
-    vendor: Vec<(String, String, usize)>,
-    /// app -> (unix time of the last pass, unrepaired, unchecked)
-    passes: Vec<(String, (f64, u64, u64))>,
-    /// (app, kind) -> resources in the shadow store
-    shadow: Vec<(String, &'static str, u64)>,
-    audit_entries: u64,
+/// What the caller of [`Metrics::render`] reads from the gateway at the moment of a scrape.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// Every configured app.
+    pub apps: Vec<String>,
+    /// The outbound client's counters of every app that has one.
+    pub outbound: Vec<(String, adapter_api::OutboundStats)>,
+    /// (app, resource type) -> resources in the shadow store
+    pub shadow: Vec<(String, &'static str, u64)>,
+    pub audit_entries: u64,
 }
 
-impl Snapshot {
-    async fn take(metrics: &Metrics, gw: &Gateway) -> Self {
-        let outbound =
-            gw.apps.values().filter_map(|a| a.adapter.outbound_stats().map(|s| (a.name.clone(), s))).collect();
-        let vendor = gw
-            .apps
-            .keys()
-            .map(|app| (app.clone(), metrics.vendor_state(app), metrics.vendor_warnings(app).len()))
-            .collect();
-        let passes = lock(&metrics.last_reconcile).iter().map(|(app, p)| (app.clone(), *p)).collect();
-        let mut shadow = Vec::new();
-        for app in gw.apps.keys() {
-            for kind in [crate::store::Kind::User, crate::store::Kind::Group] {
-                shadow.push((app.clone(), kind.as_str(), gw.store.count(app, kind).await.unwrap_or(0)));
-            }
-        }
-        let audit_entries = gw.store.audit_len().await.unwrap_or(0);
-        Snapshot { outbound, vendor, passes, shadow, audit_entries }
-    }
+/// A scrape with this process's own views, encoded by [`Collector::encode`].
+#[derive(Debug)]
+struct Snapshot {
+    scrape: Scrape,
+    /// app -> (vendor state, probe warnings)
+    vendor: Vec<(String, VendorState, usize)>,
+    /// app -> (unix time of the last pass, unrepaired, unchecked)
+    passes: Vec<(String, (f64, u64, u64))>,
 }
 
 /// Whole numbers as integers (`1`, not `1.0`): the gauges that count things or say 0/1.
@@ -349,7 +359,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (name, st) in &self.outbound {
+        for (name, st) in &self.scrape.outbound {
             for (outcome, n) in &st.calls_by_outcome {
                 let labels = [("app", name.as_str()), ("outcome", outcome.as_str())];
                 ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
@@ -361,7 +371,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Gauge,
         )?;
-        for (name, st) in &self.outbound {
+        for (name, st) in &self.scrape.outbound {
             for state in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
                 let labels = [("app", name.as_str()), ("state", state.as_str())];
                 let on = i64::from(st.breaker_state == state);
@@ -398,7 +408,7 @@ impl Collector for Snapshot {
         ];
         for (name, help, metric_type, get) in counts {
             let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
-            for (app_name, st) in &self.outbound {
+            for (app_name, st) in &self.scrape.outbound {
                 encode_count(family.encode_family(&app(app_name))?, metric_type, get(st))?;
             }
         }
@@ -408,7 +418,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
-        for (app_name, st) in &self.outbound {
+        for (app_name, st) in &self.scrape.outbound {
             ConstCounter::new(st.limiter_wait_seconds).encode(family.encode_family(&app(app_name))?)?;
         }
         let mut family = encoder.encode_descriptor(
@@ -453,7 +463,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Gauge,
         )?;
-        for (app_name, kind, n) in &self.shadow {
+        for (app_name, kind, n) in &self.scrape.shadow {
             let labels = [("app", app_name.as_str()), ("type", *kind)];
             encode_count(family.encode_family(&labels)?, MetricType::Gauge, *n)?;
         }
@@ -463,7 +473,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Gauge,
         )?;
-        encode_count(family, MetricType::Gauge, self.audit_entries)?;
+        encode_count(family, MetricType::Gauge, self.scrape.audit_entries)?;
         Ok(())
     }
 }

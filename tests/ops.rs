@@ -209,7 +209,7 @@ async fn metrics_after_a_small_run_and_audit_query() {
     );
 
     // The background probe (every 6 h in `serve`) sees the token expiring soon.
-    scim_bridge::server::probe_apps(&running.gateway).await;
+    scim_bridge::probe::probe_apps(&running.gateway).await;
     let metrics = client.get(format!("http://{}/metrics", running.addr)).send().await.unwrap().text().await.unwrap();
     for needle in [
         "scim_bridge_requests_total{app=\"pm\",operation=\"create\",status=\"201\"} 1",

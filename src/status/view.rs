@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::audit_report::printable;
 use crate::gateway::Gateway;
-use crate::metrics;
+use crate::metrics::{self, VendorState};
 use crate::status::chart::{self, Chart};
 use crate::store::{AuditEntry, AuditFilter, Kind, OutcomeFilter, StoreResult};
 
@@ -120,15 +120,17 @@ pub struct PassView {
     pub unchecked: u64,
 }
 
-fn state_words(state: &str) -> (&'static str, &'static str) {
-    match state {
-        "ok" => ("vendor answers, credential accepted", "good"),
-        "credential_refused" => ("vendor refuses the credential", "bad"),
-        "rate_limited" => ("vendor is rate-limiting", "warn"),
-        "unavailable" => ("vendor unavailable", "bad"),
-        "no_vendor" => ("no vendor: the gateway's store only", "idle"),
-        _ => ("not heard from the vendor yet", "idle"),
-    }
+/// The state's name, its words for a person and its tone; `None`: an app without a vendor (the sandbox).
+fn state_words(state: Option<VendorState>) -> (&'static str, &'static str, &'static str) {
+    let Some(state) = state else { return ("no_vendor", "no vendor: the gateway's store only", "idle") };
+    let (text, tone) = match state {
+        VendorState::Ok => ("vendor answers, credential accepted", "good"),
+        VendorState::CredentialRefused => ("vendor refuses the credential", "bad"),
+        VendorState::RateLimited => ("vendor is rate-limiting", "warn"),
+        VendorState::Unavailable => ("vendor unavailable", "bad"),
+        VendorState::Unknown => ("not heard from the vendor yet", "idle"),
+    };
+    (state.as_str(), text, tone)
 }
 
 fn rfc3339(at: time::OffsetDateTime) -> String {
@@ -147,9 +149,9 @@ pub async fn overview(gw: &Gateway) -> StoreResult<Overview> {
     let mut cards = Vec::new();
     for app in gw.apps.values() {
         let vendor = app.adapter.vendor();
-        let state = if vendor == "sandbox" { "no_vendor".to_string() } else { gw.metrics.vendor_state(&app.name) };
-        let (state_text, tone) = state_words(&state);
-        let outbound = gw.metrics.outbound(gw, &app.name).map(|s| OutboundView {
+        let state = (vendor != "sandbox").then(|| gw.metrics.vendor_state(&app.name));
+        let (state, state_text, tone) = state_words(state);
+        let outbound = app.adapter.outbound_stats().map(|s| OutboundView {
             breaker: match s.breaker_state {
                 adapter_api::BreakerState::Closed => "closed",
                 adapter_api::BreakerState::Open => "open",
@@ -169,7 +171,7 @@ pub async fn overview(gw: &Gateway) -> StoreResult<Overview> {
         cards.push(Card {
             name: app.name.clone(),
             vendor: vendor.to_string(),
-            state,
+            state: state.to_string(),
             state_text: state_text.to_string(),
             tone,
             outbound,

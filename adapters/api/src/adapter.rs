@@ -60,6 +60,41 @@ pub fn check_vendor_id(id: &str) -> crate::Result<()> {
     Ok(())
 }
 
+/// How much a probe note matters: a warning is shown on `/readyz`, counted in
+/// `scim_bridge_vendor_warnings` and logged at warn level; information is only logged and listed by `check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoteLevel {
+    Info,
+    Warning,
+}
+
+/// Something an operator should know about a vendor (a token expiring soon, a mode that cannot
+/// deprovision, where created users land).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub level: NoteLevel,
+    pub text: String,
+}
+
+impl Note {
+    pub fn info(text: impl Into<String>) -> Self {
+        Note { level: NoteLevel::Info, text: text.into() }
+    }
+    pub fn warning(text: impl Into<String>) -> Self {
+        Note { level: NoteLevel::Warning, text: text.into() }
+    }
+    pub fn is_warning(&self) -> bool {
+        self.level == NoteLevel::Warning
+    }
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// What a harmless read against the vendor showed (used by `scim-bridge check` and `/readyz`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ProbeReport {
@@ -70,7 +105,7 @@ pub struct ProbeReport {
     /// Rate-limit headers the vendor sent, as seen (name: value).
     pub rate_limit_headers: Vec<(String, String)>,
     /// Anything an operator should know (token expiry soon, REST mode cannot deprovision, ...).
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
     /// Which credential the app holds, as `adapter_api::secret::fingerprint`: shown by `check` for the admin
     /// who runs it, never logged (a short code's hash prefix could be guessed offline).
     #[serde(skip)]

@@ -1,5 +1,5 @@
 //! The one error type every adapter returns. Its kind decides retry policy and, in exactly one place in the
-//! gateway (`scim::errors::from_adapter`), the HTTP status and `scimType` Entra sees. Policy reads kinds,
+//! gateway (`vendor_errors::from_adapter`), the HTTP status and `scimType` Entra sees. Policy reads kinds,
 //! never message strings.
 
 use std::fmt;

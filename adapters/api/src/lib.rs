@@ -13,7 +13,7 @@ pub mod scim_client;
 pub mod secret;
 pub mod vendor;
 
-pub use adapter::{check_vendor_id, Adapter, Capabilities, ProbeReport, VendorUser};
+pub use adapter::{check_vendor_id, Adapter, Capabilities, Note, NoteLevel, ProbeReport, VendorUser};
 pub use error::{Error, ErrorKind, Origin, Result};
 pub use model::{Enterprise, Group, Manager, Member, MultiValue, Name, User};
 pub use outbound::{BreakerState, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};

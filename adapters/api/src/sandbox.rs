@@ -117,7 +117,7 @@ impl Adapter for Sandbox {
             reachable: true,
             credential_accepted: true,
             rate_limit_headers: Vec::new(),
-            notes: vec!["sandbox: changes are kept only in the gateway's store".into()],
+            notes: vec![crate::Note::info("sandbox: changes are kept only in the gateway's store")],
             credential_fingerprint: None,
         })
     }

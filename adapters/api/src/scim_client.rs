@@ -553,7 +553,7 @@ impl ScimClient {
             }
             401 | 403 => {
                 report.credential_accepted = false;
-                report.notes.push(self.fail(op, &resp, None).detail().to_string());
+                report.notes.push(crate::Note::info(self.fail(op, &resp, None).detail()));
                 Ok(report)
             }
             _ => Err(self.fail(op, &resp, None)),

@@ -511,11 +511,11 @@ impl Adapter for ProdPad {
         match &self.backend {
             Backend::Rest(rest) => {
                 let mut report = ProbeReport {
-                    notes: vec![format!(
+                    notes: vec![adapter_api::Note::info(format!(
                         "rest mode: ProdPad users are created and read only; updates and deprovisioning are \
                          refused ({:?}) and must be done by hand in ProdPad",
                         self.settings.rest_unsupported
-                    )],
+                    ))],
                     credential_fingerprint: Some(rest.key_fingerprint()),
                     ..ProbeReport::default()
                 };
@@ -525,10 +525,12 @@ impl Adapter for ProdPad {
                         report.credential_accepted = resp.status == 200;
                         report.rate_limit_headers = rate_limit_headers(&resp.headers);
                         if resp.status != 200 {
-                            report.notes.push(client::map_error(resp.status, &resp.body).detail().to_string());
+                            report
+                                .notes
+                                .push(adapter_api::Note::info(client::map_error(resp.status, &resp.body).detail()));
                         }
                     }
-                    Err(e) => report.notes.push(e.detail().to_string()),
+                    Err(e) => report.notes.push(adapter_api::Note::info(e.detail())),
                 }
                 Ok(report)
             }

@@ -224,7 +224,7 @@ async fn probe_and_admin_view() {
     let pp = rest_adapter(&sim, json!({}));
     let report = pp.probe().await.unwrap();
     assert!(report.reachable && report.credential_accepted, "{report:?}");
-    assert!(report.notes.iter().any(|n| n.contains("by hand")), "{report:?}");
+    assert!(report.notes.iter().any(|n| n.text.contains("by hand")), "{report:?}");
 
     pp.create_user(&user("v@x.io", "V", "Iew", None)).await.unwrap();
     let view: serde_json::Value =

@@ -122,7 +122,7 @@ pub fn parse_date(raw: &str) -> Result<Date, String> {
 }
 
 /// What `probe()` says about the token's expiry on `today`: an error once past, a note within 30 days.
-pub fn expiry_check(expires: Date, today: Date) -> Result<Option<String>> {
+pub fn expiry_check(expires: Date, today: Date) -> Result<Option<adapter_api::Note>> {
     let days = (expires - today).whole_days();
     if days < 0 {
         return Err(Error::unauthorized(format!(
@@ -131,9 +131,9 @@ pub fn expiry_check(expires: Date, today: Date) -> Result<Option<String>> {
         )));
     }
     if days <= EXPIRY_WARNING_DAYS {
-        return Ok(Some(format!(
-            "warning: the Promapp SCIM token expires on {expires} (in {days} days); create a new one before then"
-        )));
+        return Ok(Some(adapter_api::Note::warning(format!(
+            "the Promapp SCIM token expires on {expires} (in {days} days); create a new one before then"
+        ))));
     }
     Ok(None)
 }
@@ -326,10 +326,9 @@ impl Adapter for Promapp {
         let mut report = self.client.probe().await?;
         report.notes.extend(expiry_note);
         if self.token_expires_at.is_none() {
-            report.notes.push(
-                "token_expires_at is not set: Promapp SCIM tokens expire one year after creation; set it to be warned"
-                    .into(),
-            );
+            report.notes.push(adapter_api::Note::info(
+                "token_expires_at is not set: Promapp SCIM tokens expire one year after creation; set it to be warned",
+            ));
         }
         Ok(report)
     }

@@ -247,7 +247,7 @@ async fn probe_reports_expiry_and_refused_tokens() {
     let a = build(&h.sim, json!({"token_expires_at": soon.to_string()}));
     let report = a.probe().await.unwrap();
     assert!(report.reachable && report.credential_accepted);
-    assert!(report.notes.iter().any(|n| n.contains("warning") && n.contains("expires")), "{:?}", report.notes);
+    assert!(report.notes.iter().any(|n| n.is_warning() && n.text.contains("expires")), "{:?}", report.notes);
 
     let past = time::OffsetDateTime::now_utc().date() - time::Duration::days(1);
     let expired = build(&h.sim, json!({"token_expires_at": past.to_string()}));

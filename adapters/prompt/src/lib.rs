@@ -282,13 +282,13 @@ impl Adapter for Prompt {
 
     async fn probe(&self) -> Result<ProbeReport> {
         let mut report = self.client.probe().await?;
-        report.notes.push(format!(
+        report.notes.push(adapter_api::Note::info(format!(
             "new users get PROMPT's default department '{}' and section '{}' (check they match Edit Organisation > \
              Azure AD){}",
             self.default_department,
             self.default_section,
             if self.placement.is_configured() { "; department_from/section_from override them per user" } else { "" }
-        ));
+        )));
         Ok(report)
     }
 }

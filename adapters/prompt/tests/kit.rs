@@ -240,7 +240,7 @@ async fn probe_passes_and_echoes_the_org_defaults() {
     let h = PromptHarness::new(json!({})).await;
     let report = h.good.probe().await.unwrap();
     assert!(report.reachable && report.credential_accepted);
-    assert!(report.notes.iter().any(|n| n.contains("Corporate Services") && n.contains("All Staff")));
+    assert!(report.notes.iter().any(|n| n.text.contains("Corporate Services") && n.text.contains("All Staff")));
     assert_eq!(h.sim.counters().method("GET"), 1);
     assert!(!h.good.capabilities().groups && !h.good.capabilities().hard_delete);
 }

@@ -131,7 +131,7 @@ pub async fn start_with_admin(
     admin: DemoAdmin,
 ) -> Result<Demo, String> {
     let demo = start_inner(listen, token, faults, demo_limits(), ":memory:", Some(admin)).await?;
-    server::spawn_health_probes(demo.running.gateway.clone(), server::PROBE_INTERVAL);
+    scim_bridge::probe::spawn_health_probes(demo.running.gateway.clone(), scim_bridge::probe::PROBE_INTERVAL);
     Ok(demo)
 }
 
