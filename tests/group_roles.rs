@@ -25,7 +25,8 @@ fn group_roles(pairs: &[(&str, &str)]) -> Vec<GroupRole> {
     pairs.iter().map(|(g, r)| GroupRole { group: g.to_string(), role: r.to_string() }).collect()
 }
 
-/// A Promapp app and a ProdPad (scim mode) app, each on its own simulator, with group_roles.
+/// A Promapp app and a ProdPad (scim mode) app, each on its own simulator, with group_roles; and
+/// `promapp-plain`, a Promapp app without group_roles, on a third.
 async fn start() -> Gw {
     let mut apps = BTreeMap::new();
     let mut sims = BTreeMap::new();
@@ -39,6 +40,7 @@ async fn start() -> Gw {
         ..Default::default()
     };
     let promapp = adapter_promapp::sim::demo("pm-cred", None).await.unwrap();
+    let plain = adapter_promapp::sim::demo("pm-cred", None).await.unwrap();
     let prodpad = adapter_prodpad::sim::demo("pp-cred", None).await.unwrap();
     let mut prodpad_options = prodpad.app_options;
     prodpad_options.insert("role_map".into(), json!({"Writer": "Editor"}));
@@ -53,11 +55,13 @@ async fn start() -> Gw {
             prodpad_options,
             group_roles(&[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor"), ("ProdPad Leads", "Admin")]),
         ),
+        ("promapp-plain", plain.app_options, Vec::new()),
     ] {
+        let vendor = app.trim_end_matches("-plain");
         apps.insert(
             app.to_string(),
             AppConfig {
-                vendor: app.to_string(),
+                vendor: vendor.to_string(),
                 token_sha256: common::sha(&format!("{app}-token")),
                 limits: limits.clone(),
                 ip_allow: Vec::new(),
@@ -68,6 +72,7 @@ async fn start() -> Gw {
         );
     }
     sims.insert("promapp", promapp.sim);
+    sims.insert("promapp-plain", plain.sim);
     sims.insert("prodpad", prodpad.sim);
     let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
     config.validate("test.yaml").unwrap();
@@ -190,7 +195,7 @@ fn set_roles(roles: &[&str]) -> Value {
 #[tokio::test]
 async fn promapp_refuses_a_default_access_only_create_and_disables_a_user_left_with_it() {
     let gw = start().await;
-    let app = "promapp";
+    let app = "promapp-plain";
     // Create: refused with a 400 that says what to change in Entra; Promapp never hears of the user.
     let a = gw.call(app, Method::POST, "/Users", Some(entra_user("da@example.com", &["Default Access"]))).await;
     assert_eq!(a.status, 400, "{}", a.body);
@@ -208,6 +213,8 @@ async fn promapp_refuses_a_default_access_only_create_and_disables_a_user_left_w
     assert_eq!((a.status, a.body["active"].as_bool()), (200, Some(true)), "Entra's view is what Entra set");
     let disabled = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
     assert!(disabled.detail.as_deref().unwrap_or("").contains("disabled at Promapp"), "{disabled:?}");
+    // Only the disable was sent: the Process Manager role Promapp holds stays.
+    assert_eq!(gw.held_roles(app, "ed@example.com"), ["Editor"], "{}", gw.held(app, "ed@example.com"));
 
     // A real role again: enabled again, audited.
     let a = gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Editor"])).await;
@@ -226,6 +233,7 @@ async fn promapp_refuses_a_default_access_only_create_and_disables_a_user_left_w
 
     // Through groups: a member keeps its group's role whatever its own; leaving the group with only
     // Default Access disables it at Promapp, joining again enables it.
+    let app = "promapp";
     let uid2 = gw.create_user(app, "grp@example.com", &["Editor"]).await;
     let owners = gw.create_group(app, "Process Owners").await;
     assert_eq!(gw.add(app, &owners, &[&uid2]).await.status, 204);
@@ -234,11 +242,82 @@ async fn promapp_refuses_a_default_access_only_create_and_disables_a_user_left_w
     assert_eq!(gw.held_active(app, "grp@example.com"), Some(true));
     assert_eq!(gw.remove(app, &owners, &uid2).await.status, 204);
     assert_eq!(gw.held_active(app, "grp@example.com"), Some(false));
+    assert_eq!(gw.held_roles(app, "grp@example.com"), ["Process Owner"], "disabled, roles untouched");
     let entry = gw.audit().await.into_iter().find(|e| e.operation == "group-role").unwrap();
     assert!(entry.detail.as_deref().unwrap_or("").contains("disabled at Promapp"), "{entry:?}");
     assert_eq!(gw.add(app, &owners, &[&uid2]).await.status, 204);
     assert_eq!(gw.held_active(app, "grp@example.com"), Some(true));
     assert_eq!(gw.held_roles(app, "grp@example.com"), ["Process Owner"]);
+}
+
+/// With group_roles, a user with only Default Access of its own is created held disabled (audited), enabled
+/// when it joins a mapped group, disabled again when it leaves the last one; an Entra disable always wins.
+#[tokio::test]
+async fn promapp_with_group_roles_holds_a_default_access_user_until_a_group_gives_it_a_role() {
+    let gw = start().await;
+    let app = "promapp";
+    let uid = gw.create_user(app, "held@example.com", &["Default Access"]).await;
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(false), "{}", gw.held(app, "held@example.com"));
+    assert_eq!(gw.held_roles(app, "held@example.com"), Vec::<String>::new());
+    let a = gw.call(app, Method::GET, &format!("/Users/{uid}"), None).await;
+    assert_eq!(a.body["active"], true, "Entra's view is what Entra set");
+    let created = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
+    assert_eq!((created.operation.as_str(), created.status), ("create", 201), "{created:?}");
+    assert!(created.detail.as_deref().unwrap_or("").contains("created disabled at Promapp"), "{created:?}");
+
+    let owners = gw.create_group(app, "Process Owners").await;
+    let viewers = gw.create_group(app, "Process Viewers").await;
+    assert_eq!(gw.add(app, &owners, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(true), "a mapped group gives it a role");
+    assert_eq!(gw.held_roles(app, "held@example.com"), ["Process Owner"]);
+    let joined = gw.audit().await.into_iter().find(|e| e.operation == "group-role").unwrap();
+    assert!(joined.detail.as_deref().unwrap_or("").contains("enabled again"), "{joined:?}");
+    assert_eq!(gw.add(app, &viewers, &[&uid]).await.status, 204);
+    assert_eq!(gw.remove(app, &owners, &uid).await.status, 204);
+    assert_eq!(
+        (gw.held_active(app, "held@example.com"), gw.held_roles(app, "held@example.com")),
+        (Some(true), vec!["Viewer".to_string()])
+    );
+    assert_eq!(gw.remove(app, &viewers, &uid).await.status, 204);
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(false), "left every mapped group");
+    let left = gw.audit().await.into_iter().find(|e| e.operation == "group-role").unwrap();
+    assert!(left.detail.as_deref().unwrap_or("").contains("disabled at Promapp"), "{left:?}");
+
+    // Entra disables the user: joining a mapped group never enables it.
+    let off = json!([{"op": "Replace", "path": "active", "value": "False"}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), off).await.status, 200);
+    assert_eq!(gw.add(app, &owners, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(false), "an Entra disable stands");
+    assert_eq!(gw.held_roles(app, "held@example.com"), ["Process Owner"]);
+    let on = json!([{"op": "Replace", "path": "active", "value": "True"}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), on).await.status, 200);
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(true), "enabled by Entra, with its group's role");
+}
+
+/// Deprovisioning a user Promapp holds disabled (only Default Access) still sends the disable, so a user
+/// someone enabled in Promapp meanwhile ends disabled; only the disable: its roles stay.
+#[tokio::test]
+async fn promapp_deprovision_of_a_held_disabled_user_disables_it_and_keeps_its_roles() {
+    let gw = start().await;
+    for app in ["promapp-plain", "promapp"] {
+        let name = format!("leaver-{app}@example.com");
+        let uid = gw.create_user(app, &name, &["Editor"]).await;
+        assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Default Access"])).await.status, 200);
+        assert_eq!(gw.held_active(app, &name), Some(false));
+        // A Promaster enables the user in Promapp itself.
+        let url = format!("{}/_sim/users/{name}", gw.sims[app].root_url());
+        let r = gw.client.patch(url).json(&json!({"active": true})).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        assert_eq!(gw.held_active(app, &name), Some(true));
+
+        let d = gw.call(app, Method::DELETE, &format!("/Users/{uid}"), None).await;
+        assert_eq!(d.status, 204, "{}", d.body);
+        assert_eq!(gw.held_active(app, &name), Some(false), "{app}: deprovisioned means disabled at Promapp");
+        assert_eq!(gw.held_roles(app, &name), ["Editor"], "{app}: only the disable was sent");
+        let entry = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
+        assert_eq!((entry.operation.as_str(), entry.outcome.as_str(), entry.status), ("delete", "ok", 204));
+        assert!(entry.vendor_calls >= 1, "{entry:?}");
+    }
 }
 
 #[tokio::test]
