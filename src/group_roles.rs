@@ -5,10 +5,14 @@
 //! default). Groups nobody mapped are kept too (Entra provisions every assigned group) and change nothing.
 //!
 //! A group change that changes members' roles is sent to the vendor member by member, each audited
-//! (`group-role`, intent first) and confirmed before the change is recorded. When one fails, the members
-//! confirmed so far keep their new membership in the store, the failed one and those after it do not, and
-//! Entra gets the vendor's 429/503 with `Retry-After`: its retry of the same request finds the confirmed
-//! members already done and goes on with the rest. A create is all or nothing (a half-recorded group would
+//! (`group-role`, intent first) and confirmed before the change is recorded. When one fails for a while
+//! (429, 503, an outage, the vendor refusing the gateway's credential), the members confirmed so far keep
+//! their new membership in the store, the failed one and those after it do not, and Entra gets the
+//! vendor's 429/503 with `Retry-After`: its retry of the same request finds the confirmed members already
+//! done and goes on with the rest. A member the vendor refuses for good (400, 409: its values, a role the
+//! vendor no longer has) would stop every retry at the same place: its membership is recorded as Entra
+//! sent it, its `group-role` entry is `needs_manual_action` (a person fixes it at the vendor; reconcile and
+//! the user's next change set the role again), and the rest of the members go on. A create is all or nothing (a half-recorded group would
 //! answer Entra's retried POST with a uniqueness error). Locks: the app's group lock (one group change per
 //! app at a time, so every group stays as it is meanwhile), then the id locks of the group and of every
 //! user whose role the change alters, in stripe order, then names: a group change cannot deadlock with
@@ -126,14 +130,32 @@ struct RoleUpdates {
     confirmed: BTreeSet<String>,
     /// Vendor updates confirmed.
     updated: usize,
+    /// Members whose role the vendor refused for good (recorded, left to a person).
+    refused: usize,
     /// The first failure (the members after it were not tried).
     failure: Option<ScimError>,
 }
 
 impl RoleUpdates {
     fn summary(&self, affected: usize) -> String {
-        format!("{} member role update(s) confirmed by the vendor, {affected} member(s) affected", self.updated)
+        let mut out =
+            format!("{} member role update(s) confirmed by the vendor, {affected} member(s) affected", self.updated);
+        if self.refused > 0 {
+            out.push_str(&format!(
+                "; {} member(s) refused by the vendor: recorded, a person must fix them (see their group-role \
+                 entries)",
+                self.refused
+            ));
+        }
+        out
     }
+}
+
+/// A vendor refusal that a retry of the same request meets again (the member's values, a role the vendor
+/// lacks, a clash at the vendor): the member is left to a person instead of stopping the group change.
+/// Throttling, outages and a refused credential stop it (they pass, or the whole app waits for them).
+fn refused_for_good(kind: &ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Invalid | ErrorKind::Conflict | ErrorKind::NeedsManualAction | ErrorKind::Unsupported)
 }
 
 /// The group document to record when only the `confirmed` members' part of the change stands: the old
@@ -291,6 +313,21 @@ impl Gateway {
                     audit.detail = Some("the vendor no longer has this user; its membership is recorded".into());
                     self.write_audit(&audit).await;
                     out.confirmed.insert(uid.clone());
+                }
+                Err(e) if refused_for_good(e.kind()) => {
+                    let err = self.vendor_error(app, &e);
+                    audit.outcome = "needs_manual_action".into();
+                    audit.status = err.status.as_u16();
+                    audit.detail = Some(format!(
+                        "{} ({}); the group membership is recorded as Entra sent it and the group's other members \
+                         went on: fix this user at the vendor, then reconcile (or the user's next change) sets its \
+                         role",
+                        err.detail,
+                        e.kind_name()
+                    ));
+                    self.write_audit(&audit).await;
+                    out.confirmed.insert(uid.clone());
+                    out.refused += 1;
                 }
                 Err(e) => {
                     let err = self.vendor_error(app, &e);

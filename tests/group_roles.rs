@@ -531,6 +531,58 @@ async fn a_group_change_the_vendor_cuts_short_is_recorded_as_far_as_confirmed_an
     assert!((0..3).all(|i| gw.held_roles(app, &format!("m{i}@example.com")) == ["Editor"]));
 }
 
+/// A member the vendor refuses for good (its own Process Manager role was removed from the site) does not
+/// stop the group change: it is recorded for a person (needs_manual_action, on the status page's list),
+/// the other members go on, and Entra gets its 204; a transient failure still stops and is retried (above).
+#[tokio::test]
+async fn a_member_the_vendor_refuses_for_good_is_left_to_a_person_and_the_rest_go_on() {
+    let gw = start().await;
+    let app = "promapp";
+    let flags = format!("{}/_sim/flags", gw.sims[app].root_url());
+    let set_catalogue = |roles: &[&str]| {
+        let body = json!({"patch_supported": false, "roles": roles});
+        let req = gw.client.put(flags.clone()).json(&body);
+        async move { assert!(req.send().await.unwrap().status().is_success()) }
+    };
+    set_catalogue(&["Process Owner", "Viewer", "Editor", "Legacy"]).await;
+    let a = gw.create_user(app, "r-a@example.com", &["Editor"]).await;
+    let b = gw.create_user(app, "r-b@example.com", &["Legacy"]).await;
+    let c = gw.create_user(app, "r-c@example.com", &["Editor"]).await;
+    let g = gw.create_group(app, "Process Owners").await;
+    assert_eq!(gw.add(app, &g, &[&a, &b, &c]).await.status, 204);
+    assert!(["r-a", "r-b", "r-c"].iter().all(|u| gw.held_roles(app, &format!("{u}@example.com")) == ["Process Owner"]));
+
+    // Promapp's site drops the "Legacy" role: b cannot fall back to it.
+    set_catalogue(&["Process Owner", "Viewer", "Editor"]).await;
+    let d = gw.call(app, Method::DELETE, &format!("/Groups/{g}"), None).await;
+    assert_eq!(d.status, 204, "{}", d.body);
+    assert_eq!(gw.call(app, Method::GET, &format!("/Groups/{g}"), None).await.status, 404);
+    assert_eq!(gw.held_roles(app, "r-a@example.com"), ["Editor"]);
+    assert_eq!(gw.held_roles(app, "r-c@example.com"), ["Editor"], "the member after the refused one went on");
+    assert_eq!(gw.held_roles(app, "r-b@example.com"), ["Process Owner"], "the vendor kept what it had");
+    let audit = gw.audit().await;
+    let refused = audit.iter().find(|e| e.operation == "group-role" && e.resource_id.as_deref() == Some(&b)).unwrap();
+    assert_eq!((refused.outcome.as_str(), refused.status), ("needs_manual_action", 400), "{refused:?}");
+    assert!(refused.detail.as_deref().unwrap_or("").contains("Legacy"), "{refused:?}");
+    let group = audit.iter().find(|e| e.resource_id.as_deref() == Some(&g)).unwrap();
+    assert_eq!((group.outcome.as_str(), group.status), ("ok", 204), "{group:?}");
+    assert!(group.detail.as_deref().unwrap_or("").contains("1 member(s) refused"), "{group:?}");
+    let filter = scim_bridge::store::AuditFilter {
+        outcome: scim_bridge::store::OutcomeFilter::NeedsPerson,
+        ..Default::default()
+    };
+    let (person, _) = gw.running.gateway.store.audit_page(&filter, 100).await.unwrap();
+    assert!(person.iter().any(|e| e.resource_id.as_deref() == Some(&b)), "on the needs-a-person list: {person:?}");
+
+    // The same on a membership change: the refused member's membership is recorded as Entra sent it.
+    let g2 = gw.create_group(app, "Process Owners").await;
+    assert_eq!(gw.add(app, &g2, &[&a, &c]).await.status, 204);
+    set_catalogue(&["Viewer", "Editor"]).await;
+    let e = gw.add(app, &g2, &[&b]).await;
+    assert_eq!(e.status, 204, "{}", e.body);
+    assert_eq!(gw.members(app, &g2).await, [a.clone(), c.clone(), b.clone()]);
+}
+
 /// Group changes with overlapping members and user changes, all at once: none waits for another forever
 /// (the lock order), and afterwards every user holds at the vendor the role its final groups give.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
