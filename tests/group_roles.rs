@@ -22,8 +22,11 @@ struct Gw {
 }
 
 fn group_roles(pairs: &[(&str, &str)]) -> Vec<GroupRole> {
-    pairs.iter().map(|(g, r)| GroupRole { group: g.to_string(), role: r.to_string() }).collect()
+    pairs.iter().map(|(g, r)| GroupRole::by_name(g, r)).collect()
 }
+
+/// The Entra objectId of the group the Promapp app maps by id (`group_id`) to Process Expert.
+const EXPERTS_OBJECT_ID: &str = "0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b";
 
 /// A Promapp app and a ProdPad (scim mode) app, each on its own simulator, with group_roles; and
 /// `promapp-plain`, a Promapp app without group_roles, on a third.
@@ -45,11 +48,11 @@ async fn start() -> Gw {
     let mut prodpad_options = prodpad.app_options;
     prodpad_options.insert("role_map".into(), json!({"Writer": "Editor"}));
     for (app, options, roles) in [
-        (
-            "promapp",
-            promapp.app_options,
-            group_roles(&[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]),
-        ),
+        ("promapp", promapp.app_options, {
+            let mut roles = group_roles(&[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]);
+            roles.push(GroupRole::by_id(EXPERTS_OBJECT_ID, "Process Expert"));
+            roles
+        }),
         (
             "prodpad",
             prodpad_options,
@@ -379,7 +382,7 @@ async fn group_roles_follow_membership_precedence_renames_and_deletes() {
         let b = gw.create_user(app, &b_name, own_roles).await;
         assert_eq!(gw.held_roles(app, &a_name), [own], "{app}: no group, own role");
         let g1 = gw.create_group(app, first).await;
-        let g2 = gw.create_group(app, &second.to_lowercase()).await; // names match ignoring case
+        let g2 = gw.create_group(app, second).await;
         let unmapped = gw.create_group(app, "Everyone").await;
 
         assert_eq!(gw.add(app, &g2, &[&a]).await.status, 204);
@@ -402,6 +405,9 @@ async fn group_roles_follow_membership_precedence_renames_and_deletes() {
         let rename = |name: &str| json!([{"op": "Replace", "path": "displayName", "value": name}]);
         assert_eq!(gw.patch(app, &format!("/Groups/{g2}"), rename("Retired")).await.status, 204);
         assert_eq!(gw.held_roles(app, &a_name), [own], "{app}: renamed away");
+        // Names match exactly: the mapped name in other case is another name.
+        assert_eq!(gw.patch(app, &format!("/Groups/{g2}"), rename(&second.to_uppercase())).await.status, 204);
+        assert_eq!(gw.held_roles(app, &a_name), [own], "{app}: {} is not {second}", second.to_uppercase());
         assert_eq!(gw.patch(app, &format!("/Groups/{g2}"), rename(second)).await.status, 204);
         assert_eq!(gw.held_roles(app, &a_name), [second_role], "{app}: renamed back");
         // A rename onto another group's name is refused, and changes nothing.
@@ -529,6 +535,49 @@ async fn a_group_change_the_vendor_cuts_short_is_recorded_as_far_as_confirmed_an
     assert_eq!(status, 204, "the retried delete completes");
     assert_eq!(gw.call(app, Method::GET, &format!("/Groups/{g}"), None).await.status, 404);
     assert!((0..3).all(|i| gw.held_roles(app, &format!("m{i}@example.com")) == ["Editor"]));
+}
+
+/// A group mapped by its Entra objectId (`group_id`, sent as the group's externalId) keeps its role through
+/// any rename, and no other group gets it by taking its name; a group mapped by name is matched exactly.
+#[tokio::test]
+async fn a_group_mapped_by_object_id_survives_renames_and_cannot_be_impersonated_by_name() {
+    let gw = start().await;
+    let app = "promapp";
+    let group = |name: &str, external_id: &str| {
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name,
+               "externalId": external_id})
+    };
+    let uid = gw.create_user(app, "expert@example.com", &["Editor"]).await;
+    let other = gw.create_user(app, "owner-of-other@example.com", &["Editor"]).await;
+    // Entra sends the objectId as it is; its hex case does not matter.
+    let a = gw.call(app, Method::POST, "/Groups", Some(group("Experts", &EXPERTS_OBJECT_ID.to_uppercase()))).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let experts = a.body["id"].as_str().unwrap().to_string();
+    assert_eq!(gw.add(app, &experts, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_roles(app, "expert@example.com"), ["Process Expert"]);
+
+    // Renamed in Entra: the role stays, and the vendor is not called.
+    let calls = gw.sims[app].counters().requests;
+    let rename = json!([{"op": "Replace", "path": "displayName", "value": "Experts (EMEA)"}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{experts}"), rename).await.status, 204);
+    assert_eq!(gw.held_roles(app, "expert@example.com"), ["Process Expert"]);
+    assert_eq!(gw.sims[app].counters().requests, calls, "a rename of a group mapped by id changes no role");
+
+    // Another group's owner renames it to the mapped group's old name: its members get nothing.
+    let a = gw.call(app, Method::POST, "/Groups", Some(group("Team", "7f000000-0000-4000-8000-000000000001"))).await;
+    let team = a.body["id"].as_str().unwrap().to_string();
+    assert_eq!(gw.add(app, &team, &[&other]).await.status, 204);
+    let rename = json!([{"op": "Replace", "path": "displayName", "value": "Experts"}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{team}"), rename).await.status, 204);
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"]);
+    // A group named like a by-name entry in another case is another group.
+    let rename = json!([{"op": "Replace", "path": "displayName", "value": "process owners"}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{team}"), rename).await.status, 204);
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"], "names match exactly");
+
+    // The mapped group deleted: its member falls back to its own role.
+    assert_eq!(gw.call(app, Method::DELETE, &format!("/Groups/{experts}"), None).await.status, 204);
+    assert_eq!(gw.held_roles(app, "expert@example.com"), ["Editor"]);
 }
 
 /// A member the vendor refuses for good (its own Process Manager role was removed from the site) does not

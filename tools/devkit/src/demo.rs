@@ -203,8 +203,7 @@ async fn start_inner(
         if let Some(f) = &faults {
             started.sim.set_faults(f.clone());
         }
-        let group_roles =
-            group_roles.iter().map(|(group, role)| GroupRole { group: group.to_string(), role: role.to_string() });
+        let group_roles = group_roles.iter().map(|(group, role)| GroupRole::by_name(group, role));
         apps.insert(name.clone(), app(vendor, limits.clone(), group_roles.collect(), started.app_options));
         sims.push((name, started.sim));
     }
