@@ -28,8 +28,9 @@ fn group_roles(pairs: &[(&str, &str)]) -> Vec<GroupRole> {
 /// The Entra objectId of the group the Promapp app maps by id (`group_id`) to Process Expert.
 const EXPERTS_OBJECT_ID: &str = "0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b";
 
-/// A Promapp app and a ProdPad (scim mode) app, each on its own simulator, with group_roles; and
-/// `promapp-plain`, a Promapp app without group_roles, on a third.
+/// A Promapp app and a ProdPad (scim mode, `scim_roles: true`) app, each on its own simulator, with
+/// group_roles; and, each on a simulator of its own, `promapp-plain`, a Promapp app without group_roles, and
+/// `prodpad-plain`, a ProdPad scim-mode app with a role_map and `scim_roles` left at its default.
 async fn start() -> Gw {
     let mut apps = BTreeMap::new();
     let mut sims = BTreeMap::new();
@@ -45,6 +46,10 @@ async fn start() -> Gw {
     let promapp = adapter_promapp::sim::demo("pm-cred", None).await.unwrap();
     let plain = adapter_promapp::sim::demo("pm-cred", None).await.unwrap();
     let prodpad = adapter_prodpad::sim::demo("pp-cred", None).await.unwrap();
+    let prodpad_plain = adapter_prodpad::sim::demo("pp-cred", None).await.unwrap();
+    let mut plain_options = prodpad_plain.app_options;
+    assert_eq!(plain_options.remove("scim_roles"), Some(json!(true)), "the demo turns roles on");
+    plain_options.insert("role_map".into(), json!({"Boss": "Admin"}));
     let mut prodpad_options = prodpad.app_options;
     prodpad_options.insert("role_map".into(), json!({"Writer": "Editor"}));
     for (app, options, roles) in [
@@ -59,6 +64,7 @@ async fn start() -> Gw {
             group_roles(&[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor"), ("ProdPad Leads", "Admin")]),
         ),
         ("promapp-plain", plain.app_options, Vec::new()),
+        ("prodpad-plain", plain_options, Vec::new()),
     ] {
         let vendor = app.trim_end_matches("-plain");
         apps.insert(
@@ -76,6 +82,7 @@ async fn start() -> Gw {
     }
     sims.insert("promapp", promapp.sim);
     sims.insert("promapp-plain", plain.sim);
+    sims.insert("prodpad-plain", prodpad_plain.sim);
     sims.insert("prodpad", prodpad.sim);
     let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
     config.validate("test.yaml").unwrap();
@@ -351,6 +358,68 @@ async fn prodpad_scim_mode_sends_the_mapped_role() {
     let a = gw.patch(app, &format!("/Users/{uid}"), ops).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"]);
+}
+
+/// Reconcile over one app, enforcing.
+async fn reconcile(gw: &Gw, app: &str) -> scim_bridge::reconcile::PassReport {
+    let app = gw.running.gateway.apps[app].clone();
+    let opts = scim_bridge::reconcile::PassOptions {
+        mode: scim_bridge::config::ReconcileMode::Enforce,
+        dry_run: false,
+        max_repairs: 10,
+    };
+    gw.running.gateway.reconcile(&app, &opts, false, &|_| {}).await
+}
+
+/// Someone makes a user an Admin in ProdPad itself (through ProdPad's SCIM API).
+async fn make_admin_in_prodpad(gw: &Gw, app: &str, user_name: &str) {
+    let vendor_id = gw.held(app, user_name)["id"].as_str().unwrap().to_string();
+    let scim = format!("{}{}", gw.sims[app].root_url(), adapter_prodpad::sim::DEMO_SCIM_PATH);
+    let ops = json!([{"op": "replace", "path": "roles", "value": [{"value": "Admin"}]}]);
+    let r = gw.client.patch(format!("{scim}/Users/{vendor_id}")).bearer_auth("pp-cred").json(&patch_body(ops));
+    assert!(r.send().await.unwrap().status().is_success());
+    assert_eq!(gw.held_roles(app, user_name), ["Admin"]);
+}
+
+/// `scim_roles` is off unless set, so an existing ProdPad deployment keeps the roles its admins set; with it
+/// on, the gateway changes only the roles it manages (a mapped app role, a group role): an Admin set by
+/// hand in ProdPad survives Entra's updates and reconcile, and a role the gateway gave is taken back to the
+/// default when Entra's mapping goes.
+#[tokio::test]
+async fn prodpad_roles_the_gateway_does_not_manage_are_left_alone() {
+    let gw = start().await;
+    // Default: no role sent, whatever role_map says.
+    let app = "prodpad-plain";
+    let uid = gw.create_user(app, "boss@example.com", &["Boss"]).await;
+    assert_eq!(gw.held_roles(app, "boss@example.com"), ["Reviewer"], "scim_roles is off by default");
+    make_admin_in_prodpad(&gw, app, "boss@example.com").await;
+    let rename = json!([{"op": "Replace", "path": "name.givenName", "value": "Renamed"}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), rename.clone()).await.status, 200);
+    let report = reconcile(&gw, app).await;
+    assert!(report.findings.is_empty(), "{report:?}");
+    assert_eq!(gw.held_roles(app, "boss@example.com"), ["Admin"]);
+
+    // scim_roles on: a user whose Entra roles map to nothing is created with the default, then its role is
+    // ProdPad's: a hand-set Admin survives an update and reconcile.
+    let app = "prodpad";
+    let uid = gw.create_user(app, "handset@example.com", &["Nobody"]).await;
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Reviewer"]);
+    make_admin_in_prodpad(&gw, app, "handset@example.com").await;
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), rename).await.status, 200);
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Admin"], "an update sends no unmanaged role");
+    let report = reconcile(&gw, app).await;
+    assert!(report.findings.is_empty(), "{report:?}");
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Admin"], "reconcile leaves an unmanaged role alone");
+
+    // A mapped role is the gateway's: set, repaired by reconcile, and taken back to the default.
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Writer"])).await.status, 200);
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Editor"]);
+    make_admin_in_prodpad(&gw, app, "handset@example.com").await;
+    let report = reconcile(&gw, app).await;
+    assert_eq!(report.findings.len(), 1, "{report:?}");
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Editor"], "a managed role is repaired");
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Nobody"])).await.status, 200);
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Reviewer"], "the gateway takes back what it gave");
 }
 
 /// ProdPad's guide has no Default Access rule: such a user is created with the default role, never more.
@@ -773,6 +842,12 @@ async fn group_roles_config_errors_name_key_and_file() {
         ),
         ("sandbox", "", "Admin", "apps.a.group_roles"),
         ("prodpad", "    mode: rest\n    api_key: k\n", "Admin", "apps.a.group_roles[0].role: rest mode cannot"),
+        (
+            "prodpad",
+            "    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n",
+            "Admin",
+            "apps.a.group_roles[0].role: scim_roles is off (the default)",
+        ),
     ];
     for (vendor, options, role, key) in cases {
         let yaml = format!(

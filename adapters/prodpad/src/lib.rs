@@ -96,13 +96,10 @@ pub struct Config {
     #[serde(default = "default_patch_strategy")]
     pub patch_strategy: PatchStrategy,
     /// scim mode: send the role (`roles: [{value: Admin|Editor|Reviewer}]`, mapped like rest mode's
-    /// `role_type`). Default true; false strips roles, for a ProdPad SCIM service that refuses them.
-    #[serde(default = "default_true")]
+    /// `role_type`). Default false: an existing deployment keeps the roles its admins set in ProdPad
+    /// (turning it on lets the gateway change the roles it manages: see `scim_form`).
+    #[serde(default)]
     pub scim_roles: bool,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_delete_mode() -> DeleteMode {
@@ -372,12 +369,22 @@ impl ProdPad {
         &self.settings
     }
 
-    /// The user as the SCIM face gets it: with `scim_roles`, its roles become the one ProdPad role the
-    /// policy gives (else the shared client strips them).
-    fn scim_form(&self, user: &User) -> User {
+    /// The user as a SCIM create sends it: with `scim_roles`, the one ProdPad role the policy gives, the
+    /// default when nothing maps (without, the shared client strips roles).
+    fn scim_create_form(&self, user: &User) -> User {
         match self.settings.scim_roles {
             true => map::with_scim_role(user, &self.settings.roles),
             false => user.clone(),
+        }
+    }
+
+    /// The user as an update, a comparison (reconcile) or a disable sees it: the ProdPad role only where the
+    /// gateway manages it (`RolePolicy::managed_role`: a mapped app-role value or a `group_roles` role),
+    /// else no role at all, so a role an admin set in ProdPad itself is neither changed nor reported.
+    fn scim_form(&self, user: &User) -> User {
+        match (self.settings.scim_roles, self.settings.roles.managed_role(user)) {
+            (true, Some(_)) => map::with_scim_role(user, &self.settings.roles),
+            _ => User { roles: Vec::new(), ..user.clone() },
         }
     }
 
@@ -439,7 +446,7 @@ impl Adapter for ProdPad {
                 let created = rest.create(&body).await?;
                 created.id.ok_or_else(|| Error::unavailable(None, "ProdPad's create reply carries no user id"))
             }
-            Backend::Scim(scim) => scim.create(&self.scim_form(user)).await,
+            Backend::Scim(scim) => scim.create(&self.scim_create_form(user)).await,
         }
     }
 
@@ -449,7 +456,9 @@ impl Adapter for ProdPad {
         Role::parse(role).ok_or_else(|| format!("'{role}' is not a ProdPad role (Admin, Editor or Reviewer)"))?;
         match (&self.backend, self.settings.scim_roles) {
             (Backend::Scim(_), true) => Ok(()),
-            (Backend::Scim(_), false) => Err("scim_roles is false: the gateway sends ProdPad no roles".into()),
+            (Backend::Scim(_), false) => Err("scim_roles is off (the default): the gateway sends ProdPad no \
+                                              roles; set scim_roles: true in the app's config to use group_roles"
+                .into()),
             (Backend::Rest(_), _) => Err("rest mode cannot change a user's role after its creation (ProdPad's REST \
                                           API has no such call); group_roles needs mode: scim"
                 .into()),
@@ -513,14 +522,23 @@ impl Adapter for ProdPad {
                 let what = format!("apply the change to {}", changed.join(", "));
                 Err(self.rest_refusal("update", &what, vendor_id, after))
             }
-            Backend::Scim(scim) => scim.update(vendor_id, &self.scim_form(before), &self.scim_form(after)).await,
+            Backend::Scim(scim) => {
+                let vb = self.scim_form(before);
+                let mut va = self.scim_form(after);
+                // A role the gateway gave and Entra no longer maps goes back to the default, never stays.
+                if va.roles.is_empty() && !vb.roles.is_empty() {
+                    va = map::with_scim_role(after, &self.settings.roles);
+                }
+                scim.update(vendor_id, &vb, &va).await
+            }
         }
     }
 
     async fn delete_user(&self, vendor_id: &str, last_known: &User) -> Result<()> {
         match &self.backend {
             Backend::Rest(_) => Err(self.rest_refusal("delete", "remove the user", vendor_id, last_known)),
-            Backend::Scim(scim) => scim.delete(vendor_id, &self.scim_form(last_known)).await,
+            // Deprovisioning only deletes or disables: the role stays as ProdPad holds it.
+            Backend::Scim(scim) => scim.delete(vendor_id, &User { roles: Vec::new(), ..last_known.clone() }).await,
         }
     }
 

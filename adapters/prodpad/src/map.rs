@@ -19,17 +19,21 @@ impl RolePolicy {
     /// else the default. A role value missing from the map never grants more than the default.
     /// A role the gateway set from `group_roles` is a ProdPad role name already and is taken as it is.
     pub fn role_for(&self, user: &User) -> Role {
+        self.managed_role(user).unwrap_or(self.default)
+    }
+
+    /// The role the gateway manages for the user: its `group_roles` role, else its first role value through
+    /// the map. `None` when nothing Entra sends maps to a role: then the user's role is ProdPad's business
+    /// (a create sends the default; an update, a reconcile or a disable leaves ProdPad's role alone).
+    pub fn managed_role(&self, user: &User) -> Option<Role> {
         if let Some(role) = user.roles.first().filter(|r| r.is_vendor_role()) {
-            return role.value.as_deref().and_then(Role::parse).unwrap_or(self.default);
+            return role.value.as_deref().and_then(Role::parse);
         }
-        let Some(first) = user.role_values().into_iter().next() else {
-            return self.default;
-        };
+        let first = user.role_values().into_iter().next()?;
         self.map
             .get(first)
             .or_else(|| self.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(first)).map(|(_, r)| r))
             .copied()
-            .unwrap_or(self.default)
     }
 }
 
