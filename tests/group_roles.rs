@@ -51,7 +51,8 @@ async fn start() -> Gw {
     assert_eq!(plain_options.remove("scim_roles"), Some(json!(true)), "the demo turns roles on");
     plain_options.insert("role_map".into(), json!({"Boss": "Admin"}));
     let mut prodpad_options = prodpad.app_options;
-    prodpad_options.insert("role_map".into(), json!({"Writer": "Editor"}));
+    // An app-role value spelled like a ProdPad role, as in proxy.yaml's example.
+    prodpad_options.insert("role_map".into(), json!({"Writer": "Editor", "Editor": "Editor"}));
     for (app, options, roles) in [
         ("promapp", promapp.app_options, {
             let mut roles = group_roles(&[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]);
@@ -371,13 +372,18 @@ async fn reconcile(gw: &Gw, app: &str) -> scim_bridge::reconcile::PassReport {
     gw.running.gateway.reconcile(&app, &opts, false, &|_| {}).await
 }
 
-/// Someone makes a user an Admin in ProdPad itself (through ProdPad's SCIM API).
-async fn make_admin_in_prodpad(gw: &Gw, app: &str, user_name: &str) {
+/// Someone changes a user in ProdPad itself (through ProdPad's SCIM API).
+async fn edit_in_prodpad(gw: &Gw, app: &str, user_name: &str, ops: Value) {
     let vendor_id = gw.held(app, user_name)["id"].as_str().unwrap().to_string();
     let scim = format!("{}{}", gw.sims[app].root_url(), adapter_prodpad::sim::DEMO_SCIM_PATH);
-    let ops = json!([{"op": "replace", "path": "roles", "value": [{"value": "Admin"}]}]);
     let r = gw.client.patch(format!("{scim}/Users/{vendor_id}")).bearer_auth("pp-cred").json(&patch_body(ops));
     assert!(r.send().await.unwrap().status().is_success());
+}
+
+/// Someone makes a user an Admin in ProdPad itself.
+async fn make_admin_in_prodpad(gw: &Gw, app: &str, user_name: &str) {
+    edit_in_prodpad(gw, app, user_name, json!([{"op": "replace", "path": "roles", "value": [{"value": "Admin"}]}]))
+        .await;
     assert_eq!(gw.held_roles(app, user_name), ["Admin"]);
 }
 
@@ -410,6 +416,16 @@ async fn prodpad_roles_the_gateway_does_not_manage_are_left_alone() {
     let report = reconcile(&gw, app).await;
     assert!(report.findings.is_empty(), "{report:?}");
     assert_eq!(gw.held_roles(app, "handset@example.com"), ["Admin"], "reconcile leaves an unmanaged role alone");
+
+    // A hand-set role whose name is also a role_map value ("Editor") is still ProdPad's: reconcile repairing
+    // another attribute leaves it as it is.
+    let ops = json!([{"op": "replace", "path": "roles", "value": [{"value": "Editor"}]},
+                     {"op": "replace", "path": "name.familyName", "value": "Changed in ProdPad"}]);
+    edit_in_prodpad(&gw, app, "handset@example.com", ops).await;
+    let report = reconcile(&gw, app).await;
+    assert_eq!(report.findings.len(), 1, "the name drifted: {report:?}");
+    assert_eq!(gw.held(app, "handset@example.com")["family_name"], "Family", "the name is repaired");
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Editor"], "the repair sends no role");
 
     // A mapped role is the gateway's: set, repaired by reconcile, and taken back to the default.
     assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Writer"])).await.status, 200);

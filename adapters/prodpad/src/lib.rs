@@ -473,7 +473,7 @@ impl Adapter for ProdPad {
                     Error::unavailable(None, format!("ProdPad's reply for user {vendor_id} has no email"))
                 })
             }
-            Backend::Scim(scim) => scim.get(vendor_id).await,
+            Backend::Scim(scim) => scim.get(vendor_id).await.map(map::held),
         }
     }
 
@@ -486,7 +486,7 @@ impl Adapter for ProdPad {
                 }
                 Ok(rest.find_by_email(user_name).await?.as_ref().and_then(map::from_vendor))
             }
-            Backend::Scim(scim) => scim.find(user_name).await,
+            Backend::Scim(scim) => Ok(scim.find(user_name).await?.map(map::held)),
         }
     }
 
@@ -494,7 +494,7 @@ impl Adapter for ProdPad {
         match &self.backend {
             // Entries without an id or email cannot be linked or compared; they are not users to manage.
             Backend::Rest(rest) => Ok(rest.list_all().await?.iter().filter_map(map::from_vendor).collect()),
-            Backend::Scim(scim) => scim.list_all().await,
+            Backend::Scim(scim) => Ok(scim.list_all().await?.into_iter().map(map::held).collect()),
         }
     }
 
