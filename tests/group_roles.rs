@@ -663,6 +663,10 @@ async fn a_group_mapped_by_object_id_survives_renames_and_cannot_be_impersonated
     // The mapped group deleted: its member falls back to its own role.
     assert_eq!(gw.call(app, Method::DELETE, &format!("/Groups/{experts}"), None).await.status, 204);
     assert_eq!(gw.held_roles(app, "expert@example.com"), ["Editor"]);
+    // Entra gives a group the mapped objectId as its externalId: its members get the role then.
+    let ops = json!([{"op": "Replace", "path": "externalId", "value": EXPERTS_OBJECT_ID}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{team}"), ops).await.status, 204);
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Process Expert"]);
 }
 
 /// A member the vendor refuses for good (its own Process Manager role was removed from the site) does not
