@@ -14,12 +14,12 @@
 //! done and goes on with the rest. A member the vendor refuses for good (400, 409: its values, a role the
 //! vendor no longer has) would stop every retry at the same place: its membership is recorded as Entra
 //! sent it, its `group-role` entry is `needs_manual_action` (a person fixes it at the vendor; reconcile and
-//! the user's next change set the role again), and the rest of the members go on. A create is all or nothing (a half-recorded group would
-//! answer Entra's retried POST with a uniqueness error). Locks: the app's group lock (one group change per
-//! app at a time, so every group stays as it is meanwhile), then the id locks of the group and of every
-//! user whose role the change alters, in stripe order, then names: a group change cannot deadlock with
-//! another or with a user change (which holds one id lock only), and an unmapped group's changes lock no
-//! user at all.
+//! the user's next change set the role again), and the rest of the members go on. A create is all or
+//! nothing (a half-recorded group would answer Entra's retried POST with a uniqueness error). Locks: the
+//! app's group lock (one group change per app at a time, so every group stays as it is meanwhile), then
+//! the id locks of the group and of every user whose role the change alters, in stripe order, then names:
+//! a group change cannot deadlock with another or with a user change (which holds one id lock only), and an
+//! unmapped group's changes lock no user at all.
 
 use std::collections::BTreeSet;
 
