@@ -567,7 +567,18 @@ impl Adapter for ProdPad {
                 }
                 Ok(report)
             }
-            Backend::Scim(scim) => scim.probe().await,
+            Backend::Scim(scim) => {
+                let mut report = scim.probe().await?;
+                if !self.settings.scim_roles && !self.settings.roles.map.is_empty() {
+                    // An upgrade from when roles were sent by default must not go unnoticed.
+                    report.notes.push(
+                        "role_map is set but scim_roles is off (the default): scim mode sends ProdPad no roles and \
+                         leaves them as set in ProdPad; set scim_roles: true to send the mapped ones"
+                            .into(),
+                    );
+                }
+                Ok(report)
+            }
         }
     }
 }
