@@ -203,13 +203,48 @@ impl std::fmt::Debug for AppConfig {
     }
 }
 
-/// One `apps.<name>.group_roles` entry: members of the Entra group whose displayName is `group` (ignoring
-/// case) get the vendor role `role`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// One `apps.<name>.group_roles` entry: members of one Entra group get the vendor role `role`. The group is
+/// named by exactly one of `group_id` (its Entra objectId, which Entra sends as the group's `externalId`:
+/// renaming the group changes nothing) or `group` (its displayName, matched exactly: a rename in Entra moves
+/// the group out of the mapping, and an owner who renames another group to this name gives its members the
+/// role).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRole {
-    pub group: String,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub group_id: Option<String>,
     pub role: String,
+}
+
+impl GroupRole {
+    /// An entry naming the group by its displayName.
+    pub fn by_name(group: &str, role: &str) -> Self {
+        GroupRole { group: Some(group.to_string()), group_id: None, role: role.to_string() }
+    }
+
+    /// An entry naming the group by its Entra objectId (the group's `externalId`).
+    pub fn by_id(object_id: &str, role: &str) -> Self {
+        GroupRole { group: None, group_id: Some(object_id.to_string()), role: role.to_string() }
+    }
+
+    /// Whether this entry names the group with displayName `name` and externalId `external_id`: the name
+    /// exactly as written, the objectId ignoring the case of its hex digits.
+    pub fn names(&self, name: &str, external_id: Option<&str>) -> bool {
+        match (&self.group, &self.group_id) {
+            (Some(group), _) => group == name,
+            (None, Some(id)) => external_id.is_some_and(|e| e.trim().eq_ignore_ascii_case(id.trim())),
+            (None, None) => false,
+        }
+    }
+}
+
+/// An Entra objectId: a GUID, `8-4-4-4-12` hex digits.
+fn is_object_id(raw: &str) -> bool {
+    let parts: Vec<&str> = raw.split('-').collect();
+    parts.len() == 5
+        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// What reconcile does with a difference between the vendor and Entra's last desired state.
@@ -377,21 +412,43 @@ impl Config {
                 }
             }
             app.reconcile.validate(at)?;
+            // Names are unique in the gateway's store ignoring case, so two entries differing only in case
+            // could never both match: refused as the same group.
             let mut seen_groups: BTreeMap<String, usize> = BTreeMap::new();
             for (i, entry) in app.group_roles.iter().enumerate() {
                 let key = |k: &str| at(&format!("group_roles[{i}].{k}"));
-                if entry.group.trim().is_empty() {
-                    return Err(ConfigError(format!("{}: must name an Entra group (its displayName)", key("group"))));
-                }
+                let (seen_key, shown, field) = match (&entry.group, &entry.group_id) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return Err(ConfigError(format!(
+                            "{}: give exactly one of group_id (the Entra group's objectId, which a rename does not \
+                             change) or group (its displayName, matched exactly)",
+                            at(&format!("group_roles[{i}]"))
+                        )))
+                    }
+                    (Some(group), None) if group.trim().is_empty() => {
+                        return Err(ConfigError(format!(
+                            "{}: must name an Entra group (its displayName)",
+                            key("group")
+                        )))
+                    }
+                    (Some(group), None) => (format!("name:{}", group.to_lowercase()), group, "group"),
+                    (None, Some(id)) if !is_object_id(id.trim()) => {
+                        return Err(ConfigError(format!(
+                            "{}: '{id}' is not an Entra objectId (a GUID such as \
+                             0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b; Entra ID > Groups > the group > Object ID)",
+                            key("group_id")
+                        )))
+                    }
+                    (None, Some(id)) => (format!("id:{}", id.trim().to_lowercase()), id, "group_id"),
+                };
                 if entry.role.trim().is_empty() {
                     return Err(ConfigError(format!("{}: must name a vendor role", key("role"))));
                 }
-                if let Some(first) = seen_groups.insert(entry.group.trim().to_lowercase(), i) {
+                if let Some(first) = seen_groups.insert(seen_key, i) {
                     return Err(ConfigError(format!(
-                        "{}: '{}' is already mapped by group_roles[{first}]; a group has one role (the list's \
+                        "{}: '{shown}' is already mapped by group_roles[{first}]; a group has one role (the list's \
                          order is the precedence between groups)",
-                        key("group"),
-                        entry.group
+                        key(field)
                     )));
                 }
             }

@@ -495,10 +495,17 @@ impl Gateway {
         }
         let values_doc = Value::Object(values.clone());
         audit.after = Some(values_doc.clone());
+        // Why the vendor holds the new user disabled although Entra has it active (see below).
+        let mut held_disabled = None;
         let outcome = match kind {
             Kind::User => {
                 let user = self.audited(Self::to_user(&values_doc), &audit).await?;
                 self.begin_change(app, &mut audit).await?;
+                // A new user is in no group yet: where groups give roles, the vendor may hold it disabled
+                // until one does (Promapp: only Default Access of its own).
+                if Self::maps_groups(app) {
+                    held_disabled = app.adapter.held_disabled_reason(&user);
+                }
                 self.create_user_at_vendor(app, &user, &mut audit).await
             }
             Kind::Group => {
@@ -541,6 +548,12 @@ impl Gateway {
         audit.resource_id = Some(id.clone());
         audit.after = Some(record.doc.clone());
         audit.status = 201;
+        if let Some(reason) = held_disabled {
+            audit.detail = Some(match audit.detail.take() {
+                Some(linked) => format!("{linked}; {reason}"),
+                None => format!("created {reason}"),
+            });
+        }
         stamp(&mut audit);
         if let Err(e) = self.store.put(&record, &audit).await {
             return Err(self.store_err_after_vendor(audit, e).await);
@@ -563,7 +576,11 @@ impl Gateway {
         let caps: Capabilities = app.adapter.capabilities();
         let mut looked_up = false;
         for _attempt in 0..2 {
-            let err = match app.adapter.create_user(user).await {
+            let created = match Self::maps_groups(app) {
+                true => app.adapter.create_user_awaiting_group_role(user).await,
+                false => app.adapter.create_user(user).await,
+            };
+            let err = match created {
                 Ok(id) => return Ok((id, None)),
                 Err(e) => e,
             };

@@ -1,19 +1,25 @@
 //! Group → role mapping (`apps.<name>.group_roles`) for vendors that keep no groups. The gateway keeps
 //! Entra's groups and memberships in its own store (group records whose doc holds `members`) and gives
 //! each member the vendor role of the first `group_roles` entry naming a group it is in: the list's order
-//! is the precedence. A user in no mapped group keeps its own `roles` (the adapter's `role_map`, or its
+//! is the precedence. An entry names a group by its Entra objectId (`group_id`, which Entra sends as the
+//! group's `externalId`) or by its displayName, exactly (`group`): only the first is safe from a group owner
+//! who renames a group. A user in no mapped group keeps its own `roles` (the adapter's `role_map`, or its
 //! default). Groups nobody mapped are kept too (Entra provisions every assigned group) and change nothing.
 //!
 //! A group change that changes members' roles is sent to the vendor member by member, each audited
-//! (`group-role`, intent first) and confirmed before the change is recorded. When one fails, the members
-//! confirmed so far keep their new membership in the store, the failed one and those after it do not, and
-//! Entra gets the vendor's 429/503 with `Retry-After`: its retry of the same request finds the confirmed
-//! members already done and goes on with the rest. A create is all or nothing (a half-recorded group would
-//! answer Entra's retried POST with a uniqueness error). Locks: the app's group lock (one group change per
-//! app at a time, so every group stays as it is meanwhile), then the id locks of the group and of every
-//! user whose role the change alters, in stripe order, then names: a group change cannot deadlock with
-//! another or with a user change (which holds one id lock only), and an unmapped group's changes lock no
-//! user at all.
+//! (`group-role`, intent first) and confirmed before the change is recorded. When one fails for a while
+//! (429, 503, an outage, the vendor refusing the gateway's credential), the members confirmed so far keep
+//! their new membership in the store, the failed one and those after it do not, and Entra gets the
+//! vendor's 429/503 with `Retry-After`: its retry of the same request finds the confirmed members already
+//! done and goes on with the rest. A member the vendor refuses for good (400, 409: its values, a role the
+//! vendor no longer has) would stop every retry at the same place: its membership is recorded as Entra
+//! sent it, its `group-role` entry is `needs_manual_action` (a person fixes it at the vendor; reconcile and
+//! the user's next change set the role again), and the rest of the members go on. A create is all or
+//! nothing (a half-recorded group would answer Entra's retried POST with a uniqueness error). Locks: the
+//! app's group lock (one group change per app at a time, so every group stays as it is meanwhile), then
+//! the id locks of the group and of every user whose role the change alters, in stripe order, then names:
+//! a group change cannot deadlock with another or with a user change (which holds one id lock only), and an
+//! unmapped group's changes lock no user at all.
 
 use std::collections::BTreeSet;
 
@@ -65,16 +71,16 @@ fn is_member(doc: &Value, user_id: &str) -> bool {
         .is_some_and(|list| list.iter().any(|m| m.get("value").and_then(Value::as_str) == Some(user_id)))
 }
 
+fn external_id(doc: &Value) -> Option<&str> {
+    doc.get("externalId").and_then(Value::as_str)
+}
+
 /// The role `group_roles` gives `user_id` when the app's groups are `groups`: the first entry naming a
-/// group (by displayName, ignoring case) the user is in.
+/// group the user is in.
 pub(crate) fn role_from_groups<'a>(app: &'a App, groups: &[Record], user_id: &str) -> Option<&'a str> {
     app.group_roles
         .iter()
-        .find(|entry| {
-            groups
-                .iter()
-                .any(|g| g.name().trim().eq_ignore_ascii_case(entry.group.trim()) && is_member(&g.doc, user_id))
-        })
+        .find(|entry| groups.iter().any(|g| entry.names(g.name(), external_id(&g.doc)) && is_member(&g.doc, user_id)))
         .map(|entry| entry.role.trim())
 }
 
@@ -88,10 +94,10 @@ fn role_changes<'a>(app: &App, candidates: &'a [String], before: &[Record], afte
         .collect()
 }
 
-/// The mapped role of a group name, if any entry names it.
-/// The position of the `group_roles` entry a group name matches (its precedence), if any.
-fn entry_of_name(app: &App, name: &str) -> Option<usize> {
-    app.group_roles.iter().position(|e| e.group.trim().eq_ignore_ascii_case(name.trim()))
+/// The position of the first `group_roles` entry naming the group `doc` (its precedence), if any.
+fn entry_of(app: &App, doc: &Value) -> Option<usize> {
+    let name = doc.get("displayName").and_then(Value::as_str).unwrap_or_default();
+    app.group_roles.iter().position(|e| e.names(name, external_id(doc)))
 }
 
 /// Roles as Entra sent them are app-role values, whatever `type` they carry: only the gateway marks a role
@@ -126,14 +132,32 @@ struct RoleUpdates {
     confirmed: BTreeSet<String>,
     /// Vendor updates confirmed.
     updated: usize,
+    /// Members whose role the vendor refused for good (recorded, left to a person).
+    refused: usize,
     /// The first failure (the members after it were not tried).
     failure: Option<ScimError>,
 }
 
 impl RoleUpdates {
     fn summary(&self, affected: usize) -> String {
-        format!("{} member role update(s) confirmed by the vendor, {affected} member(s) affected", self.updated)
+        let mut out =
+            format!("{} member role update(s) confirmed by the vendor, {affected} member(s) affected", self.updated);
+        if self.refused > 0 {
+            out.push_str(&format!(
+                "; {} member(s) refused by the vendor: recorded, a person must fix them (see their group-role \
+                 entries)",
+                self.refused
+            ));
+        }
+        out
     }
+}
+
+/// A vendor refusal that a retry of the same request meets again (the member's values, a role the vendor
+/// lacks, a clash at the vendor): the member is left to a person instead of stopping the group change.
+/// Throttling, outages and a refused credential stop it (they pass, or the whole app waits for them).
+fn refused_for_good(kind: &ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Invalid | ErrorKind::Conflict | ErrorKind::NeedsManualAction | ErrorKind::Unsupported)
 }
 
 /// The group document to record when only the `confirmed` members' part of the change stands: the old
@@ -292,6 +316,21 @@ impl Gateway {
                     self.write_audit(&audit).await;
                     out.confirmed.insert(uid.clone());
                 }
+                Err(e) if refused_for_good(e.kind()) => {
+                    let err = self.vendor_error(app, &e);
+                    audit.outcome = "needs_manual_action".into();
+                    audit.status = err.status.as_u16();
+                    audit.detail = Some(format!(
+                        "{} ({}); the group membership is recorded as Entra sent it and the group's other members \
+                         went on: fix this user at the vendor, then reconcile (or the user's next change) sets its \
+                         role",
+                        err.detail,
+                        e.kind_name()
+                    ));
+                    self.write_audit(&audit).await;
+                    out.confirmed.insert(uid.clone());
+                    out.refused += 1;
+                }
                 Err(e) => {
                     let err = self.vendor_error(app, &e);
                     self.audit_failure(audit, &err, Some(&e)).await;
@@ -335,7 +374,7 @@ impl Gateway {
         let members = member_ids(&doc_values);
         let _serial = self.locks.app_groups(&app.name).lock().await;
         // Only a mapped group's members change role (the app's group lock keeps the others as they are).
-        let keys: Vec<(Kind, &str)> = match entry_of_name(app, &name) {
+        let keys: Vec<(Kind, &str)> = match entry_of(app, &doc_values) {
             Some(_) => members.iter().map(|m| (Kind::User, m.as_str())).collect(),
             None => Vec::new(),
         };
@@ -447,10 +486,10 @@ impl Gateway {
             return self.audited(Err(ScimError::invalid_value("displayName must not be empty")), &refusal).await;
         }
         let (old_members, new_members) = (member_ids(&rec.doc), member_ids(&doc));
-        // Which mapping entry the group matches, not which role: a rename between two entries that give the
-        // same role still moves the group in the order of precedence, and a member of another group
-        // between them changes role.
-        let renamed_role = entry_of_name(app, rec.name()) != entry_of_name(app, &new_name);
+        // Which mapping entry the group matches, not which role: a rename (or a new externalId) between two
+        // entries that give the same role still moves the group in the order of precedence, and a member of
+        // another group between them changes role.
+        let renamed_role = entry_of(app, &rec.doc) != entry_of(app, &doc);
         let affected: Vec<String> = new_members
             .iter()
             .filter(|m| renamed_role || !old_members.contains(m))
@@ -515,7 +554,7 @@ impl Gateway {
     pub(crate) async fn mapped_group_delete(&self, app: &App, ctx: &Ctx, id: &str) -> ScimResult<Reply> {
         let _serial = self.locks.app_groups(&app.name).lock().await;
         let rec = self.load(app, Kind::Group, id).await?;
-        let affected = match entry_of_name(app, rec.name()) {
+        let affected = match entry_of(app, &rec.doc) {
             Some(_) => member_ids(&rec.doc),
             None => Vec::new(),
         };

@@ -22,10 +22,15 @@ struct Gw {
 }
 
 fn group_roles(pairs: &[(&str, &str)]) -> Vec<GroupRole> {
-    pairs.iter().map(|(g, r)| GroupRole { group: g.to_string(), role: r.to_string() }).collect()
+    pairs.iter().map(|(g, r)| GroupRole::by_name(g, r)).collect()
 }
 
-/// A Promapp app and a ProdPad (scim mode) app, each on its own simulator, with group_roles.
+/// The Entra objectId of the group the Promapp app maps by id (`group_id`) to Process Expert.
+const EXPERTS_OBJECT_ID: &str = "0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b";
+
+/// A Promapp app and a ProdPad (scim mode, `scim_roles: true`) app, each on its own simulator, with
+/// group_roles; and, each on a simulator of its own, `promapp-plain`, a Promapp app without group_roles, and
+/// `prodpad-plain`, a ProdPad scim-mode app with a role_map and `scim_roles` left at its default.
 async fn start() -> Gw {
     let mut apps = BTreeMap::new();
     let mut sims = BTreeMap::new();
@@ -39,25 +44,34 @@ async fn start() -> Gw {
         ..Default::default()
     };
     let promapp = adapter_promapp::sim::demo("pm-cred", None).await.unwrap();
+    let plain = adapter_promapp::sim::demo("pm-cred", None).await.unwrap();
     let prodpad = adapter_prodpad::sim::demo("pp-cred", None).await.unwrap();
+    let prodpad_plain = adapter_prodpad::sim::demo("pp-cred", None).await.unwrap();
+    let mut plain_options = prodpad_plain.app_options;
+    assert_eq!(plain_options.remove("scim_roles"), Some(json!(true)), "the demo turns roles on");
+    plain_options.insert("role_map".into(), json!({"Boss": "Admin"}));
     let mut prodpad_options = prodpad.app_options;
-    prodpad_options.insert("role_map".into(), json!({"Writer": "Editor"}));
+    // An app-role value spelled like a ProdPad role, as in proxy.yaml's example.
+    prodpad_options.insert("role_map".into(), json!({"Writer": "Editor", "Editor": "Editor"}));
     for (app, options, roles) in [
-        (
-            "promapp",
-            promapp.app_options,
-            group_roles(&[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]),
-        ),
+        ("promapp", promapp.app_options, {
+            let mut roles = group_roles(&[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")]);
+            roles.push(GroupRole::by_id(EXPERTS_OBJECT_ID, "Process Expert"));
+            roles
+        }),
         (
             "prodpad",
             prodpad_options,
             group_roles(&[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor"), ("ProdPad Leads", "Admin")]),
         ),
+        ("promapp-plain", plain.app_options, Vec::new()),
+        ("prodpad-plain", plain_options, Vec::new()),
     ] {
+        let vendor = app.trim_end_matches("-plain");
         apps.insert(
             app.to_string(),
             AppConfig {
-                vendor: app.to_string(),
+                vendor: vendor.to_string(),
                 token_sha256: common::sha(&format!("{app}-token")),
                 limits: limits.clone(),
                 ip_allow: Vec::new(),
@@ -68,6 +82,8 @@ async fn start() -> Gw {
         );
     }
     sims.insert("promapp", promapp.sim);
+    sims.insert("promapp-plain", plain.sim);
+    sims.insert("prodpad-plain", prodpad_plain.sim);
     sims.insert("prodpad", prodpad.sim);
     let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), apps);
     config.validate("test.yaml").unwrap();
@@ -190,7 +206,7 @@ fn set_roles(roles: &[&str]) -> Value {
 #[tokio::test]
 async fn promapp_refuses_a_default_access_only_create_and_disables_a_user_left_with_it() {
     let gw = start().await;
-    let app = "promapp";
+    let app = "promapp-plain";
     // Create: refused with a 400 that says what to change in Entra; Promapp never hears of the user.
     let a = gw.call(app, Method::POST, "/Users", Some(entra_user("da@example.com", &["Default Access"]))).await;
     assert_eq!(a.status, 400, "{}", a.body);
@@ -208,6 +224,8 @@ async fn promapp_refuses_a_default_access_only_create_and_disables_a_user_left_w
     assert_eq!((a.status, a.body["active"].as_bool()), (200, Some(true)), "Entra's view is what Entra set");
     let disabled = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
     assert!(disabled.detail.as_deref().unwrap_or("").contains("disabled at Promapp"), "{disabled:?}");
+    // Only the disable was sent: the Process Manager role Promapp holds stays.
+    assert_eq!(gw.held_roles(app, "ed@example.com"), ["Editor"], "{}", gw.held(app, "ed@example.com"));
 
     // A real role again: enabled again, audited.
     let a = gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Editor"])).await;
@@ -226,6 +244,7 @@ async fn promapp_refuses_a_default_access_only_create_and_disables_a_user_left_w
 
     // Through groups: a member keeps its group's role whatever its own; leaving the group with only
     // Default Access disables it at Promapp, joining again enables it.
+    let app = "promapp";
     let uid2 = gw.create_user(app, "grp@example.com", &["Editor"]).await;
     let owners = gw.create_group(app, "Process Owners").await;
     assert_eq!(gw.add(app, &owners, &[&uid2]).await.status, 204);
@@ -234,11 +253,82 @@ async fn promapp_refuses_a_default_access_only_create_and_disables_a_user_left_w
     assert_eq!(gw.held_active(app, "grp@example.com"), Some(true));
     assert_eq!(gw.remove(app, &owners, &uid2).await.status, 204);
     assert_eq!(gw.held_active(app, "grp@example.com"), Some(false));
+    assert_eq!(gw.held_roles(app, "grp@example.com"), ["Process Owner"], "disabled, roles untouched");
     let entry = gw.audit().await.into_iter().find(|e| e.operation == "group-role").unwrap();
     assert!(entry.detail.as_deref().unwrap_or("").contains("disabled at Promapp"), "{entry:?}");
     assert_eq!(gw.add(app, &owners, &[&uid2]).await.status, 204);
     assert_eq!(gw.held_active(app, "grp@example.com"), Some(true));
     assert_eq!(gw.held_roles(app, "grp@example.com"), ["Process Owner"]);
+}
+
+/// With group_roles, a user with only Default Access of its own is created held disabled (audited), enabled
+/// when it joins a mapped group, disabled again when it leaves the last one; an Entra disable always wins.
+#[tokio::test]
+async fn promapp_with_group_roles_holds_a_default_access_user_until_a_group_gives_it_a_role() {
+    let gw = start().await;
+    let app = "promapp";
+    let uid = gw.create_user(app, "held@example.com", &["Default Access"]).await;
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(false), "{}", gw.held(app, "held@example.com"));
+    assert_eq!(gw.held_roles(app, "held@example.com"), Vec::<String>::new());
+    let a = gw.call(app, Method::GET, &format!("/Users/{uid}"), None).await;
+    assert_eq!(a.body["active"], true, "Entra's view is what Entra set");
+    let created = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
+    assert_eq!((created.operation.as_str(), created.status), ("create", 201), "{created:?}");
+    assert!(created.detail.as_deref().unwrap_or("").contains("created disabled at Promapp"), "{created:?}");
+
+    let owners = gw.create_group(app, "Process Owners").await;
+    let viewers = gw.create_group(app, "Process Viewers").await;
+    assert_eq!(gw.add(app, &owners, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(true), "a mapped group gives it a role");
+    assert_eq!(gw.held_roles(app, "held@example.com"), ["Process Owner"]);
+    let joined = gw.audit().await.into_iter().find(|e| e.operation == "group-role").unwrap();
+    assert!(joined.detail.as_deref().unwrap_or("").contains("enabled again"), "{joined:?}");
+    assert_eq!(gw.add(app, &viewers, &[&uid]).await.status, 204);
+    assert_eq!(gw.remove(app, &owners, &uid).await.status, 204);
+    assert_eq!(
+        (gw.held_active(app, "held@example.com"), gw.held_roles(app, "held@example.com")),
+        (Some(true), vec!["Viewer".to_string()])
+    );
+    assert_eq!(gw.remove(app, &viewers, &uid).await.status, 204);
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(false), "left every mapped group");
+    let left = gw.audit().await.into_iter().find(|e| e.operation == "group-role").unwrap();
+    assert!(left.detail.as_deref().unwrap_or("").contains("disabled at Promapp"), "{left:?}");
+
+    // Entra disables the user: joining a mapped group never enables it.
+    let off = json!([{"op": "Replace", "path": "active", "value": "False"}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), off).await.status, 200);
+    assert_eq!(gw.add(app, &owners, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(false), "an Entra disable stands");
+    assert_eq!(gw.held_roles(app, "held@example.com"), ["Process Owner"]);
+    let on = json!([{"op": "Replace", "path": "active", "value": "True"}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), on).await.status, 200);
+    assert_eq!(gw.held_active(app, "held@example.com"), Some(true), "enabled by Entra, with its group's role");
+}
+
+/// Deprovisioning a user Promapp holds disabled (only Default Access) still sends the disable, so a user
+/// someone enabled in Promapp meanwhile ends disabled; only the disable: its roles stay.
+#[tokio::test]
+async fn promapp_deprovision_of_a_held_disabled_user_disables_it_and_keeps_its_roles() {
+    let gw = start().await;
+    for app in ["promapp-plain", "promapp"] {
+        let name = format!("leaver-{app}@example.com");
+        let uid = gw.create_user(app, &name, &["Editor"]).await;
+        assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Default Access"])).await.status, 200);
+        assert_eq!(gw.held_active(app, &name), Some(false));
+        // A Promaster enables the user in Promapp itself.
+        let url = format!("{}/_sim/users/{name}", gw.sims[app].root_url());
+        let r = gw.client.patch(url).json(&json!({"active": true})).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        assert_eq!(gw.held_active(app, &name), Some(true));
+
+        let d = gw.call(app, Method::DELETE, &format!("/Users/{uid}"), None).await;
+        assert_eq!(d.status, 204, "{}", d.body);
+        assert_eq!(gw.held_active(app, &name), Some(false), "{app}: deprovisioned means disabled at Promapp");
+        assert_eq!(gw.held_roles(app, &name), ["Editor"], "{app}: only the disable was sent");
+        let entry = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
+        assert_eq!((entry.operation.as_str(), entry.outcome.as_str(), entry.status), ("delete", "ok", 204));
+        assert!(entry.vendor_calls >= 1, "{entry:?}");
+    }
 }
 
 #[tokio::test]
@@ -271,6 +361,83 @@ async fn prodpad_scim_mode_sends_the_mapped_role() {
     assert_eq!(gw.held_roles(app, "plain@example.com"), ["Reviewer"]);
 }
 
+/// Reconcile over one app, enforcing.
+async fn reconcile(gw: &Gw, app: &str) -> scim_bridge::reconcile::PassReport {
+    let app = gw.running.gateway.apps[app].clone();
+    let opts = scim_bridge::reconcile::PassOptions {
+        mode: scim_bridge::config::ReconcileMode::Enforce,
+        dry_run: false,
+        max_repairs: 10,
+    };
+    gw.running.gateway.reconcile(&app, &opts, false, &|_| {}).await
+}
+
+/// Someone changes a user in ProdPad itself (through ProdPad's SCIM API).
+async fn edit_in_prodpad(gw: &Gw, app: &str, user_name: &str, ops: Value) {
+    let vendor_id = gw.held(app, user_name)["id"].as_str().unwrap().to_string();
+    let scim = format!("{}{}", gw.sims[app].root_url(), adapter_prodpad::sim::DEMO_SCIM_PATH);
+    let r = gw.client.patch(format!("{scim}/Users/{vendor_id}")).bearer_auth("pp-cred").json(&patch_body(ops));
+    assert!(r.send().await.unwrap().status().is_success());
+}
+
+/// Someone makes a user an Admin in ProdPad itself.
+async fn make_admin_in_prodpad(gw: &Gw, app: &str, user_name: &str) {
+    edit_in_prodpad(gw, app, user_name, json!([{"op": "replace", "path": "roles", "value": [{"value": "Admin"}]}]))
+        .await;
+    assert_eq!(gw.held_roles(app, user_name), ["Admin"]);
+}
+
+/// `scim_roles` is off unless set, so an existing ProdPad deployment keeps the roles its admins set; with it
+/// on, the gateway changes only the roles it manages (a mapped app role, a group role): an Admin set by
+/// hand in ProdPad survives Entra's updates and reconcile, and a role the gateway gave is taken back to the
+/// default when Entra's mapping goes.
+#[tokio::test]
+async fn prodpad_roles_the_gateway_does_not_manage_are_left_alone() {
+    let gw = start().await;
+    // Default: no role sent, whatever role_map says.
+    let app = "prodpad-plain";
+    let uid = gw.create_user(app, "boss@example.com", &["Boss"]).await;
+    assert_eq!(gw.held_roles(app, "boss@example.com"), ["Reviewer"], "scim_roles is off by default");
+    make_admin_in_prodpad(&gw, app, "boss@example.com").await;
+    let rename = json!([{"op": "Replace", "path": "name.givenName", "value": "Renamed"}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), rename.clone()).await.status, 200);
+    let report = reconcile(&gw, app).await;
+    assert!(report.findings.is_empty(), "{report:?}");
+    assert_eq!(gw.held_roles(app, "boss@example.com"), ["Admin"]);
+
+    // scim_roles on: a user whose Entra roles map to nothing is created with the default, then its role is
+    // ProdPad's: a hand-set Admin survives an update and reconcile.
+    let app = "prodpad";
+    let uid = gw.create_user(app, "handset@example.com", &["Nobody"]).await;
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Reviewer"]);
+    make_admin_in_prodpad(&gw, app, "handset@example.com").await;
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), rename).await.status, 200);
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Admin"], "an update sends no unmanaged role");
+    let report = reconcile(&gw, app).await;
+    assert!(report.findings.is_empty(), "{report:?}");
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Admin"], "reconcile leaves an unmanaged role alone");
+
+    // A hand-set role whose name is also a role_map value ("Editor") is still ProdPad's: reconcile repairing
+    // another attribute leaves it as it is.
+    let ops = json!([{"op": "replace", "path": "roles", "value": [{"value": "Editor"}]},
+                     {"op": "replace", "path": "name.familyName", "value": "Changed in ProdPad"}]);
+    edit_in_prodpad(&gw, app, "handset@example.com", ops).await;
+    let report = reconcile(&gw, app).await;
+    assert_eq!(report.findings.len(), 1, "the name drifted: {report:?}");
+    assert_eq!(gw.held(app, "handset@example.com")["family_name"], "Family", "the name is repaired");
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Editor"], "the repair sends no role");
+
+    // A mapped role is the gateway's: set, repaired by reconcile, and taken back to the default.
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Writer"])).await.status, 200);
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Editor"]);
+    make_admin_in_prodpad(&gw, app, "handset@example.com").await;
+    let report = reconcile(&gw, app).await;
+    assert_eq!(report.findings.len(), 1, "{report:?}");
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Editor"], "a managed role is repaired");
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), set_roles(&["Nobody"])).await.status, 200);
+    assert_eq!(gw.held_roles(app, "handset@example.com"), ["Reviewer"], "the gateway takes back what it gave");
+}
+
 /// ProdPad's guide has no Default Access rule: such a user is created with the default role, never more.
 #[tokio::test]
 async fn default_access_on_prodpad_is_no_mapped_role() {
@@ -300,7 +467,7 @@ async fn group_roles_follow_membership_precedence_renames_and_deletes() {
         let b = gw.create_user(app, &b_name, own_roles).await;
         assert_eq!(gw.held_roles(app, &a_name), [own], "{app}: no group, own role");
         let g1 = gw.create_group(app, first).await;
-        let g2 = gw.create_group(app, &second.to_lowercase()).await; // names match ignoring case
+        let g2 = gw.create_group(app, second).await;
         let unmapped = gw.create_group(app, "Everyone").await;
 
         assert_eq!(gw.add(app, &g2, &[&a]).await.status, 204);
@@ -323,6 +490,9 @@ async fn group_roles_follow_membership_precedence_renames_and_deletes() {
         let rename = |name: &str| json!([{"op": "Replace", "path": "displayName", "value": name}]);
         assert_eq!(gw.patch(app, &format!("/Groups/{g2}"), rename("Retired")).await.status, 204);
         assert_eq!(gw.held_roles(app, &a_name), [own], "{app}: renamed away");
+        // Names match exactly: the mapped name in other case is another name.
+        assert_eq!(gw.patch(app, &format!("/Groups/{g2}"), rename(&second.to_uppercase())).await.status, 204);
+        assert_eq!(gw.held_roles(app, &a_name), [own], "{app}: {} is not {second}", second.to_uppercase());
         assert_eq!(gw.patch(app, &format!("/Groups/{g2}"), rename(second)).await.status, 204);
         assert_eq!(gw.held_roles(app, &a_name), [second_role], "{app}: renamed back");
         // A rename onto another group's name is refused, and changes nothing.
@@ -450,6 +620,105 @@ async fn a_group_change_the_vendor_cuts_short_is_recorded_as_far_as_confirmed_an
     assert_eq!(status, 204, "the retried delete completes");
     assert_eq!(gw.call(app, Method::GET, &format!("/Groups/{g}"), None).await.status, 404);
     assert!((0..3).all(|i| gw.held_roles(app, &format!("m{i}@example.com")) == ["Editor"]));
+}
+
+/// A group mapped by its Entra objectId (`group_id`, sent as the group's externalId) keeps its role through
+/// any rename, and no other group gets it by taking its name; a group mapped by name is matched exactly.
+#[tokio::test]
+async fn a_group_mapped_by_object_id_survives_renames_and_cannot_be_impersonated_by_name() {
+    let gw = start().await;
+    let app = "promapp";
+    let group = |name: &str, external_id: &str| {
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name,
+               "externalId": external_id})
+    };
+    let uid = gw.create_user(app, "expert@example.com", &["Editor"]).await;
+    let other = gw.create_user(app, "owner-of-other@example.com", &["Editor"]).await;
+    // Entra sends the objectId as it is; its hex case does not matter.
+    let a = gw.call(app, Method::POST, "/Groups", Some(group("Experts", &EXPERTS_OBJECT_ID.to_uppercase()))).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let experts = a.body["id"].as_str().unwrap().to_string();
+    assert_eq!(gw.add(app, &experts, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_roles(app, "expert@example.com"), ["Process Expert"]);
+
+    // Renamed in Entra: the role stays, and the vendor is not called.
+    let calls = gw.sims[app].counters().requests;
+    let rename = json!([{"op": "Replace", "path": "displayName", "value": "Experts (EMEA)"}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{experts}"), rename).await.status, 204);
+    assert_eq!(gw.held_roles(app, "expert@example.com"), ["Process Expert"]);
+    assert_eq!(gw.sims[app].counters().requests, calls, "a rename of a group mapped by id changes no role");
+
+    // Another group's owner renames it to the mapped group's old name: its members get nothing.
+    let a = gw.call(app, Method::POST, "/Groups", Some(group("Team", "7f000000-0000-4000-8000-000000000001"))).await;
+    let team = a.body["id"].as_str().unwrap().to_string();
+    assert_eq!(gw.add(app, &team, &[&other]).await.status, 204);
+    let rename = json!([{"op": "Replace", "path": "displayName", "value": "Experts"}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{team}"), rename).await.status, 204);
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"]);
+    // A group named like a by-name entry in another case is another group.
+    let rename = json!([{"op": "Replace", "path": "displayName", "value": "process owners"}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{team}"), rename).await.status, 204);
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"], "names match exactly");
+
+    // The mapped group deleted: its member falls back to its own role.
+    assert_eq!(gw.call(app, Method::DELETE, &format!("/Groups/{experts}"), None).await.status, 204);
+    assert_eq!(gw.held_roles(app, "expert@example.com"), ["Editor"]);
+    // Entra gives a group the mapped objectId as its externalId: its members get the role then.
+    let ops = json!([{"op": "Replace", "path": "externalId", "value": EXPERTS_OBJECT_ID}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{team}"), ops).await.status, 204);
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Process Expert"]);
+}
+
+/// A member the vendor refuses for good (its own Process Manager role was removed from the site) does not
+/// stop the group change: it is recorded for a person (needs_manual_action, on the status page's list),
+/// the other members go on, and Entra gets its 204; a transient failure still stops and is retried (above).
+#[tokio::test]
+async fn a_member_the_vendor_refuses_for_good_is_left_to_a_person_and_the_rest_go_on() {
+    let gw = start().await;
+    let app = "promapp";
+    let flags = format!("{}/_sim/flags", gw.sims[app].root_url());
+    let set_catalogue = |roles: &[&str]| {
+        let body = json!({"patch_supported": false, "roles": roles});
+        let req = gw.client.put(flags.clone()).json(&body);
+        async move { assert!(req.send().await.unwrap().status().is_success()) }
+    };
+    set_catalogue(&["Process Owner", "Viewer", "Editor", "Legacy"]).await;
+    let a = gw.create_user(app, "r-a@example.com", &["Editor"]).await;
+    let b = gw.create_user(app, "r-b@example.com", &["Legacy"]).await;
+    let c = gw.create_user(app, "r-c@example.com", &["Editor"]).await;
+    let g = gw.create_group(app, "Process Owners").await;
+    assert_eq!(gw.add(app, &g, &[&a, &b, &c]).await.status, 204);
+    assert!(["r-a", "r-b", "r-c"].iter().all(|u| gw.held_roles(app, &format!("{u}@example.com")) == ["Process Owner"]));
+
+    // Promapp's site drops the "Legacy" role: b cannot fall back to it.
+    set_catalogue(&["Process Owner", "Viewer", "Editor"]).await;
+    let d = gw.call(app, Method::DELETE, &format!("/Groups/{g}"), None).await;
+    assert_eq!(d.status, 204, "{}", d.body);
+    assert_eq!(gw.call(app, Method::GET, &format!("/Groups/{g}"), None).await.status, 404);
+    assert_eq!(gw.held_roles(app, "r-a@example.com"), ["Editor"]);
+    assert_eq!(gw.held_roles(app, "r-c@example.com"), ["Editor"], "the member after the refused one went on");
+    assert_eq!(gw.held_roles(app, "r-b@example.com"), ["Process Owner"], "the vendor kept what it had");
+    let audit = gw.audit().await;
+    let refused = audit.iter().find(|e| e.operation == "group-role" && e.resource_id.as_deref() == Some(&b)).unwrap();
+    assert_eq!((refused.outcome.as_str(), refused.status), ("needs_manual_action", 400), "{refused:?}");
+    assert!(refused.detail.as_deref().unwrap_or("").contains("Legacy"), "{refused:?}");
+    let group = audit.iter().find(|e| e.resource_id.as_deref() == Some(&g)).unwrap();
+    assert_eq!((group.outcome.as_str(), group.status), ("ok", 204), "{group:?}");
+    assert!(group.detail.as_deref().unwrap_or("").contains("1 member(s) refused"), "{group:?}");
+    let filter = scim_bridge::store::AuditFilter {
+        outcome: scim_bridge::store::OutcomeFilter::NeedsPerson,
+        ..Default::default()
+    };
+    let (person, _) = gw.running.gateway.store.audit_page(&filter, 100).await.unwrap();
+    assert!(person.iter().any(|e| e.resource_id.as_deref() == Some(&b)), "on the needs-a-person list: {person:?}");
+
+    // The same on a membership change: the refused member's membership is recorded as Entra sent it.
+    let g2 = gw.create_group(app, "Process Owners").await;
+    assert_eq!(gw.add(app, &g2, &[&a, &c]).await.status, 204);
+    set_catalogue(&["Viewer", "Editor"]).await;
+    let e = gw.add(app, &g2, &[&b]).await;
+    assert_eq!(e.status, 204, "{}", e.body);
+    assert_eq!(gw.members(app, &g2).await, [a.clone(), c.clone(), b.clone()]);
 }
 
 /// Group changes with overlapping members and user changes, all at once: none waits for another forever
@@ -593,6 +862,12 @@ async fn group_roles_config_errors_name_key_and_file() {
         ),
         ("sandbox", "", "Admin", "apps.a.group_roles"),
         ("prodpad", "    mode: rest\n    api_key: k\n", "Admin", "apps.a.group_roles[0].role: rest mode cannot"),
+        (
+            "prodpad",
+            "    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n",
+            "Admin",
+            "apps.a.group_roles[0].role: scim_roles is off (the default)",
+        ),
     ];
     for (vendor, options, role, key) in cases {
         let yaml = format!(

@@ -143,6 +143,26 @@ fn config_errors_name_the_key_and_the_file() {
             "apps.p.group_roles[0].group",
         ),
         (
+            "group-roles-name-and-id.yaml",
+            format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    group_roles:\n      - {{group: G, group_id: 0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b, role: Viewer}}\n", sha("x")),
+            "apps.p.group_roles[0]: give exactly one of group_id",
+        ),
+        (
+            "group-roles-no-group.yaml",
+            format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    group_roles:\n      - {{role: Viewer}}\n", sha("x")),
+            "apps.p.group_roles[0]: give exactly one of group_id",
+        ),
+        (
+            "group-roles-not-an-object-id.yaml",
+            format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    group_roles:\n      - {{group_id: Process Owners, role: Viewer}}\n", sha("x")),
+            "apps.p.group_roles[0].group_id: 'Process Owners' is not an Entra objectId",
+        ),
+        (
+            "group-roles-same-id-twice.yaml",
+            format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    group_roles:\n      - {{group_id: 0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b, role: Viewer}}\n      - {{group_id: 0B6C1A6E-3F0A-4D5E-9C1B-2A7D8E9F0A1B, role: Editor}}\n", sha("x")),
+            "apps.p.group_roles[1].group_id: '0B6C1A6E-3F0A-4D5E-9C1B-2A7D8E9F0A1B' is already mapped by group_roles[0]",
+        ),
+        (
             "group-roles-unknown-role.yaml",
             format!("apps:\n  p:\n    type: prodpad\n    token_sha256: {}\n    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n    group_roles:\n      - {{group: G, role: Owner}}\n", sha("x")),
             "apps.p.group_roles[0].role: 'Owner' is not a ProdPad role",

@@ -11,8 +11,13 @@ Per vendor app:
      simulator user the gateway no longer lists is gone or disabled;
   2. every group vector must stop at its first group request with a 501 SCIM error (no vendor has groups),
      except on the apps the banner marks `groups: group_roles` (`<vendor>-groups`), where the gateway keeps
-     the groups and maps them to vendor roles: there every group vector must pass, and a mapped group's
-     member must hold the group's role at the simulator until it leaves the group;
+     the groups and maps them to vendor roles: there every group vector must pass as published, and again
+     with its group named as a mapped group (`grp-${uuid}` -> e.g. "Process Owners"), run step by step with
+     the replay runner: after every step, and after the vector's clean-up, each of the vector's users must
+     hold at the simulator the role its groups give it (the mapped group's role while a member, its own
+     role otherwise), and the vectors that add a member must have shown the mapped role at least once.
+     Then a member of a mapped group holds the group's role until it leaves the group, and a group mapped
+     by objectId (`group_id`: its externalId) gives its role whatever its name;
   3. afterwards the simulator holds every vector user deleted: gone (ProdPad SCIM deletes) or disabled
      (Promapp and PROMPT only disable);
   4. a create / disable / enable / delete lifecycle, checking the simulator after each step.
@@ -22,11 +27,13 @@ Ends with one line "N passed, M failed" (checks); exit status 0 only when M is 0
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -114,7 +121,14 @@ def patch(ops: list) -> dict:
     return {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}
 
 
-# The demo's group_roles (src/demo.rs DEMO_GROUP_ROLES): a mapped group and the role its members get.
+# The demo's group_roles (each simulator's `demo_group_roles`, tools/devkit/src/demo.rs), in order of
+# precedence, and the role of its entry by objectId (`DEMO_GROUP_OBJECT_ID`: the last listed role).
+DEMO_GROUP_ROLES = {
+    "prodpad": [("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")],
+    "promapp": [("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")],
+}
+DEMO_GROUP_OBJECT_ID = "0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b"
+# The mapped group the vectors and the membership check use (ProdPad's simulator has few Admin seats).
 MAPPED_GROUP = {"prodpad": ("ProdPad Editors", "Editor"), "promapp": ("Process Owners", "Process Owner")}
 
 
@@ -155,6 +169,129 @@ def check_group_role(c: Checks, app: str, vendor: str, base: str, token: str, si
     print(f"   group {group!r} -> {role!r}: set on joining, taken back on leaving, at the simulator")
 
 
+def group_role_of(vendor: str, groups: list[dict], uid: str) -> str | None:
+    """The role the demo's group_roles give `uid` when the gateway holds `groups`: the first entry (by exact
+    displayName, or by objectId as the group's externalId) naming a group the user is in."""
+    entries = [("name", g, r) for g, r in DEMO_GROUP_ROLES[vendor]]
+    entries.append(("id", DEMO_GROUP_OBJECT_ID, DEMO_GROUP_ROLES[vendor][-1][1]))
+    for kind, key, role in entries:
+        for g in groups:
+            named = g.get("displayName") == key if kind == "name" else str(g.get("externalId", "")).lower() == key
+            if named and any(m.get("value") == uid for m in g.get("members") or []):
+                return role
+    return None
+
+
+def mapped_vector(vector: Path, group: str) -> dict:
+    """The vector with its group named `group` (a mapped group): `grp-${uuid}` replaced in bodies and
+    expectations, and percent-encoded in paths."""
+    data = json.loads(vector.read_text(encoding="utf-8"))
+    steps = data["steps"] if isinstance(data, dict) else data
+
+    def swap(value: object, in_path: bool = False) -> object:
+        if isinstance(value, str):
+            return value.replace("grp-${uuid}", urllib.parse.quote(group) if in_path else group)
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        if isinstance(value, dict):
+            return {k: swap(v, in_path=(k == "path" and isinstance(v, str) and v.startswith("/"))) for k, v in value.items()}
+        return value
+
+    return {"name": f"{vector.stem} (mapped group {group!r})", "steps": [swap(step) for step in steps]}
+
+
+def load_replay(path: str):
+    spec = importlib.util.spec_from_file_location("entra_replay", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_mapped_vectors(c: Checks, replay, app: str, vendor: str, base: str, token: str, sim_users: str,
+                         vectors: list[Path]) -> None:
+    """Each group vector with a mapped group, run step by step; after each step and after the clean-up,
+    every user of the vector holds at the simulator the role its groups give it."""
+    group, role = MAPPED_GROUP[vendor]
+    seen_mapped = 0
+    for vector in vectors:
+        scenario = mapped_vector(vector, group)
+        runner = replay.Runner(base, token, False)
+        env: dict = {"uuid": str(uuid.uuid4())}
+        created: list[str] = []
+        own: dict[str, tuple[str, list[str]]] = {}  # gateway id -> (userName, roles held before any group)
+
+        def check_roles(where: str, gone_ok: bool) -> None:
+            nonlocal seen_mapped
+            _, listed = http("GET", f"{base}/Groups?startIndex=1&count=1000", token)
+            groups = (listed or {}).get("Resources", [])
+            for uid, (name, own_roles) in own.items():
+                held = sim_user(sim_users, name)
+                if held is None and gone_ok:
+                    continue
+                want_role = group_role_of(vendor, groups, uid)
+                want = [want_role] if want_role else own_roles
+                got = vendor_roles(held)
+                c.check(got == want, f"{app}: {scenario['name']} {where}: {name} should hold {want} at the vendor, holds {got}")
+                seen_mapped += want_role == role and got == want
+
+        ok = True
+        try:
+            for idx, step in enumerate(scenario["steps"], 1):
+                try:
+                    runner.run_step(step, env, created)
+                except replay.StepError as exc:
+                    c.check(False, f"{app}: {scenario['name']} / {idx}. {step.get('name')}: {exc}")
+                    ok = False
+                    break
+                for path in created:
+                    uid = path.rsplit("/", 1)[-1]
+                    if path.startswith("/Users/") and uid not in own:
+                        _, u = http("GET", f"{base}/Users/{uid}", token)
+                        name = (u or {}).get("userName", "")
+                        own[uid] = (name, vendor_roles(sim_user(sim_users, name)))
+                check_roles(f"after step {idx}", gone_ok=False)
+        finally:
+            runner.cleanup(created)
+        # Clean-up deleted the group before its member: the member's own role is back (Promapp keeps the
+        # disabled user; ProdPad SCIM deletes it).
+        check_roles("after the clean-up", gone_ok=True)
+        c.check(ok, f"{app}: {scenario['name']} should pass")
+    c.check(seen_mapped > 0, f"{app}: no vector step showed a member holding {role!r} at the vendor")
+    print(f"   group vectors with the mapped group {group!r}: the simulator's roles checked after "
+          f"every step and the clean-up ({seen_mapped} member observation(s) of {role!r})")
+
+
+def check_group_by_object_id(c: Checks, app: str, vendor: str, base: str, token: str, sim_users: str) -> None:
+    """A group mapped by objectId (its externalId) gives its role whatever its displayName, renamed or not."""
+    role = DEMO_GROUP_ROLES[vendor][-1][1]
+    name = f"byid-{uuid.uuid4().hex[:8]}@example.com"
+    body = entra_user(name)
+    body["roles"] = []
+    status, created = http("POST", f"{base}/Users", token, body)
+    c.check(status == 201, f"{app}: by-id user create {status} {created}")
+    uid = (created or {}).get("id", "missing")
+    before = vendor_roles(sim_user(sim_users, name))
+    status, g = http("POST", f"{base}/Groups", token, {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                                                         "displayName": f"team-{uuid.uuid4().hex[:8]}",
+                                                         "externalId": DEMO_GROUP_OBJECT_ID.upper()})
+    c.check(status == 201, f"{app}: create a group with the mapped objectId {status} {g}")
+    gid = (g or {}).get("id", "missing")
+    status, _ = http("PATCH", f"{base}/Groups/{gid}", token,
+                     patch([{"op": "Add", "path": "members", "value": [{"$ref": None, "value": uid}]}]))
+    c.check(status == 204, f"{app}: add member {status}")
+    c.check(vendor_roles(sim_user(sim_users, name)) == [role], f"{app}: a member of the group mapped by id should hold {role!r}")
+    status, _ = http("PATCH", f"{base}/Groups/{gid}", token,
+                     patch([{"op": "Replace", "path": "displayName", "value": f"renamed-{uuid.uuid4().hex[:8]}"}]))
+    c.check(status == 204, f"{app}: rename {status}")
+    held = vendor_roles(sim_user(sim_users, name))
+    c.check(held == [role], f"{app}: after a rename the member should still hold {role!r}, holds {held}")
+    http("DELETE", f"{base}/Groups/{gid}", token)
+    held = vendor_roles(sim_user(sim_users, name))
+    c.check(held == before, f"{app}: after the group's delete the vendor should hold {before}, holds {held}")
+    http("DELETE", f"{base}/Users/{uid}", token)
+    print(f"   group mapped by objectId -> {role!r}: set on joining, kept through a rename, taken back on delete")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo-log", required=True)
@@ -173,6 +310,7 @@ def main() -> int:
     group_vectors = [v for v in vectors if v.stem.startswith("group-")]
     other_vectors = [v for v in vectors if not v.stem.startswith("group-")]
     c = Checks()
+    replay = load_replay(args.replay)
     for app, base, sim_users, group_roles in apps:
         vendor = app.removesuffix("-groups")
         print(f"== {app}: {len(other_vectors)} user vectors, {len(group_vectors)} group vectors")
@@ -191,8 +329,10 @@ def main() -> int:
         fails = [l for l in run.stdout.splitlines() if l.startswith("FAIL ")]
         if group_roles:
             c.check(run.returncode == 0 and not fails, f"{app}: every group vector should pass: {run.stdout}")
-            print(f"   group vectors: {len(group_vectors) - len(fails)} of {len(group_vectors)} passed (group_roles)")
+            print(f"   group vectors: {len(group_vectors) - len(fails)} of {len(group_vectors)} passed (group_roles, unmapped names)")
+            check_mapped_vectors(c, replay, app, vendor, base, args.token, sim_users, group_vectors)
             check_group_role(c, app, vendor, base, args.token, sim_users)
+            check_group_by_object_id(c, app, vendor, base, args.token, sim_users)
         else:
             c.check(len(fails) == len(group_vectors), f"{app}: every group vector should be refused, got {run.stdout}")
             for l in fails:

@@ -122,6 +122,14 @@ pub trait Adapter: Send + Sync + 'static {
     /// Creates the user at the vendor and returns the vendor's id for it.
     async fn create_user(&self, user: &User) -> Result<String>;
 
+    /// Creates a user of an app that maps groups to roles (`group_roles`; the gateway calls this instead of
+    /// `create_user` there). Such a user joins its groups only after it exists, so a vendor that refuses a
+    /// user without a real role (Promapp: only Default Access) creates it held disabled instead (see
+    /// `held_disabled_reason`), to be enabled when a mapped group gives it a role. Default: `create_user`.
+    async fn create_user_awaiting_group_role(&self, user: &User) -> Result<String> {
+        self.create_user(user).await
+    }
+
     /// Reads one user by the vendor's id.
     async fn get_user(&self, vendor_id: &str) -> Result<VendorUser>;
 

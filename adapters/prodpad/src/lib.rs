@@ -96,13 +96,10 @@ pub struct Config {
     #[serde(default = "default_patch_strategy")]
     pub patch_strategy: PatchStrategy,
     /// scim mode: send the role (`roles: [{value: Admin|Editor|Reviewer}]`, mapped like rest mode's
-    /// `role_type`). Default true; false strips roles, for a ProdPad SCIM service that refuses them.
-    #[serde(default = "default_true")]
+    /// `role_type`). Default false: an existing deployment keeps the roles its admins set in ProdPad
+    /// (turning it on lets the gateway change the roles it manages: see `scim_form`).
+    #[serde(default)]
     pub scim_roles: bool,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_delete_mode() -> DeleteMode {
@@ -355,12 +352,22 @@ impl ProdPad {
         &self.settings
     }
 
-    /// The user as the SCIM face gets it: with `scim_roles`, its roles become the one ProdPad role the
-    /// policy gives (else the shared client strips them).
-    fn scim_form(&self, user: &User) -> User {
+    /// The user as a SCIM create sends it: with `scim_roles`, the one ProdPad role the policy gives, the
+    /// default when nothing maps (without, the shared client strips roles).
+    fn scim_create_form(&self, user: &User) -> User {
         match self.settings.scim_roles {
             true => map::with_scim_role(user, &self.settings.roles),
             false => user.clone(),
+        }
+    }
+
+    /// The user as an update, a comparison (reconcile) or a disable sees it: the ProdPad role only where the
+    /// gateway manages it (`RolePolicy::managed_role`: a mapped app-role value or a `group_roles` role),
+    /// else no role at all, so a role an admin set in ProdPad itself is neither changed nor reported.
+    fn scim_form(&self, user: &User) -> User {
+        match (self.settings.scim_roles, self.settings.roles.managed_role(user)) {
+            (true, Some(_)) => map::with_scim_role(user, &self.settings.roles),
+            _ => User { roles: Vec::new(), ..user.clone() },
         }
     }
 
@@ -422,7 +429,7 @@ impl Adapter for ProdPad {
                 let created = rest.create(&body).await?;
                 created.id.ok_or_else(|| Error::unavailable(None, "ProdPad's create reply carries no user id"))
             }
-            Backend::Scim(scim) => scim.create(&self.scim_form(user)).await,
+            Backend::Scim(scim) => scim.create(&self.scim_create_form(user)).await,
         }
     }
 
@@ -432,7 +439,9 @@ impl Adapter for ProdPad {
         Role::parse(role).ok_or_else(|| format!("'{role}' is not a ProdPad role (Admin, Editor or Reviewer)"))?;
         match (&self.backend, self.settings.scim_roles) {
             (Backend::Scim(_), true) => Ok(()),
-            (Backend::Scim(_), false) => Err("scim_roles is false: the gateway sends ProdPad no roles".into()),
+            (Backend::Scim(_), false) => Err("scim_roles is off (the default): the gateway sends ProdPad no \
+                                              roles; set scim_roles: true in the app's config to use group_roles"
+                .into()),
             (Backend::Rest(_), _) => Err("rest mode cannot change a user's role after its creation (ProdPad's REST \
                                           API has no such call); group_roles needs mode: scim"
                 .into()),
@@ -447,7 +456,7 @@ impl Adapter for ProdPad {
                     Error::unavailable(None, format!("ProdPad's reply for user {vendor_id} has no email"))
                 })
             }
-            Backend::Scim(scim) => scim.get(vendor_id).await,
+            Backend::Scim(scim) => scim.get(vendor_id).await.map(map::held),
         }
     }
 
@@ -460,7 +469,7 @@ impl Adapter for ProdPad {
                 }
                 Ok(rest.find_by_email(user_name).await?.as_ref().and_then(map::from_vendor))
             }
-            Backend::Scim(scim) => scim.find(user_name).await,
+            Backend::Scim(scim) => Ok(scim.find(user_name).await?.map(map::held)),
         }
     }
 
@@ -468,7 +477,7 @@ impl Adapter for ProdPad {
         match &self.backend {
             // Entries without an id or email cannot be linked or compared; they are not users to manage.
             Backend::Rest(rest) => Ok(rest.list_all().await?.iter().filter_map(map::from_vendor).collect()),
-            Backend::Scim(scim) => scim.list_all().await,
+            Backend::Scim(scim) => Ok(scim.list_all().await?.into_iter().map(map::held).collect()),
         }
     }
 
@@ -496,14 +505,23 @@ impl Adapter for ProdPad {
                 let what = format!("apply the change to {}", changed.join(", "));
                 Err(self.rest_refusal("update", &what, vendor_id, after))
             }
-            Backend::Scim(scim) => scim.update(vendor_id, &self.scim_form(before), &self.scim_form(after)).await,
+            Backend::Scim(scim) => {
+                let vb = self.scim_form(before);
+                let mut va = self.scim_form(after);
+                // A role the gateway gave and Entra no longer maps goes back to the default, never stays.
+                if va.roles.is_empty() && !vb.roles.is_empty() {
+                    va = map::with_scim_role(after, &self.settings.roles);
+                }
+                scim.update(vendor_id, &vb, &va).await
+            }
         }
     }
 
     async fn delete_user(&self, vendor_id: &str, last_known: &User) -> Result<()> {
         match &self.backend {
             Backend::Rest(_) => Err(self.rest_refusal("delete", "remove the user", vendor_id, last_known)),
-            Backend::Scim(scim) => scim.delete(vendor_id, &self.scim_form(last_known)).await,
+            // Deprovisioning only deletes or disables: the role stays as ProdPad holds it.
+            Backend::Scim(scim) => scim.delete(vendor_id, &User { roles: Vec::new(), ..last_known.clone() }).await,
         }
     }
 
@@ -534,7 +552,17 @@ impl Adapter for ProdPad {
                 }
                 Ok(report)
             }
-            Backend::Scim(scim) => scim.probe().await,
+            Backend::Scim(scim) => {
+                let mut report = scim.probe().await?;
+                if !self.settings.scim_roles && !self.settings.roles.map.is_empty() {
+                    // An upgrade from when roles were sent by default must not go unnoticed.
+                    report.notes.push(adapter_api::Note::warning(
+                        "role_map is set but scim_roles is off (the default): scim mode sends ProdPad no roles and \
+                         leaves them as set in ProdPad; set scim_roles: true to send the mapped ones",
+                    ));
+                }
+                Ok(report)
+            }
         }
     }
 }

@@ -7,6 +7,20 @@ use adapter_api::{Error, MultiValue, Name, User, VendorUser};
 
 use crate::model::{CreateUser, PpUser, Role};
 
+/// The `type` of the roles of a user read from ProdPad's SCIM face: ProdPad's own role names as it holds
+/// them. `RolePolicy::managed_role` reads them as unmanaged, so an update that starts from ProdPad's record
+/// (a reconcile repair, the adoption of an existing account) never takes back a role the gateway did not
+/// give, even one whose name is also a `role_map` value. Comparisons read the values only.
+pub const HELD_ROLE_TYPE: &str = "scim-bridge:prodpad-held";
+
+/// A user read from ProdPad's SCIM face, its roles marked as ProdPad holds them (`HELD_ROLE_TYPE`).
+pub fn held(mut vu: VendorUser) -> VendorUser {
+    for role in &mut vu.user.roles {
+        role.kind = Some(HELD_ROLE_TYPE.into());
+    }
+    vu
+}
+
 /// How Entra app-role values become ProdPad roles.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RolePolicy {
@@ -19,17 +33,24 @@ impl RolePolicy {
     /// else the default. A role value missing from the map never grants more than the default.
     /// A role the gateway set from `group_roles` is a ProdPad role name already and is taken as it is.
     pub fn role_for(&self, user: &User) -> Role {
-        if let Some(role) = user.roles.first().filter(|r| r.is_vendor_role()) {
-            return role.value.as_deref().and_then(Role::parse).unwrap_or(self.default);
+        self.managed_role(user).unwrap_or(self.default)
+    }
+
+    /// The role the gateway manages for the user: its `group_roles` role, else its first role value through
+    /// the map. `None` when nothing Entra sends maps to a role: then the user's role is ProdPad's business
+    /// (a create sends the default; an update, a reconcile or a disable leaves ProdPad's role alone).
+    pub fn managed_role(&self, user: &User) -> Option<Role> {
+        if user.roles.first().is_some_and(|r| r.kind.as_deref() == Some(HELD_ROLE_TYPE)) {
+            return None;
         }
-        let Some(first) = user.role_values().into_iter().next() else {
-            return self.default;
-        };
+        if let Some(role) = user.roles.first().filter(|r| r.is_vendor_role()) {
+            return role.value.as_deref().and_then(Role::parse);
+        }
+        let first = user.role_values().into_iter().next()?;
         self.map
             .get(first)
             .or_else(|| self.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(first)).map(|(_, r)| r))
             .copied()
-            .unwrap_or(self.default)
     }
 }
 
@@ -164,6 +185,26 @@ mod tests {
         assert_eq!(policy.role_for(&user("a@x.com", &["Editor"])), Role::Admin, "an Entra value is");
         let sent = with_scim_role(&user("a@x.com", &["nobody"]), &policy);
         assert_eq!(sent.role_values(), ["Reviewer"]);
+    }
+
+    #[test]
+    fn only_a_mapped_value_or_a_group_role_is_managed() {
+        let policy =
+            RolePolicy { map: BTreeMap::from([("Editor".to_string(), Role::Editor)]), default: Role::Reviewer };
+        let mut group = user("a@x.com", &[]);
+        group.roles = vec![MultiValue::vendor_role("Admin")];
+        let read = held(VendorUser { vendor_id: "1".into(), user: user("a@x.com", &["Editor"]) }).user;
+        let table = [
+            (user("a@x.com", &["Editor"]), Some(Role::Editor)),
+            (group, Some(Role::Admin)),
+            (user("a@x.com", &["Nobody"]), None),
+            (user("a@x.com", &[]), None),
+            // ProdPad's own record: its role is ProdPad's, even when its name is a role_map value.
+            (read, None),
+        ];
+        for (u, want) in table {
+            assert_eq!(policy.managed_role(&u), want, "{:?}", u.roles);
+        }
     }
 
     #[test]

@@ -771,6 +771,8 @@ pub async fn demo(credential: &str, addr: Option<SocketAddr>) -> std::io::Result
     app_options.insert("mode".into(), json!("scim"));
     app_options.insert("base_url".into(), json!(handle.scim_base()));
     app_options.insert("api_key".into(), json!(credential));
+    // The simulator keeps roles: the demo sends them (`scim_roles` is off by default for real ProdPads).
+    app_options.insert("scim_roles".into(), json!(true));
     Ok(DemoSim { sim: Box::new(handle), app_options })
 }
 

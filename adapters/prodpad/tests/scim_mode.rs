@@ -93,6 +93,13 @@ async fn scim_mode_requires_base_url() {
     let pp = scim_adapter(&sim, json!({}));
     let report = pp.probe().await.unwrap();
     assert!(report.reachable && report.credential_accepted, "{report:?}");
+    assert!(report.notes.is_empty(), "{report:?}");
+    // A role_map that scim mode would ignore (roles are off by default) is said by `check` and /readyz.
+    let mapped = scim_adapter(&sim, json!({"role_map": {"Boss": "Admin"}}));
+    let report = mapped.probe().await.unwrap();
+    assert!(report.notes.iter().any(|n| n.is_warning() && n.text.contains("scim_roles is off")), "{report:?}");
+    let on = scim_adapter(&sim, json!({"role_map": {"Boss": "Admin"}, "scim_roles": true}));
+    assert!(on.probe().await.unwrap().notes.is_empty());
 }
 
 /// With PATCH switched off at ProdPad, passthrough is refused as unsupported (never faked) and put_merge

@@ -1,7 +1,8 @@
 //! The Nintex Promapp (Process Manager) adapter: its `Config`, `build`, default outbound limits and the
 //! `Adapter` impl. Promapp speaks SCIM 2.0 at one global host; it only disables users (no hard delete),
 //! keeps no groups, and must not get users whose only Entra role is "Default Access" (refused at create,
-//! disabled at Promapp when an update leaves only that role).
+//! or created disabled where `group_roles` may give a role later; disabled at Promapp, roles untouched,
+//! when an update leaves only that role).
 
 pub mod client;
 pub mod map;
@@ -255,6 +256,12 @@ impl Adapter for Promapp {
         self.client.create(&self.to_vendor(user)).await
     }
 
+    /// With `group_roles`, a user's Process Manager role comes from its groups, which it joins only after it
+    /// exists: one with only Default Access of its own is created disabled (`to_vendor`) instead of refused.
+    async fn create_user_awaiting_group_role(&self, user: &User) -> Result<String> {
+        self.client.create(&self.to_vendor(user)).await
+    }
+
     /// Any non-empty name but a skip role: mapping a group to Default Access would only disable its members.
     fn check_role(&self, role: &str) -> std::result::Result<(), String> {
         if role.trim().is_empty() {
@@ -272,7 +279,7 @@ impl Adapter for Promapp {
         (user.active && map::only_skip_roles(user, &self.skip_roles)).then(|| {
             format!(
                 "disabled at Promapp: its only role is {} (Promapp keeps no such user); it is enabled again when \
-                 Entra assigns it an app-specific role",
+                 it gets an app-specific role (from Entra, or from a mapped group with group_roles)",
                 user.role_values().join(", ")
             )
         })
@@ -304,18 +311,23 @@ impl Adapter for Promapp {
         drift
     }
 
+    /// A user left with only Default Access is disabled and nothing else: its Process Manager roles stay as
+    /// Promapp holds them, so a real role coming back enables it as it was (none are wiped meanwhile).
     async fn update_user(&self, vendor_id: &str, before: &User, after: &User) -> Result<()> {
-        let (vb, va) = self.vendor_pair(vendor_id, before, after).await?;
+        let (vb, mut va) = self.vendor_pair(vendor_id, before, after).await?;
+        if map::only_skip_roles(after, &self.skip_roles) {
+            va.roles = vb.roles.clone();
+        }
         self.client.update(vendor_id, &vb, &va).await
     }
 
-    /// Promapp cannot delete: the user is disabled (PUT or PATCH `active=false`).
+    /// Promapp cannot delete: the user is disabled (PUT or PATCH `active=false`), always sent: a user the
+    /// gateway holds disabled already (only Default Access) may have been enabled in Promapp since. Only the
+    /// disable: its roles stay as Promapp holds them.
     async fn delete_user(&self, vendor_id: &str, last_known: &User) -> Result<()> {
-        let mut before = last_known.clone();
-        before.active = true;
-        let mut after = last_known.clone();
-        after.active = false;
-        self.update_user(vendor_id, &before, &after).await
+        let mut user = self.to_vendor(last_known);
+        user.roles.clear();
+        self.client.disable(vendor_id, &user).await
     }
 
     async fn probe(&self) -> Result<ProbeReport> {

@@ -46,7 +46,7 @@ pub fn role_entries(names: &[String]) -> Vec<MultiValue> {
 
 /// The user as Promapp should hold it: roles mapped to Process Manager role names, and disabled while its
 /// only roles are skip roles (Promapp excludes such users; a real role coming back enables it again, but
-/// never a user Entra itself disabled).
+/// never a user Entra itself disabled). Such a user's roles come out empty: the adapter sends none then.
 pub fn to_vendor(user: &User, role_map: &BTreeMap<String, String>, skip_roles: &[String]) -> User {
     let mut out = user.clone();
     out.roles = role_entries(&vendor_role_names(user, role_map, skip_roles));

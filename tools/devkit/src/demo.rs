@@ -141,6 +141,10 @@ impl std::fmt::Debug for Demo {
     }
 }
 
+/// The Entra objectId the demo's `group_roles` apps map by id (`group_id`) to their last listed role: a
+/// group whose externalId is this gets it whatever its name (`tests/blackbox/vendor_replay.py` checks it).
+pub const DEMO_GROUP_OBJECT_ID: &str = "0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b";
+
 /// Starts the simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, and the
 /// `group_roles` apps `prodpad-groups` and `promapp-groups` (each simulator's `demo_group_roles`), all with `token` (the demo's one convenience: real configs need one token per app).
 pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -> Result<Demo, String> {
@@ -203,9 +207,13 @@ async fn start_inner(
         if let Some(f) = &faults {
             started.sim.set_faults(f.clone());
         }
-        let group_roles =
-            group_roles.iter().map(|(group, role)| GroupRole { group: group.to_string(), role: role.to_string() });
-        apps.insert(name.clone(), app(vendor, limits.clone(), group_roles.collect(), started.app_options));
+        // By name as the simulator lists them, then one by objectId (the safe form): the last listed role.
+        let mut group_roles: Vec<GroupRole> =
+            group_roles.iter().map(|(group, role)| GroupRole::by_name(group, role)).collect();
+        if let Some(role) = group_roles.last().map(|g| g.role.clone()) {
+            group_roles.push(GroupRole::by_id(DEMO_GROUP_OBJECT_ID, &role));
+        }
+        apps.insert(name.clone(), app(vendor, limits.clone(), group_roles, started.app_options));
         sims.push((name, started.sim));
     }
     let mut config = Config::with_apps(listen, apps);
