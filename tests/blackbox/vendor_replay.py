@@ -10,7 +10,7 @@ Per vendor app:
      vendor holds: every user the gateway lists is at the simulator with the same `active`, and every
      simulator user the gateway no longer lists is gone or disabled;
   2. every group vector must stop at its first group request with a 501 SCIM error (no vendor has groups),
-     except on the apps the banner marks `groups: group_roles` (`<vendor>-groups`), where the gateway keeps
+     except on the apps the banner lists with `group_roles: [...]` (`<vendor>-groups`), where the gateway keeps
      the groups and maps them to vendor roles: there every group vector must pass as published, and again
      with its group named as a mapped group (`grp-${uuid}` -> e.g. "Process Owners"), run step by step with
      the replay runner: after every step, and after the vector's clean-up, each of the vector's users must
@@ -38,7 +38,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-HARD_DELETE = {"prodpad"}
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -121,15 +120,16 @@ def patch(ops: list) -> dict:
     return {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}
 
 
-# The demo's group_roles (each simulator's `demo_group_roles`, tools/devkit/src/demo.rs), in order of
-# precedence, and the role of its entry by objectId (`DEMO_GROUP_OBJECT_ID`: the last listed role).
-DEMO_GROUP_ROLES = {
-    "prodpad": [("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")],
-    "promapp": [("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")],
-}
-DEMO_GROUP_OBJECT_ID = "0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b"
-# The mapped group the vectors and the membership check use (ProdPad's simulator has few Admin seats).
-MAPPED_GROUP = {"prodpad": ("ProdPad Editors", "Editor"), "promapp": ("Process Owners", "Process Owner")}
+# An app's group_roles as the demo banner lists them (tools/devkit/src/demo.rs), in order of precedence:
+# [{"group": displayName or None, "group_id": Entra objectId or None, "role": vendor role}].
+GroupRoles = list[dict]
+
+
+def mapped_group(entries: GroupRoles) -> tuple[str, str]:
+    """The group (by name) the vectors and the membership check use: the last one mapped by name, the
+    lowest in precedence (ProdPad's simulator has few seats for the first, Admin)."""
+    named = [e for e in entries if e.get("group")]
+    return named[-1]["group"], named[-1]["role"]
 
 
 def vendor_roles(u: dict | None) -> list[str]:
@@ -140,9 +140,9 @@ def vendor_roles(u: dict | None) -> list[str]:
     return [r.get("display") or r.get("value") for r in u.get("roles") or []]
 
 
-def check_group_role(c: Checks, app: str, vendor: str, base: str, token: str, sim_users: str) -> None:
+def check_group_role(c: Checks, app: str, entries: GroupRoles, base: str, token: str, sim_users: str) -> None:
     """A member of a mapped group holds its role at the simulator, and loses it on leaving the group."""
-    group, role = MAPPED_GROUP[vendor]
+    group, role = mapped_group(entries)
     name = f"grouprole-{uuid.uuid4().hex[:8]}@example.com"
     body = entra_user(name)
     body["roles"] = []
@@ -169,14 +169,16 @@ def check_group_role(c: Checks, app: str, vendor: str, base: str, token: str, si
     print(f"   group {group!r} -> {role!r}: set on joining, taken back on leaving, at the simulator")
 
 
-def group_role_of(vendor: str, groups: list[dict], uid: str) -> str | None:
-    """The role the demo's group_roles give `uid` when the gateway holds `groups`: the first entry (by exact
+def group_role_of(entries: GroupRoles, groups: list[dict], uid: str) -> str | None:
+    """The role the app's group_roles give `uid` when the gateway holds `groups`: the first entry (by exact
     displayName, or by objectId as the group's externalId) naming a group the user is in."""
-    entries = [("name", g, r) for g, r in DEMO_GROUP_ROLES[vendor]]
-    entries.append(("id", DEMO_GROUP_OBJECT_ID, DEMO_GROUP_ROLES[vendor][-1][1]))
-    for kind, key, role in entries:
+    for entry in entries:
+        role = entry["role"]
         for g in groups:
-            named = g.get("displayName") == key if kind == "name" else str(g.get("externalId", "")).lower() == key
+            if entry.get("group"):
+                named = g.get("displayName") == entry["group"]
+            else:
+                named = str(g.get("externalId", "")).lower() == str(entry.get("group_id")).lower()
             if named and any(m.get("value") == uid for m in g.get("members") or []):
                 return role
     return None
@@ -207,11 +209,11 @@ def load_replay(path: str):
     return module
 
 
-def check_mapped_vectors(c: Checks, replay, app: str, vendor: str, base: str, token: str, sim_users: str,
+def check_mapped_vectors(c: Checks, replay, app: str, entries: GroupRoles, base: str, token: str, sim_users: str,
                          vectors: list[Path]) -> None:
     """Each group vector with a mapped group, run step by step; after each step and after the clean-up,
     every user of the vector holds at the simulator the role its groups give it."""
-    group, role = MAPPED_GROUP[vendor]
+    group, role = mapped_group(entries)
     seen_mapped = 0
     for vector in vectors:
         scenario = mapped_vector(vector, group)
@@ -228,7 +230,7 @@ def check_mapped_vectors(c: Checks, replay, app: str, vendor: str, base: str, to
                 held = sim_user(sim_users, name)
                 if held is None and gone_ok:
                     continue
-                want_role = group_role_of(vendor, groups, uid)
+                want_role = group_role_of(entries, groups, uid)
                 want = [want_role] if want_role else own_roles
                 got = vendor_roles(held)
                 c.check(got == want, f"{app}: {scenario['name']} {where}: {name} should hold {want} at the vendor, holds {got}")
@@ -261,9 +263,13 @@ def check_mapped_vectors(c: Checks, replay, app: str, vendor: str, base: str, to
           f"every step and the clean-up ({seen_mapped} member observation(s) of {role!r})")
 
 
-def check_group_by_object_id(c: Checks, app: str, vendor: str, base: str, token: str, sim_users: str) -> None:
+def check_group_by_object_id(c: Checks, app: str, entries: GroupRoles, base: str, token: str, sim_users: str) -> None:
     """A group mapped by objectId (its externalId) gives its role whatever its displayName, renamed or not."""
-    role = DEMO_GROUP_ROLES[vendor][-1][1]
+    by_id = [e for e in entries if e.get("group_id")]
+    if not by_id:
+        print(f"   {app} maps no group by objectId")
+        return
+    object_id, role = by_id[0]["group_id"], by_id[0]["role"]
     name = f"byid-{uuid.uuid4().hex[:8]}@example.com"
     body = entra_user(name)
     body["roles"] = []
@@ -273,7 +279,7 @@ def check_group_by_object_id(c: Checks, app: str, vendor: str, base: str, token:
     before = vendor_roles(sim_user(sim_users, name))
     status, g = http("POST", f"{base}/Groups", token, {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
                                                          "displayName": f"team-{uuid.uuid4().hex[:8]}",
-                                                         "externalId": DEMO_GROUP_OBJECT_ID.upper()})
+                                                         "externalId": object_id.upper()})
     c.check(status == 201, f"{app}: create a group with the mapped objectId {status} {g}")
     gid = (g or {}).get("id", "missing")
     status, _ = http("PATCH", f"{base}/Groups/{gid}", token,
@@ -300,7 +306,8 @@ def main() -> int:
     ap.add_argument("--token", default="demo-token")
     args = ap.parse_args()
 
-    line_re = re.compile(r"^  ([a-z-]+): (http\S+)\s+token: \S+\s+simulator: (http\S+)(\s+groups: group_roles)?")
+    line_re = re.compile(r"^  ([a-z-]+): (http\S+)\s+token: \S+\s+simulator: (http\S+)\s+delete: (hard|disable)"
+                         r"(?:\s+group_roles: (.*))?$")
     apps = [m.groups() for m in map(line_re.match, Path(args.demo_log).read_text().splitlines()) if m]
     if not apps:
         print("no vendor apps in the demo banner")
@@ -311,8 +318,9 @@ def main() -> int:
     other_vectors = [v for v in vectors if not v.stem.startswith("group-")]
     c = Checks()
     replay = load_replay(args.replay)
-    for app, base, sim_users, group_roles in apps:
-        vendor = app.removesuffix("-groups")
+    for app, base, sim_users, delete, group_roles_json in apps:
+        group_roles: GroupRoles = json.loads(group_roles_json) if group_roles_json else []
+        hard_delete = delete == "hard"
         print(f"== {app}: {len(other_vectors)} user vectors, {len(group_vectors)} group vectors")
         passed = 0
         for vector in other_vectors:
@@ -330,9 +338,9 @@ def main() -> int:
         if group_roles:
             c.check(run.returncode == 0 and not fails, f"{app}: every group vector should pass: {run.stdout}")
             print(f"   group vectors: {len(group_vectors) - len(fails)} of {len(group_vectors)} passed (group_roles, unmapped names)")
-            check_mapped_vectors(c, replay, app, vendor, base, args.token, sim_users, group_vectors)
-            check_group_role(c, app, vendor, base, args.token, sim_users)
-            check_group_by_object_id(c, app, vendor, base, args.token, sim_users)
+            check_mapped_vectors(c, replay, app, group_roles, base, args.token, sim_users, group_vectors)
+            check_group_role(c, app, group_roles, base, args.token, sim_users)
+            check_group_by_object_id(c, app, group_roles, base, args.token, sim_users)
         else:
             c.check(len(fails) == len(group_vectors), f"{app}: every group vector should be refused, got {run.stdout}")
             for l in fails:
@@ -341,7 +349,7 @@ def main() -> int:
 
         _, users = http("GET", sim_users)
         leftovers = [u for u in users or [] if str(u.get("userName", u.get("user_name", ""))).startswith("Test_User_")]
-        if vendor in HARD_DELETE:
+        if hard_delete:
             c.check(not [u for u in leftovers if u.get("active") is not False], f"{app}: vector users left active: {leftovers}")
         else:
             c.check(len(leftovers) > 0, f"{app}: a disable-only vendor should keep the vector users (disabled)")
@@ -363,7 +371,7 @@ def main() -> int:
         status, _ = http("DELETE", f"{base}/Users/{uid}", args.token)
         c.check(status == 204, f"{app}: DELETE {status}")
         u = sim_user(sim_users, name)
-        if vendor in HARD_DELETE:
+        if hard_delete:
             c.check(u is None, f"{app}: vendor should no longer hold {name}: {u}")
         else:
             c.check(u is not None and u.get("active") is False, f"{app}: vendor should hold {name} disabled: {u}")

@@ -238,7 +238,9 @@ impl Demo {
         format!("http://{}/scim/{app}/v2", self.running.addr)
     }
 
-    /// The banner `demo` prints (CI reads the `  <app>: <url>` lines).
+    /// The banner `demo` prints. CI reads the `  <app>: <url>` lines, with what a check of the vendor's
+    /// state needs to know of the app (how it deletes, its `group_roles` as JSON), so that a vendor added
+    /// to the registry is checked without an edit there.
     pub fn banner(&self) -> String {
         let mut out = format!("scim-bridge demo on http://{}\n", self.running.addr);
         if let (Some(addr), Some(token)) = (self.running.admin_addr, &self.admin_token) {
@@ -246,12 +248,24 @@ impl Demo {
         }
         out.push_str(&format!("  sandbox: {}   token: {}\n", self.app_url("sandbox"), self.token));
         for (app, sim) in &self.sims {
-            let groups = if app.ends_with("-groups") { "   groups: group_roles" } else { "" };
+            let configured = self.running.gateway.apps.get(app);
+            let hard_delete = configured.is_some_and(|a| a.adapter.capabilities().hard_delete);
+            let groups = match configured.map(|a| &a.group_roles) {
+                Some(roles) if !roles.is_empty() => {
+                    let entries: Vec<Value> = roles
+                        .iter()
+                        .map(|r| json!({"group": r.group, "group_id": r.group_id, "role": r.role}))
+                        .collect();
+                    format!("   group_roles: {}", Value::Array(entries))
+                }
+                _ => String::new(),
+            };
             out.push_str(&format!(
-                "  {app}: {}   token: {}   simulator: {}/_sim/users{groups}\n",
+                "  {app}: {}   token: {}   simulator: {}/_sim/users   delete: {}{groups}\n",
                 self.app_url(app),
                 self.token,
-                sim.root_url()
+                sim.root_url(),
+                if hard_delete { "hard" } else { "disable" },
             ));
         }
         out
