@@ -386,8 +386,8 @@ fn patch(store: &mut Store, id: u64, body: &[u8]) -> Response {
         Err(e) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), &e.to_string()),
     };
     let mut doc = serde_json::to_value(current).unwrap_or(Value::Null);
-    if let Err(detail) = apply_patch(&mut doc, &ops) {
-        return scim_error(StatusCode::BAD_REQUEST, Some("invalidPath"), &detail);
+    if let Err(e) = apply_patch(&mut doc, &ops) {
+        return scim_error(StatusCode::BAD_REQUEST, Some(e.scim_type), &e.detail);
     }
     let user = match serde_json::from_value::<PromappUser>(doc) {
         Ok(u) => u,

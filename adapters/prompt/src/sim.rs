@@ -487,8 +487,8 @@ fn patch(store: &mut Store, n: u64, body: &[u8]) -> Response {
         return scim_error(StatusCode::NOT_FOUND, None, "User not found");
     };
     let mut doc = serde_json::to_value(&current.scim).unwrap_or_else(|_| json!({}));
-    if let Err(detail) = apply_patch(&mut doc, &ops) {
-        return scim_error(StatusCode::BAD_REQUEST, Some("invalidPath"), &detail);
+    if let Err(e) = apply_patch(&mut doc, &ops) {
+        return scim_error(StatusCode::BAD_REQUEST, Some(e.scim_type), &e.detail);
     }
     match parse_doc(store, doc) {
         Ok(user) => store_update(store, n, user),
