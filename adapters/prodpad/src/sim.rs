@@ -591,18 +591,24 @@ async fn scim_replace(
     };
     let base = scim_base(&sim);
     let mut store = sim.store();
-    if store.user_name_taken(&fields.user_name, Some(&id)) || store.email_taken(&fields.email, Some(&id)) {
+    write_fields(&mut store, &id, fields, &base)
+}
+
+/// Writes `fields` over user `id` (a PUT, or the result of a PATCH): unique userName and email, then the
+/// role's seat.
+fn write_fields(store: &mut Store, id: &str, fields: ScimFields, base: &str) -> Response {
+    if store.user_name_taken(&fields.user_name, Some(id)) || store.email_taken(&fields.email, Some(id)) {
         return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "a user with this userName or email exists");
     }
     let current = id.parse::<u64>().ok().and_then(|n| store.users.get(&n));
-    let role = match scim_role(&store, current, fields.role) {
+    let role = match scim_role(store, current, fields.role) {
         Ok(r) => r,
         Err(r) => return *r,
     };
-    match store.by_id(&id) {
+    match store.by_id(id) {
         Some(u) => {
             apply_fields(u, fields, role);
-            scim_json(StatusCode::OK, scim_view(u, &base))
+            scim_json(StatusCode::OK, scim_view(u, base))
         }
         None => scim_error(StatusCode::NOT_FOUND, None, "user not found"),
     }
@@ -667,21 +673,7 @@ async fn scim_patch(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): P
         Ok(f) => f,
         Err(r) => return *r,
     };
-    if store.user_name_taken(&fields.user_name, Some(&id)) || store.email_taken(&fields.email, Some(&id)) {
-        return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "a user with this userName or email exists");
-    }
-    let current = id.parse::<u64>().ok().and_then(|n| store.users.get(&n));
-    let role = match scim_role(&store, current, fields.role) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
-    match store.by_id(&id) {
-        Some(u) => {
-            apply_fields(u, fields, role);
-            scim_json(StatusCode::OK, scim_view(u, &base))
-        }
-        None => scim_error(StatusCode::NOT_FOUND, None, "user not found"),
-    }
+    write_fields(&mut store, &id, fields, &base)
 }
 
 async fn scim_delete(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
