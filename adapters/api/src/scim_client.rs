@@ -2,7 +2,9 @@
 //! ProdPad's scim mode). A vendor declares its `ScimRules` (base URL, credential, the attributes it
 //! accepts, PATCH strategy, delete mode, page size, an error hook); this module builds the requests, sends
 //! them through `Outbound`, parses replies without panicking, and maps vendor statuses to `Error` in one
-//! function (`map_status`). The credential only ever goes into the `Authorization` header value.
+//! function (`map_status`). The credential only ever goes into the `Authorization` header value. The
+//! SCIM itself (attribute paths, projection, the merging PUT's merge, the PATCH diff, filters) is the
+//! `scim` crate's, shared with the gateway and the simulators.
 
 use std::fmt;
 use std::sync::Arc;
