@@ -28,8 +28,8 @@ use adapter_api::scim;
 use scim::patch::{PatchOp, PATCH_OP_SCHEMA};
 use scim::schema::{ResourceKind, USER_SCHEMA};
 use simkit::{
-    admin_not_found, bearer, list_response, page_params, parse_user_name_filter, patch_ops, scim_error, scim_json,
-    spawn_sim, AdminEdit, DemoSim, SimFaults, SimKit, SimServer, Simulator,
+    admin_not_found, bearer, filter_matches, list_response, page_params, parse_user_name_filter, patch_ops, scim_error,
+    scim_json, spawn_sim, AdminEdit, DemoSim, SimFaults, SimKit, SimServer, Simulator,
 };
 
 use crate::model::Role;
@@ -439,13 +439,15 @@ async fn scim_list(
     let (start, count) = page_params(&q, 100, 100);
     let base = scim_base(&sim);
     let store = sim.store();
-    let matching: Vec<&SimUser> = store
+    let matching: Vec<Value> = store
         .users
         .values()
-        .filter(|u| wanted.as_deref().is_none_or(|w| u.user_name.eq_ignore_ascii_case(w)))
+        .map(|u| scim_view(u, &base))
+        .filter(|doc| wanted.as_ref().is_none_or(|f| filter_matches(f, doc)))
         .collect();
-    let page: Vec<Value> = matching.iter().skip(start - 1).take(count).map(|u| scim_view(u, &base)).collect();
-    list_response(page, matching.len(), start)
+    let total = matching.len();
+    let page: Vec<Value> = matching.into_iter().skip(start - 1).take(count).collect();
+    list_response(page, total, start)
 }
 
 /// The SCIM attributes the face keeps, read from a full resource.

@@ -354,14 +354,7 @@ fn list(store: &Store, query: &BTreeMap<String, String>) -> Response {
     let attributes: &[&str] = if store.flags.email_filter { &["userName", "emails.value"] } else { &["userName"] };
     let matches: Vec<&SimUser> = match filter {
         Some(f) => match simkit::parse_eq_filter(f, attributes) {
-            Ok(("userName", name)) => {
-                store.users.values().filter(|u| u.scim.user_name.eq_ignore_ascii_case(&name)).collect()
-            }
-            Ok((_, email)) => store
-                .users
-                .values()
-                .filter(|u| u.scim.emails.iter().any(|e| e.value.eq_ignore_ascii_case(&email)))
-                .collect(),
+            Ok(f) => store.users.values().filter(|u| simkit::filter_matches(&f, &u.scim.to_resource())).collect(),
             Err(detail) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidFilter"), &detail),
         },
         None => store.users.values().collect(),

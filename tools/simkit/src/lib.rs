@@ -475,29 +475,35 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Parses the only filter the simulators accept by default, `userName eq "value"` (attribute and operator
-/// case-insensitive, `\"` and `\\` escapes). `Err` carries a detail for a 400 `invalidFilter`.
-pub fn parse_user_name_filter(filter: &str) -> Result<String, String> {
-    parse_eq_filter(filter, &["userName"]).map(|(_, value)| value)
+/// case-insensitive). `Err` carries a detail for a 400 `invalidFilter`.
+pub fn parse_user_name_filter(filter: &str) -> Result<Filter, String> {
+    parse_eq_filter(filter, &["userName"])
 }
 
 /// Parses `ATTR eq "value"` where ATTR is one of `attributes` (case-insensitive), with the protocol
-/// crate's filter parser; any other filter is refused, as by a vendor that documents only these. Returns
-/// which attribute (as listed) and the value.
-pub fn parse_eq_filter<'a>(filter: &str, attributes: &[&'a str]) -> Result<(&'a str, String), String> {
+/// crate's filter parser; any other filter is refused, as by a vendor that documents only these. Match
+/// users with `filter_matches`.
+pub fn parse_eq_filter(filter: &str, attributes: &[&str]) -> Result<Filter, String> {
     let f = filter.trim();
     let unsupported = || format!("unsupported filter '{f}': only {} eq \"value\" is supported", attributes.join(" / "));
-    let Ok(Filter::Compare { path, op: CompareOp::Eq, value: Value::String(value) }) = scim::filter::parse(f) else {
+    let parsed = scim::filter::parse(f).map_err(|_| unsupported())?;
+    let Filter::Compare { path, op: CompareOp::Eq, value: Value::String(_) } = &parsed else {
         return Err(unsupported());
     };
-    if path.urn.is_some() {
-        return Err(unsupported());
-    }
     let written = match &path.sub {
         Some(sub) => format!("{}.{sub}", path.attr),
         None => path.attr.clone(),
     };
-    let attr = attributes.iter().find(|a| a.eq_ignore_ascii_case(&written)).ok_or_else(unsupported)?;
-    Ok((attr, value))
+    if path.urn.is_some() || !attributes.iter().any(|a| a.eq_ignore_ascii_case(&written)) {
+        return Err(unsupported());
+    }
+    Ok(parsed)
+}
+
+/// Whether a user in SCIM shape matches `filter`, by the protocol crate's rules (userName and emails
+/// compared case-insensitively).
+pub fn filter_matches(filter: &Filter, user: &Value) -> bool {
+    scim::filter::matches(ResourceKind::User, filter, user)
 }
 
 /// `startIndex`/`count` of a list request: 1-based start (at least 1), count capped at `max`.
@@ -786,15 +792,17 @@ mod tests {
     }
 
     #[test]
-    fn user_name_filter_parses_only_eq_with_escapes() {
+    fn user_name_filter_parses_only_eq_and_matches_case_insensitively() {
         let ok = [
-            (r#"userName eq "a@b.c""#, "a@b.c"),
+            (r#"userName eq "a@b.c""#, "A@b.C"),
             (r#"USERNAME EQ "x\"y""#, "x\"y"),
             (r#"userName eq "back\\slash""#, "back\\slash"),
             (r#"userName  eq  """#, ""),
         ];
-        for (f, v) in ok {
-            assert_eq!(parse_user_name_filter(f).as_deref(), Ok(v), "{f}");
+        for (f, user_name) in ok {
+            let filter = parse_user_name_filter(f).unwrap();
+            assert!(filter_matches(&filter, &json!({"userName": user_name})), "{f}");
+            assert!(!filter_matches(&filter, &json!({"userName": format!("{user_name}z")})), "{f}");
         }
         let refused = [
             r#"email eq "x""#,
@@ -806,11 +814,13 @@ mod tests {
             r#"userName eq "unterminated"#,
         ];
         for bad in refused {
-            assert!(parse_user_name_filter(bad).is_err(), "{bad}");
+            assert!(parse_user_name_filter(bad).unwrap_err().contains("only userName eq"), "{bad}");
         }
         let attrs = ["userName", "emails.value"];
-        assert_eq!(parse_eq_filter(r#"Emails.Value eq "A@x""#, &attrs), Ok(("emails.value", "A@x".to_string())));
-        assert_eq!(parse_eq_filter(r#"username eq "b""#, &attrs), Ok(("userName", "b".to_string())));
+        let by_email = parse_eq_filter(r#"Emails.Value eq "A@x""#, &attrs).unwrap();
+        assert!(filter_matches(&by_email, &json!({"userName": "u", "emails": [{"value": "b@x"}, {"value": "a@X"}]})));
+        assert!(!filter_matches(&by_email, &json!({"userName": "a@x"})));
+        assert!(parse_eq_filter(r#"username eq "b""#, &attrs).is_ok());
         assert!(parse_eq_filter(r#"emails eq "a""#, &attrs).unwrap_err().contains("userName / emails.value"));
     }
 
