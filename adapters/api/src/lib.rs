@@ -13,6 +13,9 @@ pub mod scim_client;
 pub mod secret;
 pub mod vendor;
 
+/// The SCIM protocol crate, for vendor crates (which depend only on this one).
+pub use scim;
+
 pub use adapter::{check_vendor_id, Adapter, Capabilities, Note, NoteLevel, ProbeReport, VendorUser};
 pub use error::{Error, ErrorKind, Origin, Result};
 pub use model::{Enterprise, Group, Manager, Member, MultiValue, Name, User};

@@ -5,8 +5,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub const ENTERPRISE_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-
 /// The `type` of a role entry the gateway set from `group_roles`: its value is already the vendor's role
 /// name, so an adapter takes it as it is instead of reading it as an Entra app-role value (`role_map`).
 pub const VENDOR_ROLE_TYPE: &str = "scim-bridge:vendor-role";
@@ -118,6 +116,7 @@ pub struct User {
     pub phone_numbers: Vec<MultiValue>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<MultiValue>,
+    // `scim::schema::ENTERPRISE_USER_SCHEMA` (serde takes only a literal here).
     #[serde(rename = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enterprise: Option<Enterprise>,
@@ -318,6 +317,7 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scim::schema::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
     use serde_json::json;
 
     #[test]
@@ -345,13 +345,13 @@ mod tests {
     #[test]
     fn entra_create_body_round_trips_without_loss() {
         let doc = json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE_URN],
+            "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
             "externalId": "ext-1", "userName": "Test_User_1", "active": true,
             "emails": [{"primary": true, "type": "work", "value": "a@example.com"}],
             "meta": {"resourceType": "User"},
             "name": {"formatted": "g f", "familyName": "f", "givenName": "g"},
             "addresses": [{"type": "work", "postalCode": "1234"}],
-            ENTERPRISE_URN: {"department": "Sales", "manager": {"value": "m-1"}, "customThing": "x"},
+            ENTERPRISE_USER_SCHEMA: {"department": "Sales", "manager": {"value": "m-1"}, "customThing": "x"},
             "urn:example:custom:2.0:User": {"badge": "42"}
         });
         let user = User::from_scim(&doc).unwrap();

@@ -24,15 +24,15 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use adapter_api::scim;
+use scim::patch::{PatchOp, PATCH_OP_SCHEMA};
+use scim::schema::{ResourceKind, USER_SCHEMA};
 use simkit::{
-    admin_not_found, bearer, list_response, page_params, parse_user_name_filter, scim_error, scim_json, spawn_sim,
-    AdminEdit, DemoSim, SimFaults, SimKit, SimServer, Simulator,
+    admin_not_found, bearer, filter_matches, list_response, page_params, parse_user_name_filter, patch_ops, scim_error,
+    scim_json, spawn_sim, AdminEdit, DemoSim, SimFaults, SimKit, SimServer, Simulator,
 };
 
 use crate::model::Role;
-
-const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-const SCIM_PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// How to start a simulator.
 #[derive(Clone, Debug)]
@@ -233,7 +233,7 @@ fn scim_view(u: &SimUser, base: &str) -> Value {
         name.insert("familyName".into(), json!(f));
     }
     let mut doc = json!({
-        "schemas": [SCIM_USER], "id": u.id, "userName": u.user_name, "active": u.active,
+        "schemas": [USER_SCHEMA], "id": u.id, "userName": u.user_name, "active": u.active,
         "displayName": u.display_name,
         "emails": [{"value": u.email, "type": "work", "primary": true}],
         "meta": {"resourceType": "User", "location": format!("{base}/Users/{}", u.id)},
@@ -439,13 +439,15 @@ async fn scim_list(
     let (start, count) = page_params(&q, 100, 100);
     let base = scim_base(&sim);
     let store = sim.store();
-    let matching: Vec<&SimUser> = store
+    let matching: Vec<Value> = store
         .users
         .values()
-        .filter(|u| wanted.as_deref().is_none_or(|w| u.user_name.eq_ignore_ascii_case(w)))
+        .map(|u| scim_view(u, &base))
+        .filter(|doc| wanted.as_ref().is_none_or(|f| filter_matches(f, doc)))
         .collect();
-    let page: Vec<Value> = matching.iter().skip(start - 1).take(count).map(|u| scim_view(u, &base)).collect();
-    list_response(page, matching.len(), start)
+    let total = matching.len();
+    let page: Vec<Value> = matching.into_iter().skip(start - 1).take(count).collect();
+    list_response(page, total, start)
 }
 
 /// The SCIM attributes the face keeps, read from a full resource.
@@ -591,81 +593,50 @@ async fn scim_replace(
     };
     let base = scim_base(&sim);
     let mut store = sim.store();
-    if store.user_name_taken(&fields.user_name, Some(&id)) || store.email_taken(&fields.email, Some(&id)) {
+    write_fields(&mut store, &id, fields, &base)
+}
+
+/// Writes `fields` over user `id` (a PUT, or the result of a PATCH): unique userName and email, then the
+/// role's seat.
+fn write_fields(store: &mut Store, id: &str, fields: ScimFields, base: &str) -> Response {
+    if store.user_name_taken(&fields.user_name, Some(id)) || store.email_taken(&fields.email, Some(id)) {
         return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "a user with this userName or email exists");
     }
     let current = id.parse::<u64>().ok().and_then(|n| store.users.get(&n));
-    let role = match scim_role(&store, current, fields.role) {
+    let role = match scim_role(store, current, fields.role) {
         Ok(r) => r,
         Err(r) => return *r,
     };
-    match store.by_id(&id) {
+    match store.by_id(id) {
         Some(u) => {
             apply_fields(u, fields, role);
-            scim_json(StatusCode::OK, scim_view(u, &base))
+            scim_json(StatusCode::OK, scim_view(u, base))
         }
         None => scim_error(StatusCode::NOT_FOUND, None, "user not found"),
     }
 }
 
-/// Applies one PATCH operation to the resource document.
-fn patch_op(doc: &mut Value, op: &Value) -> Result<(), String> {
-    let kind = op.get("op").and_then(Value::as_str).ok_or("operation without op")?.to_ascii_lowercase();
-    let path = op.get("path").and_then(Value::as_str);
-    let value = op.get("value").cloned();
-    let set = |doc: &mut Value, path: &str, value: Option<Value>| -> Result<(), String> {
-        let obj = doc.as_object_mut().ok_or("resource is not an object")?;
-        match path {
-            "userName" | "active" | "externalId" | "displayName" => {
-                match value {
-                    Some(v) => obj.insert(path.to_string(), v),
-                    None => obj.remove(path),
-                };
-            }
-            "name.givenName" | "name.familyName" => {
-                let key = &path[5..];
-                let name = obj.entry("name").or_insert_with(|| json!({}));
-                match (name.as_object_mut(), value) {
-                    (Some(n), Some(v)) => {
-                        n.insert(key.to_string(), v);
-                    }
-                    (Some(n), None) => {
-                        n.remove(key);
-                    }
-                    (None, _) => return Err("name is not an object".into()),
-                }
-            }
-            "emails" | "roles" => {
-                obj.insert(path.to_string(), value.unwrap_or(json!([])));
-            }
-            p if p.eq_ignore_ascii_case("emails[type eq \"work\"].value") => {
-                let v = value.ok_or("email value missing")?;
-                obj.insert("emails".into(), json!([{"value": v, "type": "work", "primary": true}]));
-            }
-            other => return Err(format!("unsupported path `{other}`")),
-        }
-        Ok(())
+/// The paths the SCIM face takes in a PATCH; any other is refused `invalidPath`.
+const PATCH_PATHS: [&str; 8] =
+    ["userName", "active", "externalId", "displayName", "name.givenName", "name.familyName", "emails", "roles"];
+const PATCH_WORK_EMAIL: &str = "emails[type eq \"work\"].value";
+
+/// The first path `op` writes that the face does not take (a path-less value by its keys, `name` by
+/// sub-attribute).
+fn unsupported_path(op: &PatchOp) -> Option<String> {
+    let written: Vec<String> = match (&op.path, &op.value) {
+        (Some(path), _) => vec![path.clone()],
+        (None, Some(Value::Object(members))) => members
+            .iter()
+            .flat_map(|(k, v)| match (k.as_str(), v.as_object()) {
+                ("name", Some(name)) => name.keys().map(|sub| format!("name.{sub}")).collect(),
+                ("name", None) => Vec::new(),
+                _ => vec![k.clone()],
+            })
+            .collect(),
+        (None, _) => Vec::new(),
     };
-    match (kind.as_str(), path) {
-        ("add" | "replace", Some(p)) => set(doc, p, Some(value.ok_or("operation without value")?)),
-        ("add" | "replace", None) => {
-            let Some(Value::Object(map)) = value else {
-                return Err("operation without an object value".into());
-            };
-            for (k, v) in map {
-                if k == "name" {
-                    for (nk, nv) in v.as_object().cloned().unwrap_or_default() {
-                        set(doc, &format!("name.{nk}"), Some(nv))?;
-                    }
-                } else {
-                    set(doc, &k, Some(v))?;
-                }
-            }
-            Ok(())
-        }
-        ("remove", Some(p)) => set(doc, p, None),
-        _ => Err(format!("unsupported operation `{kind}`")),
-    }
+    written.into_iter().find(|p| !PATCH_PATHS.contains(&p.as_str()) && !p.eq_ignore_ascii_case(PATCH_WORK_EMAIL))
 }
 
 async fn scim_patch(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
@@ -679,40 +650,32 @@ async fn scim_patch(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): P
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let schemas_ok = req.get("schemas").and_then(Value::as_array).is_some_and(|s| s.iter().any(|x| x == SCIM_PATCH));
-    let Some(ops) = req.get("Operations").and_then(Value::as_array).filter(|_| schemas_ok) else {
+    // Unlike the gateway, the face insists on the PatchOp schema.
+    let schemas_ok =
+        req.get("schemas").and_then(Value::as_array).is_some_and(|s| s.iter().any(|x| x == PATCH_OP_SCHEMA));
+    if !schemas_ok {
         return scim_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), "not a PatchOp request");
+    }
+    let ops = match patch_ops(&req) {
+        Ok(ops) => ops,
+        Err(e) => return scim_error(StatusCode::BAD_REQUEST, Some(e.scim_type), &e.detail),
     };
     let base = scim_base(&sim);
     let mut store = sim.store();
-    let Some(current) = store.by_id(&id).map(|u| scim_view(u, &base)) else {
+    let Some(mut doc) = store.by_id(&id).map(|u| scim_view(u, &base)) else {
         return scim_error(StatusCode::NOT_FOUND, None, "user not found");
     };
-    let mut doc = current;
-    for op in ops {
-        if let Err(e) = patch_op(&mut doc, op) {
-            return scim_error(StatusCode::BAD_REQUEST, Some("invalidPath"), &e);
-        }
+    if let Some(path) = ops.iter().find_map(unsupported_path) {
+        return scim_error(StatusCode::BAD_REQUEST, Some("invalidPath"), &format!("unsupported path `{path}`"));
+    }
+    if let Err(e) = scim::patch::apply(ResourceKind::User, &mut doc, &ops) {
+        return scim_error(StatusCode::BAD_REQUEST, Some(e.scim_type), &e.detail);
     }
     let fields = match scim_fields(&doc) {
         Ok(f) => f,
         Err(r) => return *r,
     };
-    if store.user_name_taken(&fields.user_name, Some(&id)) || store.email_taken(&fields.email, Some(&id)) {
-        return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "a user with this userName or email exists");
-    }
-    let current = id.parse::<u64>().ok().and_then(|n| store.users.get(&n));
-    let role = match scim_role(&store, current, fields.role) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
-    match store.by_id(&id) {
-        Some(u) => {
-            apply_fields(u, fields, role);
-            scim_json(StatusCode::OK, scim_view(u, &base))
-        }
-        None => scim_error(StatusCode::NOT_FOUND, None, "user not found"),
-    }
+    write_fields(&mut store, &id, fields, &base)
 }
 
 async fn scim_delete(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> Response {

@@ -126,3 +126,42 @@ async fn patch_off_and_a_blocked_key() {
     assert_eq!(sim.counters().requests, 1, "403 is not retried");
     assert!(!merging.probe().await.unwrap().credential_accepted);
 }
+
+/// The SCIM face's PATCH runs on the protocol crate's engine but keeps ProdPad's refusals: the PatchOp
+/// schema is required, only the face's paths are taken, and booleans must be JSON booleans.
+#[tokio::test]
+async fn the_scim_face_patch_keeps_its_refusals() {
+    let sim = scim_sim().await;
+    let id = sim.seed("lee@x.io", "Lee", adapter_prodpad::model::Role::Reviewer);
+    let url = format!("{}/Users/{id}", sim.scim_base().unwrap());
+    let http = reqwest::Client::new();
+    let patch = |body: serde_json::Value| http.patch(&url).bearer_auth(KEY).json(&body).send();
+    let schema = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+    let refused = [
+        (json!({"Operations": [{"op": "replace", "path": "active", "value": false}]}), "invalidSyntax"),
+        (
+            json!({"schemas": [schema], "Operations": [{"op": "replace", "path": "timezone", "value": "UTC"}]}),
+            "invalidPath",
+        ),
+        (json!({"schemas": [schema], "Operations": [{"op": "replace", "value": {"title": "PM"}}]}), "invalidPath"),
+        (
+            json!({"schemas": [schema], "Operations": [{"op": "replace", "path": "active", "value": "False"}]}),
+            "invalidValue",
+        ),
+    ];
+    for (body, scim_type) in refused {
+        let r = patch(body.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["scimType"], scim_type, "{body}");
+    }
+    assert!(sim.user_by_user_name("lee@x.io").unwrap().active, "a refused PATCH changes nothing");
+
+    let ops = json!([
+        {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "lee@y.io"},
+        {"op": "replace", "value": {"active": false, "name": {"givenName": "Lee"}}}
+    ]);
+    let r = patch(json!({"schemas": [schema], "Operations": ops})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let held = sim.user_by_user_name("lee@x.io").unwrap();
+    assert_eq!((held.email.as_str(), held.active, held.given_name.as_deref()), ("lee@y.io", false, Some("Lee")));
+}

@@ -2,10 +2,9 @@
 //! `userName`, `name`, `emails`, `active`, `roles` (`display`/`value` = a Process Manager role name),
 //! optional `timezone` and `externalId`. Unknown attributes are ignored when read.
 
+use adapter_api::scim::schema::USER_SCHEMA;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-pub const CORE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,7 +69,7 @@ impl PromappUser {
     pub fn to_resource(&self) -> Value {
         let mut doc = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Some(obj) = doc.as_object_mut() {
-            obj.insert("schemas".into(), serde_json::json!([CORE_USER_SCHEMA]));
+            obj.insert("schemas".into(), serde_json::json!([USER_SCHEMA]));
             obj.insert("meta".into(), serde_json::json!({"resourceType": "User"}));
         }
         doc

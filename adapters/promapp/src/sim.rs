@@ -287,7 +287,7 @@ fn list(store: &Store, query: &BTreeMap<String, String>) -> Response {
     let filter = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("filter")).map(|(_, v)| v);
     let matches: Vec<&PromappUser> = match filter {
         Some(f) => match simkit::parse_user_name_filter(f) {
-            Ok(name) => store.users.values().filter(|u| u.user_name.eq_ignore_ascii_case(&name)).collect(),
+            Ok(f) => store.users.values().filter(|u| simkit::filter_matches(&f, &u.to_resource())).collect(),
             Err(detail) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidFilter"), &detail),
         },
         None => store.users.values().collect(),
@@ -386,8 +386,8 @@ fn patch(store: &mut Store, id: u64, body: &[u8]) -> Response {
         Err(e) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), &e.to_string()),
     };
     let mut doc = serde_json::to_value(current).unwrap_or(Value::Null);
-    if let Err(detail) = apply_patch(&mut doc, &ops) {
-        return scim_error(StatusCode::BAD_REQUEST, Some("invalidPath"), &detail);
+    if let Err(e) = apply_patch(&mut doc, &ops) {
+        return scim_error(StatusCode::BAD_REQUEST, Some(e.scim_type), &e.detail);
     }
     let user = match serde_json::from_value::<PromappUser>(doc) {
         Ok(u) => u,

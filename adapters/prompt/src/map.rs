@@ -2,7 +2,7 @@
 //! those Entra attribute paths go into the assumed PROMPT extension; everything else is left to the shared
 //! SCIM client, which strips attributes PROMPT does not accept.
 
-use adapter_api::scim_client::attribute;
+use adapter_api::scim::document::attribute;
 use adapter_api::User;
 use serde_json::{Map, Value};
 

@@ -3,10 +3,10 @@
 //! adapter is configured to choose them per user. Department and section otherwise come from the
 //! organisation's settings, server-side.
 
+use adapter_api::scim::schema::USER_SCHEMA;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub const CORE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 /// ASSUMPTION (not documented by PROMPT): an extension through which department and section can be set
 /// per user. Sent only when `department_from`/`section_from` are configured.
 pub const PROMPT_EXT: &str = "urn:ietf:params:scim:schemas:extension:prompt:2.0:User";
@@ -59,6 +59,7 @@ pub struct PromptUser {
     pub name: Option<PromptName>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emails: Vec<PromptEmail>,
+    // `PROMPT_EXT` (serde takes only a literal here).
     #[serde(rename = "urn:ietf:params:scim:schemas:extension:prompt:2.0:User", default)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
@@ -73,7 +74,7 @@ impl PromptUser {
         let mut doc = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Some(obj) = doc.as_object_mut() {
             obj.remove(PROMPT_EXT);
-            obj.insert("schemas".into(), serde_json::json!([CORE_USER_SCHEMA]));
+            obj.insert("schemas".into(), serde_json::json!([USER_SCHEMA]));
             obj.insert("meta".into(), serde_json::json!({"resourceType": "User"}));
         }
         doc

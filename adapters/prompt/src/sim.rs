@@ -354,14 +354,7 @@ fn list(store: &Store, query: &BTreeMap<String, String>) -> Response {
     let attributes: &[&str] = if store.flags.email_filter { &["userName", "emails.value"] } else { &["userName"] };
     let matches: Vec<&SimUser> = match filter {
         Some(f) => match simkit::parse_eq_filter(f, attributes) {
-            Ok(("userName", name)) => {
-                store.users.values().filter(|u| u.scim.user_name.eq_ignore_ascii_case(&name)).collect()
-            }
-            Ok((_, email)) => store
-                .users
-                .values()
-                .filter(|u| u.scim.emails.iter().any(|e| e.value.eq_ignore_ascii_case(&email)))
-                .collect(),
+            Ok(f) => store.users.values().filter(|u| simkit::filter_matches(&f, &u.scim.to_resource())).collect(),
             Err(detail) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidFilter"), &detail),
         },
         None => store.users.values().collect(),
@@ -487,8 +480,8 @@ fn patch(store: &mut Store, n: u64, body: &[u8]) -> Response {
         return scim_error(StatusCode::NOT_FOUND, None, "User not found");
     };
     let mut doc = serde_json::to_value(&current.scim).unwrap_or_else(|_| json!({}));
-    if let Err(detail) = apply_patch(&mut doc, &ops) {
-        return scim_error(StatusCode::BAD_REQUEST, Some("invalidPath"), &detail);
+    if let Err(e) = apply_patch(&mut doc, &ops) {
+        return scim_error(StatusCode::BAD_REQUEST, Some(e.scim_type), &e.detail);
     }
     match parse_doc(store, doc) {
         Ok(user) => store_update(store, n, user),

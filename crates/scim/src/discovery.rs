@@ -6,6 +6,8 @@ use serde_json::{json, Value};
 use super::schema::{self, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 use super::MAX_RESULTS;
 
+pub const RESOURCE_TYPE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+
 /// The app's ServiceProviderConfig. PATCH is advertised only where the vendor can update users (not
 /// ProdPad's REST mode). RFC 7643 gives this document no place to list resource types: an app without
 /// groups says so through `/ResourceTypes` and `/Schemas`, which leave `Group` out.
@@ -31,7 +33,7 @@ pub fn service_provider_config(base: &str, patch: bool) -> Value {
 
 fn user_type(base: &str) -> Value {
     json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+        "schemas": [RESOURCE_TYPE_SCHEMA],
         "id": "User", "name": "User", "endpoint": "/Users", "description": "User Account",
         "schema": USER_SCHEMA,
         "schemaExtensions": [{"schema": ENTERPRISE_USER_SCHEMA, "required": false}],
@@ -41,7 +43,7 @@ fn user_type(base: &str) -> Value {
 
 fn group_type(base: &str) -> Value {
     json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+        "schemas": [RESOURCE_TYPE_SCHEMA],
         "id": "Group", "name": "Group", "endpoint": "/Groups", "description": "Group",
         "schema": GROUP_SCHEMA, "schemaExtensions": [],
         "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group")}

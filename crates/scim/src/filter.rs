@@ -447,6 +447,19 @@ pub fn parse(input: &str) -> Result<Filter, FilterError> {
     Ok(filter)
 }
 
+/// `ATTR eq "value"` with `"` and `\\` escaped in the value: the one filter a client of a vendor's SCIM
+/// service writes (lookups by userName or email), and what `parse` reads back.
+pub fn eq_filter(attribute: &str, value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    format!("{attribute} eq \"{escaped}\"")
+}
+
 /// Parses a PATCH operation `path`. Errors here are `invalidPath` for the PATCH layer.
 pub fn parse_path(input: &str) -> Result<PatchPath, FilterError> {
     let mut parser = Parser::new(tokenize(input)?);
@@ -1224,6 +1237,18 @@ mod tests {
             let glued = tokens.concat();
             let _ = parse(&glued);
             let _ = parse_path(&glued);
+        }
+    }
+
+    #[test]
+    fn eq_filters_escape_and_parse_back() {
+        assert_eq!(eq_filter("userName", r#"a"b\c"#), r#"userName eq "a\"b\\c""#);
+        for value in ["plain@x.com", r#"a"b\c"#, "", "with space"] {
+            let parsed = parse(&eq_filter("emails.value", value)).unwrap();
+            let Filter::Compare { path, op: CompareOp::Eq, value: Value::String(read) } = parsed else {
+                panic!("{value}: not one comparison");
+            };
+            assert_eq!((path.attr.as_str(), path.sub.as_deref(), read.as_str()), ("emails", Some("value"), value));
         }
     }
 }

@@ -1,7 +1,10 @@
 //! The SCIM 2.0 protocol layer (RFC 7643/7644): schemas, filters, PATCH, list responses, discovery
-//! documents and errors. Pure functions over JSON; it knows nothing of vendors or storage.
+//! documents, errors, and the managed part of a user document (`document`: projection, merge, diff).
+//! Pure functions over JSON; it knows nothing of vendors or storage. The gateway serves with it, the
+//! vendor-side SCIM client and the simulators speak it.
 
 pub mod discovery;
+pub mod document;
 pub mod error;
 pub mod filter;
 pub mod patch;

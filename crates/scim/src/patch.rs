@@ -32,6 +32,38 @@ pub struct PatchOp {
     pub value: Option<Value>,
 }
 
+impl PatchOp {
+    pub fn replace(path: impl Into<String>, value: Value) -> PatchOp {
+        PatchOp { op: OpKind::Replace, path: Some(path.into()), value: Some(value) }
+    }
+
+    pub fn remove(path: impl Into<String>) -> PatchOp {
+        PatchOp { op: OpKind::Remove, path: Some(path.into()), value: None }
+    }
+
+    /// The operation as a client sends it: lowercase `op`, then `path` and `value` when present.
+    pub fn to_json(&self) -> Value {
+        let mut op = Map::new();
+        op.insert("op".into(), Value::String(self.op.as_str().into()));
+        if let Some(path) = &self.path {
+            op.insert("path".into(), Value::String(path.clone()));
+        }
+        if let Some(value) = &self.value {
+            op.insert("value".into(), value.clone());
+        }
+        Value::Object(op)
+    }
+}
+
+/// A PatchOp request body carrying `ops`, which `parse_patch` reads back.
+pub fn request_body(ops: &[PatchOp]) -> Value {
+    let operations = ops.iter().map(PatchOp::to_json).collect();
+    let mut body = Map::new();
+    body.insert("schemas".into(), Value::Array(vec![Value::String(PATCH_OP_SCHEMA.into())]));
+    body.insert("Operations".into(), Value::Array(operations));
+    Value::Object(body)
+}
+
 /// Always answered as HTTP 400 with this `scim_type`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{detail}")]
@@ -1818,5 +1850,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_request_body_parses_back_to_its_operations() {
+        let ops = vec![PatchOp::replace("active", json!(false)), PatchOp::remove("name.familyName")];
+        let body = request_body(&ops);
+        assert_eq!(
+            body,
+            json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [
+                {"op": "replace", "path": "active", "value": false},
+                {"op": "remove", "path": "name.familyName"}
+            ]})
+        );
+        assert_eq!(parse_patch(&body).unwrap(), ops);
     }
 }

@@ -29,7 +29,8 @@ use simkit::{SimFaults, Simulator, Throttle};
 use tokio::task::JoinSet;
 
 use crate::demo::{self, Demo};
-use entra_sim::{self, Options, CORE_USER};
+use adapter_api::scim::schema::USER_SCHEMA as CORE_USER;
+use entra_sim::{self, Options};
 use scim_bridge::config::LimitsConfig;
 
 const TOKEN: &str = "bench-token";

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use adapter_api::scim::patch::PATCH_OP_SCHEMA;
+use adapter_api::scim::schema::{GROUP_SCHEMA, USER_SCHEMA};
 use serde_json::{json, Value};
 use simkit::{DemoSim, SimFaults, SimSpec, Simulator};
 
@@ -289,7 +291,7 @@ impl Demo {
                     .call(&client, "GET", &format!("{base}/Users?filter=userName+eq+%22{user_name}%22"), None)
                     .await?;
                 let body = json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "schemas": [USER_SCHEMA],
                     "userName": user_name, "externalId": name, "active": true,
                     "name": {"givenName": given, "familyName": family},
                     "emails": [{"type": "work", "primary": true, "value": user_name}],
@@ -301,8 +303,7 @@ impl Demo {
                     ids.push(id.to_string());
                 }
             }
-            let patch =
-                |ops: Value| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+            let patch = |ops: Value| json!({"schemas": [PATCH_OP_SCHEMA], "Operations": ops});
             if let Some(id) = ids.first() {
                 let r = self
                     .call(
@@ -335,7 +336,7 @@ impl Demo {
                 .filter(|roles| !roles.is_empty());
             if let (Some(roles), Some(id)) = (mapped, ids.first()) {
                 let (group, role) = roles[0];
-                let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": group});
+                let body = json!({"schemas": [GROUP_SCHEMA], "displayName": group});
                 let created = self.call(&client, "POST", &format!("{base}/Groups"), Some(body)).await?;
                 let gid = created.1.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
                 let add = patch(json!([{"op": "Add", "path": "members", "value": [{"value": id}]}]));

@@ -28,11 +28,13 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-pub const CORE_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-pub const CORE_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-pub const ADSCIM_GROUP: &str = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
-pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+// The URNs Entra sends, from the protocol crate. Bodies are built here, not with `scim::patch::PatchOp`:
+// they must carry Entra's own spelling (`Replace`, `"False"`).
+use scim::patch::PATCH_OP_SCHEMA as PATCH_OP;
+use scim::schema::{
+    ADSCIM_GROUP_SCHEMA as ADSCIM_GROUP, ENTERPRISE_USER_SCHEMA as ENTERPRISE_USER, GROUP_SCHEMA as CORE_GROUP,
+    USER_SCHEMA as CORE_USER,
+};
 
 /// Members per group `PATCH` (Entra batches membership changes; one PATCH may carry several).
 const MEMBERS_PER_PATCH: usize = 10;

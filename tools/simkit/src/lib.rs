@@ -1,8 +1,9 @@
 //! Shared machinery for vendor simulators: fault injection (`SimFaults`: throttling, 5xx, latency,
 //! timeouts, dropped connections, lost responses), request counters (`SimCounters`), the `/_sim/faults`
-//! and `/_sim/counters` admin routes, small SCIM helpers (error bodies, `userName eq` filters, paging,
-//! case-insensitive routing) and `spawn_sim`, which serves a router connection by connection so a fault
-//! can close the TCP connection without any HTTP response.
+//! and `/_sim/counters` admin routes, the SCIM a simulated vendor speaks (error bodies, list responses,
+//! `eq` filters and PATCH, all on the `scim` crate), vendor-lenient paging, case-insensitive routing, and
+//! `spawn_sim`, which serves a router connection by connection so a fault can close the TCP connection
+//! without any HTTP response.
 //!
 //! A vendor simulator is then only its store and its vendor rules: build an axum `Router`, wrap it with
 //! `SimKit::wrap`, and serve it with `spawn_sim`.
@@ -25,6 +26,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use scim::error::{ScimError, SCIM_CONTENT_TYPE};
+use scim::filter::{CompareOp, Filter};
+use scim::patch::{PatchError, PatchOp};
+use scim::schema::{AttrType, ResourceKind, USER_SCHEMA};
+use scim::ListQuery;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -443,38 +449,22 @@ async fn accept_loop(listener: TcpListener, router: Router, mut stop: watch::Rec
 
 // ---- SCIM helpers shared by the vendor simulators ----
 
-/// A SCIM error response (`urn:ietf:params:scim:api:messages:2.0:Error`).
-pub fn scim_error(status: StatusCode, scim_type: Option<&str>, detail: &str) -> Response {
-    let mut body = json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
-        "status": status.as_u16().to_string(),
-        "detail": detail,
-    });
-    if let (Some(t), Some(obj)) = (scim_type, body.as_object_mut()) {
-        obj.insert("scimType".into(), Value::String(t.into()));
-    }
-    scim_json(status, body)
+/// A SCIM error response with the protocol crate's body. The headers stay a vendor's: no `Retry-After`
+/// or gateway realm from `ScimError`'s own response (the throttle sets its `Retry-After` itself).
+pub fn scim_error(status: StatusCode, scim_type: Option<&'static str>, detail: &str) -> Response {
+    scim_json(status, ScimError::new(status, scim_type, detail).body())
 }
 
 /// A JSON response with `Content-Type: application/scim+json`.
 pub fn scim_json(status: StatusCode, body: Value) -> Response {
     let mut resp = (status, Json(body)).into_response();
-    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/scim+json"));
+    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
     resp
 }
 
-/// A SCIM ListResponse for one page.
+/// A SCIM ListResponse for one page of `total` results.
 pub fn list_response(page: Vec<Value>, total: usize, start_index: usize) -> Response {
-    scim_json(
-        StatusCode::OK,
-        json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-            "totalResults": total,
-            "itemsPerPage": page.len(),
-            "startIndex": start_index,
-            "Resources": page,
-        }),
-    )
+    scim_json(StatusCode::OK, scim::list_page_response(page, total, &ListQuery { start_index, ..ListQuery::default() }))
 }
 
 /// The bearer token of `Authorization: Bearer <token>`, if any.
@@ -485,38 +475,35 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Parses the only filter the simulators accept by default, `userName eq "value"` (attribute and operator
-/// case-insensitive, `\"` and `\\` escapes). `Err` carries a detail for a 400 `invalidFilter`.
-pub fn parse_user_name_filter(filter: &str) -> Result<String, String> {
-    parse_eq_filter(filter, &["userName"]).map(|(_, value)| value)
+/// case-insensitive). `Err` carries a detail for a 400 `invalidFilter`.
+pub fn parse_user_name_filter(filter: &str) -> Result<Filter, String> {
+    parse_eq_filter(filter, &["userName"])
 }
 
-/// Parses `ATTR eq "value"` where ATTR is one of `attributes` (case-insensitive). Returns which one (as
-/// listed) and the unescaped value.
-pub fn parse_eq_filter<'a>(filter: &str, attributes: &[&'a str]) -> Result<(&'a str, String), String> {
+/// Parses `ATTR eq "value"` where ATTR is one of `attributes` (case-insensitive), with the protocol
+/// crate's filter parser; any other filter is refused, as by a vendor that documents only these. Match
+/// users with `filter_matches`.
+pub fn parse_eq_filter(filter: &str, attributes: &[&str]) -> Result<Filter, String> {
     let f = filter.trim();
     let unsupported = || format!("unsupported filter '{f}': only {} eq \"value\" is supported", attributes.join(" / "));
-    let (attr, rest) = f.split_once(char::is_whitespace).ok_or_else(unsupported)?;
-    let (op, value) = rest.trim_start().split_once(char::is_whitespace).ok_or_else(unsupported)?;
-    let attr = attributes.iter().find(|a| a.eq_ignore_ascii_case(attr)).ok_or_else(unsupported)?;
-    if !op.eq_ignore_ascii_case("eq") {
+    let parsed = scim::filter::parse(f).map_err(|_| unsupported())?;
+    let Filter::Compare { path, op: CompareOp::Eq, value: Value::String(_) } = &parsed else {
+        return Err(unsupported());
+    };
+    let written = match &path.sub {
+        Some(sub) => format!("{}.{sub}", path.attr),
+        None => path.attr.clone(),
+    };
+    if path.urn.is_some() || !attributes.iter().any(|a| a.eq_ignore_ascii_case(&written)) {
         return Err(unsupported());
     }
-    let value = value.trim();
-    let inner = value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .filter(|_| value.len() >= 2)
-        .ok_or_else(unsupported)?;
-    let mut out = String::new();
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.push(chars.next().ok_or_else(unsupported)?),
-            '"' => return Err(unsupported()),
-            c => out.push(c),
-        }
-    }
-    Ok((attr, out))
+    Ok(parsed)
+}
+
+/// Whether a user in SCIM shape matches `filter`, by the protocol crate's rules (userName and emails
+/// compared case-insensitively).
+pub fn filter_matches(filter: &Filter, user: &Value) -> bool {
+    scim::filter::matches(ResourceKind::User, filter, user)
 }
 
 /// `startIndex`/`count` of a list request: 1-based start (at least 1), count capped at `max`.
@@ -557,81 +544,36 @@ pub fn scim_path(path: &str, base: &str) -> ScimPath {
     }
 }
 
-/// Applies a SCIM PATCH body (`Operations` with add/replace/remove, any case) to a user document.
-/// Paths: `attr`, `attr.sub`, `urn:...:User:attr`; value-filtered paths are refused. `Err` is a detail for
-/// a 400.
-pub fn apply_patch(doc: &mut Value, body: &Value) -> Result<(), String> {
-    let ops = body
-        .get("Operations")
-        .or_else(|| body.get("operations"))
-        .and_then(Value::as_array)
-        .ok_or("PATCH body has no Operations list")?;
-    let obj = doc.as_object_mut().ok_or("the stored user is not an object")?;
-    for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).ok_or("an operation has no op")?.to_ascii_lowercase();
-        let path = op.get("path").and_then(Value::as_str);
-        let value = op.get("value").cloned();
-        match (kind.as_str(), path) {
-            ("add" | "replace", None) => {
-                let Some(Value::Object(map)) = value else {
-                    return Err("an operation without a path needs an object value".into());
-                };
-                for (k, v) in map {
-                    match (obj.get_mut(&k), v) {
-                        (Some(Value::Object(old)), Value::Object(new)) => old.extend(new),
-                        (_, v) => {
-                            obj.insert(k, v);
-                        }
-                    }
-                }
+/// The operations of a SCIM PATCH body, read by the protocol crate. A simulated vendor takes JSON as
+/// typed: a boolean attribute given anything but a JSON boolean (Entra's `"False"`, which the gateway must
+/// turn into `false` before a vendor sees it) is refused `invalidValue`, where the crate's engine would
+/// coerce it.
+pub fn patch_ops(body: &Value) -> Result<Vec<PatchOp>, PatchError> {
+    let ops = scim::patch::parse_patch(body)?;
+    for op in &ops {
+        let written: Vec<(&str, &Value)> = match (&op.path, &op.value) {
+            (Some(path), Some(value)) => vec![(path.as_str(), value)],
+            (None, Some(Value::Object(members))) => members.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            _ => Vec::new(),
+        };
+        for (path, value) in written {
+            let boolean =
+                scim::schema::resolve(ResourceKind::User, path).is_some_and(|r| r.leaf().kind == AttrType::Boolean);
+            if boolean && !value.is_boolean() && !value.is_null() {
+                return Err(PatchError {
+                    scim_type: "invalidValue",
+                    detail: format!("{path} must be a JSON boolean, got {value}"),
+                });
             }
-            ("add" | "replace", Some(p)) => {
-                let v = value.ok_or_else(|| format!("{kind} of {p} has no value"))?;
-                let (top, sub) = split_patch_path(p)?;
-                match sub {
-                    None => {
-                        obj.insert(top.to_string(), v);
-                    }
-                    Some(sub) => {
-                        let slot = obj.entry(top.to_string()).or_insert_with(|| json!({}));
-                        let inner = slot.as_object_mut().ok_or_else(|| format!("{top} is not complex"))?;
-                        inner.insert(sub.to_string(), v);
-                    }
-                }
-            }
-            ("remove", Some(p)) => {
-                let (top, sub) = split_patch_path(p)?;
-                match sub {
-                    None => {
-                        obj.remove(top);
-                    }
-                    Some(sub) => {
-                        if let Some(inner) = obj.get_mut(top).and_then(Value::as_object_mut) {
-                            inner.remove(sub);
-                        }
-                    }
-                }
-            }
-            (other, _) => return Err(format!("unsupported PATCH operation '{other}'")),
         }
     }
-    Ok(())
+    Ok(ops)
 }
 
-fn split_patch_path(path: &str) -> Result<(&str, Option<&str>), String> {
-    if path.contains('[') {
-        return Err(format!("filtered PATCH paths are not supported: {path}"));
-    }
-    if path.starts_with("urn:") {
-        return Ok(match path.rsplit_once(':') {
-            Some((urn, attr)) if attr.chars().next().is_some_and(|c| c.is_ascii_lowercase()) => (urn, Some(attr)),
-            _ => (path, None),
-        });
-    }
-    Ok(match path.split_once('.') {
-        Some((top, sub)) => (top, Some(sub)),
-        None => (path, None),
-    })
+/// Applies a SCIM PATCH body (`patch_ops`) to a user document with the protocol crate's engine (RFC 7644
+/// §3.5.2, atomic). `Err` is the 400 to answer, with its `scimType`.
+pub fn apply_patch(doc: &mut Value, body: &Value) -> Result<(), PatchError> {
+    scim::patch::apply(ResourceKind::User, doc, &patch_ops(body)?)
 }
 
 /// What the gateway's `demo` and `simulate` commands need from any vendor simulator, whatever its vendor.
@@ -694,7 +636,7 @@ impl AdminEdit {
     pub fn scim_create_body(&self) -> Value {
         let user_name = self.user_name.clone().unwrap_or_default();
         let mut doc = json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "schemas": [USER_SCHEMA],
             "emails": [{"value": user_name, "type": "work", "primary": true}],
             "active": true,
         });
@@ -850,22 +792,35 @@ mod tests {
     }
 
     #[test]
-    fn user_name_filter_parses_only_eq_with_escapes() {
+    fn user_name_filter_parses_only_eq_and_matches_case_insensitively() {
         let ok = [
-            (r#"userName eq "a@b.c""#, "a@b.c"),
+            (r#"userName eq "a@b.c""#, "A@b.C"),
             (r#"USERNAME EQ "x\"y""#, "x\"y"),
             (r#"userName eq "back\\slash""#, "back\\slash"),
             (r#"userName  eq  """#, ""),
         ];
-        for (f, v) in ok {
-            assert_eq!(parse_user_name_filter(f).as_deref(), Ok(v), "{f}");
+        for (f, user_name) in ok {
+            let filter = parse_user_name_filter(f).unwrap();
+            assert!(filter_matches(&filter, &json!({"userName": user_name})), "{f}");
+            assert!(!filter_matches(&filter, &json!({"userName": format!("{user_name}z")})), "{f}");
         }
-        for bad in [r#"email eq "x""#, r#"userName co "x""#, "userName eq x", r#"userName eq "a" and active eq true"#] {
-            assert!(parse_user_name_filter(bad).is_err(), "{bad}");
+        let refused = [
+            r#"email eq "x""#,
+            r#"userName co "x""#,
+            "userName eq x",
+            r#"userName eq "a" and active eq true"#,
+            r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "a""#,
+            r#"emails[value eq "a"]"#,
+            r#"userName eq "unterminated"#,
+        ];
+        for bad in refused {
+            assert!(parse_user_name_filter(bad).unwrap_err().contains("only userName eq"), "{bad}");
         }
         let attrs = ["userName", "emails.value"];
-        assert_eq!(parse_eq_filter(r#"Emails.Value eq "A@x""#, &attrs), Ok(("emails.value", "A@x".to_string())));
-        assert_eq!(parse_eq_filter(r#"username eq "b""#, &attrs), Ok(("userName", "b".to_string())));
+        let by_email = parse_eq_filter(r#"Emails.Value eq "A@x""#, &attrs).unwrap();
+        assert!(filter_matches(&by_email, &json!({"userName": "u", "emails": [{"value": "b@x"}, {"value": "a@X"}]})));
+        assert!(!filter_matches(&by_email, &json!({"userName": "a@x"})));
+        assert!(parse_eq_filter(r#"username eq "b""#, &attrs).is_ok());
         assert!(parse_eq_filter(r#"emails eq "a""#, &attrs).unwrap_err().contains("userName / emails.value"));
     }
 
@@ -879,19 +834,31 @@ mod tests {
     }
 
     #[test]
-    fn patch_applies_replace_add_remove() {
-        let mut doc = json!({"userName": "a", "active": true, "name": {"givenName": "A", "familyName": "B"}});
+    fn patch_applies_replace_add_remove_with_the_protocol_engine() {
+        let mut doc = json!({"userName": "a", "active": true, "name": {"givenName": "A", "familyName": "B"},
+            "emails": [{"value": "a@x", "type": "work"}]});
         let body = json!({"Operations": [
             {"op": "Replace", "path": "active", "value": false},
             {"op": "replace", "path": "name.givenName", "value": "Z"},
             {"op": "remove", "path": "name.familyName"},
-            {"op": "add", "value": {"timezone": "UTC"}}
+            {"op": "add", "value": {"timezone": "UTC"}},
+            {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "z@x"}
         ]});
         apply_patch(&mut doc, &body).unwrap();
-        assert_eq!(doc, json!({"userName": "a", "active": false, "name": {"givenName": "Z"}, "timezone": "UTC"}));
-        let filtered =
-            json!({"Operations": [{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "x"}]});
-        assert!(apply_patch(&mut doc, &filtered).is_err());
+        assert_eq!(
+            doc,
+            json!({"userName": "a", "active": false, "name": {"givenName": "Z"}, "timezone": "UTC",
+                "emails": [{"value": "z@x", "type": "work"}]})
+        );
+        let unknown_op = json!({"Operations": [{"op": "move", "path": "active", "value": true}]});
+        assert_eq!(apply_patch(&mut doc, &unknown_op).unwrap_err().scim_type, "invalidSyntax");
+        let not_a_list = json!({"Operations": {"op": "remove", "path": "active"}});
+        assert_eq!(apply_patch(&mut doc, &not_a_list).unwrap_err().scim_type, "invalidSyntax");
+        let entra_string = json!({"Operations": [{"op": "replace", "path": "active", "value": "True"}]});
+        assert_eq!(apply_patch(&mut doc, &entra_string).unwrap_err().scim_type, "invalidValue");
+        let entra_string = json!({"Operations": [{"op": "replace", "value": {"active": "True"}}]});
+        assert_eq!(apply_patch(&mut doc, &entra_string).unwrap_err().scim_type, "invalidValue");
+        assert_eq!(doc["active"], false, "a refused PATCH changes nothing");
     }
 
     #[test]
