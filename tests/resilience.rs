@@ -247,7 +247,7 @@ async fn lifecycle_under_faults(vendor: &str, reconcile_meanwhile: bool) {
             .to_lowercase();
         held.entry(name).or_default().push(u);
     }
-    let hard_delete = vendor == "prodpad";
+    let hard_delete = s.running.gateway.apps[vendor].adapter.capabilities().hard_delete;
     for i in 0..USERS {
         let name = format!("load{i:04}@example.com");
         let records = held.get(&name).cloned().unwrap_or_default();

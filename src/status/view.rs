@@ -149,7 +149,7 @@ pub async fn overview(gw: &Gateway) -> StoreResult<Overview> {
     let mut cards = Vec::new();
     for app in gw.apps.values() {
         let vendor = app.adapter.vendor();
-        let state = (vendor != "sandbox").then(|| gw.metrics.vendor_state(&app.name));
+        let state = (!app.adapter.capabilities().in_process).then(|| gw.metrics.vendor_state(&app.name));
         let (state, state_text, tone) = state_words(state);
         let outbound = app.adapter.outbound_stats().map(|s| OutboundView {
             breaker: match s.breaker_state {

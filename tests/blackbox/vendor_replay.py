@@ -306,7 +306,7 @@ def main() -> int:
     ap.add_argument("--token", default="demo-token")
     args = ap.parse_args()
 
-    line_re = re.compile(r"^  ([a-z-]+): (http\S+)\s+token: \S+\s+simulator: (http\S+)\s+delete: (hard|disable)"
+    line_re = re.compile(r"^  ([^:\s]+): (http\S+)\s+token: \S+\s+simulator: (http\S+)\s+delete: (hard|disable)"
                          r"(?:\s+group_roles: (.*))?$")
     apps = [m.groups() for m in map(line_re.match, Path(args.demo_log).read_text().splitlines()) if m]
     if not apps:

@@ -219,14 +219,19 @@ impl ScimClient {
 
     fn users_url(&self) -> Result<reqwest::Url> {
         let raw = format!("{}{}", self.rules.base_url, self.rules.users_path);
-        reqwest::Url::parse(&raw)
-            .map_err(|e| Error::invalid(format!("{}: bad base_url/users_path ({e})", self.rules.vendor)))
+        reqwest::Url::parse(&raw).map_err(|e| {
+            Error::invalid(format!("{}: bad base_url/users_path ({e})", self.rules.vendor))
+                .with_origin(crate::Origin::Gateway)
+        })
     }
 
     fn user_url(&self, id: &str) -> Result<reqwest::Url> {
         let mut url = self.users_url()?;
         url.path_segments_mut()
-            .map_err(|_| Error::invalid(format!("{}: base_url cannot take a path", self.rules.vendor)))?
+            .map_err(|_| {
+                Error::invalid(format!("{}: base_url cannot take a path", self.rules.vendor))
+                    .with_origin(crate::Origin::Gateway)
+            })?
             .push(id);
         Ok(url)
     }

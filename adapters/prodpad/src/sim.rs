@@ -834,4 +834,5 @@ pub static SPEC: simkit::SimSpec = simkit::SimSpec {
     credential_key: "api_key",
     credential_expiry_key: None,
     demo_group_roles: &[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")],
+    demo_role: None,
 };

@@ -434,6 +434,7 @@ pub static SPEC: simkit::SimSpec = simkit::SimSpec {
     credential_key: "access_token",
     credential_expiry_key: Some("token_expires_at"),
     demo_group_roles: &[("Process Owners", "Process Owner"), ("Process Viewers", "Viewer")],
+    demo_role: Some("Editor"),
 };
 
 #[cfg(test)]

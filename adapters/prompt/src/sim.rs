@@ -523,6 +523,7 @@ pub static SPEC: simkit::SimSpec = simkit::SimSpec {
     credential_key: "auth_code",
     credential_expiry_key: None,
     demo_group_roles: &[],
+    demo_role: None,
 };
 
 #[cfg(test)]

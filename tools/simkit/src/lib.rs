@@ -661,6 +661,9 @@ pub struct SimSpec {
     /// The demo's `<type>-groups` app: Entra group displayName -> vendor role, first match wins. Empty:
     /// the demo has no groups app for this vendor.
     pub demo_group_roles: &'static [(&'static str, &'static str)],
+    /// A role an Entra user must carry for this vendor to take it (Promapp refuses users with only Default
+    /// Access): the role the demo's and the tests' users are given. `None`: the vendor needs none.
+    pub demo_role: Option<&'static str>,
     /// The app option that says when the vendor credential expires, if the vendor's tokens do: the demo
     /// with a status page sets it three weeks ahead so the card shows the expiry warning.
     pub credential_expiry_key: Option<&'static str>,

@@ -83,7 +83,7 @@ impl fmt::Debug for Outbound {
 
 impl Outbound {
     pub fn new(app: &str, config: OutboundConfig) -> Result<Self> {
-        config.validate().map_err(|e| Error::invalid(format!("{app}: {}", e.detail())))?;
+        config.validate().map_err(|e| Error::invalid(format!("{app}: {}", e.detail())).with_origin(Origin::Gateway))?;
         // The attempt timeout is ours (tokio::time); the connect timeout below is shorter so a vendor that
         // never accepts the connection shows as a connect failure (safe to retry even for a POST) rather
         // than as a timeout after the request may have been sent.
@@ -100,7 +100,7 @@ impl Outbound {
     /// Like [`Outbound::new`] with a caller-built `reqwest` client (custom TLS roots, proxy). Do not set a
     /// total timeout on it: attempts are timed here, on tokio's clock.
     pub fn with_client(app: &str, config: OutboundConfig, http: reqwest::Client) -> Result<Self> {
-        config.validate().map_err(|e| Error::invalid(format!("{app}: {}", e.detail())))?;
+        config.validate().map_err(|e| Error::invalid(format!("{app}: {}", e.detail())).with_origin(Origin::Gateway))?;
         let pacer = Pacer::new(&config)
             .ok_or_else(|| Error::invalid(format!("{app}: outbound.requests_per_second is too high")))?;
         Ok(Outbound {
