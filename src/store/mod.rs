@@ -4,6 +4,7 @@
 //! keeps (a record and its audit entry land together or not at all; an answered write is durable);
 //! `sqlite` is the embedded engine. Storage never sees SCIM syntax beyond the JSON document it keeps.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use adapter_api::calls::Attempt;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use postgres::{PgEngine, PgOptions};
 pub use sqlite::{SqliteEngine, SqliteOptions};
 
 /// Users or groups.
@@ -141,6 +143,8 @@ pub enum StoreError {
     VendorLinked(String),
     #[error("shadow store: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("shadow store: {}", describe_pg(.0))]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("shadow store: schema migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
     /// The engine could not take or finish the request (its writer stopped, or a batch failed to commit).
@@ -151,6 +155,70 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A PostgreSQL error with the server's message (tokio-postgres's own text says only "db error").
+fn describe_pg(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// A parameter of a generated SQL clause, for either engine.
+pub(crate) enum SqlArg {
+    Text(String),
+    Int(i64),
+}
+
+const SUCCESS_OUTCOMES: &str = "'ok', 'drift_found', 'drift_repaired'";
+
+/// The WHERE clause of an `AuditFilter` over `audit a` and its parameters in order, in either engine's
+/// dialect: `placeholder(n)` writes the n-th (1-based) parameter, `contains` is the substring test with
+/// `{}` where the parameter goes.
+pub(crate) fn audit_filter_sql(
+    f: &AuditFilter,
+    placeholder: fn(usize) -> String,
+    contains: &str,
+) -> (String, Vec<SqlArg>) {
+    let mut sql = vec!["1 = 1".to_string()];
+    let mut args: Vec<SqlArg> = Vec::new();
+    let mut arg = |sql: &mut Vec<String>, clause: &str, v: SqlArg| {
+        args.push(v);
+        sql.push(clause.replace("{}", &placeholder(args.len())));
+    };
+    if let Some(app) = &f.app {
+        arg(&mut sql, "a.app = {}", SqlArg::Text(app.clone()));
+    }
+    if let Some(name) = f.name_contains.as_deref().filter(|n| !n.is_empty()) {
+        arg(&mut sql, contains, SqlArg::Text(name.to_lowercase()));
+    }
+    if let Some(since) = &f.since {
+        arg(&mut sql, "a.at >= {}", SqlArg::Text(since.clone()));
+    }
+    if let Some(seq) = f.before_seq {
+        arg(&mut sql, "a.seq < {}", SqlArg::Int(seq));
+    }
+    match &f.outcome {
+        OutcomeFilter::Any => {}
+        OutcomeFilter::Is(outcome) => arg(&mut sql, "a.outcome = {}", SqlArg::Text(outcome.clone())),
+        OutcomeFilter::Failed => sql.push(format!("a.outcome NOT IN ({SUCCESS_OUTCOMES})")),
+        // The IN list first, so the (app, outcome) index finds the candidates; only drift is then
+        // checked for a later repair of the same user.
+        // A `rejected` entry with vendor calls is a change the vendor made that the gateway refused to
+        // link (the name or the vendor record already taken in the shadow): a clash to resolve.
+        OutcomeFilter::NeedsPerson => sql.push(format!(
+            "a.outcome IN ('needs_manual_action', 'unauthorized', '{INTENT}', 'drift_found', 'rejected')
+             AND (a.outcome <> 'rejected' OR a.vendor_calls > 0)
+             AND NOT EXISTS (
+                  SELECT 1 FROM audit r WHERE r.app = a.app AND r.name_key = a.name_key AND r.seq > a.seq
+                    AND r.outcome IN ('ok', 'drift_repaired'))"
+        )),
+    }
+    (sql.join(" AND "), args)
+}
 
 // ---- Reading the audit log for the status page (src/status). ----
 
@@ -185,9 +253,31 @@ pub enum OutcomeFilter {
 /// The shadow store as the gateway uses it: `Arc<Store>` is any engine.
 pub type Store = dyn StoreEngine;
 
-/// Opens the store a config names: `:memory:` or a SQLite file path.
+/// What is wrong with a `store.url`, if anything (config validation).
+pub fn postgres_url_problem(url: &str) -> Option<String> {
+    postgres::parse_url(url).err()
+}
+
+/// Opens a SQLite store: `:memory:` or a file path.
 pub fn open(path: &str) -> StoreResult<Arc<Store>> {
     Ok(Arc::new(SqliteEngine::open(path, SqliteOptions::default())?))
+}
+
+/// Opens the store a config names: PostgreSQL when `store.url` is set, else the SQLite file at
+/// `store.path`. `origin` names the config file; errors name the key, never the password.
+pub async fn open_config(cfg: &crate::config::StoreConfig, origin: &str) -> Result<Arc<Store>, String> {
+    let Some(url) = &cfg.url else {
+        return open(&cfg.path).map_err(|e| format!("{origin}: store.path: cannot open {}: {e}", cfg.path));
+    };
+    let password = match (&cfg.password_env, &cfg.password_file) {
+        (None, None) => None,
+        (env, file) => Some(
+            adapter_api::secret::resolve("store.password", None, env.as_deref(), file.as_deref())
+                .map_err(|e| format!("{origin}: {e}"))?,
+        ),
+    };
+    let opts = PgOptions { url: url.clone(), password, schema: cfg.schema.clone(), pool_size: cfg.pool_size as usize };
+    Ok(Arc::new(PgEngine::open(opts).await.map_err(|e| format!("{origin}: store.url: {url}: {e}"))?))
 }
 
 /// An exclusive claim on a store file, held by `serve` for as long as it runs: the per-resource locks
@@ -290,11 +380,47 @@ pub trait StoreEngine: Send + Sync + std::fmt::Debug {
     async fn audit_count(&self, filter: &AuditFilter) -> StoreResult<u64>;
 }
 
+/// The environment variable that points the test suites at a PostgreSQL server
+/// (`postgres://user@127.0.0.1:port/db`; `.ci/run` starts one and sets it).
+pub const TEST_PG_URL: &str = "SCIM_BRIDGE_TEST_PG_URL";
+
+/// The PostgreSQL URL the tests run against, if any. Without one a test says so loudly, and under
+/// `CI=true` it fails: CI must run every backend, never skip one in silence.
+pub fn test_pg_url(test: &str) -> Option<String> {
+    match std::env::var(TEST_PG_URL) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: {TEST_PG_URL} is not set and CI=true: the PostgreSQL backend must be tested in CI")
+        }
+        _ => {
+            eprintln!("SKIPPED {test} on PostgreSQL: set {TEST_PG_URL} (see DEVELOPERS.md)");
+            None
+        }
+    }
+}
+
+/// A PostgreSQL store in a schema of its own, so tests do not see each other's rows.
+pub async fn test_pg_store(url: &str) -> StoreResult<Arc<PgEngine>> {
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    Ok(Arc::new(
+        PgEngine::open(PgOptions { url: url.into(), password: None, schema: Some(schema), pool_size: 8 }).await?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rusqlite::Connection;
     use serde_json::json;
+
+    /// The suite runs on each backend: SQLite in memory, and PostgreSQL when `TEST_PG_URL` is set.
+    pub(super) async fn backends(test: &str) -> Vec<Arc<Store>> {
+        let mut out: Vec<Arc<Store>> = vec![open(":memory:").unwrap()];
+        if let Some(url) = test_pg_url(test) {
+            out.push(test_pg_store(&url).await.expect("PostgreSQL at SCIM_BRIDGE_TEST_PG_URL"));
+        }
+        out
+    }
 
     fn rec(id: &str, name: &str) -> Record {
         Record {
@@ -325,43 +451,46 @@ mod tests {
 
     #[tokio::test]
     async fn put_get_find_and_names_are_unique_case_insensitively() {
-        let s = open(":memory:").unwrap();
-        s.put(&rec("1", "Alice@x"), &audit("create", "Alice@x")).await.unwrap();
-        assert_eq!(s.get("a", Kind::User, "1").await.unwrap().unwrap().name(), "Alice@x");
-        assert!(s.find_by_name("a", Kind::User, "ALICE@X").await.unwrap().is_some());
-        assert!(s.find_by_name("other", Kind::User, "alice@x").await.unwrap().is_none());
-        assert_eq!(s.find_by_external_id("a", Kind::User, "ext-1").await.unwrap().len(), 1);
-        assert!(matches!(s.put(&rec("2", "alice@X"), &audit("create", "x")).await, Err(StoreError::Duplicate)));
-        // The failed insert left no audit line behind.
-        assert_eq!(s.audit_len().await.unwrap(), 1);
+        for s in backends("put_get_find_and_names_are_unique_case_insensitively").await {
+            s.put(&rec("1", "Alice@x"), &audit("create", "Alice@x")).await.unwrap();
+            assert_eq!(s.get("a", Kind::User, "1").await.unwrap().unwrap().name(), "Alice@x");
+            assert!(s.find_by_name("a", Kind::User, "ALICE@X").await.unwrap().is_some());
+            assert!(s.find_by_name("other", Kind::User, "alice@x").await.unwrap().is_none());
+            assert_eq!(s.find_by_external_id("a", Kind::User, "ext-1").await.unwrap().len(), 1);
+            assert!(matches!(s.put(&rec("2", "alice@X"), &audit("create", "x")).await, Err(StoreError::Duplicate)));
+            // The failed insert left no audit line behind.
+            assert_eq!(s.audit_len().await.unwrap(), 1);
+        }
     }
 
     #[tokio::test]
     async fn remove_with_tombstone_and_audit_newest_first() {
-        let s = open(":memory:").unwrap();
-        let r = rec("1", "bob");
-        s.put(&r, &audit("create", "bob")).await.unwrap();
-        s.remove(&r, true, &audit("delete", "bob")).await.unwrap();
-        assert!(s.get("a", Kind::User, "1").await.unwrap().is_none());
-        assert!(s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
-        s.put(&r, &audit("adopt", "bob")).await.unwrap();
-        assert!(!s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
-        let log = s
-            .audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() })
-            .await
-            .unwrap();
-        let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
-        assert_eq!(ops, ["adopt", "delete", "create"]);
+        for s in backends("remove_with_tombstone_and_audit_newest_first").await {
+            let r = rec("1", "bob");
+            s.put(&r, &audit("create", "bob")).await.unwrap();
+            s.remove(&r, true, &audit("delete", "bob")).await.unwrap();
+            assert!(s.get("a", Kind::User, "1").await.unwrap().is_none());
+            assert!(s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
+            s.put(&r, &audit("adopt", "bob")).await.unwrap();
+            assert!(!s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
+            let log = s
+                .audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() })
+                .await
+                .unwrap();
+            let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
+            assert_eq!(ops, ["adopt", "delete", "create"]);
+        }
     }
 
     #[tokio::test]
     async fn one_vendor_record_links_to_one_gateway_id() {
-        let s = open(":memory:").unwrap();
-        s.put(&rec("1", "dan"), &audit("create", "dan")).await.unwrap();
-        let twin = Record { vendor_id: "v-1".into(), ..rec("2", "dan2") };
-        assert!(
-            matches!(s.put(&twin, &audit("create", "dan2")).await, Err(StoreError::VendorLinked(owner)) if owner == "1")
-        );
+        for s in backends("one_vendor_record_links_to_one_gateway_id").await {
+            s.put(&rec("1", "dan"), &audit("create", "dan")).await.unwrap();
+            let twin = Record { vendor_id: "v-1".into(), ..rec("2", "dan2") };
+            assert!(
+                matches!(s.put(&twin, &audit("create", "dan2")).await, Err(StoreError::VendorLinked(owner)) if owner == "1")
+            );
+        }
         // The unique index holds even for a write that skips the check.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("unique.sqlite");
@@ -378,23 +507,28 @@ mod tests {
 
     #[tokio::test]
     async fn an_intent_is_completed_in_place_or_stays_open() {
-        let s = open(":memory:").unwrap();
-        let mut entry = audit("create", "erin");
-        entry.seq = s.audit_intent(&entry).await.unwrap();
-        let open = s.audit_log(&AuditQuery::default()).await.unwrap();
-        assert_eq!((open.len(), open[0].outcome.as_str()), (1, INTENT));
-        s.put(&rec("1", "erin"), &entry).await.unwrap();
-        let done = s.audit_log(&AuditQuery::default()).await.unwrap();
-        assert_eq!((done.len(), done[0].outcome.as_str(), done[0].status), (1, "ok", 201));
+        for s in backends("an_intent_is_completed_in_place_or_stays_open").await {
+            let mut entry = audit("create", "erin");
+            entry.seq = s.audit_intent(&entry).await.unwrap();
+            let open = s.audit_log(&AuditQuery::default()).await.unwrap();
+            assert_eq!((open.len(), open[0].outcome.as_str()), (1, INTENT));
+            s.put(&rec("1", "erin"), &entry).await.unwrap();
+            let done = s.audit_log(&AuditQuery::default()).await.unwrap();
+            assert_eq!((done.len(), done[0].outcome.as_str(), done[0].status), (1, "ok", 201));
+        }
     }
 
     #[tokio::test]
     async fn tombstones_keep_entras_external_id() {
-        let s = open(":memory:").unwrap();
-        let r = rec("1", "fay");
-        s.put(&r, &audit("create", "fay")).await.unwrap();
-        s.remove(&r, true, &audit("delete", "fay")).await.unwrap();
-        assert_eq!(s.tombstone("a", Kind::User, "v-1").await.unwrap().unwrap().external_id.as_deref(), Some("ext-1"));
+        for s in backends("tombstones_keep_entras_external_id").await {
+            let r = rec("1", "fay");
+            s.put(&r, &audit("create", "fay")).await.unwrap();
+            s.remove(&r, true, &audit("delete", "fay")).await.unwrap();
+            assert_eq!(
+                s.tombstone("a", Kind::User, "v-1").await.unwrap().unwrap().external_id.as_deref(),
+                Some("ext-1")
+            );
+        }
     }
 
     #[tokio::test]
@@ -412,12 +546,13 @@ mod tests {
 
     #[tokio::test]
     async fn audit_retention_prunes_only_older_entries() {
-        let s = open(":memory:").unwrap();
-        for at in ["2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", "2026-11-01T00:00:00Z"] {
-            s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+        for s in backends("audit_retention_prunes_only_older_entries").await {
+            for at in ["2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", "2026-11-01T00:00:00Z"] {
+                s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+            }
+            assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 1);
+            assert_eq!(s.audit_len().await.unwrap(), 2);
         }
-        assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 1);
-        assert_eq!(s.audit_len().await.unwrap(), 2);
     }
 
     #[tokio::test]
@@ -488,13 +623,70 @@ mod tests {
         assert_eq!((again.count("a", Kind::User).await.unwrap(), again.audit_len().await.unwrap()), (180, 180));
     }
 
+    /// The same burst on PostgreSQL: concurrent transactions, the database's unique index refusing the
+    /// twins (two replicas racing on a name end here too).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_on_postgres_are_all_kept_and_twins_refused() {
+        let Some(url) = test_pg_url("concurrent_writes_on_postgres_are_all_kept_and_twins_refused") else { return };
+        let s = test_pg_store(&url).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = s.clone();
+            let name = if i % 10 == 9 { format!("USER{}", i - 1) } else { format!("user{i}") };
+            tasks.push(tokio::spawn(async move { s.put(&rec(&i.to_string(), &name), &audit("create", &name)).await }));
+        }
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => {}
+                Err(StoreError::Duplicate) => refused += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(refused, 20);
+        assert_eq!((s.count("a", Kind::User).await.unwrap(), s.audit_len().await.unwrap()), (180, 180));
+    }
+
+    /// The rules hold in the database itself, whoever writes: a second link of a vendor record and a
+    /// name that is not lowercased are refused by PostgreSQL; replicas opening at once migrate once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_keeps_the_rules_and_migrates_once() {
+        let Some(url) = test_pg_url("postgres_keeps_the_rules_and_migrates_once") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url: url.clone(), password: None, schema: Some(schema.clone()), pool_size: 2 };
+        let (a, b) = tokio::join!(PgEngine::open(opts.clone()), PgEngine::open(opts.clone()));
+        let (a, _b) = (a.unwrap(), b.unwrap());
+        a.put(&rec("1", "dan"), &audit("create", "dan")).await.unwrap();
+        let client = a.pool().get().await.unwrap();
+        let version: i32 = client.query_one("SELECT version FROM schema_version", &[]).await.unwrap().get(0);
+        assert_eq!(version as usize, postgres::MIGRATIONS.len());
+        let raw = |id: &str, vendor: &str, name: &str| {
+            format!(
+                "INSERT INTO resources (app, kind, id, vendor_id, name_key, doc, created, modified, version)
+                 VALUES ('a', 'User', '{id}', '{vendor}', '{name}', '{{}}', 't', 't', 1)"
+            )
+        };
+        assert!(client.execute(raw("2", "v-1", "x").as_str(), &[]).await.is_err(), "vendor record linked twice");
+        assert!(client.execute(raw("3", "v-3", "DAN").as_str(), &[]).await.is_err(), "name not lowercased");
+        assert!(client.execute(raw("4", "v-4", "dan").as_str(), &[]).await.is_err(), "same name");
+        client.execute(raw("5", "v-5", "eve").as_str(), &[]).await.unwrap();
+    }
+
+    #[test]
+    fn a_postgres_url_with_a_password_is_refused() {
+        assert!(postgres_url_problem("postgres://gw:s3cret@db:5432/scim").unwrap().contains("password_file"));
+        assert!(postgres_url_problem("postgres://gw@db:5432/scim?password=s3cret").is_some());
+        assert!(postgres_url_problem("not a url").is_some());
+        assert!(postgres_url_problem("postgres://gw@db:5432/scim").is_none());
+    }
+
     #[tokio::test]
     async fn pages_and_scans_follow_the_stable_order() {
-        for path in [":memory:".to_string(), {
-            let dir = tempfile::tempdir().unwrap().keep();
-            dir.join("page.sqlite").to_str().unwrap().to_string()
-        }] {
-            let s = open(&path).unwrap();
+        let file = tempfile::tempdir().unwrap().keep().join("page.sqlite");
+        let mut stores = backends("pages_and_scans_follow_the_stable_order").await;
+        stores.push(open(file.to_str().unwrap()).unwrap());
+        for s in stores {
+            let path = s.location();
             for i in 0..25 {
                 s.put(&rec(&format!("{i:02}"), &format!("u{i}")), &audit("create", "u")).await.unwrap();
             }
@@ -566,14 +758,15 @@ mod tests {
 
     #[tokio::test]
     async fn pruning_runs_in_bounded_batches_and_keeps_the_count() {
-        let s = open(":memory:").unwrap();
-        for i in 0..2_500 {
-            let at = if i < 2_100 { "2026-01-01T00:00:00Z" } else { "2026-12-01T00:00:00Z" };
-            s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+        for s in backends("pruning_runs_in_bounded_batches_and_keeps_the_count").await {
+            for i in 0..2_500 {
+                let at = if i < 2_100 { "2026-01-01T00:00:00Z" } else { "2026-12-01T00:00:00Z" };
+                s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+            }
+            assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 2_100);
+            assert_eq!(s.audit_len().await.unwrap(), 400);
+            assert_eq!(s.audit_log(&AuditQuery::default()).await.unwrap().len(), 400);
         }
-        assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 2_100);
-        assert_eq!(s.audit_len().await.unwrap(), 400);
-        assert_eq!(s.audit_log(&AuditQuery::default()).await.unwrap().len(), 400);
     }
 
     #[tokio::test]
@@ -615,53 +808,58 @@ mod status_tests {
 
     #[tokio::test]
     async fn filters_page_and_count_alike() {
-        let s = open(":memory:").unwrap();
-        for (app, name, outcome, status) in [
-            ("a", "Ada@x", "ok", 201),
-            ("a", "alan@x", "unavailable", 503),
-            ("b", "ada@y", "needs_manual_action", 409),
-            ("a", "grace@x", "drift_found", 0),
-            ("a", "hedy@x", "drift_found", 0),
-            ("a", "hedy@x", "drift_repaired", 0),
-            ("b", "x%_@y", INTENT, 0),
-            ("a", "malformed@x", "rejected", 400),
-        ] {
-            s.audit(&entry(app, name, outcome, status)).await.unwrap();
+        for s in super::tests::backends("filters_page_and_count_alike").await {
+            for (app, name, outcome, status) in [
+                ("a", "Ada@x", "ok", 201),
+                ("a", "alan@x", "unavailable", 503),
+                ("b", "ada@y", "needs_manual_action", 409),
+                ("a", "grace@x", "drift_found", 0),
+                ("a", "hedy@x", "drift_found", 0),
+                ("a", "hedy@x", "drift_repaired", 0),
+                ("b", "x%_@y", INTENT, 0),
+                ("a", "malformed@x", "rejected", 400),
+            ] {
+                s.audit(&entry(app, name, outcome, status)).await.unwrap();
+            }
+            let unlinked = AuditEntry { vendor_calls: 1, ..entry("b", "unlinked@y", "rejected", 409) };
+            s.audit(&unlinked).await.unwrap();
+            // Settled later: a refused disable that a later change of the same user got through.
+            s.audit(&entry("a", "settled@x", "needs_manual_action", 409)).await.unwrap();
+            s.audit(&entry("a", "settled@x", "ok", 200)).await.unwrap();
+            let names = |f: AuditFilter| {
+                let s = s.clone();
+                async move { s.audit_page(&f, 100).await.unwrap().0.into_iter().filter_map(|e| e.name).collect::<Vec<_>>() }
+            };
+            let ada = AuditFilter { name_contains: Some("ADA".into()), ..Default::default() };
+            assert_eq!(names(ada.clone()).await, ["ada@y", "Ada@x"]);
+            assert_eq!(s.audit_count(&ada).await.unwrap(), 2);
+            assert_eq!(names(AuditFilter { app: Some("b".into()), ..ada.clone() }).await, ["ada@y"]);
+            let failed = AuditFilter { outcome: OutcomeFilter::Failed, ..Default::default() };
+            assert_eq!(
+                names(failed.clone()).await,
+                ["settled@x", "unlinked@y", "malformed@x", "x%_@y", "ada@y", "alan@x"]
+            );
+            let person = AuditFilter { outcome: OutcomeFilter::NeedsPerson, ..Default::default() };
+            assert_eq!(
+                names(person.clone()).await,
+                ["unlinked@y", "x%_@y", "grace@x", "ada@y"],
+                "hedy's drift was repaired later, settled@x succeeded later; a refusal without a vendor call is \
+                 not a person's"
+            );
+            assert_eq!(s.audit_count(&person).await.unwrap(), 4);
+            // A LIKE pattern in the name is text, not a pattern.
+            assert_eq!(names(AuditFilter { name_contains: Some("%".into()), ..Default::default() }).await, ["x%_@y"]);
+            let exact = AuditFilter { outcome: OutcomeFilter::Is("unavailable".into()), ..Default::default() };
+            assert_eq!(names(exact.clone()).await, ["alan@x"]);
+            // Pages of two, newest first, until nothing older is left.
+            let (first, more) = s.audit_page(&AuditFilter::default(), 2).await.unwrap();
+            assert!(more);
+            let older = AuditFilter { before_seq: Some(first[1].seq), ..Default::default() };
+            let (second, _) = s.audit_page(&older, 2).await.unwrap();
+            assert!(second[0].seq < first[1].seq);
+            let (last, more) =
+                s.audit_page(&AuditFilter { before_seq: Some(2), ..Default::default() }, 2).await.unwrap();
+            assert_eq!((last.len(), more), (1, false));
         }
-        let unlinked = AuditEntry { vendor_calls: 1, ..entry("b", "unlinked@y", "rejected", 409) };
-        s.audit(&unlinked).await.unwrap();
-        // Settled later: a refused disable that a later change of the same user got through.
-        s.audit(&entry("a", "settled@x", "needs_manual_action", 409)).await.unwrap();
-        s.audit(&entry("a", "settled@x", "ok", 200)).await.unwrap();
-        let names = |f: AuditFilter| {
-            let s = s.clone();
-            async move { s.audit_page(&f, 100).await.unwrap().0.into_iter().filter_map(|e| e.name).collect::<Vec<_>>() }
-        };
-        let ada = AuditFilter { name_contains: Some("ADA".into()), ..Default::default() };
-        assert_eq!(names(ada.clone()).await, ["ada@y", "Ada@x"]);
-        assert_eq!(s.audit_count(&ada).await.unwrap(), 2);
-        assert_eq!(names(AuditFilter { app: Some("b".into()), ..ada.clone() }).await, ["ada@y"]);
-        let failed = AuditFilter { outcome: OutcomeFilter::Failed, ..Default::default() };
-        assert_eq!(names(failed.clone()).await, ["settled@x", "unlinked@y", "malformed@x", "x%_@y", "ada@y", "alan@x"]);
-        let person = AuditFilter { outcome: OutcomeFilter::NeedsPerson, ..Default::default() };
-        assert_eq!(
-            names(person.clone()).await,
-            ["unlinked@y", "x%_@y", "grace@x", "ada@y"],
-            "hedy's drift was repaired later, settled@x succeeded later; a refusal without a vendor call is \
-             not a person's"
-        );
-        assert_eq!(s.audit_count(&person).await.unwrap(), 4);
-        // A LIKE pattern in the name is text, not a pattern.
-        assert_eq!(names(AuditFilter { name_contains: Some("%".into()), ..Default::default() }).await, ["x%_@y"]);
-        let exact = AuditFilter { outcome: OutcomeFilter::Is("unavailable".into()), ..Default::default() };
-        assert_eq!(names(exact.clone()).await, ["alan@x"]);
-        // Pages of two, newest first, until nothing older is left.
-        let (first, more) = s.audit_page(&AuditFilter::default(), 2).await.unwrap();
-        assert!(more);
-        let older = AuditFilter { before_seq: Some(first[1].seq), ..Default::default() };
-        let (second, _) = s.audit_page(&older, 2).await.unwrap();
-        assert!(second[0].seq < first[1].seq);
-        let (last, more) = s.audit_page(&AuditFilter { before_seq: Some(2), ..Default::default() }, 2).await.unwrap();
-        assert_eq!((last.len(), more), (1, false));
     }
 }

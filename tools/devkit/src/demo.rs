@@ -209,7 +209,16 @@ async fn start_inner(
         sims.push((name, started.sim));
     }
     let mut config = Config::with_apps(listen, apps);
-    config.store.path = store_path.into();
+    // A `postgres://` store (the replica benchmarks) is PostgreSQL with the password, if any, in
+    // `SCIM_BRIDGE_DEMO_PG_PASSWORD`; anything else is SQLite.
+    if store_path.starts_with("postgres://") || store_path.starts_with("postgresql://") {
+        config.store.url = Some(store_path.into());
+        if std::env::var_os("SCIM_BRIDGE_DEMO_PG_PASSWORD").is_some() {
+            config.store.password_env = Some("SCIM_BRIDGE_DEMO_PG_PASSWORD".into());
+        }
+    } else {
+        config.store.path = store_path.into();
+    }
     // The demo and the benchmarks drive the gateway from one address with many connections at once
     // (`bench latency --clients 200`): no per-source cap below the listener's own.
     config.connections.max_per_source = config.connections.max;
@@ -220,7 +229,7 @@ async fn start_inner(
         }
         config.admin.token_sha256 = Some(hex::encode(scim_bridge::http::token_hash(&admin.token)));
     }
-    let gateway = server::build_gateway(&config, "demo").map_err(|e| e.to_string())?;
+    let gateway = server::open_gateway(&config, "demo").await.map_err(|e| e.to_string())?;
     let running = server::start(&config, gateway).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     Ok(Demo { running, sims, token: token.to_string(), admin_token: admin.map(|a| a.token) })
 }

@@ -1,0 +1,602 @@
+//! The PostgreSQL engine: the same contract as the SQLite one, for several gateway replicas sharing one
+//! database. Each write is one transaction on a pooled connection (`synchronous_commit` on: answered
+//! after the commit is on the server's disk); the database itself keeps one name per (app, kind) and one
+//! gateway id per vendor record, so two replicas racing on a user cannot both record it. Counts are
+//! counted by the database (another replica may have written since), not cached. The schema is migrated
+//! under an advisory lock, so replicas starting together migrate once.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::{
+    external_id_of, work_email_of, AuditEntry, AuditFilter, AuditQuery, Kind, Record, StoreEngine, StoreError,
+    StoreResult, Tombstone, INTENT,
+};
+
+/// Audit entries one pruning transaction deletes: a large backlog never holds a connection for long.
+const PRUNE_BATCH: i64 = 1_000;
+/// The advisory lock key that serialises migrations across replicas (an arbitrary constant: "scimmigr").
+const MIGRATION_LOCK: i64 = 0x7363_696d_6d69_6772;
+
+/// How the engine connects.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// `postgres://user@host:port/db` (no password: it comes from `password`).
+    pub url: String,
+    pub password: Option<SecretString>,
+    /// A schema of its own (created if missing) instead of `public`: tests, or several gateways on one
+    /// database.
+    pub schema: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+/// The schema, in order: step n runs once, in its own transaction, and is recorded in `schema_version`.
+/// A change is a new step at the end, never an edit of an old one.
+pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE resources (
+        pos BIGSERIAL NOT NULL,
+        app TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        vendor_id TEXT NOT NULL,
+        -- The lowercased userName/displayName: the unique key, kept lowercased by the database too.
+        name_key TEXT NOT NULL CHECK (name_key = lower(name_key)),
+        external_id TEXT,
+        email_key TEXT,
+        doc TEXT NOT NULL,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        PRIMARY KEY (app, kind, id)
+    );
+    CREATE UNIQUE INDEX resources_name ON resources (app, kind, name_key);
+    CREATE UNIQUE INDEX resources_vendor_unique ON resources (app, kind, vendor_id);
+    CREATE INDEX resources_external ON resources (app, kind, external_id);
+    CREATE INDEX resources_email ON resources (app, kind, email_key);
+    CREATE INDEX resources_order ON resources (app, kind, pos);
+    CREATE TABLE tombstones (
+        app TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        vendor_id TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        deleted TEXT NOT NULL,
+        external_id TEXT,
+        PRIMARY KEY (app, kind, vendor_id)
+    );
+    CREATE TABLE health (k INTEGER PRIMARY KEY, at TEXT NOT NULL);
+    CREATE TABLE audit (
+        seq BIGSERIAL PRIMARY KEY,
+        at TEXT NOT NULL,
+        app TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        resource_id TEXT,
+        name_key TEXT,
+        name TEXT,
+        operation TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        request_id TEXT,
+        before TEXT,
+        after TEXT,
+        outcome TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        detail TEXT,
+        vendor_calls BIGINT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        attempt_log TEXT
+    );
+    CREATE INDEX audit_app_name ON audit (app, name_key, seq);
+    CREATE INDEX audit_at ON audit (at);
+    CREATE INDEX audit_app_outcome ON audit (app, outcome, name_key, at);"];
+
+pub struct PgEngine {
+    location: String,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEngine").field("location", &self.location).finish()
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(format!("no database connection: {e}"))
+}
+
+/// Parses `url` and refuses a password in it: the password comes from `*_file`/`*_env`, so the URL can
+/// be logged and shown.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    if config.get_password().is_some() {
+        return Err("holds a password; give it as store.password_file or store.password_env instead".into());
+    }
+    if config.get_hosts().is_empty() {
+        return Err("names no host".into());
+    }
+    Ok(config)
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl PgEngine {
+    /// Connects, creates the schema if asked, and migrates to the latest version.
+    pub async fn open(opts: PgOptions) -> StoreResult<PgEngine> {
+        let mut config = parse_url(&opts.url).map_err(StoreError::Unavailable)?;
+        if let Some(p) = &opts.password {
+            config.password(p.expose_secret());
+        }
+        if let Some(schema) = &opts.schema {
+            if !is_identifier(schema) {
+                return Err(StoreError::Unavailable(format!(
+                    "schema {schema:?}: lowercase letters, digits and '_' only"
+                )));
+            }
+            config.options(format!("-c search_path={schema}"));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.application_name("scim-bridge");
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(2))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot build the connection pool: {e}")))?;
+        let engine = PgEngine { location: opts.url.clone(), pool };
+        engine.migrate(opts.schema.as_deref()).await?;
+        Ok(engine)
+    }
+
+    async fn migrate(&self, schema: Option<&str>) -> StoreResult<()> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await?;
+        // Replicas starting together: the first migrates, the others wait here and then find it done.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+        if let Some(schema) = schema {
+            // Checked to be a plain identifier above.
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
+        }
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").await?;
+        let at: i32 = match tx.query_opt("SELECT version FROM schema_version", &[]).await? {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO schema_version VALUES (0)", &[]).await?;
+                0
+            }
+        };
+        if at as usize > MIGRATIONS.len() {
+            return Err(StoreError::Unavailable(format!(
+                "the database's schema is version {at}, newer than this gateway knows ({}): run the newer release",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(at as usize) {
+            tx.batch_execute(step).await?;
+            tx.execute("UPDATE schema_version SET version = $1", &[&(i as i32 + 1)]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn select(&self, sql_where: &str, args: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Record>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&format!("SELECT {COLUMNS} FROM resources WHERE {sql_where}")).await?;
+        client.query(&stmt, args).await?.iter().map(row_to_record).collect()
+    }
+
+    async fn count_where(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        let n: i64 = client.query_one(&stmt, args).await?.get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    /// The pool, for the multi-replica machinery that lives beside the store (locks, leases).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+const COLUMNS: &str = "app, kind, id, vendor_id, doc, created, modified, version";
+
+fn row_to_record(row: &Row) -> StoreResult<Record> {
+    let doc: String = row.get(4);
+    Ok(Record {
+        app: row.get(0),
+        kind: Kind::parse(row.get::<_, &str>(1)),
+        id: row.get(2),
+        vendor_id: row.get(3),
+        doc: serde_json::from_str(&doc)?,
+        created: row.get(5),
+        modified: row.get(6),
+        version: row.get(7),
+    })
+}
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(|v| v.to_string())
+}
+
+fn attempt_log_text(e: &AuditEntry) -> StoreResult<Option<String>> {
+    Ok(if e.attempt_log.is_empty() { None } else { Some(serde_json::to_string(&e.attempt_log)?) })
+}
+
+/// Which unique rule a failed statement broke, if it broke one.
+fn unique_violation(e: &tokio_postgres::Error) -> Option<&str> {
+    let db = e.as_db_error()?;
+    (db.code() == &SqlState::UNIQUE_VIOLATION).then(|| db.constraint().unwrap_or(""))
+}
+
+/// Completes an intent in place, or appends.
+async fn append_audit(tx: &deadpool_postgres::Transaction<'_>, e: &AuditEntry) -> StoreResult<()> {
+    if e.seq > 0 {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE audit SET at = $2, resource_id = $3, name_key = $4, name = $5, operation = $6,
+                   before = $7, after = $8, outcome = $9, status = $10, detail = $11, vendor_calls = $12,
+                   attempts = $13, attempt_log = $14
+                 WHERE seq = $1",
+            )
+            .await?;
+        let updated = tx
+            .execute(
+                &stmt,
+                &[
+                    &e.seq,
+                    &e.at,
+                    &e.resource_id,
+                    &e.name.as_deref().map(str::to_lowercase),
+                    &e.name,
+                    &e.operation,
+                    &json_text(&e.before),
+                    &json_text(&e.after),
+                    &e.outcome,
+                    &i32::from(e.status),
+                    &e.detail,
+                    &i64::from(e.vendor_calls),
+                    &i64::from(e.attempts),
+                    &attempt_log_text(e)?,
+                ],
+            )
+            .await?;
+        if updated == 1 {
+            return Ok(());
+        }
+    }
+    insert_audit(tx, e).await.map(drop)
+}
+
+async fn insert_audit(tx: &deadpool_postgres::Transaction<'_>, e: &AuditEntry) -> StoreResult<i64> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit (at, app, resource_type, resource_id, name_key, name, operation, actor, request_id,
+               before, after, outcome, status, detail, vendor_calls, attempts, attempt_log)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING seq",
+        )
+        .await?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &e.at,
+                &e.app,
+                &e.resource_type,
+                &e.resource_id,
+                &e.name.as_deref().map(str::to_lowercase),
+                &e.name,
+                &e.operation,
+                &e.actor,
+                &e.request_id,
+                &json_text(&e.before),
+                &json_text(&e.after),
+                &e.outcome,
+                &i32::from(e.status),
+                &e.detail,
+                &i64::from(e.vendor_calls),
+                &i64::from(e.attempts),
+                &attempt_log_text(e)?,
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+const AUDIT_COLUMNS: &str = "a.seq, a.at, a.app, a.resource_type, a.resource_id, a.name, a.operation, a.actor,
+    a.request_id, a.before, a.after, a.outcome, a.status, a.detail, a.vendor_calls, a.attempts, a.attempt_log";
+
+fn audit_row(r: &Row) -> AuditEntry {
+    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    AuditEntry {
+        seq: r.get(0),
+        at: r.get(1),
+        app: r.get(2),
+        resource_type: r.get(3),
+        resource_id: r.get(4),
+        name: r.get(5),
+        operation: r.get(6),
+        actor: r.get(7),
+        request_id: r.get(8),
+        before: parse(r.get(9)),
+        after: parse(r.get(10)),
+        outcome: r.get(11),
+        status: u16::try_from(r.get::<_, i32>(12)).unwrap_or(0),
+        detail: r.get(13),
+        vendor_calls: u32::try_from(r.get::<_, i64>(14)).unwrap_or(u32::MAX),
+        attempts: u32::try_from(r.get::<_, i64>(15)).unwrap_or(u32::MAX),
+        attempt_log: r.get::<_, Option<String>>(16).and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+    }
+}
+
+/// `audit_filter_sql` in PostgreSQL's dialect, with its parameters as values to bind.
+fn filter_clause(f: &AuditFilter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    let (sql, args) = super::audit_filter_sql(f, |n| format!("${n}"), "strpos(a.name_key, {}) > 0");
+    let args = args
+        .into_iter()
+        .map(|a| -> Box<dyn ToSql + Sync + Send> {
+            match a {
+                super::SqlArg::Text(t) => Box::new(t),
+                super::SqlArg::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
+    (sql, args)
+}
+
+#[async_trait::async_trait]
+impl StoreEngine for PgEngine {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn check_writable(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO health (k, at) VALUES (1, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))
+                 ON CONFLICT (k) DO UPDATE SET at = excluded.at",
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, app: &str, kind: Kind, id: &str) -> StoreResult<Option<Record>> {
+        Ok(self.select("app = $1 AND kind = $2 AND id = $3", &[&app, &kind.as_str(), &id]).await?.pop())
+    }
+
+    async fn find_by_name(&self, app: &str, kind: Kind, name: &str) -> StoreResult<Option<Record>> {
+        let key = name.to_lowercase();
+        Ok(self.select("app = $1 AND kind = $2 AND name_key = $3", &[&app, &kind.as_str(), &key]).await?.pop())
+    }
+
+    async fn find_by_external_id(&self, app: &str, kind: Kind, external_id: &str) -> StoreResult<Vec<Record>> {
+        self.select("app = $1 AND kind = $2 AND external_id = $3 ORDER BY pos", &[&app, &kind.as_str(), &external_id])
+            .await
+    }
+
+    async fn find_by_vendor_id(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Record>> {
+        Ok(self.select("app = $1 AND kind = $2 AND vendor_id = $3", &[&app, &kind.as_str(), &vendor_id]).await?.pop())
+    }
+
+    async fn find_by_work_email(&self, app: &str, kind: Kind, email: &str) -> StoreResult<Vec<Record>> {
+        let key = email.to_lowercase();
+        self.select("app = $1 AND kind = $2 AND email_key = $3 ORDER BY pos", &[&app, &kind.as_str(), &key]).await
+    }
+
+    async fn list(&self, app: &str, kind: Kind) -> StoreResult<Vec<Record>> {
+        self.select("app = $1 AND kind = $2 ORDER BY pos", &[&app, &kind.as_str()]).await
+    }
+
+    async fn page(&self, app: &str, kind: Kind, offset: usize, limit: usize) -> StoreResult<Vec<Record>> {
+        let (offset, limit) = (offset as i64, limit as i64);
+        self.select("app = $1 AND kind = $2 ORDER BY pos LIMIT $3 OFFSET $4", &[&app, &kind.as_str(), &limit, &offset])
+            .await
+    }
+
+    async fn scan(&self, app: &str, kind: Kind, after: i64, limit: usize) -> StoreResult<(Vec<Record>, i64)> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS}, pos FROM resources WHERE app = $1 AND kind = $2 AND pos > $3 ORDER BY pos LIMIT $4"
+            ))
+            .await?;
+        let rows = client.query(&stmt, &[&app, &kind.as_str(), &after, &(limit as i64)]).await?;
+        let last = rows.last().map(|r| r.get::<_, i64>(8)).unwrap_or(after);
+        Ok((rows.iter().map(row_to_record).collect::<StoreResult<_>>()?, last))
+    }
+
+    async fn count(&self, app: &str, kind: Kind) -> StoreResult<u64> {
+        self.count_where("SELECT COUNT(*) FROM resources WHERE app = $1 AND kind = $2", &[&app, &kind.as_str()]).await
+    }
+
+    async fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let kind = rec.kind.as_str();
+        let owner = tx
+            .query_opt(
+                "SELECT id FROM resources WHERE app = $1 AND kind = $2 AND vendor_id = $3 AND id <> $4",
+                &[&rec.app, &kind, &rec.vendor_id, &rec.id],
+            )
+            .await?;
+        if let Some(owner) = owner {
+            return Err(StoreError::VendorLinked(owner.get(0)));
+        }
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO resources (app, kind, id, vendor_id, name_key, external_id, doc, created, modified, version, email_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (app, kind, id) DO UPDATE SET vendor_id = excluded.vendor_id,
+                   name_key = excluded.name_key, external_id = excluded.external_id, doc = excluded.doc,
+                   modified = excluded.modified, version = excluded.version, email_key = excluded.email_key",
+            )
+            .await?;
+        let res = tx
+            .execute(
+                &stmt,
+                &[
+                    &rec.app,
+                    &kind,
+                    &rec.id,
+                    &rec.vendor_id,
+                    &rec.name().to_lowercase(),
+                    &external_id_of(&rec.doc),
+                    &serde_json::to_string(&rec.doc)?,
+                    &rec.created,
+                    &rec.modified,
+                    &rec.version,
+                    &work_email_of(&rec.doc),
+                ],
+            )
+            .await;
+        if let Err(e) = res {
+            return Err(match unique_violation(&e) {
+                // Another replica linked the vendor record between the check above and this insert.
+                Some("resources_vendor_unique") => {
+                    drop(tx);
+                    let owner = self.find_by_vendor_id(&rec.app, rec.kind, &rec.vendor_id).await?;
+                    StoreError::VendorLinked(owner.map(|r| r.id).unwrap_or_default())
+                }
+                Some(_) => StoreError::Duplicate,
+                None => e.into(),
+            });
+        }
+        tx.execute(
+            "DELETE FROM tombstones WHERE app = $1 AND kind = $2 AND vendor_id = $3",
+            &[&rec.app, &kind, &rec.vendor_id],
+        )
+        .await?;
+        append_audit(&tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove(&self, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let kind = rec.kind.as_str();
+        tx.execute("DELETE FROM resources WHERE app = $1 AND kind = $2 AND id = $3", &[&rec.app, &kind, &rec.id])
+            .await?;
+        if tombstone {
+            tx.execute(
+                "INSERT INTO tombstones (app, kind, vendor_id, name_key, deleted, external_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (app, kind, vendor_id) DO UPDATE SET name_key = excluded.name_key,
+                   deleted = excluded.deleted, external_id = excluded.external_id",
+                &[&rec.app, &kind, &rec.vendor_id, &rec.name().to_lowercase(), &audit.at, &external_id_of(&rec.doc)],
+            )
+            .await?;
+        }
+        append_audit(&tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tombstone(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Tombstone>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT external_id, deleted FROM tombstones WHERE app = $1 AND kind = $2 AND vendor_id = $3",
+            )
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&app, &kind.as_str(), &vendor_id])
+            .await?
+            .map(|r| Tombstone { external_id: r.get(0), deleted: r.get(1) }))
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        append_audit(&tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_intent(&self, entry: &AuditEntry) -> StoreResult<i64> {
+        let intent = AuditEntry {
+            seq: 0,
+            outcome: INTENT.into(),
+            status: 0,
+            detail: Some(
+                "sent to the vendor; the outcome was never recorded (the gateway stopped or its store failed)".into(),
+            ),
+            ..entry.clone()
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let seq = insert_audit(&tx, &intent).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn audit_log(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit a
+                 WHERE ($1::TEXT IS NULL OR a.app = $1) AND ($2::TEXT IS NULL OR a.name_key = $2)
+                   AND ($3::TEXT IS NULL OR a.at >= $3)
+                 ORDER BY a.seq DESC LIMIT $4"
+            ))
+            .await?;
+        let limit = if q.limit == 0 { i64::MAX } else { q.limit as i64 };
+        let name = q.name.as_deref().map(str::to_lowercase);
+        Ok(client.query(&stmt, &[&q.app, &name, &q.since, &limit]).await?.iter().map(audit_row).collect())
+    }
+
+    async fn prune_audit(&self, before: &str) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let mut total = 0u64;
+        loop {
+            let n = client
+                .execute(
+                    "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < $1 ORDER BY at LIMIT $2)",
+                    &[&before, &PRUNE_BATCH],
+                )
+                .await?;
+            total += n;
+            if (n as i64) < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn audit_len(&self) -> StoreResult<u64> {
+        self.count_where("SELECT COUNT(*) FROM audit", &[]).await
+    }
+
+    async fn audit_page(&self, filter: &AuditFilter, limit: usize) -> StoreResult<(Vec<AuditEntry>, bool)> {
+        let (clause, mut args) = filter_clause(filter);
+        args.push(Box::new(limit as i64 + 1));
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit a WHERE {clause} ORDER BY a.seq DESC LIMIT ${}", args.len());
+        let client = self.client().await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let mut rows: Vec<AuditEntry> = client.query(&sql, &refs).await?.iter().map(audit_row).collect();
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok((rows, more))
+    }
+
+    async fn audit_count(&self, filter: &AuditFilter) -> StoreResult<u64> {
+        let (clause, args) = filter_clause(filter);
+        let sql = format!("SELECT COUNT(*) FROM audit a WHERE {clause}");
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        self.count_where(&sql, &refs).await
+    }
+}
