@@ -320,6 +320,34 @@ pub fn claim(path: &str) -> Result<Option<StoreClaim>, ClaimError> {
     }
 }
 
+/// Something a replica holds (a lock, a lease) until it is dropped.
+pub type Hold = Box<dyn Send + Sync>;
+
+/// Locks shared by every replica of one store (PostgreSQL advisory locks). The gateway's in-process
+/// striped locks keep two tasks of one process apart; these keep two processes apart. A SQLite store
+/// has none: one process owns its file (`claim`), so the in-process locks are the whole story.
+#[async_trait::async_trait]
+pub trait SharedLocks: Send + Sync + std::fmt::Debug {
+    /// Takes lock `key` of lock set `set`, waiting while another replica holds it; released when the
+    /// hold is dropped, or by the database when this process or its connection dies. Callers take keys
+    /// in (set, key) order, so replicas cannot deadlock. `Err` when the database cannot be reached.
+    async fn acquire(&self, set: i32, key: i32) -> StoreResult<Hold>;
+}
+
+/// A stable 31-bit key for a lock name: the same in every replica and every release (std's hasher is
+/// neither promised), so replicas of different versions during a rolling update still meet on one key.
+pub fn lock_key(parts: &[&str]) -> i32 {
+    // FNV-1a, 64-bit, folded.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    ((h ^ (h >> 32)) & 0x7fff_ffff) as i32
+}
+
 /// What a backend keeps. Every write is atomic with its audit entry and durable when it returns `Ok`
 /// (a 2xx to Entra may follow); reads see every write that returned. The methods are async so that no
 /// backend runs a database call on an async worker thread.
@@ -378,6 +406,19 @@ pub trait StoreEngine: Send + Sync + std::fmt::Debug {
     async fn audit_page(&self, filter: &AuditFilter, limit: usize) -> StoreResult<(Vec<AuditEntry>, bool)>;
     /// How many entries match `filter`.
     async fn audit_count(&self, filter: &AuditFilter) -> StoreResult<u64>;
+
+    /// The locks every replica of this store shares; `None` where one process owns the store.
+    fn shared_locks(&self) -> Option<Arc<dyn SharedLocks>> {
+        None
+    }
+
+    /// Asks to run the periodic job `name` now: `Some` (held until dropped) when no replica is running it
+    /// and none started it less than `every` ago; `None` means another replica has it. A store one
+    /// process owns always grants it.
+    async fn lease(&self, name: &str, every: std::time::Duration) -> StoreResult<Option<Hold>> {
+        let _ = (name, every);
+        Ok(Some(Box::new(())))
+    }
 }
 
 /// The environment variable that points the test suites at a PostgreSQL server
@@ -670,6 +711,71 @@ mod tests {
         assert!(client.execute(raw("3", "v-3", "DAN").as_str(), &[]).await.is_err(), "name not lowercased");
         assert!(client.execute(raw("4", "v-4", "dan").as_str(), &[]).await.is_err(), "same name");
         client.execute(raw("5", "v-5", "eve").as_str(), &[]).await.unwrap();
+    }
+
+    /// Two replicas (two engines, two database sessions) on one store: a lock held by one keeps the
+    /// other out. Each increments a counter that lives outside both under the lock, reading and writing
+    /// it with a database round trip between: without mutual exclusion, increments are lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_take_turns_under_a_shared_lock() {
+        let Some(url) = test_pg_url("replicas_take_turns_under_a_shared_lock") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url, password: None, schema: Some(schema), pool_size: 4 };
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            let engine = Arc::new(PgEngine::open(opts.clone()).await.unwrap());
+            let (engine, counter) = (engine.clone(), counter.clone());
+            replicas.push(tokio::spawn(async move {
+                let locks = engine.shared_locks().unwrap();
+                for _ in 0..50 {
+                    let _hold = locks.acquire(2, lock_key(&["a", "User", "42"])).await.unwrap();
+                    let seen = counter.load(std::sync::atomic::Ordering::SeqCst);
+                    engine.count("a", Kind::User).await.unwrap();
+                    tokio::task::yield_now().await;
+                    counter.store(seen + 1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }));
+        }
+        for r in replicas {
+            r.await.unwrap();
+        }
+        assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 100);
+    }
+
+    /// A periodic job runs on one replica at a time, and once per interval across all of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_replica_holds_a_lease() {
+        let Some(url) = test_pg_url("one_replica_holds_a_lease") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url, password: None, schema: Some(schema), pool_size: 4 };
+        let (a, b) = (PgEngine::open(opts.clone()).await.unwrap(), PgEngine::open(opts).await.unwrap());
+        let hour = std::time::Duration::from_secs(3600);
+        let held = a.lease("reconcile:x", hour).await.unwrap().expect("the first asker gets it");
+        assert!(b.lease("reconcile:x", std::time::Duration::ZERO).await.unwrap().is_none(), "held by a");
+        assert!(b.lease("reconcile:y", hour).await.unwrap().is_some(), "another job is free");
+        drop(held);
+        // Released (the unlock is sent on drop): within the hour nobody runs it again.
+        let mut again = None;
+        for _ in 0..500 {
+            again = b.lease("reconcile:x", std::time::Duration::ZERO).await.unwrap();
+            if again.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(again.is_some(), "free once a released it, when due");
+        drop(again);
+        assert!(a.lease("reconcile:x", hour).await.unwrap().is_none(), "not due again within the interval");
+        // SQLite: one process owns the store, the lease is always granted.
+        assert!(open(":memory:").unwrap().lease("reconcile:x", hour).await.unwrap().is_some());
+    }
+
+    #[test]
+    fn lock_keys_are_stable_and_separate_their_parts() {
+        // A fixed value (FNV-1a of "a\0User\042\0", folded): replicas of two releases meet on one key.
+        assert_eq!(lock_key(&["a", "User", "42"]), 0x05fc_c79a);
+        assert_ne!(lock_key(&["ab", "c"]), lock_key(&["a", "bc"]));
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub struct PgOptions {
 
 /// The schema, in order: step n runs once, in its own transaction, and is recorded in `schema_version`.
 /// A change is a new step at the end, never an edit of an old one.
-pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE resources (
+pub(super) const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE resources (
         pos BIGSERIAL NOT NULL,
         app TEXT NOT NULL,
         kind TEXT NOT NULL,
@@ -90,11 +91,97 @@ pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE resources (
     );
     CREATE INDEX audit_app_name ON audit (app, name_key, seq);
     CREATE INDEX audit_at ON audit (at);
-    CREATE INDEX audit_app_outcome ON audit (app, outcome, name_key, at);"];
+    CREATE INDEX audit_app_outcome ON audit (app, outcome, name_key, at);",
+    // When each periodic job (a reconcile pass per app) last started on any replica (`lease`).
+    "CREATE TABLE leases (name TEXT PRIMARY KEY, started TIMESTAMPTZ NOT NULL);",
+];
+
+/// The lock set of leases (the gateway's own sets are small numbers, `gateway::Locks`).
+const LEASE_SET: i32 = 100;
+
+/// Session-level advisory locks on one connection of the pool kept aside for them. Session locks are
+/// per connection, so one connection serves every task of the process: the in-process locks already
+/// keep two tasks off one key, and a lock taken twice by the session is counted and released twice.
+/// Taking is `pg_try_advisory_lock` polled with backoff, never the blocking form: a blocked statement
+/// would hold up every other lock and unlock behind it on the shared connection.
+#[derive(Debug)]
+pub(crate) struct PgLocks {
+    pool: Pool,
+    conn: tokio::sync::Mutex<Option<std::sync::Arc<deadpool_postgres::Object>>>,
+}
+
+/// How long a lock is retried while the database cannot be reached, before the change is refused (503).
+const LOCK_UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct AdvisoryHold {
+    conn: std::sync::Arc<deadpool_postgres::Object>,
+    set: i32,
+    key: i32,
+}
+
+impl Drop for AdvisoryHold {
+    fn drop(&mut self) {
+        let (conn, set, key) = (self.conn.clone(), self.set, self.key);
+        // Outside a runtime (process exit) the closing connection releases it.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&set, &key]).await {
+                    tracing::warn!(error = %StoreError::from(e), "releasing a replica lock failed; the database releases it with the connection");
+                }
+            });
+        }
+    }
+}
+
+impl PgLocks {
+    /// The lock connection, opened again if it was lost (its locks went with it).
+    async fn conn(&self) -> StoreResult<std::sync::Arc<deadpool_postgres::Object>> {
+        let mut held = self.conn.lock().await;
+        if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        if held.is_some() {
+            tracing::warn!("the replica lock connection was lost; the locks it held were released by the database");
+        }
+        let c = std::sync::Arc::new(self.pool.get().await.map_err(pool_error)?);
+        *held = Some(c.clone());
+        Ok(c)
+    }
+
+    /// One attempt: `Some` when taken.
+    async fn try_take(&self, set: i32, key: i32) -> StoreResult<Option<AdvisoryHold>> {
+        let conn = self.conn().await?;
+        let taken: bool = conn.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&set, &key]).await?.get(0);
+        Ok(taken.then_some(AdvisoryHold { conn, set, key }))
+    }
+}
+
+#[async_trait::async_trait]
+impl super::SharedLocks for PgLocks {
+    async fn acquire(&self, set: i32, key: i32) -> StoreResult<super::Hold> {
+        let mut wait = std::time::Duration::from_millis(2);
+        let mut unreachable_since: Option<tokio::time::Instant> = None;
+        loop {
+            match self.try_take(set, key).await {
+                Ok(Some(hold)) => return Ok(Box::new(hold)),
+                Ok(None) => unreachable_since = None,
+                Err(e) => {
+                    let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= LOCK_UNREACHABLE_FOR {
+                        return Err(e);
+                    }
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_millis(50));
+        }
+    }
+}
 
 pub struct PgEngine {
     location: String,
     pool: Pool,
+    locks: std::sync::Arc<PgLocks>,
 }
 
 impl std::fmt::Debug for PgEngine {
@@ -151,7 +238,8 @@ impl PgEngine {
             .max_size(opts.pool_size.max(2))
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot build the connection pool: {e}")))?;
-        let engine = PgEngine { location: opts.url.clone(), pool };
+        let locks = std::sync::Arc::new(PgLocks { pool: pool.clone(), conn: tokio::sync::Mutex::new(None) });
+        let engine = PgEngine { location: opts.url.clone(), pool, locks };
         engine.migrate(opts.schema.as_deref()).await?;
         Ok(engine)
     }
@@ -204,8 +292,7 @@ impl PgEngine {
         Ok(n.max(0) as u64)
     }
 
-    /// The pool, for the multi-replica machinery that lives beside the store (locks, leases).
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -598,5 +685,28 @@ impl StoreEngine for PgEngine {
         let sql = format!("SELECT COUNT(*) FROM audit a WHERE {clause}");
         let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
         self.count_where(&sql, &refs).await
+    }
+
+    fn shared_locks(&self) -> Option<std::sync::Arc<dyn super::SharedLocks>> {
+        Some(self.locks.clone())
+    }
+
+    async fn lease(&self, name: &str, every: std::time::Duration) -> StoreResult<Option<super::Hold>> {
+        // The advisory lock keeps two replicas out of one run; the row keeps them from running one after
+        // the other (each on its own timer) when one run per `every` is enough.
+        let Some(hold) = self.locks.try_take(LEASE_SET, super::lock_key(&["lease", name])).await? else {
+            return Ok(None);
+        };
+        let client = self.client().await?;
+        let due = client
+            .query_opt(
+                "INSERT INTO leases (name, started) VALUES ($1, now())
+                 ON CONFLICT (name) DO UPDATE SET started = now()
+                   WHERE leases.started <= now() - make_interval(secs => $2)
+                 RETURNING name",
+                &[&name, &every.as_secs_f64()],
+            )
+            .await?;
+        Ok(due.map(|_| Box::new(hold) as super::Hold))
     }
 }
