@@ -36,9 +36,11 @@ pub async fn open_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>,
 
 /// Builds the engine for a validated config on an open store.
 pub fn build_gateway_on(config: &Config, origin: &str, store: Arc<store::Store>) -> Result<Arc<Gateway>, ConfigError> {
+    // On a store shared by replicas, every app's vendor calls are paced on one schedule for all of them.
+    let shared = store.rate_budget().map(adapter_api::budget::SharedBudget::new).unwrap_or_default();
     let mut apps = BTreeMap::new();
     for (name, app) in &config.apps {
-        let adapter = crate::vendors::build(name, app, Duration::from_millis(config.request_budget_ms))
+        let adapter = crate::vendors::build(name, app, Duration::from_millis(config.request_budget_ms), &shared)
             .map_err(|e| ConfigError(format!("{origin}: apps.{name}: {e}")))?;
         let mut token = [0u8; 32];
         hex::decode_to_slice(app.token_sha256.trim(), &mut token)

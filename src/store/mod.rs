@@ -412,6 +412,12 @@ pub trait StoreEngine: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The vendor rate, pauses and breakers every replica of this store shares; `None` where one
+    /// process owns the store (its outbound clients pace alone).
+    fn rate_budget(&self) -> Option<Arc<dyn adapter_api::budget::RateBudget>> {
+        None
+    }
+
     /// Asks to run the periodic job `name` now: `Some` (held until dropped) when no replica is running it
     /// and none started it less than `every` ago; `None` means another replica has it. A store one
     /// process owns always grants it.
@@ -769,6 +775,42 @@ mod tests {
         assert!(a.lease("reconcile:x", hour).await.unwrap().is_none(), "not due again within the interval");
         // SQLite: one process owns the store, the lease is always granted.
         assert!(open(":memory:").unwrap().lease("reconcile:x", hour).await.unwrap().is_some());
+    }
+
+    /// Two replicas draw from one vendor schedule: with one call per 1,000 s and room to wait 1,500 s,
+    /// exactly two slots exist however many ask, from whichever replica. A pause or an open breaker
+    /// recorded by one holds the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_share_one_vendor_schedule() {
+        use adapter_api::budget::Reserved;
+        let Some(url) = test_pg_url("replicas_share_one_vendor_schedule") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url, password: None, schema: Some(schema), pool_size: 4 };
+        let (a, b) = (PgEngine::open(opts.clone()).await.unwrap(), PgEngine::open(opts).await.unwrap());
+        let (a, b) = (a.rate_budget().unwrap(), b.rate_budget().unwrap());
+        let s = std::time::Duration::from_secs;
+        let mut asks = Vec::new();
+        for i in 0..10 {
+            let budget = if i % 2 == 0 { a.clone() } else { b.clone() };
+            asks.push(tokio::spawn(async move { budget.reserve("vendor", s(1000), s(0), s(1500)).await.unwrap() }));
+        }
+        let mut granted = Vec::new();
+        for ask in asks {
+            match ask.await.unwrap() {
+                Reserved::After(wait) => granted.push(wait),
+                Reserved::Full(wait) => assert!(wait > s(1500), "{wait:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        granted.sort();
+        assert_eq!(granted.len(), 2, "{granted:?}");
+        assert!(granted[0] < s(1) && granted[1] > s(990), "one now, one a period later: {granted:?}");
+        // Another app has its own schedule; a pause set by one replica holds the other's next slot.
+        assert!(matches!(b.reserve("other", s(1), s(0), s(5)).await.unwrap(), Reserved::After(w) if w < s(1)));
+        a.pause("other", s(3600)).await.unwrap();
+        assert!(matches!(b.reserve("other", s(1), s(0), s(5)).await.unwrap(), Reserved::Full(w) if w > s(3500)));
+        a.open_breaker("third", s(60)).await.unwrap();
+        assert!(matches!(b.reserve("third", s(1), s(0), s(5)).await.unwrap(), Reserved::BreakerOpen(w) if w > s(50)));
     }
 
     #[test]

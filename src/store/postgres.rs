@@ -94,7 +94,120 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_app_outcome ON audit (app, outcome, name_key, at);",
     // When each periodic job (a reconcile pass per app) last started on any replica (`lease`).
     "CREATE TABLE leases (name TEXT PRIMARY KEY, started TIMESTAMPTZ NOT NULL);",
+    // Each app's vendor schedule shared by the replicas (`PgRateBudget`), in the database's clock as
+    // epoch seconds: the theoretical arrival time of the next call, the vendor's pause, an open breaker.
+    "CREATE TABLE rate_budget (
+        app TEXT PRIMARY KEY,
+        tat DOUBLE PRECISION NOT NULL DEFAULT 0,
+        paused_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+        breaker_until DOUBLE PRECISION NOT NULL DEFAULT 0
+    );",
 ];
+
+/// One schedule per app for all replicas: the GCRA of the outbound pacer, kept in one row and advanced by
+/// one `UPDATE` per vendor call (the row lock orders the replicas), timed by the database's clock so the
+/// replicas' own clocks never meet. Pauses and an open breaker sit in the same row, so every replica's
+/// next call sees them.
+#[derive(Debug)]
+pub(crate) struct PgRateBudget {
+    pool: Pool,
+    /// Apps whose row is known to exist.
+    ready: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+fn secs(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn duration(secs: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(std::time::Duration::MAX)
+}
+
+impl PgRateBudget {
+    async fn client(&self, app: &str) -> Result<deadpool_postgres::Object, String> {
+        let client = self.pool.get().await.map_err(|e| pool_error(e).to_string())?;
+        let known = self.ready.lock().unwrap_or_else(|p| p.into_inner()).contains(app);
+        if !known {
+            client
+                .execute("INSERT INTO rate_budget (app) VALUES ($1) ON CONFLICT (app) DO NOTHING", &[&app])
+                .await
+                .map_err(|e| StoreError::from(e).to_string())?;
+            self.ready.lock().unwrap_or_else(|p| p.into_inner()).insert(app.to_string());
+        }
+        Ok(client)
+    }
+}
+
+const NOW: &str = "extract(epoch FROM clock_timestamp())::float8";
+
+#[async_trait::async_trait]
+impl adapter_api::budget::RateBudget for PgRateBudget {
+    async fn reserve(
+        &self,
+        app: &str,
+        period: std::time::Duration,
+        tolerance: std::time::Duration,
+        max_wait: std::time::Duration,
+    ) -> Result<adapter_api::budget::Reserved, String> {
+        use adapter_api::budget::Reserved;
+        let client = self.client(app).await?;
+        let db = |e: tokio_postgres::Error| StoreError::from(e).to_string();
+        let (period, tolerance, max_wait) = (secs(period), secs(tolerance), secs(max_wait));
+        // The slot is max(now, tat - tolerance, paused_until); taken only if it is within max_wait and no
+        // breaker is open. RETURNING sees the new tat, from which the slot follows again.
+        let stmt = client
+            .prepare_cached(&format!(
+                "WITH c AS (SELECT {NOW} AS now)
+                 UPDATE rate_budget r SET tat = GREATEST(r.tat, c.now, r.paused_until) + $2
+                 FROM c
+                 WHERE r.app = $1 AND r.breaker_until <= c.now
+                   AND GREATEST(c.now, r.tat - $3, r.paused_until) <= c.now + $4
+                 RETURNING GREATEST(c.now, r.tat - $2 - $3, r.paused_until) - c.now"
+            ))
+            .await
+            .map_err(db)?;
+        if let Some(row) = client.query_opt(&stmt, &[&app, &period, &tolerance, &max_wait]).await.map_err(db)? {
+            return Ok(Reserved::After(duration(row.get(0))));
+        }
+        let row = client
+            .query_one(
+                &format!(
+                    "WITH c AS (SELECT {NOW} AS now)
+                     SELECT r.breaker_until - c.now, GREATEST(c.now, r.tat - $2, r.paused_until) - c.now
+                     FROM rate_budget r, c WHERE r.app = $1"
+                ),
+                &[&app, &tolerance],
+            )
+            .await
+            .map_err(db)?;
+        let (breaker, wait): (f64, f64) = (row.get(0), row.get(1));
+        Ok(if breaker > 0.0 { Reserved::BreakerOpen(duration(breaker)) } else { Reserved::Full(duration(wait)) })
+    }
+
+    async fn pause(&self, app: &str, d: std::time::Duration) -> Result<(), String> {
+        let client = self.client(app).await?;
+        client
+            .execute(
+                &format!("UPDATE rate_budget SET paused_until = GREATEST(paused_until, {NOW} + $2) WHERE app = $1"),
+                &[&app, &secs(d)],
+            )
+            .await
+            .map_err(|e| StoreError::from(e).to_string())?;
+        Ok(())
+    }
+
+    async fn open_breaker(&self, app: &str, cooldown: std::time::Duration) -> Result<(), String> {
+        let client = self.client(app).await?;
+        client
+            .execute(
+                &format!("UPDATE rate_budget SET breaker_until = GREATEST(breaker_until, {NOW} + $2) WHERE app = $1"),
+                &[&app, &secs(cooldown)],
+            )
+            .await
+            .map_err(|e| StoreError::from(e).to_string())?;
+        Ok(())
+    }
+}
 
 /// The lock set of leases (the gateway's own sets are small numbers, `gateway::Locks`).
 const LEASE_SET: i32 = 100;
@@ -182,6 +295,7 @@ pub struct PgEngine {
     location: String,
     pool: Pool,
     locks: std::sync::Arc<PgLocks>,
+    budget: std::sync::Arc<PgRateBudget>,
 }
 
 impl std::fmt::Debug for PgEngine {
@@ -239,7 +353,8 @@ impl PgEngine {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot build the connection pool: {e}")))?;
         let locks = std::sync::Arc::new(PgLocks { pool: pool.clone(), conn: tokio::sync::Mutex::new(None) });
-        let engine = PgEngine { location: opts.url.clone(), pool, locks };
+        let budget = std::sync::Arc::new(PgRateBudget { pool: pool.clone(), ready: Default::default() });
+        let engine = PgEngine { location: opts.url.clone(), pool, locks, budget };
         engine.migrate(opts.schema.as_deref()).await?;
         Ok(engine)
     }
@@ -689,6 +804,10 @@ impl StoreEngine for PgEngine {
 
     fn shared_locks(&self) -> Option<std::sync::Arc<dyn super::SharedLocks>> {
         Some(self.locks.clone())
+    }
+
+    fn rate_budget(&self) -> Option<std::sync::Arc<dyn adapter_api::budget::RateBudget>> {
+        Some(self.budget.clone())
     }
 
     async fn lease(&self, name: &str, every: std::time::Duration) -> StoreResult<Option<super::Hold>> {

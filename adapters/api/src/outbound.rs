@@ -71,6 +71,9 @@ pub struct OutboundConfig {
     pub breaker_failures: u32,
     /// How long the breaker stays open before one probe call is let through.
     pub breaker_cooldown: Duration,
+    /// The schedule, pauses and breaker shared with other replicas (`crate::budget`); none: this
+    /// process paces alone.
+    pub shared: crate::budget::SharedBudget,
 }
 
 impl Default for OutboundConfig {
@@ -87,6 +90,7 @@ impl Default for OutboundConfig {
             backoff_max: Duration::from_secs(5),
             breaker_failures: 10,
             breaker_cooldown: Duration::from_secs(30),
+            shared: crate::budget::SharedBudget::none(),
         }
     }
 }
@@ -458,6 +462,9 @@ impl Pacer {
         self.next = Some(tat + self.period);
     }
 }
+
+/// A message to the shared budget, sent in the background.
+type SharedCall = std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send>>;
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
@@ -844,14 +851,18 @@ impl Outbound {
             let _turn = self.limiter_turn.lock().await;
             // A pause may have come in while this call queued.
             self.wait_out_pause(until).await?;
-            let mut schedule = lock(&self.schedule);
-            let now = Instant::now();
-            let slot = schedule.next_slot(now);
-            if slot > until {
-                return Err(self.queue_full(Some(slot - now)));
+            if let Some(shared) = self.config.shared.get() {
+                self.reserve_shared(shared.as_ref(), until).await?
+            } else {
+                let mut schedule = lock(&self.schedule);
+                let now = Instant::now();
+                let slot = schedule.next_slot(now);
+                if slot > until {
+                    return Err(self.queue_full(Some(slot - now)));
+                }
+                schedule.commit(slot);
+                slot
             }
-            schedule.commit(slot);
-            slot
         };
         // A slot that is already due goes now: even a zero-length sleep costs a timer tick (~1 ms).
         if slot > Instant::now() {
@@ -873,6 +884,49 @@ impl Outbound {
                 }
             }
         }
+    }
+
+    /// The send slot from the replicas' shared schedule (same period and burst as the local one): the rate
+    /// is the vendor's across all replicas, and a pause or an open breaker of any replica holds this one.
+    async fn reserve_shared(&self, shared: &dyn crate::budget::RateBudget, until: Instant) -> Result<Instant> {
+        use crate::budget::Reserved;
+        let (period, tolerance) = {
+            let schedule = lock(&self.schedule);
+            (schedule.period, schedule.tolerance)
+        };
+        let max_wait = until.saturating_duration_since(Instant::now());
+        match shared.reserve(&self.app, period, tolerance, max_wait).await {
+            Ok(Reserved::After(wait)) => Ok(Instant::now() + wait),
+            Ok(Reserved::Full(wait)) => Err(self.queue_full(Some(wait))),
+            Ok(Reserved::BreakerOpen(left)) => {
+                bump(&self.counters.rejected_breaker_open);
+                Err(Error::unavailable(
+                    Some(whole_seconds(left)),
+                    format!("{}: circuit open (another replica saw repeated vendor failures)", self.app),
+                ))
+            }
+            Err(why) => {
+                tracing::error!(app = %self.app, error = %why, "the replicas' shared rate budget is unreachable");
+                Err(Error::unavailable(
+                    Some(Duration::from_secs(5)),
+                    format!(
+                        "{}: the replicas' shared rate budget is unreachable; not calling the vendor unpaced",
+                        self.app
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Tells the other replicas, without waiting for it (a lost message costs at most one 429 there).
+    fn share(&self, what: impl FnOnce(std::sync::Arc<dyn crate::budget::RateBudget>, String) -> SharedCall) {
+        let (Some(shared), Ok(rt)) = (self.config.shared.get(), tokio::runtime::Handle::try_current()) else { return };
+        let call = what(shared.clone(), self.app.clone());
+        rt.spawn(async move {
+            if let Err(e) = call.await {
+                tracing::warn!(error = %e, "could not share a vendor pause or breaker with the other replicas");
+            }
+        });
     }
 
     /// Sleeps until the vendor's pause is over, or fails at once when it lasts past `until`.
@@ -909,6 +963,8 @@ impl Outbound {
 
     /// Holds every call of the app back for `d` (never shortens a pause already set).
     fn pause(&self, d: Duration) {
+        let shared = d.min(MAX_PAUSE);
+        self.share(move |budget, app| Box::pin(async move { budget.pause(&app, shared).await }));
         let until = Instant::now() + d.min(MAX_PAUSE);
         let mut paused = lock(&self.paused_until);
         if !matches!(*paused, Some(current) if current >= until) {
@@ -950,6 +1006,8 @@ impl Outbound {
         let open = |breaker: &mut Breaker| {
             *breaker = Breaker::Open { until: Instant::now() + self.config.breaker_cooldown };
             bump(&self.counters.breaker_opens);
+            let cooldown = self.config.breaker_cooldown;
+            self.share(move |budget, app| Box::pin(async move { budget.open_breaker(&app, cooldown).await }));
         };
         if probe {
             match verdict {
@@ -1176,6 +1234,7 @@ mod tests {
             backoff_max: Duration::from_secs(1),
             breaker_failures: 100,
             breaker_cooldown: Duration::from_secs(30),
+            shared: Default::default(),
         }
     }
 
@@ -1862,5 +1921,66 @@ mod tests {
         }
         assert_eq!(out.breaker_state(), BreakerState::Closed);
         assert_eq!(out.stats().rate_limited_by_vendor, 5);
+    }
+
+    /// A budget shared with other replicas, in memory: answers from a script, remembers what it was told.
+    #[derive(Debug, Default)]
+    struct FakeBudget {
+        answers: Mutex<std::collections::VecDeque<crate::budget::Reserved>>,
+        pauses: Mutex<Vec<Duration>>,
+        breakers: Mutex<Vec<Duration>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::budget::RateBudget for FakeBudget {
+        async fn reserve(
+            &self,
+            _app: &str,
+            _period: Duration,
+            _tolerance: Duration,
+            _max_wait: Duration,
+        ) -> std::result::Result<crate::budget::Reserved, String> {
+            lock(&self.answers).pop_front().ok_or_else(|| "unreachable".to_string())
+        }
+        async fn pause(&self, _app: &str, d: Duration) -> std::result::Result<(), String> {
+            lock(&self.pauses).push(d);
+            Ok(())
+        }
+        async fn open_breaker(&self, _app: &str, cooldown: Duration) -> std::result::Result<(), String> {
+            lock(&self.breakers).push(cooldown);
+            Ok(())
+        }
+    }
+
+    /// With a shared budget, the slot comes from it: a full schedule, another replica's open breaker or
+    /// an unreachable budget refuse the call without touching the vendor; a vendor's Retry-After and an
+    /// opened breaker are passed on to the other replicas.
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_budget_paces_and_hears_pauses_and_breakers() {
+        use crate::budget::{Reserved, SharedBudget};
+        let (url, vendor) = vendor(vec![Reply::RetryAfter(429, "3".into())], Reply::Status(503)).await;
+        let budget = Arc::new(FakeBudget::default());
+        lock(&budget.answers)
+            .extend([Reserved::Full(Duration::from_secs(7)), Reserved::BreakerOpen(Duration::from_secs(20))]);
+        let config = OutboundConfig { shared: SharedBudget::new(budget.clone()), breaker_failures: 1, ..config() };
+        let out = Outbound::new("acme", config).unwrap();
+        let full = out.send(get(&url)).await.unwrap_err();
+        assert!(matches!(full.kind(), ErrorKind::RateLimited { .. }), "{full}");
+        assert_eq!(full.retry_after(), Some(Duration::from_secs(7)));
+        let open = out.send(get(&url)).await.unwrap_err();
+        assert!(matches!(open.kind(), ErrorKind::Unavailable { .. }), "{open}");
+        assert_eq!(open.retry_after(), Some(Duration::from_secs(20)));
+        // The budget has no answer left: unreachable, so no unpaced call either.
+        let unreachable = out.send(get(&url)).await.unwrap_err();
+        assert!(unreachable.detail().contains("shared rate budget"), "{unreachable}");
+        assert_eq!(vendor.hits(), 0);
+        // Slots granted: the vendor's 429 + Retry-After 3 and then a 503 (which opens the breaker at one
+        // failure) are shared.
+        lock(&budget.answers).extend([Reserved::After(Duration::ZERO), Reserved::After(Duration::ZERO)]);
+        let _ = out.send(get(&url)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(vendor.hits(), 2);
+        assert!(lock(&budget.pauses).iter().any(|d| *d >= Duration::from_secs(3)), "{:?}", lock(&budget.pauses));
+        assert_eq!(*lock(&budget.breakers), [Duration::from_secs(30)]);
     }
 }
