@@ -428,8 +428,9 @@ pub trait StoreEngine: Send + Sync + std::fmt::Debug {
 }
 
 /// The environment variable that points the test suites at a PostgreSQL server
-/// (`postgres://user@127.0.0.1:port/db`; `.ci/run` starts one and sets it).
-pub const TEST_PG_URL: &str = "SCIM_BRIDGE_TEST_PG_URL";
+/// (`postgres://user@127.0.0.1:port/db`; `.ci/run` starts one and sets it). Not `SCIM_BRIDGE_*`: every
+/// `serve` a test starts would read that as a config key and refuse to start.
+pub const TEST_PG_URL: &str = "SCIM_TEST_PG_URL";
 
 /// The PostgreSQL URL the tests run against, if any. Without one a test says so loudly, and under
 /// `CI=true` it fails: CI must run every backend, never skip one in silence.
@@ -464,7 +465,7 @@ mod tests {
     pub(super) async fn backends(test: &str) -> Vec<Arc<Store>> {
         let mut out: Vec<Arc<Store>> = vec![open(":memory:").unwrap()];
         if let Some(url) = test_pg_url(test) {
-            out.push(test_pg_store(&url).await.expect("PostgreSQL at SCIM_BRIDGE_TEST_PG_URL"));
+            out.push(test_pg_store(&url).await.expect("PostgreSQL at SCIM_TEST_PG_URL"));
         }
         out
     }
