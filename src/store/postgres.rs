@@ -335,14 +335,17 @@ impl PgEngine {
         if let Some(p) = &opts.password {
             config.password(p.expose_secret());
         }
+        // A 2xx to Entra means the commit is flushed, whatever the server's default says.
+        let mut options = "-c synchronous_commit=on".to_string();
         if let Some(schema) = &opts.schema {
             if !is_identifier(schema) {
                 return Err(StoreError::Unavailable(format!(
                     "schema {schema:?}: lowercase letters, digits and '_' only"
                 )));
             }
-            config.options(format!("-c search_path={schema}"));
+            options.push_str(&format!(" -c search_path={schema}"));
         }
+        config.options(options);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(5));
         }

@@ -210,11 +210,15 @@ async fn start_inner(
     }
     let mut config = Config::with_apps(listen, apps);
     // A `postgres://` store (the replica benchmarks) is PostgreSQL with the password, if any, in
-    // `SCIM_BRIDGE_DEMO_PG_PASSWORD`; anything else is SQLite.
+    // `SCIM_DEMO_PG_PASSWORD` (not `SCIM_BRIDGE_*`, which a `serve` in the same shell would read as a
+    // config key); anything else is SQLite.
     if store_path.starts_with("postgres://") || store_path.starts_with("postgresql://") {
-        config.store.url = Some(store_path.into());
-        if std::env::var_os("SCIM_BRIDGE_DEMO_PG_PASSWORD").is_some() {
-            config.store.password_env = Some("SCIM_BRIDGE_DEMO_PG_PASSWORD".into());
+        // `#schema`: a schema of its own (a benchmark's fresh one).
+        let (url, schema) = store_path.split_once('#').map_or((store_path, None), |(u, s)| (u, Some(s)));
+        config.store.url = Some(url.into());
+        config.store.schema = schema.map(str::to_string);
+        if std::env::var_os("SCIM_DEMO_PG_PASSWORD").is_some() {
+            config.store.password_env = Some("SCIM_DEMO_PG_PASSWORD".into());
         }
     } else {
         config.store.path = store_path.into();
