@@ -821,6 +821,22 @@ mod tests {
         assert_ne!(lock_key(&["ab", "c"]), lock_key(&["a", "bc"]));
     }
 
+    /// The schema name is written into SQL (an identifier cannot be a parameter): anything but a plain
+    /// lowercase identifier is refused before a connection is made.
+    #[tokio::test]
+    async fn a_schema_that_is_not_a_plain_identifier_is_refused() {
+        for bad in ["a;drop table audit", "A", "x y", "\"q\"", "", "1abc"] {
+            let opts = PgOptions {
+                url: "postgres://gw@127.0.0.1:1/scim".into(),
+                password: None,
+                schema: Some(bad.into()),
+                pool_size: 2,
+            };
+            let err = PgEngine::open(opts).await.unwrap_err().to_string();
+            assert!(err.contains("lowercase letters"), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn a_postgres_url_with_a_password_is_refused() {
         assert!(postgres_url_problem("postgres://gw:s3cret@db:5432/scim").unwrap().contains("password_file"));
