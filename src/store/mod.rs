@@ -837,6 +837,33 @@ mod tests {
         }
     }
 
+    /// The password from `store.password_file` appears neither in the engine's options as printed nor in
+    /// the error of a connection that fails (the message names `store.url`).
+    #[tokio::test]
+    async fn the_postgres_password_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg-password");
+        std::fs::write(&file, "hunter2-pg\n").unwrap();
+        let cfg = crate::config::StoreConfig {
+            url: Some("postgres://gw@127.0.0.1:1/scim".into()),
+            password_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let err = open_config(&cfg, "proxy.yaml").await.unwrap_err();
+        assert!(err.contains("proxy.yaml: store.url") && !err.contains("hunter2"), "{err}");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        let opts = PgOptions {
+            url: "postgres://gw@127.0.0.1:1/scim".into(),
+            password: Some(secrecy::SecretString::from("hunter2-pg")),
+            schema: None,
+            pool_size: 2,
+        };
+        assert!(!format!("{opts:?}").contains("hunter2"));
+        let missing = crate::config::StoreConfig { password_file: Some(dir.path().join("nope")), ..cfg };
+        let err = open_config(&missing, "proxy.yaml").await.unwrap_err();
+        assert!(err.contains("store.password_file") && err.contains("nope"), "{err}");
+    }
+
     #[test]
     fn a_postgres_url_with_a_password_is_refused() {
         assert!(postgres_url_problem("postgres://gw:s3cret@db:5432/scim").unwrap().contains("password_file"));
