@@ -547,33 +547,146 @@ def check_unit():
         p.append("[Install] WantedBy=multi-user.target missing")
     return p
 run("systemd unit well-formed + required settings (python)", check_unit)
+# ---- the replicated variant: deploy/kubernetes-replicas and deploy/replicas (two gateways, PostgreSQL)
+K8S_R = os.path.join(DEPLOY, "kubernetes-replicas")
+
+def check_replicas_k8s():
+    p = []
+    robjs = {}
+    for path in sorted(glob.glob(os.path.join(K8S_R, "*.yaml"))):
+        if os.path.basename(path) == "kustomization.yaml":
+            continue
+        for d in docs.get(path, []):
+            robjs.setdefault(d.get("kind"), []).append(d)
+    k = one(os.path.join(K8S_R, "kustomization.yaml"))
+    on_disk = {os.path.basename(x) for x in glob.glob(os.path.join(K8S_R, "*.yaml"))} - {"kustomization.yaml"}
+    if set(k.get("resources") or []) != on_disk:
+        p.append(f"kustomization resources {sorted(k.get('resources') or [])} != files {sorted(on_disk)}")
+    (d,) = robjs.get("Deployment", [None]) if len(robjs.get("Deployment", [])) == 1 else (None,)
+    if d is None:
+        return p + ["expected exactly one Deployment"]
+    spec = d["spec"]
+    if (spec.get("replicas") or 0) < 2:
+        p.append("replicas must be at least 2")
+    st = spec.get("strategy") or {}
+    if st.get("type") != "RollingUpdate" or (st.get("rollingUpdate") or {}).get("maxUnavailable") != 0:
+        p.append("strategy must be RollingUpdate with maxUnavailable 0 (a new pod serves before an old one stops)")
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"].get("labels", {})
+    if pod.get("terminationGracePeriodSeconds") != 50:
+        p.append("terminationGracePeriodSeconds must be 50 (longer than the drain)")
+    pdbs = robjs.get("PodDisruptionBudget", [])
+    if len(pdbs) != 1:
+        p.append("expected exactly one PodDisruptionBudget")
+    else:
+        pdb = pdbs[0]["spec"]
+        if pdb.get("minAvailable") != 1:
+            p.append("PodDisruptionBudget minAvailable must be 1")
+        sel = (pdb.get("selector") or {}).get("matchLabels", {})
+        if not sel or any(labels.get(a) != b for a, b in sel.items()):
+            p.append("PodDisruptionBudget selector does not match the pod labels")
+    if robjs.get("PersistentVolumeClaim") or any("persistentVolumeClaim" in v for v in pod.get("volumes", [])):
+        p.append("no PersistentVolumeClaim: the replicas keep nothing on disk (PostgreSQL holds the store)")
+    c = pod["containers"][0]
+    if any(e["name"] == "SCIM_BRIDGE_STORE__PATH" for e in c.get("env", [])):
+        p.append("SCIM_BRIDGE_STORE__PATH set: the replicas use store.url")
+    sc = c.get("securityContext", {})
+    for key, want in {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}.items():
+        if sc.get(key) != want:
+            p.append(f"container securityContext.{key} must be {want}")
+    cms = robjs.get("ConfigMap", [])
+    if len(cms) != 1:
+        return p + ["expected exactly one ConfigMap"]
+    cfg = yaml.safe_load(cms[0]["data"]["proxy.yaml"])
+    store = cfg.get("store") or {}
+    url = str(store.get("url", ""))
+    if not url.startswith("postgres://"):
+        p.append("ConfigMap proxy.yaml: store.url must be a postgres:// URL")
+    userinfo = url.split("//", 1)[-1].split("@", 1)[0] if "@" in url else ""
+    if ":" in userinfo or "password=" in url:
+        p.append("ConfigMap proxy.yaml: store.url must not hold a password")
+    pw = str(store.get("password_file", ""))
+    secrets = robjs.get("Secret", [])
+    keys = {k for s_ in secrets for k in (s_.get("stringData") or {})}
+    mounts = {m["mountPath"] for m in c.get("volumeMounts", []) if m.get("readOnly")}
+    if not any(pw == os.path.join(mp, k) for mp in mounts for k in keys):
+        p.append(f"ConfigMap proxy.yaml: store.password_file {pw!r} is not a key of the mounted Secret")
+    for s_ in secrets:
+        for key, val in (s_.get("stringData") or {}).items():
+            if "REPLACE" not in str(val):
+                p.append(f"Secret key {key} does not look like a placeholder (no REPLACE marker)")
+    return p
+run("kubernetes-replicas policy (replicas >= 2, RollingUpdate, PDB, no PVC, store.url, password_file)", check_replicas_k8s)
+
+def check_replicas_compose():
+    p = []
+    c = one(os.path.join(DEPLOY, "replicas", "compose.yaml"))
+    svcs = c.get("services") or {}
+    gateways = {n: s_ for n, s_ in svcs.items() if (s_.get("command") or [])[:1] == ["serve"]}
+    if len(gateways) < 2:
+        p.append("expected at least two gateway services")
+    urls = set()
+    for name, s_ in gateways.items():
+        env = s_.get("environment") or {}
+        url = str(env.get("SCIM_BRIDGE_STORE__URL", ""))
+        urls.add(url)
+        if not url.startswith("postgres://") or ":" in url.split("//", 1)[-1].split("@", 1)[0]:
+            p.append(f"{name}: SCIM_BRIDGE_STORE__URL must be a postgres:// URL without a password")
+        if not str(env.get("SCIM_BRIDGE_STORE__PASSWORD_FILE", "")).startswith("/run/secrets/"):
+            p.append(f"{name}: SCIM_BRIDGE_STORE__PASSWORD_FILE must point at a mounted secret")
+        if s_.get("stop_grace_period") != "50s" or s_.get("read_only") is not True or s_.get("cap_drop") != ["ALL"]:
+            p.append(f"{name}: stop_grace_period 50s, read_only and cap_drop [ALL] required")
+        for x in (str(v) for v in s_.get("ports", [])):
+            if x.endswith(":8080") or (x.endswith(":9090") and not x.startswith("127.0.0.1:")):
+                p.append(f"{name}: publishes {x}; only the proxy faces Entra, admin on 127.0.0.1 only")
+    if len(urls) != 1:
+        p.append("the gateways must share one store.url")
+    if "postgres" not in svcs or not (svcs["postgres"].get("healthcheck") or {}).get("test"):
+        p.append("a postgres service with a healthcheck is required")
+    proxies = [n for n, s_ in svcs.items() if "8080:8080" in [str(v) for v in s_.get("ports", [])]]
+    if len(proxies) != 1 or proxies[0] in gateways:
+        p.append("exactly one proxy service must publish 8080 in front of the gateways")
+    conf = os.path.join(DEPLOY, "replicas", "nginx.conf")
+    text = open(conf, encoding="utf-8").read()
+    for name in gateways:
+        if f"server {name}:8080" not in text:
+            p.append(f"nginx.conf does not send to {name}:8080")
+    if re.search(r"proxy_next_upstream[^;]*non_idempotent", text):
+        p.append("nginx.conf must not re-send non-idempotent requests to another gateway")
+    return p
+run("replicas compose policy (two gateways, one store.url, password file, proxy, postgres)", check_replicas_compose)
 PYEOF
 tally <"$WORK/py.out"
 
 # ---------------------------------------------------------------- Kubernetes schemas (offline)
 
-mapfile -t MANIFESTS < <(find "$DEPLOY/kubernetes" -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml | sort)
-for v in "${K8S_VERSIONS[@]}"; do
-  # --strict rejects unknown fields; any warning (deprecated API, ...) also fails.
-  check_quiet "kubernetes-validate --strict k8s $v (${#MANIFESTS[@]} manifests)" \
-    "$BIN/kubernetes-validate" --strict --quiet -k "$v" "${MANIFESTS[@]}"
+for tree in kubernetes kubernetes-replicas; do
+  mapfile -t MANIFESTS < <(find "$DEPLOY/$tree" -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml | sort)
+  for v in "${K8S_VERSIONS[@]}"; do
+    # --strict rejects unknown fields; any warning (deprecated API, ...) also fails.
+    check_quiet "kubernetes-validate --strict k8s $v ($tree: ${#MANIFESTS[@]} manifests)" \
+      "$BIN/kubernetes-validate" --strict --quiet -k "$v" "${MANIFESTS[@]}"
+  done
 done
 
 if command -v kubectl >/dev/null 2>&1; then
-  if out=$(kubectl kustomize "$DEPLOY/kubernetes" 2>&1 >"$WORK/kustomized.yaml"); then
-    check_quiet "kubectl kustomize + kubernetes-validate --strict k8s ${K8S_VERSIONS[-1]}" \
-      "$BIN/kubernetes-validate" --strict --quiet -k "${K8S_VERSIONS[-1]}" "$WORK/kustomized.yaml"
-  else
-    fail "kubectl kustomize $DEPLOY/kubernetes" "$(first_line "$out")" "$out"
-  fi
+  for tree in kubernetes kubernetes-replicas; do
+    if out=$(kubectl kustomize "$DEPLOY/$tree" 2>&1 >"$WORK/kustomized-$tree.yaml"); then
+      check_quiet "kubectl kustomize $tree + kubernetes-validate --strict k8s ${K8S_VERSIONS[-1]}" \
+        "$BIN/kubernetes-validate" --strict --quiet -k "${K8S_VERSIONS[-1]}" "$WORK/kustomized-$tree.yaml"
+    else
+      fail "kubectl kustomize $DEPLOY/$tree" "$(first_line "$out")" "$out"
+    fi
+  done
 else
   skip "kubectl kustomize" "kubectl not installed (the kustomization is still checked by the python check above)"
 fi
 
 # ---------------------------------------------------------------- compose (compose-spec JSON schema, offline)
 
-check "compose-spec schema $DEPLOY/compose.yaml" \
-  "$BIN/check-jsonschema" --builtin-schema vendor.compose-spec "$DEPLOY/compose.yaml"
+for compose in "$DEPLOY/compose.yaml" "$DEPLOY/replicas/compose.yaml"; do
+  check "compose-spec schema $compose" "$BIN/check-jsonschema" --builtin-schema vendor.compose-spec "$compose"
+done
 
 # ---------------------------------------------------------------- systemd unit
 

@@ -34,7 +34,7 @@ impl AppCheck {
 pub async fn run(path: &Path, offline: bool) -> Result<Vec<AppCheck>, String> {
     let origin = path.display().to_string();
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    let gateway = crate::server::build_gateway(&config, &origin).map_err(|e| e.to_string())?;
+    let gateway = crate::server::open_gateway(&config, &origin).await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for app in gateway.apps.values() {
         let mut check = AppCheck {

@@ -128,10 +128,14 @@ async fn run(command: Command) -> Result<(), String> {
             let hangup = server::Hangup::catch();
             let origin = config.display().to_string();
             let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
-            let _claim = crate::store::claim(&cfg.store.path).map_err(|e| {
-                format!("store.path in {origin}: {e}; one serve per store file (see README, Deployment)")
-            })?;
-            let gateway = server::build_gateway(&cfg, &origin).map_err(|e| e.to_string())?;
+            // PostgreSQL is shared by design (its locks live in the database); a SQLite file is not.
+            let _claim = match cfg.store.url {
+                Some(_) => None,
+                None => crate::store::claim(&cfg.store.path).map_err(|e| {
+                    format!("store.path in {origin}: {e}; one serve per store file (see README, Deployment)")
+                })?,
+            };
+            let gateway = server::open_gateway(&cfg, &origin).await.map_err(|e| e.to_string())?;
             cfg.drop_vendor_options();
             let running =
                 server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
@@ -153,8 +157,7 @@ async fn run(command: Command) -> Result<(), String> {
             }
             let since =
                 since.map(|s| crate::audit_report::parse_since(&s, time::OffsetDateTime::now_utc())).transpose()?;
-            let store =
-                crate::store::open(&cfg.store.path).map_err(|e| format!("store.path {}: {e}", cfg.store.path))?;
+            let store = crate::store::open_config(&cfg.store, &config.display().to_string()).await?;
             let entries = store
                 .audit_log(&crate::store::AuditQuery { app, name: user, since, limit })
                 .await
@@ -206,7 +209,7 @@ async fn reconcile(config: &std::path::Path, only: Option<String>, dry_run: bool
     // An enforcing pass writes to vendors and to the store: beside a running serve it could undo a change
     // Entra is making at that moment (the per-user locks live in serve's process). A dry run writes
     // nothing, so it may run beside serve.
-    let _claim = match crate::store::claim(&cfg.store.path) {
+    let _claim = match cfg.store.url.as_ref().map_or_else(|| crate::store::claim(&cfg.store.path), |_| Ok(None)) {
         Ok(claim) => claim,
         Err(crate::store::ClaimError::Held(_)) if dry_run => None,
         Err(e @ crate::store::ClaimError::Held(_)) => {
@@ -217,7 +220,7 @@ async fn reconcile(config: &std::path::Path, only: Option<String>, dry_run: bool
         }
         Err(e) => return Err(format!("store.path in {origin}: {e}")),
     };
-    let gateway = server::build_gateway(&cfg, &origin).map_err(|e| e.to_string())?;
+    let gateway = server::open_gateway(&cfg, &origin).await.map_err(|e| e.to_string())?;
     let mut reports = Vec::new();
     for app in gateway.apps.values().filter(|a| only.as_ref().is_none_or(|o| *o == a.name)) {
         let opts = PassOptions { mode: app.reconcile.mode, dry_run, max_repairs: app.reconcile.max_repairs };

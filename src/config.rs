@@ -109,14 +109,64 @@ impl Default for ConnectionLimits {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// SQLite file; `:memory:` keeps everything in memory (lost on restart).
+    /// SQLite file; `:memory:` keeps everything in memory (lost on restart). Unused with `url`.
     #[serde(default = "default_store_path")]
     pub path: String,
+    /// PostgreSQL instead of SQLite (`postgres://user@host:5432/db`), for more than one replica. The URL
+    /// holds no password: it comes from `password_env` or `password_file`.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A PostgreSQL schema of the gateway's own (created if missing) instead of `public`.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// Connections each replica keeps to PostgreSQL.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
     /// Audit entries older than this many days are deleted once a day; 0 (the default) keeps them forever:
     /// the audit log is append-only unless an operator opts into retention. Every change attempt is audited
     /// with its before/after documents (~1.5 KB each), so the file grows with traffic.
     #[serde(default = "default_audit_retention_days")]
     pub audit_retention_days: u32,
+}
+
+impl StoreConfig {
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let at = |key: &str| format!("{origin}: store.{key}");
+        match &self.url {
+            // The URL is shown in messages and logs, so it must not carry the password: parsing it here
+            // also means a bad URL is refused at load, before anything starts.
+            Some(url) => {
+                crate::store::postgres_url_problem(url)
+                    .map_or(Ok(()), |e| Err(ConfigError(format!("{}: {e}", at("url")))))?;
+                if self.password_env.is_some() && self.password_file.is_some() {
+                    return Err(ConfigError(format!(
+                        "{}: give only one of store.password_env and store.password_file",
+                        at("password_env")
+                    )));
+                }
+                if !(1..=1000).contains(&self.pool_size) {
+                    return Err(ConfigError(format!("{}: must be 1 to 1000", at("pool_size"))));
+                }
+                Ok(())
+            }
+            None => {
+                for (key, given) in [
+                    ("password_env", self.password_env.is_some()),
+                    ("password_file", self.password_file.is_some()),
+                    ("schema", self.schema.is_some()),
+                ] {
+                    if given {
+                        return Err(ConfigError(format!("{}: only with store.url (PostgreSQL)", at(key))));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The largest `connections.max` (a tokio semaphore panics past `Semaphore::MAX_PERMITS`; far more open
@@ -131,13 +181,25 @@ fn default_request_budget_ms() -> u64 {
     30_000
 }
 
+fn default_pool_size() -> u32 {
+    16
+}
+
 fn default_audit_retention_days() -> u32 {
     0
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: default_store_path(), audit_retention_days: default_audit_retention_days() }
+        StoreConfig {
+            path: default_store_path(),
+            url: None,
+            password_env: None,
+            password_file: None,
+            schema: None,
+            pool_size: default_pool_size(),
+            audit_retention_days: default_audit_retention_days(),
+        }
     }
 }
 
@@ -364,6 +426,7 @@ impl Config {
 
     /// Checks what serde cannot: token hashes, duplicate tokens, app names, limits.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        self.store.validate(origin)?;
         let mut seen_tokens: BTreeMap<String, &str> = BTreeMap::new();
         for (name, app) in &self.apps {
             let at = |key: &str| format!("{origin}: apps.{name}.{key}");

@@ -19,7 +19,7 @@ use crate::scim::filter::{self, Filter};
 use crate::scim::patch;
 use crate::scim::schema::{self, ResourceKind};
 use crate::scim::{list_page_response, ListQuery, ListWindow};
-use crate::store::{AuditEntry, Kind, Record, Store, StoreError};
+use crate::store::{lock_key, AuditEntry, Hold, Kind, Record, SharedLocks, Store, StoreError, StoreResult};
 use crate::vendor_errors::from_adapter;
 
 /// One configured app at run time.
@@ -71,13 +71,22 @@ const LOCK_STRIPES: usize = 1024;
 /// Striped locks, bounded memory: one change per resource id, one claim per name, and one link per vendor
 /// record at a time. Separate stripe sets, always taken id, then name, then vendor record, so a rename
 /// (id and name) cannot deadlock with a create (name, then vendor record when it links an existing one).
+/// On a store shared by replicas (PostgreSQL) each lock is also taken in the store (`SharedLocks`), after
+/// the in-process stripe, in the same order; on SQLite nothing more is done than the stripe.
 pub(crate) struct Locks {
     ids: Vec<Mutex<()>>,
     names: Vec<Mutex<()>>,
     vendor_records: Vec<Mutex<()>>,
     /// One group change per app at a time where the gateway maps groups to roles (taken before any id).
     app_groups: Vec<Mutex<()>>,
+    shared: Option<Arc<dyn SharedLocks>>,
 }
+
+/// The lock sets' numbers in the shared locks, in the order the sets are taken.
+const SET_APP_GROUPS: i32 = 1;
+const SET_IDS: i32 = 2;
+const SET_NAMES: i32 = 3;
+const SET_VENDOR_RECORDS: i32 = 4;
 
 fn stripe_of(stripes: &[Mutex<()>], app: &str, kind: Kind, key: &str) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -85,41 +94,83 @@ fn stripe_of(stripes: &[Mutex<()>], app: &str, kind: Kind, key: &str) -> usize {
     (h.finish() as usize) % stripes.len()
 }
 
+/// One held lock: the in-process stripe and, on a shared store, the replicas' lock.
+pub(crate) struct LockGuard<'a> {
+    _shared: Option<Hold>,
+    _local: tokio::sync::MutexGuard<'a, ()>,
+}
+
+/// Several id locks held together (`Locks::ids_in_order`).
+pub(crate) struct LockGuards<'a> {
+    _shared: Vec<Hold>,
+    _local: Vec<tokio::sync::MutexGuard<'a, ()>>,
+}
+
 impl Locks {
-    fn new() -> Self {
+    fn new(shared: Option<Arc<dyn SharedLocks>>) -> Self {
         let set = || (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Locks { ids: set(), names: set(), vendor_records: set(), app_groups: (0..64).map(|_| Mutex::new(())).collect() }
+        Locks {
+            ids: set(),
+            names: set(),
+            vendor_records: set(),
+            app_groups: (0..64).map(|_| Mutex::new(())).collect(),
+            shared,
+        }
     }
-    pub(crate) fn app_groups(&self, app: &str) -> &Mutex<()> {
-        &self.app_groups[stripe_of(&self.app_groups, app, Kind::Group, "")]
+    async fn take<'a>(
+        &'a self,
+        stripes: &'a [Mutex<()>],
+        set: i32,
+        app: &str,
+        kind: Kind,
+        key: &str,
+    ) -> StoreResult<LockGuard<'a>> {
+        let local = stripes[stripe_of(stripes, app, kind, key)].lock().await;
+        let shared = match &self.shared {
+            Some(shared) => Some(shared.acquire(set, lock_key(&[app, kind.as_str(), key])).await?),
+            None => None,
+        };
+        Ok(LockGuard { _shared: shared, _local: local })
     }
-    /// The id locks of several resources, taken in stripe order (each stripe once): two callers holding
-    /// several id locks at a time cannot deadlock, whatever resources they name.
-    pub(crate) async fn ids_in_order(&self, app: &str, keys: &[(Kind, &str)]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn app_groups(&self, app: &str) -> StoreResult<LockGuard<'_>> {
+        self.take(&self.app_groups, SET_APP_GROUPS, app, Kind::Group, "").await
+    }
+    /// The id locks of several resources, taken in stripe order (each stripe once), then the shared ones
+    /// in key order: two callers holding several id locks at a time cannot deadlock, whatever resources
+    /// they name, in one process or across replicas.
+    pub(crate) async fn ids_in_order(&self, app: &str, keys: &[(Kind, &str)]) -> StoreResult<LockGuards<'_>> {
         let mut stripes: Vec<usize> = keys.iter().map(|(kind, id)| stripe_of(&self.ids, app, *kind, id)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
+        let mut local = Vec::with_capacity(stripes.len());
         for i in stripes {
-            guards.push(self.ids[i].lock().await);
+            local.push(self.ids[i].lock().await);
         }
-        guards
+        let mut shared = Vec::new();
+        if let Some(locks) = &self.shared {
+            let mut shared_keys: Vec<i32> = keys.iter().map(|(kind, id)| lock_key(&[app, kind.as_str(), id])).collect();
+            shared_keys.sort_unstable();
+            shared_keys.dedup();
+            for key in shared_keys {
+                shared.push(locks.acquire(SET_IDS, key).await?);
+            }
+        }
+        Ok(LockGuards { _shared: shared, _local: local })
     }
-    pub(crate) fn id(&self, app: &str, kind: Kind, id: &str) -> &Mutex<()> {
-        &self.ids[stripe_of(&self.ids, app, kind, id)]
+    pub(crate) async fn id(&self, app: &str, kind: Kind, id: &str) -> StoreResult<LockGuard<'_>> {
+        self.take(&self.ids, SET_IDS, app, kind, id).await
     }
-    pub(crate) fn name(&self, app: &str, kind: Kind, name: &str) -> &Mutex<()> {
-        let key = name.to_lowercase();
-        &self.names[stripe_of(&self.names, app, kind, &key)]
+    pub(crate) async fn name(&self, app: &str, kind: Kind, name: &str) -> StoreResult<LockGuard<'_>> {
+        self.take(&self.names, SET_NAMES, app, kind, &name.to_lowercase()).await
     }
-    pub(crate) fn vendor_record(&self, app: &str, kind: Kind, vendor_id: &str) -> &Mutex<()> {
-        &self.vendor_records[stripe_of(&self.vendor_records, app, kind, vendor_id)]
+    pub(crate) async fn vendor_record(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<LockGuard<'_>> {
+        self.take(&self.vendor_records, SET_VENDOR_RECORDS, app, kind, vendor_id).await
     }
 }
 
 /// Held from linking an existing vendor record until its shadow record is written, so two creates (with
 /// different userNames, one email) cannot both link it.
-pub(crate) type VendorRecordGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
+pub(crate) type VendorRecordGuard<'a> = LockGuard<'a>;
 
 pub struct Gateway {
     pub apps: BTreeMap<String, Arc<App>>,
@@ -299,7 +350,8 @@ fn schemas_for(kind: Kind, doc: &Map<String, Value>) -> Value {
 impl Gateway {
     pub fn new(apps: BTreeMap<String, Arc<App>>, store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
         let indexes = apps.keys().map(|name| (name.clone(), Arc::new(VendorIndex::default()))).collect();
-        Gateway { apps, store, metrics, locks: Locks::new(), indexes, unmanaged_seen: UnmanagedSeen::default() }
+        let shared = store.shared_locks();
+        Gateway { apps, store, metrics, locks: Locks::new(shared), indexes, unmanaged_seen: UnmanagedSeen::default() }
     }
 
     /// The app's vendor index (see `reconcile::VendorIndex`).
@@ -484,7 +536,7 @@ impl Gateway {
         }
         let values = Self::incoming_doc(kind, body)?;
         let name = values.get(name_attr(kind)).and_then(Value::as_str).unwrap_or_default().to_string();
-        let _guard = self.locks.name(&app.name, kind, &name).lock().await;
+        let _guard = self.locks.name(&app.name, kind, &name).await.map_err(store_err)?;
 
         let mut audit = self.audit(app, ctx, kind, "create");
         audit.name = Some(name.clone());
@@ -656,7 +708,11 @@ impl Gateway {
         matched_by: &str,
     ) -> adapter_api::Result<(String, Option<VendorRecordGuard<'_>>)> {
         adapter_api::check_vendor_id(&existing.vendor_id)?;
-        let claim = self.locks.vendor_record(&app.name, Kind::User, &existing.vendor_id).lock().await;
+        let claim = self
+            .locks
+            .vendor_record(&app.name, Kind::User, &existing.vendor_id)
+            .await
+            .map_err(store_err_for_vendor_path)?;
         let owner = self
             .store
             .find_by_vendor_id(&app.name, Kind::User, &existing.vendor_id)
@@ -806,7 +862,7 @@ impl Gateway {
         if !app.adapter.capabilities().find_by_user_name {
             return Ok(None);
         }
-        let _guard = self.locks.name(&app.name, Kind::User, user_name).lock().await;
+        let _guard = self.locks.name(&app.name, Kind::User, user_name).await.map_err(store_err)?;
         if let Some(rec) = self.store.find_by_name(&app.name, Kind::User, user_name).await.map_err(store_err)? {
             return Ok(Some(rec));
         }
@@ -816,7 +872,7 @@ impl Gateway {
         let found = app.adapter.find_user(user_name).await.map_err(|e| self.vendor_error(app, &e))?;
         let Some(vu) = found else { return Ok(None) };
         adapter_api::check_vendor_id(&vu.vendor_id).map_err(|e| self.vendor_error(app, &e))?;
-        let _claim = self.locks.vendor_record(&app.name, Kind::User, &vu.vendor_id).lock().await;
+        let _claim = self.locks.vendor_record(&app.name, Kind::User, &vu.vendor_id).await.map_err(store_err)?;
         if self.store.is_tombstoned(&app.name, Kind::User, &vu.vendor_id).await.map_err(store_err)?
             || self.store.find_by_vendor_id(&app.name, Kind::User, &vu.vendor_id).await.map_err(store_err)?.is_some()
         {
@@ -869,7 +925,7 @@ impl Gateway {
             return self.mapped_group_update(app, ctx, id, crate::group_roles::GroupEdit::Patch(body)).await;
         }
         let parsed = patch::parse_patch(&body).map_err(|e| ScimError::bad_request(e.scim_type, e.detail));
-        let _guard = self.locks.id(&app.name, kind, id).lock().await;
+        let _guard = self.locks.id(&app.name, kind, id).await.map_err(store_err)?;
         // A malformed PATCH is still a change Entra attempted: audited against the resource when it exists.
         let rec = match (parsed.as_ref(), self.load(app, kind, id).await) {
             (Err(err), Ok(rec)) => {
@@ -902,7 +958,7 @@ impl Gateway {
             return self.mapped_group_update(app, ctx, id, crate::group_roles::GroupEdit::Replace(body)).await;
         }
         let values = Self::incoming_doc(kind, body);
-        let _guard = self.locks.id(&app.name, kind, id).lock().await;
+        let _guard = self.locks.id(&app.name, kind, id).await.map_err(store_err)?;
         let rec = self.load(app, kind, id).await?;
         // A refused PUT of an existing resource is audited like a refused PATCH.
         let values = self.audited(values, &self.audit_of(app, ctx, &rec, "replace")).await?;
@@ -934,7 +990,7 @@ impl Gateway {
         // A rename claims the new name like a create does (the caller holds the id lock: ids before names).
         let _name_guard = match new_name.eq_ignore_ascii_case(rec.name()) {
             true => None,
-            false => Some(self.locks.name(&app.name, kind, &new_name).lock().await),
+            false => Some(self.locks.name(&app.name, kind, &new_name).await.map_err(store_err)?),
         };
         if !new_name.eq_ignore_ascii_case(rec.name()) {
             if let Some(other) = self.store.find_by_name(&app.name, kind, &new_name).await.map_err(store_err)? {
@@ -1036,7 +1092,7 @@ impl Gateway {
         if kind == Kind::Group && Self::maps_groups(app) {
             return self.mapped_group_delete(app, ctx, id).await;
         }
-        let guard = self.locks.id(&app.name, kind, id).lock().await;
+        let guard = self.locks.id(&app.name, kind, id).await.map_err(store_err)?;
         let rec = self.load(app, kind, id).await?;
         let mut audit = self.audit_of(app, ctx, &rec, "delete");
         let caps = app.adapter.capabilities();
@@ -1093,7 +1149,11 @@ impl Gateway {
             return;
         }
         let _serial = match mapped {
-            true => Some(self.locks.app_groups(&app.name).lock().await),
+            true => match self.locks.app_groups(&app.name).await {
+                Ok(guard) => Some(guard),
+                // The user is gone; its stale memberships are dropped by the next group change.
+                Err(e) => return drop(store_err(e)),
+            },
             false => None,
         };
         let Ok(groups) = self.store.list(&app.name, Kind::Group).await else { return };

@@ -372,14 +372,14 @@ impl Gateway {
         let name = values.get("displayName").and_then(Value::as_str).unwrap_or_default().to_string();
         let doc_values = Value::Object(values.clone());
         let members = member_ids(&doc_values);
-        let _serial = self.locks.app_groups(&app.name).lock().await;
+        let _serial = self.locks.app_groups(&app.name).await.map_err(store_err)?;
         // Only a mapped group's members change role (the app's group lock keeps the others as they are).
         let keys: Vec<(Kind, &str)> = match entry_of(app, &doc_values) {
             Some(_) => members.iter().map(|m| (Kind::User, m.as_str())).collect(),
             None => Vec::new(),
         };
-        let _ids = self.locks.ids_in_order(&app.name, &keys).await;
-        let _name = self.locks.name(&app.name, Kind::Group, &name).lock().await;
+        let _ids = self.locks.ids_in_order(&app.name, &keys).await.map_err(store_err)?;
+        let _name = self.locks.name(&app.name, Kind::Group, &name).await.map_err(store_err)?;
         let mut audit = self.audit(app, ctx, Kind::Group, "create");
         audit.name = Some(name.clone());
         audit.after = Some(doc_values.clone());
@@ -449,7 +449,7 @@ impl Gateway {
             GroupEdit::Patch(_) => "update",
             GroupEdit::Replace(_) => "replace",
         };
-        let _serial = self.locks.app_groups(&app.name).lock().await;
+        let _serial = self.locks.app_groups(&app.name).await.map_err(store_err)?;
         // The group cannot change while the app's group lock is held: its members decide which users to lock.
         let rec = self.load(app, Kind::Group, id).await?;
         let refusal = self.audit_of(app, ctx, &rec, op);
@@ -506,10 +506,10 @@ impl Gateway {
             .collect();
         let mut keys: Vec<(Kind, &str)> = vec![(Kind::Group, id)];
         keys.extend(role_changes(app, &affected, &before, &after));
-        let _ids = self.locks.ids_in_order(&app.name, &keys).await;
+        let _ids = self.locks.ids_in_order(&app.name, &keys).await.map_err(store_err)?;
         let renamed = !new_name.eq_ignore_ascii_case(rec.name());
         let _name = match renamed {
-            true => Some(self.locks.name(&app.name, Kind::Group, &new_name).lock().await),
+            true => Some(self.locks.name(&app.name, Kind::Group, &new_name).await.map_err(store_err)?),
             false => None,
         };
         if renamed {
@@ -552,7 +552,7 @@ impl Gateway {
     }
 
     pub(crate) async fn mapped_group_delete(&self, app: &App, ctx: &Ctx, id: &str) -> ScimResult<Reply> {
-        let _serial = self.locks.app_groups(&app.name).lock().await;
+        let _serial = self.locks.app_groups(&app.name).await.map_err(store_err)?;
         let rec = self.load(app, Kind::Group, id).await?;
         let affected = match entry_of(app, &rec.doc) {
             Some(_) => member_ids(&rec.doc),
@@ -562,7 +562,7 @@ impl Gateway {
         let after: Vec<Record> = before.iter().filter(|g| g.id != rec.id).cloned().collect();
         let mut keys: Vec<(Kind, &str)> = vec![(Kind::Group, id)];
         keys.extend(role_changes(app, &affected, &before, &after));
-        let _ids = self.locks.ids_in_order(&app.name, &keys).await;
+        let _ids = self.locks.ids_in_order(&app.name, &keys).await.map_err(store_err)?;
         let updates = self.set_member_roles(app, ctx, &affected, &before, &after).await;
         let mut audit = self.audit_of(app, ctx, &rec, "delete");
         if let Some(err) = updates.failure.clone() {

@@ -388,7 +388,6 @@ impl Gateway {
         listed_kind: DriftKind,
         repairs: &mut usize,
     ) -> Option<Finding> {
-        let _id_guard = self.locks.id(&app.name, Kind::User, &snap.id).lock().await;
         let mut finding = Finding {
             kind: listed_kind,
             user_name: snap.name().to_string(),
@@ -397,6 +396,14 @@ impl Gateway {
             attributes: Vec::new(),
             resolution: Resolution::Failed,
             detail: String::new(),
+        };
+        let _id_guard = match self.locks.id(&app.name, Kind::User, &snap.id).await {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::error!(app = %app.name, error = %e, "reconcile: the replicas' lock could not be taken");
+                finding.detail = "the gateway's store could not be reached to lock the user".into();
+                return Some(finding);
+            }
         };
         let rec = match self.store.get(&app.name, Kind::User, &snap.id).await {
             Ok(Some(rec)) if rec.version == snap.version && rec.vendor_id == snap.vendor_id => rec,
@@ -478,7 +485,6 @@ impl Gateway {
         repairs: &mut usize,
     ) -> Option<Finding> {
         let vendor_id = listed.vendor_id.as_str();
-        let _claim = self.locks.vendor_record(&app.name, Kind::User, vendor_id).lock().await;
         let mut finding = Finding {
             kind: DriftKind::LeaverActive,
             user_name: listed.user.user_name.clone(),
@@ -487,6 +493,14 @@ impl Gateway {
             attributes: vec!["active".into()],
             resolution: Resolution::Failed,
             detail: String::new(),
+        };
+        let _claim = match self.locks.vendor_record(&app.name, Kind::User, vendor_id).await {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::error!(app = %app.name, error = %e, "reconcile: the replicas' lock could not be taken");
+                finding.detail = "the gateway's store could not be reached to lock the vendor record".into();
+                return Some(finding);
+            }
         };
         let linked = self.store.find_by_vendor_id(&app.name, Kind::User, vendor_id).await;
         let tombstone = self.store.tombstone(&app.name, Kind::User, vendor_id).await;
@@ -642,7 +656,13 @@ impl Gateway {
     /// adopts the vendor's record of the same userName instead of duplicating it, and links the shadow
     /// record to it (the caller holds the id lock; the name lock is taken here, ids before names).
     async fn recreate(&self, app: &App, rec: Record, desired: User) -> (Resolution, String) {
-        let _name_guard = self.locks.name(&app.name, Kind::User, rec.name()).lock().await;
+        let _name_guard = match self.locks.name(&app.name, Kind::User, rec.name()).await {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::error!(app = %app.name, error = %e, "reconcile: the replicas' lock could not be taken");
+                return (Resolution::Failed, "the gateway's store could not be reached to lock the userName".into());
+            }
+        };
         let mut audit = self.reconcile_audit(app, Some(rec.id.clone()), rec.name());
         audit.after = Some(rec.doc.clone());
         // The user is gone at the vendor; an account holding the same userName now was made by someone
@@ -710,7 +730,20 @@ pub fn spawn_periodic(gateway: Arc<Gateway>) {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
+                // With replicas, one pass per interval on one of them: the others find the lease taken.
+                let lease = match gateway.store.lease(&format!("reconcile:{}", app.name), interval).await {
+                    Ok(Some(lease)) => lease,
+                    Ok(None) => {
+                        tracing::debug!(app = %app.name, "reconcile: another replica runs this pass");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(app = %app.name, error = %e, "reconcile: the lease could not be asked for");
+                        continue;
+                    }
+                };
                 let report = gateway.reconcile(&app, &opts, true, &|_| {}).await;
+                drop(lease);
                 log_pass(&report);
             }
         });

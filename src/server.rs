@@ -18,11 +18,30 @@ use crate::listener;
 use crate::metrics::Metrics;
 use crate::store;
 
-/// Builds the engine for a validated config. `origin` names the config file in errors.
+/// Builds the engine for a validated config on its SQLite store. `origin` names the config file in errors.
+/// A config with `store.url` (PostgreSQL) needs [`open_gateway`].
 pub fn build_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, ConfigError> {
+    if config.store.url.is_some() {
+        return Err(ConfigError(format!("{origin}: store.url: PostgreSQL is opened by `open_gateway`")));
+    }
+    let store = store::open(&config.store.path)
+        .map_err(|e| ConfigError(format!("{origin}: store.path: cannot open {}: {e}", config.store.path)))?;
+    build_gateway_on(config, origin, store)
+}
+
+/// Builds the engine for a validated config on whichever store it names (SQLite or PostgreSQL).
+pub async fn open_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, ConfigError> {
+    let store = store::open_config(&config.store, origin).await.map_err(ConfigError)?;
+    build_gateway_on(config, origin, store)
+}
+
+/// Builds the engine for a validated config on an open store.
+pub fn build_gateway_on(config: &Config, origin: &str, store: Arc<store::Store>) -> Result<Arc<Gateway>, ConfigError> {
+    // On a store shared by replicas, every app's vendor calls are paced on one schedule for all of them.
+    let shared = store.rate_budget().map(adapter_api::budget::SharedBudget::new).unwrap_or_default();
     let mut apps = BTreeMap::new();
     for (name, app) in &config.apps {
-        let adapter = crate::vendors::build(name, app, Duration::from_millis(config.request_budget_ms))
+        let adapter = crate::vendors::build(name, app, Duration::from_millis(config.request_budget_ms), &shared)
             .map_err(|e| ConfigError(format!("{origin}: apps.{name}: {e}")))?;
         let mut token = [0u8; 32];
         hex::decode_to_slice(app.token_sha256.trim(), &mut token)
@@ -42,8 +61,6 @@ pub fn build_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, Conf
             Arc::new(App { name: name.clone(), adapter, token_sha256: token, ip_allow, reconcile, group_roles }),
         );
     }
-    let store = store::open(&config.store.path)
-        .map_err(|e| ConfigError(format!("{origin}: store.path: cannot open {}: {e}", config.store.path)))?;
     Ok(Arc::new(Gateway::new(apps, store, Arc::new(Metrics::default()))))
 }
 

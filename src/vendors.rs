@@ -95,7 +95,13 @@ fn take_limit_aliases(app: &AppConfig) -> Result<(serde_json::Map<String, serde_
 }
 
 /// Builds the adapter of one app. Errors name the offending key relative to `apps.<name>`.
-pub fn build(name: &str, app: &AppConfig, request_budget: Duration) -> Result<Arc<dyn Adapter>, String> {
+/// `shared`: the replicas' common vendor schedule, if the store has one.
+pub fn build(
+    name: &str,
+    app: &AppConfig,
+    request_budget: Duration,
+    shared: &adapter_api::budget::SharedBudget,
+) -> Result<Arc<dyn Adapter>, String> {
     let Some(vendor) = find(&app.vendor) else {
         return Err(format!("type: unknown adapter type '{}' (known: {})", app.vendor, type_names().join(", ")));
     };
@@ -103,7 +109,8 @@ pub fn build(name: &str, app: &AppConfig, request_budget: Duration) -> Result<Ar
         return vendor.build(name, serde_json::Value::Object(app.options.clone()), vendor.default_limits());
     }
     let (options, limits) = take_limit_aliases(app)?;
-    let limits = limits_for(vendor.default_limits(), &limits, request_budget)?;
+    let mut limits = limits_for(vendor.default_limits(), &limits, request_budget)?;
+    limits.shared = shared.clone();
     vendor.build(name, serde_json::Value::Object(options), limits)
 }
 

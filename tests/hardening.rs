@@ -314,6 +314,8 @@ fn deploy_grace_periods() -> Vec<(&'static str, u64)> {
         value("deploy/systemd/scim-bridge.service", "TimeoutStopSec"),
         value("deploy/kubernetes/deployment.yaml", "terminationGracePeriodSeconds"),
         value("deploy/compose.yaml", "stop_grace_period"),
+        value("deploy/kubernetes-replicas/deployment.yaml", "terminationGracePeriodSeconds"),
+        value("deploy/replicas/compose.yaml", "stop_grace_period"),
     ]
 }
 

@@ -167,6 +167,13 @@ fn config_errors_name_the_key_and_the_file() {
             format!("apps:\n  p:\n    type: prodpad\n    token_sha256: {}\n    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n    group_roles:\n      - {{group: G, role: Owner}}\n", sha("x")),
             "apps.p.group_roles[0].role: 'Owner' is not a ProdPad role",
         ),
+        ("pg-password-in-url.yaml", "store:\n  url: postgres://gw:hunter2@127.0.0.1:1/scim\n".to_string(), "store.url"),
+        (
+            "pg-password-file.yaml",
+            "store:\n  url: postgres://gw@127.0.0.1:1/scim\n  password_file: /nonexistent/pg-password\n".to_string(),
+            "store.password_file",
+        ),
+        ("pg-schema-without-url.yaml", "store:\n  schema: gw\n".to_string(), "store.schema"),
     ];
     for (file, yaml, key) in cases {
         let path = write(dir.path(), file, &yaml);
@@ -175,6 +182,7 @@ fn config_errors_name_the_key_and_the_file() {
         assert!(!out.status.success(), "{file}: should fail");
         assert!(stderr.contains(key), "{file}: error should name `{key}`: {stderr}");
         assert!(stderr.contains(file), "{file}: error should name the file: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{file}: a password is never repeated: {stderr}");
     }
     // Environment variables override the file, and their errors name the variable.
     let path =

@@ -4,6 +4,7 @@
 //! keeps (a record and its audit entry land together or not at all; an answered write is durable);
 //! `sqlite` is the embedded engine. Storage never sees SCIM syntax beyond the JSON document it keeps.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use adapter_api::calls::Attempt;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use postgres::{PgEngine, PgOptions};
 pub use sqlite::{SqliteEngine, SqliteOptions};
 
 /// Users or groups.
@@ -141,6 +143,8 @@ pub enum StoreError {
     VendorLinked(String),
     #[error("shadow store: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("shadow store: {}", describe_pg(.0))]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("shadow store: schema migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
     /// The engine could not take or finish the request (its writer stopped, or a batch failed to commit).
@@ -151,6 +155,70 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A PostgreSQL error with the server's message (tokio-postgres's own text says only "db error").
+fn describe_pg(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// A parameter of a generated SQL clause, for either engine.
+pub(crate) enum SqlArg {
+    Text(String),
+    Int(i64),
+}
+
+const SUCCESS_OUTCOMES: &str = "'ok', 'drift_found', 'drift_repaired'";
+
+/// The WHERE clause of an `AuditFilter` over `audit a` and its parameters in order, in either engine's
+/// dialect: `placeholder(n)` writes the n-th (1-based) parameter, `contains` is the substring test with
+/// `{}` where the parameter goes.
+pub(crate) fn audit_filter_sql(
+    f: &AuditFilter,
+    placeholder: fn(usize) -> String,
+    contains: &str,
+) -> (String, Vec<SqlArg>) {
+    let mut sql = vec!["1 = 1".to_string()];
+    let mut args: Vec<SqlArg> = Vec::new();
+    let mut arg = |sql: &mut Vec<String>, clause: &str, v: SqlArg| {
+        args.push(v);
+        sql.push(clause.replace("{}", &placeholder(args.len())));
+    };
+    if let Some(app) = &f.app {
+        arg(&mut sql, "a.app = {}", SqlArg::Text(app.clone()));
+    }
+    if let Some(name) = f.name_contains.as_deref().filter(|n| !n.is_empty()) {
+        arg(&mut sql, contains, SqlArg::Text(name.to_lowercase()));
+    }
+    if let Some(since) = &f.since {
+        arg(&mut sql, "a.at >= {}", SqlArg::Text(since.clone()));
+    }
+    if let Some(seq) = f.before_seq {
+        arg(&mut sql, "a.seq < {}", SqlArg::Int(seq));
+    }
+    match &f.outcome {
+        OutcomeFilter::Any => {}
+        OutcomeFilter::Is(outcome) => arg(&mut sql, "a.outcome = {}", SqlArg::Text(outcome.clone())),
+        OutcomeFilter::Failed => sql.push(format!("a.outcome NOT IN ({SUCCESS_OUTCOMES})")),
+        // The IN list first, so the (app, outcome) index finds the candidates; only drift is then
+        // checked for a later repair of the same user.
+        // A `rejected` entry with vendor calls is a change the vendor made that the gateway refused to
+        // link (the name or the vendor record already taken in the shadow): a clash to resolve.
+        OutcomeFilter::NeedsPerson => sql.push(format!(
+            "a.outcome IN ('needs_manual_action', 'unauthorized', '{INTENT}', 'drift_found', 'rejected')
+             AND (a.outcome <> 'rejected' OR a.vendor_calls > 0)
+             AND NOT EXISTS (
+                  SELECT 1 FROM audit r WHERE r.app = a.app AND r.name_key = a.name_key AND r.seq > a.seq
+                    AND r.outcome IN ('ok', 'drift_repaired'))"
+        )),
+    }
+    (sql.join(" AND "), args)
+}
 
 // ---- Reading the audit log for the status page (src/status). ----
 
@@ -185,9 +253,31 @@ pub enum OutcomeFilter {
 /// The shadow store as the gateway uses it: `Arc<Store>` is any engine.
 pub type Store = dyn StoreEngine;
 
-/// Opens the store a config names: `:memory:` or a SQLite file path.
+/// What is wrong with a `store.url`, if anything (config validation).
+pub fn postgres_url_problem(url: &str) -> Option<String> {
+    postgres::parse_url(url).err()
+}
+
+/// Opens a SQLite store: `:memory:` or a file path.
 pub fn open(path: &str) -> StoreResult<Arc<Store>> {
     Ok(Arc::new(SqliteEngine::open(path, SqliteOptions::default())?))
+}
+
+/// Opens the store a config names: PostgreSQL when `store.url` is set, else the SQLite file at
+/// `store.path`. `origin` names the config file; errors name the key, never the password.
+pub async fn open_config(cfg: &crate::config::StoreConfig, origin: &str) -> Result<Arc<Store>, String> {
+    let Some(url) = &cfg.url else {
+        return open(&cfg.path).map_err(|e| format!("{origin}: store.path: cannot open {}: {e}", cfg.path));
+    };
+    let password = match (&cfg.password_env, &cfg.password_file) {
+        (None, None) => None,
+        (env, file) => Some(
+            adapter_api::secret::resolve("store.password", None, env.as_deref(), file.as_deref())
+                .map_err(|e| format!("{origin}: {e}"))?,
+        ),
+    };
+    let opts = PgOptions { url: url.clone(), password, schema: cfg.schema.clone(), pool_size: cfg.pool_size as usize };
+    Ok(Arc::new(PgEngine::open(opts).await.map_err(|e| format!("{origin}: store.url: {url}: {e}"))?))
 }
 
 /// An exclusive claim on a store file, held by `serve` for as long as it runs: the per-resource locks
@@ -228,6 +318,34 @@ pub fn claim(path: &str) -> Result<Option<StoreClaim>, ClaimError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(ClaimError::Held(path.to_string())),
         Err(std::fs::TryLockError::Error(e)) => Err(ClaimError::Io(claim_path, e)),
     }
+}
+
+/// Something a replica holds (a lock, a lease) until it is dropped.
+pub type Hold = Box<dyn Send + Sync>;
+
+/// Locks shared by every replica of one store (PostgreSQL advisory locks). The gateway's in-process
+/// striped locks keep two tasks of one process apart; these keep two processes apart. A SQLite store
+/// has none: one process owns its file (`claim`), so the in-process locks are the whole story.
+#[async_trait::async_trait]
+pub trait SharedLocks: Send + Sync + std::fmt::Debug {
+    /// Takes lock `key` of lock set `set`, waiting while another replica holds it; released when the
+    /// hold is dropped, or by the database when this process or its connection dies. Callers take keys
+    /// in (set, key) order, so replicas cannot deadlock. `Err` when the database cannot be reached.
+    async fn acquire(&self, set: i32, key: i32) -> StoreResult<Hold>;
+}
+
+/// A stable 31-bit key for a lock name: the same in every replica and every release (std's hasher is
+/// neither promised), so replicas of different versions during a rolling update still meet on one key.
+pub fn lock_key(parts: &[&str]) -> i32 {
+    // FNV-1a, 64-bit, folded.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    ((h ^ (h >> 32)) & 0x7fff_ffff) as i32
 }
 
 /// What a backend keeps. Every write is atomic with its audit entry and durable when it returns `Ok`
@@ -288,6 +406,53 @@ pub trait StoreEngine: Send + Sync + std::fmt::Debug {
     async fn audit_page(&self, filter: &AuditFilter, limit: usize) -> StoreResult<(Vec<AuditEntry>, bool)>;
     /// How many entries match `filter`.
     async fn audit_count(&self, filter: &AuditFilter) -> StoreResult<u64>;
+
+    /// The locks every replica of this store shares; `None` where one process owns the store.
+    fn shared_locks(&self) -> Option<Arc<dyn SharedLocks>> {
+        None
+    }
+
+    /// The vendor rate, pauses and breakers every replica of this store shares; `None` where one
+    /// process owns the store (its outbound clients pace alone).
+    fn rate_budget(&self) -> Option<Arc<dyn adapter_api::budget::RateBudget>> {
+        None
+    }
+
+    /// Asks to run the periodic job `name` now: `Some` (held until dropped) when no replica is running it
+    /// and none started it less than `every` ago; `None` means another replica has it. A store one
+    /// process owns always grants it.
+    async fn lease(&self, name: &str, every: std::time::Duration) -> StoreResult<Option<Hold>> {
+        let _ = (name, every);
+        Ok(Some(Box::new(())))
+    }
+}
+
+/// The environment variable that points the test suites at a PostgreSQL server
+/// (`postgres://user@127.0.0.1:port/db`; `.ci/run` starts one and sets it). Not `SCIM_BRIDGE_*`: every
+/// `serve` a test starts would read that as a config key and refuse to start.
+pub const TEST_PG_URL: &str = "SCIM_TEST_PG_URL";
+
+/// The PostgreSQL URL the tests run against, if any. Without one a test says so loudly, and under
+/// `CI=true` it fails: CI must run every backend, never skip one in silence.
+pub fn test_pg_url(test: &str) -> Option<String> {
+    match std::env::var(TEST_PG_URL) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: {TEST_PG_URL} is not set and CI=true: the PostgreSQL backend must be tested in CI")
+        }
+        _ => {
+            eprintln!("SKIPPED {test} on PostgreSQL: set {TEST_PG_URL} (see DEVELOPERS.md)");
+            None
+        }
+    }
+}
+
+/// A PostgreSQL store in a schema of its own, so tests do not see each other's rows.
+pub async fn test_pg_store(url: &str) -> StoreResult<Arc<PgEngine>> {
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    Ok(Arc::new(
+        PgEngine::open(PgOptions { url: url.into(), password: None, schema: Some(schema), pool_size: 8 }).await?,
+    ))
 }
 
 #[cfg(test)]
@@ -295,6 +460,15 @@ mod tests {
     use super::*;
     use rusqlite::Connection;
     use serde_json::json;
+
+    /// The suite runs on each backend: SQLite in memory, and PostgreSQL when `TEST_PG_URL` is set.
+    pub(super) async fn backends(test: &str) -> Vec<Arc<Store>> {
+        let mut out: Vec<Arc<Store>> = vec![open(":memory:").unwrap()];
+        if let Some(url) = test_pg_url(test) {
+            out.push(test_pg_store(&url).await.expect("PostgreSQL at SCIM_TEST_PG_URL"));
+        }
+        out
+    }
 
     fn rec(id: &str, name: &str) -> Record {
         Record {
@@ -325,43 +499,46 @@ mod tests {
 
     #[tokio::test]
     async fn put_get_find_and_names_are_unique_case_insensitively() {
-        let s = open(":memory:").unwrap();
-        s.put(&rec("1", "Alice@x"), &audit("create", "Alice@x")).await.unwrap();
-        assert_eq!(s.get("a", Kind::User, "1").await.unwrap().unwrap().name(), "Alice@x");
-        assert!(s.find_by_name("a", Kind::User, "ALICE@X").await.unwrap().is_some());
-        assert!(s.find_by_name("other", Kind::User, "alice@x").await.unwrap().is_none());
-        assert_eq!(s.find_by_external_id("a", Kind::User, "ext-1").await.unwrap().len(), 1);
-        assert!(matches!(s.put(&rec("2", "alice@X"), &audit("create", "x")).await, Err(StoreError::Duplicate)));
-        // The failed insert left no audit line behind.
-        assert_eq!(s.audit_len().await.unwrap(), 1);
+        for s in backends("put_get_find_and_names_are_unique_case_insensitively").await {
+            s.put(&rec("1", "Alice@x"), &audit("create", "Alice@x")).await.unwrap();
+            assert_eq!(s.get("a", Kind::User, "1").await.unwrap().unwrap().name(), "Alice@x");
+            assert!(s.find_by_name("a", Kind::User, "ALICE@X").await.unwrap().is_some());
+            assert!(s.find_by_name("other", Kind::User, "alice@x").await.unwrap().is_none());
+            assert_eq!(s.find_by_external_id("a", Kind::User, "ext-1").await.unwrap().len(), 1);
+            assert!(matches!(s.put(&rec("2", "alice@X"), &audit("create", "x")).await, Err(StoreError::Duplicate)));
+            // The failed insert left no audit line behind.
+            assert_eq!(s.audit_len().await.unwrap(), 1);
+        }
     }
 
     #[tokio::test]
     async fn remove_with_tombstone_and_audit_newest_first() {
-        let s = open(":memory:").unwrap();
-        let r = rec("1", "bob");
-        s.put(&r, &audit("create", "bob")).await.unwrap();
-        s.remove(&r, true, &audit("delete", "bob")).await.unwrap();
-        assert!(s.get("a", Kind::User, "1").await.unwrap().is_none());
-        assert!(s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
-        s.put(&r, &audit("adopt", "bob")).await.unwrap();
-        assert!(!s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
-        let log = s
-            .audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() })
-            .await
-            .unwrap();
-        let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
-        assert_eq!(ops, ["adopt", "delete", "create"]);
+        for s in backends("remove_with_tombstone_and_audit_newest_first").await {
+            let r = rec("1", "bob");
+            s.put(&r, &audit("create", "bob")).await.unwrap();
+            s.remove(&r, true, &audit("delete", "bob")).await.unwrap();
+            assert!(s.get("a", Kind::User, "1").await.unwrap().is_none());
+            assert!(s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
+            s.put(&r, &audit("adopt", "bob")).await.unwrap();
+            assert!(!s.is_tombstoned("a", Kind::User, "v-1").await.unwrap());
+            let log = s
+                .audit_log(&AuditQuery { app: Some("a".into()), name: Some("BOB".into()), ..Default::default() })
+                .await
+                .unwrap();
+            let ops: Vec<_> = log.iter().map(|e| e.operation.as_str()).collect();
+            assert_eq!(ops, ["adopt", "delete", "create"]);
+        }
     }
 
     #[tokio::test]
     async fn one_vendor_record_links_to_one_gateway_id() {
-        let s = open(":memory:").unwrap();
-        s.put(&rec("1", "dan"), &audit("create", "dan")).await.unwrap();
-        let twin = Record { vendor_id: "v-1".into(), ..rec("2", "dan2") };
-        assert!(
-            matches!(s.put(&twin, &audit("create", "dan2")).await, Err(StoreError::VendorLinked(owner)) if owner == "1")
-        );
+        for s in backends("one_vendor_record_links_to_one_gateway_id").await {
+            s.put(&rec("1", "dan"), &audit("create", "dan")).await.unwrap();
+            let twin = Record { vendor_id: "v-1".into(), ..rec("2", "dan2") };
+            assert!(
+                matches!(s.put(&twin, &audit("create", "dan2")).await, Err(StoreError::VendorLinked(owner)) if owner == "1")
+            );
+        }
         // The unique index holds even for a write that skips the check.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("unique.sqlite");
@@ -378,23 +555,28 @@ mod tests {
 
     #[tokio::test]
     async fn an_intent_is_completed_in_place_or_stays_open() {
-        let s = open(":memory:").unwrap();
-        let mut entry = audit("create", "erin");
-        entry.seq = s.audit_intent(&entry).await.unwrap();
-        let open = s.audit_log(&AuditQuery::default()).await.unwrap();
-        assert_eq!((open.len(), open[0].outcome.as_str()), (1, INTENT));
-        s.put(&rec("1", "erin"), &entry).await.unwrap();
-        let done = s.audit_log(&AuditQuery::default()).await.unwrap();
-        assert_eq!((done.len(), done[0].outcome.as_str(), done[0].status), (1, "ok", 201));
+        for s in backends("an_intent_is_completed_in_place_or_stays_open").await {
+            let mut entry = audit("create", "erin");
+            entry.seq = s.audit_intent(&entry).await.unwrap();
+            let open = s.audit_log(&AuditQuery::default()).await.unwrap();
+            assert_eq!((open.len(), open[0].outcome.as_str()), (1, INTENT));
+            s.put(&rec("1", "erin"), &entry).await.unwrap();
+            let done = s.audit_log(&AuditQuery::default()).await.unwrap();
+            assert_eq!((done.len(), done[0].outcome.as_str(), done[0].status), (1, "ok", 201));
+        }
     }
 
     #[tokio::test]
     async fn tombstones_keep_entras_external_id() {
-        let s = open(":memory:").unwrap();
-        let r = rec("1", "fay");
-        s.put(&r, &audit("create", "fay")).await.unwrap();
-        s.remove(&r, true, &audit("delete", "fay")).await.unwrap();
-        assert_eq!(s.tombstone("a", Kind::User, "v-1").await.unwrap().unwrap().external_id.as_deref(), Some("ext-1"));
+        for s in backends("tombstones_keep_entras_external_id").await {
+            let r = rec("1", "fay");
+            s.put(&r, &audit("create", "fay")).await.unwrap();
+            s.remove(&r, true, &audit("delete", "fay")).await.unwrap();
+            assert_eq!(
+                s.tombstone("a", Kind::User, "v-1").await.unwrap().unwrap().external_id.as_deref(),
+                Some("ext-1")
+            );
+        }
     }
 
     #[tokio::test]
@@ -412,12 +594,13 @@ mod tests {
 
     #[tokio::test]
     async fn audit_retention_prunes_only_older_entries() {
-        let s = open(":memory:").unwrap();
-        for at in ["2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", "2026-11-01T00:00:00Z"] {
-            s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+        for s in backends("audit_retention_prunes_only_older_entries").await {
+            for at in ["2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", "2026-11-01T00:00:00Z"] {
+                s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+            }
+            assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 1);
+            assert_eq!(s.audit_len().await.unwrap(), 2);
         }
-        assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 1);
-        assert_eq!(s.audit_len().await.unwrap(), 2);
     }
 
     #[tokio::test]
@@ -488,13 +671,214 @@ mod tests {
         assert_eq!((again.count("a", Kind::User).await.unwrap(), again.audit_len().await.unwrap()), (180, 180));
     }
 
+    /// The same burst on PostgreSQL: concurrent transactions, the database's unique index refusing the
+    /// twins (two replicas racing on a name end here too).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_on_postgres_are_all_kept_and_twins_refused() {
+        let Some(url) = test_pg_url("concurrent_writes_on_postgres_are_all_kept_and_twins_refused") else { return };
+        let s = test_pg_store(&url).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = s.clone();
+            let name = if i % 10 == 9 { format!("USER{}", i - 1) } else { format!("user{i}") };
+            tasks.push(tokio::spawn(async move { s.put(&rec(&i.to_string(), &name), &audit("create", &name)).await }));
+        }
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => {}
+                Err(StoreError::Duplicate) => refused += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(refused, 20);
+        assert_eq!((s.count("a", Kind::User).await.unwrap(), s.audit_len().await.unwrap()), (180, 180));
+    }
+
+    /// The rules hold in the database itself, whoever writes: a second link of a vendor record and a
+    /// name that is not lowercased are refused by PostgreSQL; replicas opening at once migrate once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_keeps_the_rules_and_migrates_once() {
+        let Some(url) = test_pg_url("postgres_keeps_the_rules_and_migrates_once") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url: url.clone(), password: None, schema: Some(schema.clone()), pool_size: 2 };
+        let (a, b) = tokio::join!(PgEngine::open(opts.clone()), PgEngine::open(opts.clone()));
+        let (a, _b) = (a.unwrap(), b.unwrap());
+        a.put(&rec("1", "dan"), &audit("create", "dan")).await.unwrap();
+        let client = a.pool().get().await.unwrap();
+        let version: i32 = client.query_one("SELECT version FROM schema_version", &[]).await.unwrap().get(0);
+        assert_eq!(version as usize, postgres::MIGRATIONS.len());
+        let raw = |id: &str, vendor: &str, name: &str| {
+            format!(
+                "INSERT INTO resources (app, kind, id, vendor_id, name_key, doc, created, modified, version)
+                 VALUES ('a', 'User', '{id}', '{vendor}', '{name}', '{{}}', 't', 't', 1)"
+            )
+        };
+        assert!(client.execute(raw("2", "v-1", "x").as_str(), &[]).await.is_err(), "vendor record linked twice");
+        assert!(client.execute(raw("3", "v-3", "DAN").as_str(), &[]).await.is_err(), "name not lowercased");
+        assert!(client.execute(raw("4", "v-4", "dan").as_str(), &[]).await.is_err(), "same name");
+        client.execute(raw("5", "v-5", "eve").as_str(), &[]).await.unwrap();
+    }
+
+    /// Two replicas (two engines, two database sessions) on one store: a lock held by one keeps the
+    /// other out. Each increments a counter that lives outside both under the lock, reading and writing
+    /// it with a database round trip between: without mutual exclusion, increments are lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_take_turns_under_a_shared_lock() {
+        let Some(url) = test_pg_url("replicas_take_turns_under_a_shared_lock") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url, password: None, schema: Some(schema), pool_size: 4 };
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            let engine = Arc::new(PgEngine::open(opts.clone()).await.unwrap());
+            let (engine, counter) = (engine.clone(), counter.clone());
+            replicas.push(tokio::spawn(async move {
+                let locks = engine.shared_locks().unwrap();
+                for _ in 0..50 {
+                    let _hold = locks.acquire(2, lock_key(&["a", "User", "42"])).await.unwrap();
+                    let seen = counter.load(std::sync::atomic::Ordering::SeqCst);
+                    engine.count("a", Kind::User).await.unwrap();
+                    tokio::task::yield_now().await;
+                    counter.store(seen + 1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }));
+        }
+        for r in replicas {
+            r.await.unwrap();
+        }
+        assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 100);
+    }
+
+    /// A periodic job runs on one replica at a time, and once per interval across all of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_replica_holds_a_lease() {
+        let Some(url) = test_pg_url("one_replica_holds_a_lease") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url, password: None, schema: Some(schema), pool_size: 4 };
+        let (a, b) = (PgEngine::open(opts.clone()).await.unwrap(), PgEngine::open(opts).await.unwrap());
+        let hour = std::time::Duration::from_secs(3600);
+        let held = a.lease("reconcile:x", hour).await.unwrap().expect("the first asker gets it");
+        assert!(b.lease("reconcile:x", std::time::Duration::ZERO).await.unwrap().is_none(), "held by a");
+        assert!(b.lease("reconcile:y", hour).await.unwrap().is_some(), "another job is free");
+        drop(held);
+        // Released (the unlock is sent on drop): within the hour nobody runs it again.
+        let mut again = None;
+        for _ in 0..500 {
+            again = b.lease("reconcile:x", std::time::Duration::ZERO).await.unwrap();
+            if again.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(again.is_some(), "free once a released it, when due");
+        drop(again);
+        assert!(a.lease("reconcile:x", hour).await.unwrap().is_none(), "not due again within the interval");
+        // SQLite: one process owns the store, the lease is always granted.
+        assert!(open(":memory:").unwrap().lease("reconcile:x", hour).await.unwrap().is_some());
+    }
+
+    /// Two replicas draw from one vendor schedule: with one call per 1,000 s and room to wait 1,500 s,
+    /// exactly two slots exist however many ask, from whichever replica. A pause or an open breaker
+    /// recorded by one holds the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_share_one_vendor_schedule() {
+        use adapter_api::budget::Reserved;
+        let Some(url) = test_pg_url("replicas_share_one_vendor_schedule") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url, password: None, schema: Some(schema), pool_size: 4 };
+        let (a, b) = (PgEngine::open(opts.clone()).await.unwrap(), PgEngine::open(opts).await.unwrap());
+        let (a, b) = (a.rate_budget().unwrap(), b.rate_budget().unwrap());
+        let s = std::time::Duration::from_secs;
+        let mut asks = Vec::new();
+        for i in 0..10 {
+            let budget = if i % 2 == 0 { a.clone() } else { b.clone() };
+            asks.push(tokio::spawn(async move { budget.reserve("vendor", s(1000), s(0), s(1500)).await.unwrap() }));
+        }
+        let mut granted = Vec::new();
+        for ask in asks {
+            match ask.await.unwrap() {
+                Reserved::After(wait) => granted.push(wait),
+                Reserved::Full(wait) => assert!(wait > s(1500), "{wait:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        granted.sort();
+        assert_eq!(granted.len(), 2, "{granted:?}");
+        assert!(granted[0] < s(1) && granted[1] > s(990), "one now, one a period later: {granted:?}");
+        // Another app has its own schedule; a pause set by one replica holds the other's next slot.
+        assert!(matches!(b.reserve("other", s(1), s(0), s(5)).await.unwrap(), Reserved::After(w) if w < s(1)));
+        a.pause("other", s(3600)).await.unwrap();
+        assert!(matches!(b.reserve("other", s(1), s(0), s(5)).await.unwrap(), Reserved::Full(w) if w > s(3500)));
+        a.open_breaker("third", s(60)).await.unwrap();
+        assert!(matches!(b.reserve("third", s(1), s(0), s(5)).await.unwrap(), Reserved::BreakerOpen(w) if w > s(50)));
+    }
+
+    #[test]
+    fn lock_keys_are_stable_and_separate_their_parts() {
+        // A fixed value (FNV-1a of "a\0User\042\0", folded): replicas of two releases meet on one key.
+        assert_eq!(lock_key(&["a", "User", "42"]), 0x05fc_c79a);
+        assert_ne!(lock_key(&["ab", "c"]), lock_key(&["a", "bc"]));
+    }
+
+    /// The schema name is written into SQL (an identifier cannot be a parameter): anything but a plain
+    /// lowercase identifier is refused before a connection is made.
+    #[tokio::test]
+    async fn a_schema_that_is_not_a_plain_identifier_is_refused() {
+        for bad in ["a;drop table audit", "A", "x y", "\"q\"", "", "1abc"] {
+            let opts = PgOptions {
+                url: "postgres://gw@127.0.0.1:1/scim".into(),
+                password: None,
+                schema: Some(bad.into()),
+                pool_size: 2,
+            };
+            let err = PgEngine::open(opts).await.unwrap_err().to_string();
+            assert!(err.contains("lowercase letters"), "{bad}: {err}");
+        }
+    }
+
+    /// The password from `store.password_file` appears neither in the engine's options as printed nor in
+    /// the error of a connection that fails (the message names `store.url`).
+    #[tokio::test]
+    async fn the_postgres_password_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg-password");
+        std::fs::write(&file, "hunter2-pg\n").unwrap();
+        let cfg = crate::config::StoreConfig {
+            url: Some("postgres://gw@127.0.0.1:1/scim".into()),
+            password_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let err = open_config(&cfg, "proxy.yaml").await.unwrap_err();
+        assert!(err.contains("proxy.yaml: store.url") && !err.contains("hunter2"), "{err}");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        let opts = PgOptions {
+            url: "postgres://gw@127.0.0.1:1/scim".into(),
+            password: Some(secrecy::SecretString::from("hunter2-pg")),
+            schema: None,
+            pool_size: 2,
+        };
+        assert!(!format!("{opts:?}").contains("hunter2"));
+        let missing = crate::config::StoreConfig { password_file: Some(dir.path().join("nope")), ..cfg };
+        let err = open_config(&missing, "proxy.yaml").await.unwrap_err();
+        assert!(err.contains("store.password_file") && err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_url_with_a_password_is_refused() {
+        assert!(postgres_url_problem("postgres://gw:s3cret@db:5432/scim").unwrap().contains("password_file"));
+        assert!(postgres_url_problem("postgres://gw@db:5432/scim?password=s3cret").is_some());
+        assert!(postgres_url_problem("not a url").is_some());
+        assert!(postgres_url_problem("postgres://gw@db:5432/scim").is_none());
+    }
+
     #[tokio::test]
     async fn pages_and_scans_follow_the_stable_order() {
-        for path in [":memory:".to_string(), {
-            let dir = tempfile::tempdir().unwrap().keep();
-            dir.join("page.sqlite").to_str().unwrap().to_string()
-        }] {
-            let s = open(&path).unwrap();
+        let file = tempfile::tempdir().unwrap().keep().join("page.sqlite");
+        let mut stores = backends("pages_and_scans_follow_the_stable_order").await;
+        stores.push(open(file.to_str().unwrap()).unwrap());
+        for s in stores {
+            let path = s.location();
             for i in 0..25 {
                 s.put(&rec(&format!("{i:02}"), &format!("u{i}")), &audit("create", "u")).await.unwrap();
             }
@@ -566,14 +950,15 @@ mod tests {
 
     #[tokio::test]
     async fn pruning_runs_in_bounded_batches_and_keeps_the_count() {
-        let s = open(":memory:").unwrap();
-        for i in 0..2_500 {
-            let at = if i < 2_100 { "2026-01-01T00:00:00Z" } else { "2026-12-01T00:00:00Z" };
-            s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+        for s in backends("pruning_runs_in_bounded_batches_and_keeps_the_count").await {
+            for i in 0..2_500 {
+                let at = if i < 2_100 { "2026-01-01T00:00:00Z" } else { "2026-12-01T00:00:00Z" };
+                s.audit(&AuditEntry { at: at.into(), ..audit("create", "x") }).await.unwrap();
+            }
+            assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 2_100);
+            assert_eq!(s.audit_len().await.unwrap(), 400);
+            assert_eq!(s.audit_log(&AuditQuery::default()).await.unwrap().len(), 400);
         }
-        assert_eq!(s.prune_audit("2026-06-01T00:00:00Z").await.unwrap(), 2_100);
-        assert_eq!(s.audit_len().await.unwrap(), 400);
-        assert_eq!(s.audit_log(&AuditQuery::default()).await.unwrap().len(), 400);
     }
 
     #[tokio::test]
@@ -615,53 +1000,58 @@ mod status_tests {
 
     #[tokio::test]
     async fn filters_page_and_count_alike() {
-        let s = open(":memory:").unwrap();
-        for (app, name, outcome, status) in [
-            ("a", "Ada@x", "ok", 201),
-            ("a", "alan@x", "unavailable", 503),
-            ("b", "ada@y", "needs_manual_action", 409),
-            ("a", "grace@x", "drift_found", 0),
-            ("a", "hedy@x", "drift_found", 0),
-            ("a", "hedy@x", "drift_repaired", 0),
-            ("b", "x%_@y", INTENT, 0),
-            ("a", "malformed@x", "rejected", 400),
-        ] {
-            s.audit(&entry(app, name, outcome, status)).await.unwrap();
+        for s in super::tests::backends("filters_page_and_count_alike").await {
+            for (app, name, outcome, status) in [
+                ("a", "Ada@x", "ok", 201),
+                ("a", "alan@x", "unavailable", 503),
+                ("b", "ada@y", "needs_manual_action", 409),
+                ("a", "grace@x", "drift_found", 0),
+                ("a", "hedy@x", "drift_found", 0),
+                ("a", "hedy@x", "drift_repaired", 0),
+                ("b", "x%_@y", INTENT, 0),
+                ("a", "malformed@x", "rejected", 400),
+            ] {
+                s.audit(&entry(app, name, outcome, status)).await.unwrap();
+            }
+            let unlinked = AuditEntry { vendor_calls: 1, ..entry("b", "unlinked@y", "rejected", 409) };
+            s.audit(&unlinked).await.unwrap();
+            // Settled later: a refused disable that a later change of the same user got through.
+            s.audit(&entry("a", "settled@x", "needs_manual_action", 409)).await.unwrap();
+            s.audit(&entry("a", "settled@x", "ok", 200)).await.unwrap();
+            let names = |f: AuditFilter| {
+                let s = s.clone();
+                async move { s.audit_page(&f, 100).await.unwrap().0.into_iter().filter_map(|e| e.name).collect::<Vec<_>>() }
+            };
+            let ada = AuditFilter { name_contains: Some("ADA".into()), ..Default::default() };
+            assert_eq!(names(ada.clone()).await, ["ada@y", "Ada@x"]);
+            assert_eq!(s.audit_count(&ada).await.unwrap(), 2);
+            assert_eq!(names(AuditFilter { app: Some("b".into()), ..ada.clone() }).await, ["ada@y"]);
+            let failed = AuditFilter { outcome: OutcomeFilter::Failed, ..Default::default() };
+            assert_eq!(
+                names(failed.clone()).await,
+                ["settled@x", "unlinked@y", "malformed@x", "x%_@y", "ada@y", "alan@x"]
+            );
+            let person = AuditFilter { outcome: OutcomeFilter::NeedsPerson, ..Default::default() };
+            assert_eq!(
+                names(person.clone()).await,
+                ["unlinked@y", "x%_@y", "grace@x", "ada@y"],
+                "hedy's drift was repaired later, settled@x succeeded later; a refusal without a vendor call is \
+                 not a person's"
+            );
+            assert_eq!(s.audit_count(&person).await.unwrap(), 4);
+            // A LIKE pattern in the name is text, not a pattern.
+            assert_eq!(names(AuditFilter { name_contains: Some("%".into()), ..Default::default() }).await, ["x%_@y"]);
+            let exact = AuditFilter { outcome: OutcomeFilter::Is("unavailable".into()), ..Default::default() };
+            assert_eq!(names(exact.clone()).await, ["alan@x"]);
+            // Pages of two, newest first, until nothing older is left.
+            let (first, more) = s.audit_page(&AuditFilter::default(), 2).await.unwrap();
+            assert!(more);
+            let older = AuditFilter { before_seq: Some(first[1].seq), ..Default::default() };
+            let (second, _) = s.audit_page(&older, 2).await.unwrap();
+            assert!(second[0].seq < first[1].seq);
+            let (last, more) =
+                s.audit_page(&AuditFilter { before_seq: Some(2), ..Default::default() }, 2).await.unwrap();
+            assert_eq!((last.len(), more), (1, false));
         }
-        let unlinked = AuditEntry { vendor_calls: 1, ..entry("b", "unlinked@y", "rejected", 409) };
-        s.audit(&unlinked).await.unwrap();
-        // Settled later: a refused disable that a later change of the same user got through.
-        s.audit(&entry("a", "settled@x", "needs_manual_action", 409)).await.unwrap();
-        s.audit(&entry("a", "settled@x", "ok", 200)).await.unwrap();
-        let names = |f: AuditFilter| {
-            let s = s.clone();
-            async move { s.audit_page(&f, 100).await.unwrap().0.into_iter().filter_map(|e| e.name).collect::<Vec<_>>() }
-        };
-        let ada = AuditFilter { name_contains: Some("ADA".into()), ..Default::default() };
-        assert_eq!(names(ada.clone()).await, ["ada@y", "Ada@x"]);
-        assert_eq!(s.audit_count(&ada).await.unwrap(), 2);
-        assert_eq!(names(AuditFilter { app: Some("b".into()), ..ada.clone() }).await, ["ada@y"]);
-        let failed = AuditFilter { outcome: OutcomeFilter::Failed, ..Default::default() };
-        assert_eq!(names(failed.clone()).await, ["settled@x", "unlinked@y", "malformed@x", "x%_@y", "ada@y", "alan@x"]);
-        let person = AuditFilter { outcome: OutcomeFilter::NeedsPerson, ..Default::default() };
-        assert_eq!(
-            names(person.clone()).await,
-            ["unlinked@y", "x%_@y", "grace@x", "ada@y"],
-            "hedy's drift was repaired later, settled@x succeeded later; a refusal without a vendor call is \
-             not a person's"
-        );
-        assert_eq!(s.audit_count(&person).await.unwrap(), 4);
-        // A LIKE pattern in the name is text, not a pattern.
-        assert_eq!(names(AuditFilter { name_contains: Some("%".into()), ..Default::default() }).await, ["x%_@y"]);
-        let exact = AuditFilter { outcome: OutcomeFilter::Is("unavailable".into()), ..Default::default() };
-        assert_eq!(names(exact.clone()).await, ["alan@x"]);
-        // Pages of two, newest first, until nothing older is left.
-        let (first, more) = s.audit_page(&AuditFilter::default(), 2).await.unwrap();
-        assert!(more);
-        let older = AuditFilter { before_seq: Some(first[1].seq), ..Default::default() };
-        let (second, _) = s.audit_page(&older, 2).await.unwrap();
-        assert!(second[0].seq < first[1].seq);
-        let (last, more) = s.audit_page(&AuditFilter { before_seq: Some(2), ..Default::default() }, 2).await.unwrap();
-        assert_eq!((last.len(), more), (1, false));
     }
 }

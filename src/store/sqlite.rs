@@ -18,8 +18,8 @@ use rusqlite_migration::{Migrations, M};
 use serde_json::Value;
 
 use super::{
-    external_id_of, work_email_of, AuditEntry, AuditFilter, AuditQuery, Kind, OutcomeFilter, Record, StoreEngine,
-    StoreError, StoreResult, Tombstone, INTENT,
+    external_id_of, work_email_of, AuditEntry, AuditFilter, AuditQuery, Kind, Record, StoreEngine, StoreError,
+    StoreResult, Tombstone, INTENT,
 };
 
 /// Changes one commit takes at most: bounds a batch's latency while Entra's bursts still share an fsync.
@@ -744,46 +744,18 @@ fn audit_rows(conn: &Connection, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>>
     Ok(rows)
 }
 
-const SUCCESS_OUTCOMES: &str = "'ok', 'drift_found', 'drift_repaired'";
-
 /// The WHERE clause of an `AuditFilter` over `audit a`, and its parameters in order.
 fn filter_clause(f: &AuditFilter) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value as Sql;
-    let mut sql = vec!["1 = 1".to_string()];
-    let mut args: Vec<Sql> = Vec::new();
-    let mut arg = |sql: &mut Vec<String>, clause: &str, v: Sql| {
-        args.push(v);
-        sql.push(clause.replace('?', &format!("?{}", args.len())));
-    };
-    if let Some(app) = &f.app {
-        arg(&mut sql, "a.app = ?", Sql::Text(app.clone()));
-    }
-    if let Some(name) = f.name_contains.as_deref().filter(|n| !n.is_empty()) {
-        arg(&mut sql, "instr(a.name_key, ?) > 0", Sql::Text(lower(name)));
-    }
-    if let Some(since) = &f.since {
-        arg(&mut sql, "a.at >= ?", Sql::Text(since.clone()));
-    }
-    if let Some(seq) = f.before_seq {
-        arg(&mut sql, "a.seq < ?", Sql::Integer(seq));
-    }
-    match &f.outcome {
-        OutcomeFilter::Any => {}
-        OutcomeFilter::Is(outcome) => arg(&mut sql, "a.outcome = ?", Sql::Text(outcome.clone())),
-        OutcomeFilter::Failed => sql.push(format!("a.outcome NOT IN ({SUCCESS_OUTCOMES})")),
-        // The IN list first, so the (app, outcome) index finds the candidates; only drift is then
-        // checked for a later repair of the same user.
-        // A `rejected` entry with vendor calls is a change the vendor made that the gateway refused to
-        // link (the name or the vendor record already taken in the shadow): a clash to resolve.
-        OutcomeFilter::NeedsPerson => sql.push(format!(
-            "a.outcome IN ('needs_manual_action', 'unauthorized', '{INTENT}', 'drift_found', 'rejected')
-             AND (a.outcome <> 'rejected' OR a.vendor_calls > 0)
-             AND NOT EXISTS (
-                  SELECT 1 FROM audit r WHERE r.app = a.app AND r.name_key = a.name_key AND r.seq > a.seq
-                    AND r.outcome IN ('ok', 'drift_repaired'))"
-        )),
-    }
-    (sql.join(" AND "), args)
+    let (sql, args) = super::audit_filter_sql(f, |n| format!("?{n}"), "instr(a.name_key, {}) > 0");
+    let args = args
+        .into_iter()
+        .map(|a| match a {
+            super::SqlArg::Text(t) => Sql::Text(t),
+            super::SqlArg::Int(i) => Sql::Integer(i),
+        })
+        .collect();
+    (sql, args)
 }
 
 fn own(app: &str, kind: Kind, value: &str) -> Vec<String> {

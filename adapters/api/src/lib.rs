@@ -3,6 +3,7 @@
 //! This crate depends on nothing of the gateway; vendor crates depend only on it.
 
 pub mod adapter;
+pub mod budget;
 pub mod calls;
 pub mod error;
 pub mod model;

@@ -104,9 +104,14 @@ pub struct BenchArgs {
     /// paging: the large store's user count (the small one is 1,000).
     #[arg(long, default_value_t = 100_000)]
     pub paging_users: usize,
-    /// Store of the in-process gateway (latency, throughput, economy, cycle): `:memory:` or a file path.
+    /// Store of the in-process gateway (latency, throughput, economy, cycle): `:memory:`, a file path, or
+    /// `postgres://user@host:port/db#schema` (PostgreSQL; the password, if any, in
+    /// `SCIM_DEMO_PG_PASSWORD`; `#schema` a fresh schema for the run).
     #[arg(long, default_value = ":memory:")]
     pub store: String,
+    /// endpoints: gateways sharing the store (PostgreSQL only beyond 1), clients spread over them.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
 }
 
 pub async fn cli(args: BenchArgs) -> Result<(), String> {
@@ -606,26 +611,40 @@ fn user_body(name: &str) -> Value {
 }
 
 async fn endpoints(a: &BenchArgs) -> Result<String, String> {
-    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &a.store).await?;
-    let base = Arc::new(demo.app_url("sandbox"));
+    // Several gateways on one store (PostgreSQL): client c talks to gateway c % replicas. The sandbox
+    // app's "vendor" lives in each gateway's process, so a user is PATCHed through the gateway that
+    // created it; reads (shadow store) and creates go to any.
+    let replicas = a.replicas.max(1);
+    let mut demos = Vec::new();
+    for _ in 0..replicas {
+        demos.push(demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &a.store).await?);
+    }
+    let bases: Arc<Vec<String>> = Arc::new(demos.iter().map(|d| d.app_url("sandbox")).collect());
     let http = http_client(a.concurrency * 2)?;
     let clients = a.concurrency.max(1);
     // The same store size for every run, whatever its write speed: reads are measured over
-    // `--endpoint-users` users loaded first (untimed).
+    // `--endpoint-users` users loaded first (untimed), user i through gateway i % replicas.
     let loaded = entra_sim::for_each_bounded((0..a.endpoint_users).collect(), clients, |i| {
-        let (http, base) = (http.clone(), base.clone());
+        let (http, base) = (http.clone(), bases[i % replicas].clone());
         async move {
             let name = format!("ep.load.{i}@bench.example.com");
             create(&http, &base, TOKEN, &user_body(&name)).await.ok().map(|id| (id, name))
         }
     })
     .await;
-    let users: Arc<Vec<(String, String)>> = Arc::new(loaded.into_iter().flatten().flatten().collect());
+    let mut by_replica: Vec<Vec<(String, String)>> = vec![Vec::new(); replicas];
+    for (i, user) in loaded.into_iter().enumerate() {
+        if let Some(Some(user)) = user {
+            by_replica[i % replicas].push(user);
+        }
+    }
+    let by_replica = Arc::new(by_replica);
+    let users: Arc<Vec<(String, String)>> = Arc::new(by_replica.iter().flatten().cloned().collect());
     if users.is_empty() {
         return Err("endpoints: no user was created".into());
     }
     let mut out = format!(
-        "== endpoints: each alone, {clients} connections for {:.1}s each, app `sandbox`, store {}, {} users loaded first\n{:<8} {:>9} {:>10} {:>9} {:>9} {:>7}\n",
+        "== endpoints: each alone, {clients} connections for {:.1}s each over {replicas} gateway(s), app `sandbox`, store {}, {} users loaded first\n{:<8} {:>9} {:>10} {:>9} {:>9} {:>7}\n",
         a.seconds, a.store, users.len(), "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors"
     );
     let mut row = |name: &str, (t, wall): (Tally, f64)| {
@@ -643,18 +662,20 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
         users[i].clone()
     };
     let get = {
-        let (http, base, users) = (http.clone(), base.clone(), users.clone());
+        let (http, bases, users) = (http.clone(), bases.clone(), users.clone());
         hammer(clients, a.seconds, move |c, turn| {
             let (id, _) = pick(&users, c, turn);
+            let base = &bases[c % replicas];
             send_ok(http.get(format!("{base}/Users/{id}")).bearer_auth(TOKEN))
         })
         .await
     };
     row("GET", get);
     let filter = {
-        let (http, base, users) = (http.clone(), base.clone(), users.clone());
+        let (http, bases, users) = (http.clone(), bases.clone(), users.clone());
         hammer(clients, a.seconds, move |c, turn| {
             let (_, name) = pick(&users, c, turn);
+            let base = &bases[c % replicas];
             let f: String = form_urlencoded::byte_serialize(format!("userName eq \"{name}\"").as_bytes()).collect();
             send_ok(http.get(format!("{base}/Users?filter={f}")).bearer_auth(TOKEN))
         })
@@ -663,9 +684,9 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
     row("filter", filter);
     // POST: every request a new user.
     let post = {
-        let (http, base) = (http.clone(), base.clone());
+        let (http, bases) = (http.clone(), bases.clone());
         hammer(clients, a.seconds, move |c, turn| {
-            let (http, base) = (http.clone(), base.clone());
+            let (http, base) = (http.clone(), bases[c % replicas].clone());
             async move {
                 let name = format!("ep.{c}.{turn}@bench.example.com");
                 create(&http, &base, TOKEN, &user_body(&name)).await.is_ok()
@@ -675,13 +696,15 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
     };
     row("POST", post);
     let patch = {
-        let (http, base, users) = (http.clone(), base.clone(), users.clone());
+        let (http, bases, by_replica) = (http.clone(), bases.clone(), by_replica.clone());
         hammer(clients, a.seconds, move |c, turn| {
-            // Each client its own slice of users, so no two PATCHes wait for one resource lock; every
-            // PATCH changes the family name, so every one is a store write.
-            let slice = users.len() / clients;
+            // Each client its own slice of its gateway's users, so no two PATCHes wait for one resource
+            // lock; every PATCH changes the family name, so every one is a store write.
+            let (base, users) = (&bases[c % replicas], &by_replica[c % replicas]);
+            let (own, nth) = (clients.div_ceil(replicas), c / replicas);
+            let slice = users.len() / own;
             let (id, _) =
-                if slice > 0 { users[c * slice + (turn as usize % slice)].clone() } else { pick(&users, c, turn) };
+                if slice > 0 { users[nth * slice + (turn as usize % slice)].clone() } else { pick(users, c, turn) };
             let body = entra_sim::patch_body(vec![
                 json!({"op": "Replace", "path": "name.familyName", "value": format!("Load{c}x{turn}")}),
             ]);
@@ -695,7 +718,9 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
         .await
     };
     row("PATCH", patch);
-    demo.running.stop().await.map_err(|e| e.to_string())?;
+    for demo in demos {
+        demo.running.stop().await.map_err(|e| e.to_string())?;
+    }
     Ok(out)
 }
 

@@ -219,7 +219,20 @@ async fn start_inner(
         sims.push((name, started.sim));
     }
     let mut config = Config::with_apps(listen, apps);
-    config.store.path = store_path.into();
+    // A `postgres://` store (the replica benchmarks) is PostgreSQL with the password, if any, in
+    // `SCIM_DEMO_PG_PASSWORD` (not `SCIM_BRIDGE_*`, which a `serve` in the same shell would read as a
+    // config key); anything else is SQLite.
+    if store_path.starts_with("postgres://") || store_path.starts_with("postgresql://") {
+        // `#schema`: a schema of its own (a benchmark's fresh one).
+        let (url, schema) = store_path.split_once('#').map_or((store_path, None), |(u, s)| (u, Some(s)));
+        config.store.url = Some(url.into());
+        config.store.schema = schema.map(str::to_string);
+        if std::env::var_os("SCIM_DEMO_PG_PASSWORD").is_some() {
+            config.store.password_env = Some("SCIM_DEMO_PG_PASSWORD".into());
+        }
+    } else {
+        config.store.path = store_path.into();
+    }
     // The demo and the benchmarks drive the gateway from one address with many connections at once
     // (`bench latency --clients 200`): no per-source cap below the listener's own.
     config.connections.max_per_source = config.connections.max;
@@ -230,7 +243,7 @@ async fn start_inner(
         }
         config.admin.token_sha256 = Some(hex::encode(scim_bridge::http::token_hash(&admin.token)));
     }
-    let gateway = server::build_gateway(&config, "demo").map_err(|e| e.to_string())?;
+    let gateway = server::open_gateway(&config, "demo").await.map_err(|e| e.to_string())?;
     let running = server::start(&config, gateway).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     Ok(Demo { running, sims, token: token.to_string(), admin_token: admin.map(|a| a.token) })
 }

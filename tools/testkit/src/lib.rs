@@ -64,6 +64,7 @@ pub fn test_outbound() -> OutboundConfig {
         backoff_max: Duration::from_millis(20),
         breaker_failures: 10_000,
         breaker_cooldown: Duration::from_millis(10),
+        shared: Default::default(),
     }
 }
 

@@ -52,7 +52,6 @@ enum State {
     HalfOpen { probing: bool },
 }
 
-#[derive(Debug)]
 pub(super) struct CircuitBreaker {
     state: Mutex<State>,
     /// Consecutive failed calls that open it (0: never opens).
@@ -62,6 +61,14 @@ pub(super) struct CircuitBreaker {
     probe_due: Duration,
     pub(super) opens: AtomicU64,
     pub(super) rejected: AtomicU64,
+    /// Told the cooldown whenever the breaker opens (the replicas' shared budget holds the others too).
+    on_open: Option<Box<dyn Fn(Duration) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker").field("state", &self.state).field("cooldown", &self.cooldown).finish()
+    }
 }
 
 /// A call let through by the breaker; reports the call's verdict when dropped (also when the call's future
@@ -80,8 +87,10 @@ impl Drop for Admission<'_> {
 }
 
 impl CircuitBreaker {
-    pub(super) fn new(config: &OutboundConfig) -> Self {
+    /// `on_open` is told the cooldown each time the breaker opens.
+    pub(super) fn new(config: &OutboundConfig, on_open: Option<Box<dyn Fn(Duration) + Send + Sync>>) -> Self {
         CircuitBreaker {
+            on_open,
             state: Mutex::new(State::Closed { failures: 0 }),
             failures_to_open: config.breaker_failures,
             cooldown: config.breaker_cooldown,
@@ -137,6 +146,9 @@ impl CircuitBreaker {
         let open = |state: &mut State| {
             *state = State::Open { until: Instant::now() + self.cooldown };
             bump(&self.opens);
+            if let Some(on_open) = &self.on_open {
+                on_open(self.cooldown);
+            }
         };
         if probe {
             match verdict {

@@ -29,6 +29,9 @@ pub struct OutboundConfig {
     pub breaker_failures: u32,
     /// How long the breaker stays open before one probe call is let through.
     pub breaker_cooldown: Duration,
+    /// The schedule, pauses and breaker shared with other replicas (`crate::budget`); none: this
+    /// process paces alone.
+    pub shared: crate::budget::SharedBudget,
 }
 
 impl Default for OutboundConfig {
@@ -45,6 +48,7 @@ impl Default for OutboundConfig {
             backoff_max: Duration::from_secs(5),
             breaker_failures: 10,
             breaker_cooldown: Duration::from_secs(30),
+            shared: crate::budget::SharedBudget::none(),
         }
     }
 }

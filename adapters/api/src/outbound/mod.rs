@@ -56,6 +56,24 @@ use self::retry::{backoff_schedule, jittered, may_retry, maybe_applied, whole_se
 use self::stats::{bump, Counters, Waiting};
 use crate::error::{Error, Origin, Result};
 
+/// A message to the replicas' shared budget, sent in the background.
+type SharedCall = std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send>>;
+
+/// Tells the other replicas, without waiting for it (a lost message costs at most one 429 there).
+fn share(
+    shared: &crate::budget::SharedBudget,
+    app: &str,
+    what: impl FnOnce(std::sync::Arc<dyn crate::budget::RateBudget>, String) -> SharedCall,
+) {
+    let (Some(budget), Ok(rt)) = (shared.get(), tokio::runtime::Handle::try_current()) else { return };
+    let call = what(budget.clone(), app.to_string());
+    rt.spawn(async move {
+        if let Err(e) = call.await {
+            tracing::warn!(error = %e, "could not share a vendor pause or breaker with the other replicas");
+        }
+    });
+}
+
 /// A refused credential (401/403) is logged at most this often per app.
 const AUTH_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -103,11 +121,19 @@ impl Outbound {
         config.validate().map_err(|e| Error::invalid(format!("{app}: {}", e.detail())).with_origin(Origin::Gateway))?;
         let pacer = Pacer::new(&config)
             .ok_or_else(|| Error::invalid(format!("{app}: outbound.requests_per_second is too high")))?;
+        let on_open: Option<Box<dyn Fn(Duration) + Send + Sync>> = config.shared.get().map(|_| {
+            let (shared, app) = (config.shared.clone(), app.to_string());
+            Box::new(move |cooldown: Duration| {
+                share(&shared, &app, move |budget, app| {
+                    Box::pin(async move { budget.open_breaker(&app, cooldown).await })
+                })
+            }) as Box<dyn Fn(Duration) + Send + Sync>
+        });
         Ok(Outbound {
             app: app.to_string(),
             pacer,
             in_flight: Semaphore::new(config.max_in_flight),
-            breaker: CircuitBreaker::new(&config),
+            breaker: CircuitBreaker::new(&config, on_open),
             last_auth_warning: Mutex::new(None),
             counters: Counters::default(),
             config,
@@ -290,9 +316,9 @@ impl Outbound {
             let wait = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
             if failure == Failure::TooManyRequests {
                 bump(&self.counters.rate_limited_by_vendor);
-                self.pacer.pause(wait);
+                self.pause(wait);
             } else if let Some(asked) = error.retry_after() {
-                self.pacer.pause(asked);
+                self.pause(asked);
             }
 
             if !may_retry(failure, req.idempotent) || attempt == self.config.max_attempts {
@@ -391,8 +417,18 @@ impl Outbound {
         let permit = self.in_flight.acquire().await.map_err(|_| {
             Error::unavailable(None, format!("{}: outbound client closed", self.app)).with_origin(Origin::Gateway)
         })?;
-        self.pacer.reserve(until).await.map_err(|no| self.no_slot(no))?;
+        self.pacer.reserve(&self.app, until).await.map_err(|no| self.no_slot(no))?;
         Ok(permit)
+    }
+
+    /// Holds every call of the app back for `d` (never shortens a pause already set), on every replica
+    /// when the budget is shared.
+    fn pause(&self, d: Duration) {
+        let shared = d.min(retry::MAX_PAUSE);
+        share(&self.config.shared, &self.app, move |budget, app| {
+            Box::pin(async move { budget.pause(&app, shared).await })
+        });
+        self.pacer.pause(d);
     }
 
     fn no_slot(&self, why: NoSlot) -> Error {
@@ -403,6 +439,25 @@ impl Outbound {
             )
             .with_origin(Origin::Gateway),
             NoSlot::TooFar(wait) => self.queue_full(Some(wait)),
+            NoSlot::BreakerOpenElsewhere(left) => {
+                bump(&self.breaker.rejected);
+                Error::unavailable(
+                    Some(whole_seconds(left)),
+                    format!("{}: circuit open (another replica saw repeated vendor failures)", self.app),
+                )
+                .with_origin(Origin::Gateway)
+            }
+            NoSlot::SharedUnreachable(why) => {
+                tracing::error!(app = %self.app, error = %why, "the replicas' shared rate budget is unreachable");
+                Error::unavailable(
+                    Some(Duration::from_secs(5)),
+                    format!(
+                        "{}: the replicas' shared rate budget is unreachable; not calling the vendor unpaced",
+                        self.app
+                    ),
+                )
+                .with_origin(Origin::Gateway)
+            }
         }
     }
 

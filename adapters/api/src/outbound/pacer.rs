@@ -61,7 +61,7 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<N
 pub(super) struct Schedule {
     pub(super) period: Duration,
     /// How far ahead of the theoretical arrival time a call may go: (burst - 1) periods.
-    tolerance: Duration,
+    pub(super) tolerance: Duration,
     /// The theoretical arrival time of the next call.
     next: Option<Instant>,
 }
@@ -87,12 +87,16 @@ impl Schedule {
 }
 
 /// Why a call gets no send slot in time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum NoSlot {
     /// The vendor's pause lasts this much longer, past the caller's limit.
     Paused(Duration),
     /// The next slot is this far away, past the caller's limit.
     TooFar(Duration),
+    /// Another replica opened the circuit breaker for this long (the shared budget said so).
+    BreakerOpenElsewhere(Duration),
+    /// The replicas' shared budget cannot be reached: the call is refused, never sent unpaced.
+    SharedUnreachable(String),
 }
 
 #[derive(Debug)]
@@ -105,6 +109,8 @@ pub(super) struct Pacer {
     schedule: Mutex<Schedule>,
     /// Set from a vendor `Retry-After` (or a bare 429): no call of this app starts before it.
     paused_until: Mutex<Option<Instant>>,
+    /// The schedule shared with other replicas, if any: it then gives the slots instead of `schedule`.
+    shared: crate::budget::SharedBudget,
 }
 
 impl Pacer {
@@ -121,6 +127,7 @@ impl Pacer {
             turn: tokio::sync::Mutex::new(()),
             schedule: Mutex::new(Schedule::new(period.mul_f64(1.0 + PACING_MARGIN), config.burst)),
             paused_until: Mutex::new(None),
+            shared: config.shared.clone(),
         })
     }
 
@@ -166,8 +173,30 @@ impl Pacer {
         Ok(())
     }
 
+    /// The send slot from the replicas' shared schedule (same period and burst as the local one): the rate
+    /// is the vendor's across all replicas, and a pause or an open breaker of any replica holds this one.
+    async fn reserve_shared(
+        &self,
+        shared: &dyn crate::budget::RateBudget,
+        app: &str,
+        until: Instant,
+    ) -> Result<Instant, NoSlot> {
+        use crate::budget::Reserved;
+        let (period, tolerance) = {
+            let schedule = lock(&self.schedule);
+            (schedule.period, schedule.tolerance)
+        };
+        let max_wait = until.saturating_duration_since(Instant::now());
+        match shared.reserve(app, period, tolerance, max_wait).await {
+            Ok(Reserved::After(wait)) => Ok(Instant::now() + wait),
+            Ok(Reserved::Full(wait)) => Err(NoSlot::TooFar(wait)),
+            Ok(Reserved::BreakerOpen(left)) => Err(NoSlot::BreakerOpenElsewhere(left)),
+            Err(why) => Err(NoSlot::SharedUnreachable(why)),
+        }
+    }
+
     /// Waits for this call's send slot, or fails at once when it falls past `until`.
-    pub(super) async fn reserve(&self, until: Instant) -> Result<(), NoSlot> {
+    pub(super) async fn reserve(&self, app: &str, until: Instant) -> Result<(), NoSlot> {
         // Reserve the next send slot in arrival order, then sleep until it without holding the turn, so the
         // callers behind reserve theirs at once. The schedule advances by the period from the slot, not from
         // when a sleeper wakes: tokio's timer wakes up to a millisecond late, and asking the limiter again
@@ -176,14 +205,18 @@ impl Pacer {
             let _turn = self.turn.lock().await;
             // A pause may have come in while this call queued.
             self.wait_out_pause(until).await?;
-            let mut schedule = lock(&self.schedule);
-            let now = Instant::now();
-            let slot = schedule.next_slot(now);
-            if slot > until {
-                return Err(NoSlot::TooFar(slot - now));
+            if let Some(shared) = self.shared.get() {
+                self.reserve_shared(shared.as_ref(), app, until).await?
+            } else {
+                let mut schedule = lock(&self.schedule);
+                let now = Instant::now();
+                let slot = schedule.next_slot(now);
+                if slot > until {
+                    return Err(NoSlot::TooFar(slot - now));
+                }
+                schedule.commit(slot);
+                slot
             }
-            schedule.commit(slot);
-            slot
         };
         // A slot that is already due goes now: even a zero-length sleep costs a timer tick (~1 ms).
         if slot > Instant::now() {

@@ -103,6 +103,7 @@ fn config() -> OutboundConfig {
         backoff_max: Duration::from_secs(1),
         breaker_failures: 100,
         breaker_cooldown: Duration::from_secs(30),
+        shared: Default::default(),
     }
 }
 
@@ -790,4 +791,65 @@ async fn vendor_429s_do_not_open_the_breaker() {
     }
     assert_eq!(out.breaker_state(), BreakerState::Closed);
     assert_eq!(out.stats().rate_limited_by_vendor, 5);
+}
+
+/// A budget shared with other replicas, in memory: answers from a script, remembers what it was told.
+#[derive(Debug, Default)]
+struct FakeBudget {
+    answers: Mutex<std::collections::VecDeque<crate::budget::Reserved>>,
+    pauses: Mutex<Vec<Duration>>,
+    breakers: Mutex<Vec<Duration>>,
+}
+
+#[async_trait::async_trait]
+impl crate::budget::RateBudget for FakeBudget {
+    async fn reserve(
+        &self,
+        _app: &str,
+        _period: Duration,
+        _tolerance: Duration,
+        _max_wait: Duration,
+    ) -> std::result::Result<crate::budget::Reserved, String> {
+        lock(&self.answers).pop_front().ok_or_else(|| "unreachable".to_string())
+    }
+    async fn pause(&self, _app: &str, d: Duration) -> std::result::Result<(), String> {
+        lock(&self.pauses).push(d);
+        Ok(())
+    }
+    async fn open_breaker(&self, _app: &str, cooldown: Duration) -> std::result::Result<(), String> {
+        lock(&self.breakers).push(cooldown);
+        Ok(())
+    }
+}
+
+/// With a shared budget, the slot comes from it: a full schedule, another replica's open breaker or
+/// an unreachable budget refuse the call without touching the vendor; a vendor's Retry-After and an
+/// opened breaker are passed on to the other replicas.
+#[tokio::test(start_paused = true)]
+async fn a_shared_budget_paces_and_hears_pauses_and_breakers() {
+    use crate::budget::{Reserved, SharedBudget};
+    let (url, vendor) = vendor(vec![Reply::RetryAfter(429, "3".into())], Reply::Status(503)).await;
+    let budget = Arc::new(FakeBudget::default());
+    lock(&budget.answers)
+        .extend([Reserved::Full(Duration::from_secs(7)), Reserved::BreakerOpen(Duration::from_secs(20))]);
+    let config = OutboundConfig { shared: SharedBudget::new(budget.clone()), breaker_failures: 1, ..config() };
+    let out = Outbound::new("acme", config).unwrap();
+    let full = out.send(get(&url)).await.unwrap_err();
+    assert!(matches!(full.kind(), ErrorKind::RateLimited { .. }), "{full}");
+    assert_eq!(full.retry_after(), Some(Duration::from_secs(7)));
+    let open = out.send(get(&url)).await.unwrap_err();
+    assert!(matches!(open.kind(), ErrorKind::Unavailable { .. }), "{open}");
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(20)));
+    // The budget has no answer left: unreachable, so no unpaced call either.
+    let unreachable = out.send(get(&url)).await.unwrap_err();
+    assert!(unreachable.detail().contains("shared rate budget"), "{unreachable}");
+    assert_eq!(vendor.hits(), 0);
+    // Slots granted: the vendor's 429 + Retry-After 3 and then a 503 (which opens the breaker at one
+    // failure) are shared.
+    lock(&budget.answers).extend([Reserved::After(Duration::ZERO), Reserved::After(Duration::ZERO)]);
+    let _ = out.send(get(&url)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(vendor.hits(), 2);
+    assert!(lock(&budget.pauses).iter().any(|d| *d >= Duration::from_secs(3)), "{:?}", lock(&budget.pauses));
+    assert_eq!(*lock(&budget.breakers), [Duration::from_secs(30)]);
 }

@@ -26,6 +26,7 @@ pub fn fast_limits() -> OutboundConfig {
         backoff_max: Duration::from_millis(20),
         breaker_failures: 1_000,
         breaker_cooldown: Duration::from_millis(50),
+        shared: Default::default(),
     }
 }
 

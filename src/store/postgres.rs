@@ -1,0 +1,834 @@
+//! The PostgreSQL engine: the same contract as the SQLite one, for several gateway replicas sharing one
+//! database. Each write is one transaction on a pooled connection (`synchronous_commit` on: answered
+//! after the commit is on the server's disk); the database itself keeps one name per (app, kind) and one
+//! gateway id per vendor record, so two replicas racing on a user cannot both record it. Counts are
+//! counted by the database (another replica may have written since), not cached. The schema is migrated
+//! under an advisory lock, so replicas starting together migrate once.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::{
+    external_id_of, work_email_of, AuditEntry, AuditFilter, AuditQuery, Kind, Record, StoreEngine, StoreError,
+    StoreResult, Tombstone, INTENT,
+};
+
+/// Audit entries one pruning transaction deletes: a large backlog never holds a connection for long.
+const PRUNE_BATCH: i64 = 1_000;
+/// The advisory lock key that serialises migrations across replicas (an arbitrary constant: "scimmigr").
+const MIGRATION_LOCK: i64 = 0x7363_696d_6d69_6772;
+
+/// How the engine connects.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// `postgres://user@host:port/db` (no password: it comes from `password`).
+    pub url: String,
+    pub password: Option<SecretString>,
+    /// A schema of its own (created if missing) instead of `public`: tests, or several gateways on one
+    /// database.
+    pub schema: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+/// The schema, in order: step n runs once, in its own transaction, and is recorded in `schema_version`.
+/// A change is a new step at the end, never an edit of an old one.
+pub(super) const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE resources (
+        pos BIGSERIAL NOT NULL,
+        app TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        vendor_id TEXT NOT NULL,
+        -- The lowercased userName/displayName: the unique key, kept lowercased by the database too.
+        name_key TEXT NOT NULL CHECK (name_key = lower(name_key)),
+        external_id TEXT,
+        email_key TEXT,
+        doc TEXT NOT NULL,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        PRIMARY KEY (app, kind, id)
+    );
+    CREATE UNIQUE INDEX resources_name ON resources (app, kind, name_key);
+    CREATE UNIQUE INDEX resources_vendor_unique ON resources (app, kind, vendor_id);
+    CREATE INDEX resources_external ON resources (app, kind, external_id);
+    CREATE INDEX resources_email ON resources (app, kind, email_key);
+    CREATE INDEX resources_order ON resources (app, kind, pos);
+    CREATE TABLE tombstones (
+        app TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        vendor_id TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        deleted TEXT NOT NULL,
+        external_id TEXT,
+        PRIMARY KEY (app, kind, vendor_id)
+    );
+    CREATE TABLE health (k INTEGER PRIMARY KEY, at TEXT NOT NULL);
+    CREATE TABLE audit (
+        seq BIGSERIAL PRIMARY KEY,
+        at TEXT NOT NULL,
+        app TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        resource_id TEXT,
+        name_key TEXT,
+        name TEXT,
+        operation TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        request_id TEXT,
+        before TEXT,
+        after TEXT,
+        outcome TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        detail TEXT,
+        vendor_calls BIGINT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        attempt_log TEXT
+    );
+    CREATE INDEX audit_app_name ON audit (app, name_key, seq);
+    CREATE INDEX audit_at ON audit (at);
+    CREATE INDEX audit_app_outcome ON audit (app, outcome, name_key, at);",
+    // When each periodic job (a reconcile pass per app) last started on any replica (`lease`).
+    "CREATE TABLE leases (name TEXT PRIMARY KEY, started TIMESTAMPTZ NOT NULL);",
+    // Each app's vendor schedule shared by the replicas (`PgRateBudget`), in the database's clock as
+    // epoch seconds: the theoretical arrival time of the next call, the vendor's pause, an open breaker.
+    "CREATE TABLE rate_budget (
+        app TEXT PRIMARY KEY,
+        tat DOUBLE PRECISION NOT NULL DEFAULT 0,
+        paused_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+        breaker_until DOUBLE PRECISION NOT NULL DEFAULT 0
+    );",
+];
+
+/// One schedule per app for all replicas: the GCRA of the outbound pacer, kept in one row and advanced by
+/// one `UPDATE` per vendor call (the row lock orders the replicas), timed by the database's clock so the
+/// replicas' own clocks never meet. Pauses and an open breaker sit in the same row, so every replica's
+/// next call sees them.
+#[derive(Debug)]
+pub(crate) struct PgRateBudget {
+    pool: Pool,
+    /// Apps whose row is known to exist.
+    ready: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+fn secs(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn duration(secs: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(std::time::Duration::MAX)
+}
+
+impl PgRateBudget {
+    async fn client(&self, app: &str) -> Result<deadpool_postgres::Object, String> {
+        let client = self.pool.get().await.map_err(|e| pool_error(e).to_string())?;
+        let known = self.ready.lock().unwrap_or_else(|p| p.into_inner()).contains(app);
+        if !known {
+            client
+                .execute("INSERT INTO rate_budget (app) VALUES ($1) ON CONFLICT (app) DO NOTHING", &[&app])
+                .await
+                .map_err(|e| StoreError::from(e).to_string())?;
+            self.ready.lock().unwrap_or_else(|p| p.into_inner()).insert(app.to_string());
+        }
+        Ok(client)
+    }
+}
+
+const NOW: &str = "extract(epoch FROM clock_timestamp())::float8";
+
+#[async_trait::async_trait]
+impl adapter_api::budget::RateBudget for PgRateBudget {
+    async fn reserve(
+        &self,
+        app: &str,
+        period: std::time::Duration,
+        tolerance: std::time::Duration,
+        max_wait: std::time::Duration,
+    ) -> Result<adapter_api::budget::Reserved, String> {
+        use adapter_api::budget::Reserved;
+        let client = self.client(app).await?;
+        let db = |e: tokio_postgres::Error| StoreError::from(e).to_string();
+        let (period, tolerance, max_wait) = (secs(period), secs(tolerance), secs(max_wait));
+        // The slot is max(now, tat - tolerance, paused_until); taken only if it is within max_wait and no
+        // breaker is open. RETURNING sees the new tat, from which the slot follows again.
+        let stmt = client
+            .prepare_cached(&format!(
+                "WITH c AS (SELECT {NOW} AS now)
+                 UPDATE rate_budget r SET tat = GREATEST(r.tat, c.now, r.paused_until) + $2
+                 FROM c
+                 WHERE r.app = $1 AND r.breaker_until <= c.now
+                   AND GREATEST(c.now, r.tat - $3, r.paused_until) <= c.now + $4
+                 RETURNING GREATEST(c.now, r.tat - $2 - $3, r.paused_until) - c.now"
+            ))
+            .await
+            .map_err(db)?;
+        if let Some(row) = client.query_opt(&stmt, &[&app, &period, &tolerance, &max_wait]).await.map_err(db)? {
+            return Ok(Reserved::After(duration(row.get(0))));
+        }
+        let row = client
+            .query_one(
+                &format!(
+                    "WITH c AS (SELECT {NOW} AS now)
+                     SELECT r.breaker_until - c.now, GREATEST(c.now, r.tat - $2, r.paused_until) - c.now
+                     FROM rate_budget r, c WHERE r.app = $1"
+                ),
+                &[&app, &tolerance],
+            )
+            .await
+            .map_err(db)?;
+        let (breaker, wait): (f64, f64) = (row.get(0), row.get(1));
+        Ok(if breaker > 0.0 { Reserved::BreakerOpen(duration(breaker)) } else { Reserved::Full(duration(wait)) })
+    }
+
+    async fn pause(&self, app: &str, d: std::time::Duration) -> Result<(), String> {
+        let client = self.client(app).await?;
+        client
+            .execute(
+                &format!("UPDATE rate_budget SET paused_until = GREATEST(paused_until, {NOW} + $2) WHERE app = $1"),
+                &[&app, &secs(d)],
+            )
+            .await
+            .map_err(|e| StoreError::from(e).to_string())?;
+        Ok(())
+    }
+
+    async fn open_breaker(&self, app: &str, cooldown: std::time::Duration) -> Result<(), String> {
+        let client = self.client(app).await?;
+        client
+            .execute(
+                &format!("UPDATE rate_budget SET breaker_until = GREATEST(breaker_until, {NOW} + $2) WHERE app = $1"),
+                &[&app, &secs(cooldown)],
+            )
+            .await
+            .map_err(|e| StoreError::from(e).to_string())?;
+        Ok(())
+    }
+}
+
+/// The lock set of leases (the gateway's own sets are small numbers, `gateway::Locks`).
+const LEASE_SET: i32 = 100;
+
+/// Session-level advisory locks on one connection of the pool kept aside for them. Session locks are
+/// per connection, so one connection serves every task of the process: the in-process locks already
+/// keep two tasks off one key, and a lock taken twice by the session is counted and released twice.
+/// Taking is `pg_try_advisory_lock` polled with backoff, never the blocking form: a blocked statement
+/// would hold up every other lock and unlock behind it on the shared connection.
+#[derive(Debug)]
+pub(crate) struct PgLocks {
+    pool: Pool,
+    conn: tokio::sync::Mutex<Option<std::sync::Arc<deadpool_postgres::Object>>>,
+}
+
+/// How long a lock is retried while the database cannot be reached, before the change is refused (503).
+const LOCK_UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct AdvisoryHold {
+    conn: std::sync::Arc<deadpool_postgres::Object>,
+    set: i32,
+    key: i32,
+}
+
+impl Drop for AdvisoryHold {
+    fn drop(&mut self) {
+        let (conn, set, key) = (self.conn.clone(), self.set, self.key);
+        // Outside a runtime (process exit) the closing connection releases it.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&set, &key]).await {
+                    tracing::warn!(error = %StoreError::from(e), "releasing a replica lock failed; the database releases it with the connection");
+                }
+            });
+        }
+    }
+}
+
+impl PgLocks {
+    /// The lock connection, opened again if it was lost (its locks went with it).
+    async fn conn(&self) -> StoreResult<std::sync::Arc<deadpool_postgres::Object>> {
+        let mut held = self.conn.lock().await;
+        if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        if held.is_some() {
+            tracing::warn!("the replica lock connection was lost; the locks it held were released by the database");
+        }
+        let c = std::sync::Arc::new(self.pool.get().await.map_err(pool_error)?);
+        *held = Some(c.clone());
+        Ok(c)
+    }
+
+    /// One attempt: `Some` when taken.
+    async fn try_take(&self, set: i32, key: i32) -> StoreResult<Option<AdvisoryHold>> {
+        let conn = self.conn().await?;
+        let taken: bool = conn.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&set, &key]).await?.get(0);
+        Ok(taken.then_some(AdvisoryHold { conn, set, key }))
+    }
+}
+
+#[async_trait::async_trait]
+impl super::SharedLocks for PgLocks {
+    async fn acquire(&self, set: i32, key: i32) -> StoreResult<super::Hold> {
+        let mut wait = std::time::Duration::from_millis(2);
+        let mut unreachable_since: Option<tokio::time::Instant> = None;
+        loop {
+            match self.try_take(set, key).await {
+                Ok(Some(hold)) => return Ok(Box::new(hold)),
+                Ok(None) => unreachable_since = None,
+                Err(e) => {
+                    let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= LOCK_UNREACHABLE_FOR {
+                        return Err(e);
+                    }
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+pub struct PgEngine {
+    location: String,
+    pool: Pool,
+    locks: std::sync::Arc<PgLocks>,
+    budget: std::sync::Arc<PgRateBudget>,
+}
+
+impl std::fmt::Debug for PgEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEngine").field("location", &self.location).finish()
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(format!("no database connection: {e}"))
+}
+
+/// Parses `url` and refuses a password in it: the password comes from `*_file`/`*_env`, so the URL can
+/// be logged and shown.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    if config.get_password().is_some() {
+        return Err("holds a password; give it as store.password_file or store.password_env instead".into());
+    }
+    if config.get_hosts().is_empty() {
+        return Err("names no host".into());
+    }
+    Ok(config)
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl PgEngine {
+    /// Connects, creates the schema if asked, and migrates to the latest version.
+    pub async fn open(opts: PgOptions) -> StoreResult<PgEngine> {
+        let mut config = parse_url(&opts.url).map_err(StoreError::Unavailable)?;
+        if let Some(p) = &opts.password {
+            config.password(p.expose_secret());
+        }
+        // A 2xx to Entra means the commit is flushed, whatever the server's default says.
+        let mut options = "-c synchronous_commit=on".to_string();
+        if let Some(schema) = &opts.schema {
+            if !is_identifier(schema) {
+                return Err(StoreError::Unavailable(format!(
+                    "schema {schema:?}: lowercase letters, digits and '_' only"
+                )));
+            }
+            options.push_str(&format!(" -c search_path={schema}"));
+        }
+        config.options(options);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.application_name("scim-bridge");
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(2))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot build the connection pool: {e}")))?;
+        let locks = std::sync::Arc::new(PgLocks { pool: pool.clone(), conn: tokio::sync::Mutex::new(None) });
+        let budget = std::sync::Arc::new(PgRateBudget { pool: pool.clone(), ready: Default::default() });
+        let engine = PgEngine { location: opts.url.clone(), pool, locks, budget };
+        engine.migrate(opts.schema.as_deref()).await?;
+        Ok(engine)
+    }
+
+    async fn migrate(&self, schema: Option<&str>) -> StoreResult<()> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await?;
+        // Replicas starting together: the first migrates, the others wait here and then find it done.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+        if let Some(schema) = schema {
+            // Checked to be a plain identifier above.
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
+        }
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").await?;
+        let at: i32 = match tx.query_opt("SELECT version FROM schema_version", &[]).await? {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO schema_version VALUES (0)", &[]).await?;
+                0
+            }
+        };
+        if at as usize > MIGRATIONS.len() {
+            return Err(StoreError::Unavailable(format!(
+                "the database's schema is version {at}, newer than this gateway knows ({}): run the newer release",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(at as usize) {
+            tx.batch_execute(step).await?;
+            tx.execute("UPDATE schema_version SET version = $1", &[&(i as i32 + 1)]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn select(&self, sql_where: &str, args: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Record>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&format!("SELECT {COLUMNS} FROM resources WHERE {sql_where}")).await?;
+        client.query(&stmt, args).await?.iter().map(row_to_record).collect()
+    }
+
+    async fn count_where(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        let n: i64 = client.query_one(&stmt, args).await?.get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+const COLUMNS: &str = "app, kind, id, vendor_id, doc, created, modified, version";
+
+fn row_to_record(row: &Row) -> StoreResult<Record> {
+    let doc: String = row.get(4);
+    Ok(Record {
+        app: row.get(0),
+        kind: Kind::parse(row.get::<_, &str>(1)),
+        id: row.get(2),
+        vendor_id: row.get(3),
+        doc: serde_json::from_str(&doc)?,
+        created: row.get(5),
+        modified: row.get(6),
+        version: row.get(7),
+    })
+}
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(|v| v.to_string())
+}
+
+fn attempt_log_text(e: &AuditEntry) -> StoreResult<Option<String>> {
+    Ok(if e.attempt_log.is_empty() { None } else { Some(serde_json::to_string(&e.attempt_log)?) })
+}
+
+/// Which unique rule a failed statement broke, if it broke one.
+fn unique_violation(e: &tokio_postgres::Error) -> Option<&str> {
+    let db = e.as_db_error()?;
+    (db.code() == &SqlState::UNIQUE_VIOLATION).then(|| db.constraint().unwrap_or(""))
+}
+
+/// Completes an intent in place, or appends.
+async fn append_audit(tx: &deadpool_postgres::Transaction<'_>, e: &AuditEntry) -> StoreResult<()> {
+    if e.seq > 0 {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE audit SET at = $2, resource_id = $3, name_key = $4, name = $5, operation = $6,
+                   before = $7, after = $8, outcome = $9, status = $10, detail = $11, vendor_calls = $12,
+                   attempts = $13, attempt_log = $14
+                 WHERE seq = $1",
+            )
+            .await?;
+        let updated = tx
+            .execute(
+                &stmt,
+                &[
+                    &e.seq,
+                    &e.at,
+                    &e.resource_id,
+                    &e.name.as_deref().map(str::to_lowercase),
+                    &e.name,
+                    &e.operation,
+                    &json_text(&e.before),
+                    &json_text(&e.after),
+                    &e.outcome,
+                    &i32::from(e.status),
+                    &e.detail,
+                    &i64::from(e.vendor_calls),
+                    &i64::from(e.attempts),
+                    &attempt_log_text(e)?,
+                ],
+            )
+            .await?;
+        if updated == 1 {
+            return Ok(());
+        }
+    }
+    insert_audit(tx, e).await.map(drop)
+}
+
+async fn insert_audit(tx: &deadpool_postgres::Transaction<'_>, e: &AuditEntry) -> StoreResult<i64> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit (at, app, resource_type, resource_id, name_key, name, operation, actor, request_id,
+               before, after, outcome, status, detail, vendor_calls, attempts, attempt_log)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING seq",
+        )
+        .await?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &e.at,
+                &e.app,
+                &e.resource_type,
+                &e.resource_id,
+                &e.name.as_deref().map(str::to_lowercase),
+                &e.name,
+                &e.operation,
+                &e.actor,
+                &e.request_id,
+                &json_text(&e.before),
+                &json_text(&e.after),
+                &e.outcome,
+                &i32::from(e.status),
+                &e.detail,
+                &i64::from(e.vendor_calls),
+                &i64::from(e.attempts),
+                &attempt_log_text(e)?,
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+const AUDIT_COLUMNS: &str = "a.seq, a.at, a.app, a.resource_type, a.resource_id, a.name, a.operation, a.actor,
+    a.request_id, a.before, a.after, a.outcome, a.status, a.detail, a.vendor_calls, a.attempts, a.attempt_log";
+
+fn audit_row(r: &Row) -> AuditEntry {
+    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    AuditEntry {
+        seq: r.get(0),
+        at: r.get(1),
+        app: r.get(2),
+        resource_type: r.get(3),
+        resource_id: r.get(4),
+        name: r.get(5),
+        operation: r.get(6),
+        actor: r.get(7),
+        request_id: r.get(8),
+        before: parse(r.get(9)),
+        after: parse(r.get(10)),
+        outcome: r.get(11),
+        status: u16::try_from(r.get::<_, i32>(12)).unwrap_or(0),
+        detail: r.get(13),
+        vendor_calls: u32::try_from(r.get::<_, i64>(14)).unwrap_or(u32::MAX),
+        attempts: u32::try_from(r.get::<_, i64>(15)).unwrap_or(u32::MAX),
+        attempt_log: r.get::<_, Option<String>>(16).and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+    }
+}
+
+/// `audit_filter_sql` in PostgreSQL's dialect, with its parameters as values to bind.
+fn filter_clause(f: &AuditFilter) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    let (sql, args) = super::audit_filter_sql(f, |n| format!("${n}"), "strpos(a.name_key, {}) > 0");
+    let args = args
+        .into_iter()
+        .map(|a| -> Box<dyn ToSql + Sync + Send> {
+            match a {
+                super::SqlArg::Text(t) => Box::new(t),
+                super::SqlArg::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
+    (sql, args)
+}
+
+#[async_trait::async_trait]
+impl StoreEngine for PgEngine {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn check_writable(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO health (k, at) VALUES (1, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))
+                 ON CONFLICT (k) DO UPDATE SET at = excluded.at",
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, app: &str, kind: Kind, id: &str) -> StoreResult<Option<Record>> {
+        Ok(self.select("app = $1 AND kind = $2 AND id = $3", &[&app, &kind.as_str(), &id]).await?.pop())
+    }
+
+    async fn find_by_name(&self, app: &str, kind: Kind, name: &str) -> StoreResult<Option<Record>> {
+        let key = name.to_lowercase();
+        Ok(self.select("app = $1 AND kind = $2 AND name_key = $3", &[&app, &kind.as_str(), &key]).await?.pop())
+    }
+
+    async fn find_by_external_id(&self, app: &str, kind: Kind, external_id: &str) -> StoreResult<Vec<Record>> {
+        self.select("app = $1 AND kind = $2 AND external_id = $3 ORDER BY pos", &[&app, &kind.as_str(), &external_id])
+            .await
+    }
+
+    async fn find_by_vendor_id(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Record>> {
+        Ok(self.select("app = $1 AND kind = $2 AND vendor_id = $3", &[&app, &kind.as_str(), &vendor_id]).await?.pop())
+    }
+
+    async fn find_by_work_email(&self, app: &str, kind: Kind, email: &str) -> StoreResult<Vec<Record>> {
+        let key = email.to_lowercase();
+        self.select("app = $1 AND kind = $2 AND email_key = $3 ORDER BY pos", &[&app, &kind.as_str(), &key]).await
+    }
+
+    async fn list(&self, app: &str, kind: Kind) -> StoreResult<Vec<Record>> {
+        self.select("app = $1 AND kind = $2 ORDER BY pos", &[&app, &kind.as_str()]).await
+    }
+
+    async fn page(&self, app: &str, kind: Kind, offset: usize, limit: usize) -> StoreResult<Vec<Record>> {
+        let (offset, limit) = (offset as i64, limit as i64);
+        self.select("app = $1 AND kind = $2 ORDER BY pos LIMIT $3 OFFSET $4", &[&app, &kind.as_str(), &limit, &offset])
+            .await
+    }
+
+    async fn scan(&self, app: &str, kind: Kind, after: i64, limit: usize) -> StoreResult<(Vec<Record>, i64)> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS}, pos FROM resources WHERE app = $1 AND kind = $2 AND pos > $3 ORDER BY pos LIMIT $4"
+            ))
+            .await?;
+        let rows = client.query(&stmt, &[&app, &kind.as_str(), &after, &(limit as i64)]).await?;
+        let last = rows.last().map(|r| r.get::<_, i64>(8)).unwrap_or(after);
+        Ok((rows.iter().map(row_to_record).collect::<StoreResult<_>>()?, last))
+    }
+
+    async fn count(&self, app: &str, kind: Kind) -> StoreResult<u64> {
+        self.count_where("SELECT COUNT(*) FROM resources WHERE app = $1 AND kind = $2", &[&app, &kind.as_str()]).await
+    }
+
+    async fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let kind = rec.kind.as_str();
+        let owner = tx
+            .query_opt(
+                "SELECT id FROM resources WHERE app = $1 AND kind = $2 AND vendor_id = $3 AND id <> $4",
+                &[&rec.app, &kind, &rec.vendor_id, &rec.id],
+            )
+            .await?;
+        if let Some(owner) = owner {
+            return Err(StoreError::VendorLinked(owner.get(0)));
+        }
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO resources (app, kind, id, vendor_id, name_key, external_id, doc, created, modified, version, email_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (app, kind, id) DO UPDATE SET vendor_id = excluded.vendor_id,
+                   name_key = excluded.name_key, external_id = excluded.external_id, doc = excluded.doc,
+                   modified = excluded.modified, version = excluded.version, email_key = excluded.email_key",
+            )
+            .await?;
+        let res = tx
+            .execute(
+                &stmt,
+                &[
+                    &rec.app,
+                    &kind,
+                    &rec.id,
+                    &rec.vendor_id,
+                    &rec.name().to_lowercase(),
+                    &external_id_of(&rec.doc),
+                    &serde_json::to_string(&rec.doc)?,
+                    &rec.created,
+                    &rec.modified,
+                    &rec.version,
+                    &work_email_of(&rec.doc),
+                ],
+            )
+            .await;
+        if let Err(e) = res {
+            return Err(match unique_violation(&e) {
+                // Another replica linked the vendor record between the check above and this insert.
+                Some("resources_vendor_unique") => {
+                    drop(tx);
+                    let owner = self.find_by_vendor_id(&rec.app, rec.kind, &rec.vendor_id).await?;
+                    StoreError::VendorLinked(owner.map(|r| r.id).unwrap_or_default())
+                }
+                Some(_) => StoreError::Duplicate,
+                None => e.into(),
+            });
+        }
+        tx.execute(
+            "DELETE FROM tombstones WHERE app = $1 AND kind = $2 AND vendor_id = $3",
+            &[&rec.app, &kind, &rec.vendor_id],
+        )
+        .await?;
+        append_audit(&tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove(&self, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let kind = rec.kind.as_str();
+        tx.execute("DELETE FROM resources WHERE app = $1 AND kind = $2 AND id = $3", &[&rec.app, &kind, &rec.id])
+            .await?;
+        if tombstone {
+            tx.execute(
+                "INSERT INTO tombstones (app, kind, vendor_id, name_key, deleted, external_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (app, kind, vendor_id) DO UPDATE SET name_key = excluded.name_key,
+                   deleted = excluded.deleted, external_id = excluded.external_id",
+                &[&rec.app, &kind, &rec.vendor_id, &rec.name().to_lowercase(), &audit.at, &external_id_of(&rec.doc)],
+            )
+            .await?;
+        }
+        append_audit(&tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tombstone(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Tombstone>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT external_id, deleted FROM tombstones WHERE app = $1 AND kind = $2 AND vendor_id = $3",
+            )
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&app, &kind.as_str(), &vendor_id])
+            .await?
+            .map(|r| Tombstone { external_id: r.get(0), deleted: r.get(1) }))
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        append_audit(&tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_intent(&self, entry: &AuditEntry) -> StoreResult<i64> {
+        let intent = AuditEntry {
+            seq: 0,
+            outcome: INTENT.into(),
+            status: 0,
+            detail: Some(
+                "sent to the vendor; the outcome was never recorded (the gateway stopped or its store failed)".into(),
+            ),
+            ..entry.clone()
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let seq = insert_audit(&tx, &intent).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn audit_log(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit a
+                 WHERE ($1::TEXT IS NULL OR a.app = $1) AND ($2::TEXT IS NULL OR a.name_key = $2)
+                   AND ($3::TEXT IS NULL OR a.at >= $3)
+                 ORDER BY a.seq DESC LIMIT $4"
+            ))
+            .await?;
+        let limit = if q.limit == 0 { i64::MAX } else { q.limit as i64 };
+        let name = q.name.as_deref().map(str::to_lowercase);
+        Ok(client.query(&stmt, &[&q.app, &name, &q.since, &limit]).await?.iter().map(audit_row).collect())
+    }
+
+    async fn prune_audit(&self, before: &str) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let mut total = 0u64;
+        loop {
+            let n = client
+                .execute(
+                    "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < $1 ORDER BY at LIMIT $2)",
+                    &[&before, &PRUNE_BATCH],
+                )
+                .await?;
+            total += n;
+            if (n as i64) < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn audit_len(&self) -> StoreResult<u64> {
+        self.count_where("SELECT COUNT(*) FROM audit", &[]).await
+    }
+
+    async fn audit_page(&self, filter: &AuditFilter, limit: usize) -> StoreResult<(Vec<AuditEntry>, bool)> {
+        let (clause, mut args) = filter_clause(filter);
+        args.push(Box::new(limit as i64 + 1));
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit a WHERE {clause} ORDER BY a.seq DESC LIMIT ${}", args.len());
+        let client = self.client().await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let mut rows: Vec<AuditEntry> = client.query(&sql, &refs).await?.iter().map(audit_row).collect();
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok((rows, more))
+    }
+
+    async fn audit_count(&self, filter: &AuditFilter) -> StoreResult<u64> {
+        let (clause, args) = filter_clause(filter);
+        let sql = format!("SELECT COUNT(*) FROM audit a WHERE {clause}");
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        self.count_where(&sql, &refs).await
+    }
+
+    fn shared_locks(&self) -> Option<std::sync::Arc<dyn super::SharedLocks>> {
+        Some(self.locks.clone())
+    }
+
+    fn rate_budget(&self) -> Option<std::sync::Arc<dyn adapter_api::budget::RateBudget>> {
+        Some(self.budget.clone())
+    }
+
+    async fn lease(&self, name: &str, every: std::time::Duration) -> StoreResult<Option<super::Hold>> {
+        // The advisory lock keeps two replicas out of one run; the row keeps them from running one after
+        // the other (each on its own timer) when one run per `every` is enough.
+        let Some(hold) = self.locks.try_take(LEASE_SET, super::lock_key(&["lease", name])).await? else {
+            return Ok(None);
+        };
+        let client = self.client().await?;
+        let due = client
+            .query_opt(
+                "INSERT INTO leases (name, started) VALUES ($1, now())
+                 ON CONFLICT (name) DO UPDATE SET started = now()
+                   WHERE leases.started <= now() - make_interval(secs => $2)
+                 RETURNING name",
+                &[&name, &every.as_secs_f64()],
+            )
+            .await?;
+        Ok(due.map(|_| Box::new(hold) as super::Hold))
+    }
+}
