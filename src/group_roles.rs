@@ -12,9 +12,14 @@
 //! their new membership in the store, the failed one and those after it do not, and Entra gets the
 //! vendor's 429/503 with `Retry-After`: its retry of the same request finds the confirmed members already
 //! done and goes on with the rest. A member the vendor refuses for good (400, 409: its values, a role the
-//! vendor no longer has) would stop every retry at the same place: its membership is recorded as Entra
-//! sent it, its `group-role` entry is `needs_manual_action` (a person fixes it at the vendor; reconcile and
-//! the user's next change set the role again), and the rest of the members go on. A create is all or
+//! vendor no longer has) would stop every retry at the same place. A refused grant (the member held no
+//! group role, so it keeps less than its groups give): its membership is recorded as Entra sent it, its
+//! `group-role` entry is `needs_manual_action` (a person fixes it at the vendor; reconcile and the user's
+//! next change set the role again), and the rest of the members go on. A group role the vendor refuses to
+//! take back (a downgrade or removal) would leave the member more than Entra says: the member is disabled
+//! at the vendor instead, audited; if the vendor refuses that too, the change stops like an outage (503
+//! with `Retry-After`). When every member the vendor was asked about refused, the change stops with the
+//! vendor's refusal and records none of them. A create is all or
 //! nothing (a half-recorded group would answer Entra's retried POST with a uniqueness error). Locks: the
 //! app's group lock (one group change per app at a time, so every group stays as it is meanwhile), then
 //! the id locks of the group and of every user whose role the change alters, in stripe order, then names:
@@ -132,13 +137,25 @@ struct RoleUpdates {
     confirmed: BTreeSet<String>,
     /// Vendor updates confirmed.
     updated: usize,
-    /// Members whose role the vendor refused for good (recorded, left to a person).
+    /// Members whose grant the vendor refused for good (recorded, left to a person).
     refused: usize,
+    /// Members disabled at the vendor because it refused to take their group role back.
+    disabled: usize,
+    /// Every member the vendor was asked about refused: the change stopped with that refusal.
+    everyone_refused: bool,
     /// The first failure (the members after it were not tried).
     failure: Option<ScimError>,
 }
 
 impl RoleUpdates {
+    /// The group entry's outcome when the change stopped: a person's when every member was refused.
+    fn outcome(&self) -> &'static str {
+        match self.everyone_refused {
+            true => "needs_manual_action",
+            false => "partial",
+        }
+    }
+
     fn summary(&self, affected: usize) -> String {
         let mut out =
             format!("{} member role update(s) confirmed by the vendor, {affected} member(s) affected", self.updated);
@@ -149,6 +166,13 @@ impl RoleUpdates {
                 self.refused
             ));
         }
+        if self.disabled > 0 {
+            out.push_str(&format!(
+                "; {} member(s) disabled at the vendor: their group role could not be taken back (see their \
+                 group-role entries)",
+                self.disabled
+            ));
+        }
         out
     }
 }
@@ -156,9 +180,14 @@ impl RoleUpdates {
 /// A vendor refusal that a retry of the same request meets again (the member's values, a role the vendor
 /// lacks, a clash at the vendor): the member is left to a person instead of stopping the group change.
 /// Throttling, outages and a refused credential stop it (they pass, or the whole app waits for them).
+/// Only the member's own refusals: `Unsupported` and the rest say something of every member, so they stop.
 fn refused_for_good(kind: &ErrorKind) -> bool {
-    matches!(kind, ErrorKind::Invalid | ErrorKind::Conflict | ErrorKind::NeedsManualAction | ErrorKind::Unsupported)
+    matches!(kind, ErrorKind::Invalid | ErrorKind::Conflict)
 }
+
+/// `Retry-After` when the vendor refused both a member's role change and its disable: a person must act,
+/// so Entra need not come back soon.
+const DISABLE_REFUSED_RETRY_AFTER: u64 = 300;
 
 /// The group document to record when only the `confirmed` members' part of the change stands: the old
 /// document with the confirmed additions and removals applied (never the rename or other values).
@@ -249,7 +278,12 @@ impl Gateway {
     }
 
     /// Each affected member whose role differs between the groups `before` and `after` gets it from the
-    /// vendor, in order, each audited; stops at the first failure.
+    /// vendor, in order, each audited; stops at the first failure. A role the vendor refuses for good is
+    /// left to a person when it was a grant (the member held no group role: it keeps less than its groups
+    /// give); when it would take a group role back (the member held one), the member is disabled at the
+    /// vendor instead, since keeping the higher role would let it hold more than Entra says, and if even
+    /// the disable fails the change stops like an outage. When every member the vendor was asked about
+    /// refused, the change stops with the vendor's refusal (nothing of it was done).
     async fn set_member_roles(
         &self,
         app: &App,
@@ -259,6 +293,10 @@ impl Gateway {
         after: &[Record],
     ) -> RoleUpdates {
         let mut out = RoleUpdates::default();
+        // Members the vendor was asked about, and the grants it refused (their entries are written once the
+        // change's fate is known: recorded for a person, or stopped with everyone refused).
+        let mut tried = 0usize;
+        let mut refusals: Vec<(String, AuditEntry, ScimError)> = Vec::new();
         for uid in affected {
             let (was, will) = (role_from_groups(app, before, uid), role_from_groups(app, after, uid));
             if was == will {
@@ -289,6 +327,7 @@ impl Gateway {
                 out.failure = Some(err);
                 break;
             }
+            tried += 1;
             let mark = crate::gateway::call_mark();
             let result = app.adapter.update_user(&rec.vendor_id, &vb, &va).await;
             stamp_since(&mut audit, mark);
@@ -316,20 +355,36 @@ impl Gateway {
                     self.write_audit(&audit).await;
                     out.confirmed.insert(uid.clone());
                 }
+                // A grant refused for good: the member holds less than its groups give; a person fixes it.
+                Err(e) if refused_for_good(e.kind()) && was.is_none() => {
+                    let err = self.vendor_error(app, &e);
+                    audit.outcome = "needs_manual_action".into();
+                    audit.status = err.status.as_u16();
+                    audit.detail = Some(format!("{} ({})", err.detail, e.kind_name()));
+                    refusals.push((uid.clone(), audit, err));
+                }
+                // A group role the vendor will not take back: the member would keep more than Entra says.
                 Err(e) if refused_for_good(e.kind()) => {
                     let err = self.vendor_error(app, &e);
                     audit.outcome = "needs_manual_action".into();
                     audit.status = err.status.as_u16();
                     audit.detail = Some(format!(
-                        "{} ({}); the group membership is recorded as Entra sent it and the group's other members \
-                         went on: fix this user at the vendor, then reconcile (or the user's next change) sets its \
-                         role",
+                        "{} ({}); the vendor would keep its group role {}: disabling it at the vendor instead",
                         err.detail,
-                        e.kind_name()
+                        e.kind_name(),
+                        was.unwrap_or_default()
                     ));
                     self.write_audit(&audit).await;
-                    out.confirmed.insert(uid.clone());
-                    out.refused += 1;
+                    match self.disable_member(app, ctx, &rec, &vb, &err).await {
+                        Ok(()) => {
+                            out.confirmed.insert(uid.clone());
+                            out.disabled += 1;
+                        }
+                        Err(stop) => {
+                            out.failure = Some(stop);
+                            break;
+                        }
+                    }
                 }
                 Err(e) => {
                     let err = self.vendor_error(app, &e);
@@ -339,7 +394,84 @@ impl Gateway {
                 }
             }
         }
+        let everyone_refused = out.failure.is_none() && !refusals.is_empty() && refusals.len() == tried;
+        for (uid, mut audit, err) in refusals {
+            let detail = audit.detail.take().unwrap_or_default();
+            audit.detail = Some(match everyone_refused {
+                true => format!(
+                    "{detail}; every member the vendor was asked about was refused, so the group change stopped and \
+                     was not recorded: fix this user (or the role) at the vendor, then Entra's retry goes through"
+                ),
+                false => {
+                    out.confirmed.insert(uid);
+                    out.refused += 1;
+                    format!(
+                        "{detail}; the group membership is recorded as Entra sent it and the group's other members \
+                         went on: fix this user at the vendor, then reconcile (or the user's next change) sets its role"
+                    )
+                }
+            });
+            self.write_audit(&audit).await;
+            if everyone_refused && out.failure.is_none() {
+                let mut err = err;
+                err.detail = format!("{}; the vendor refused every member it was asked about", err.detail);
+                out.failure = Some(err);
+                out.everyone_refused = true;
+            }
+        }
         out
+    }
+
+    /// Disables at the vendor a member whose group role the vendor refused to take back (`refusal`), audited
+    /// as its own change; the roles stay as the vendor holds them. If the vendor refuses that too, the group
+    /// change stops like an outage (503 with `Retry-After`, or the vendor's own 429/503): answering 2xx
+    /// would leave the member with a role Entra took away.
+    async fn disable_member(
+        &self,
+        app: &App,
+        ctx: &Ctx,
+        rec: &Record,
+        held: &User,
+        refusal: &ScimError,
+    ) -> ScimResult<()> {
+        let disabled = User { active: false, ..held.clone() };
+        let mut audit = self.audit_of(app, ctx, rec, "group-role");
+        audit.before = Some(json!({"active": held.active, "roles": held.roles}));
+        audit.after = Some(json!({"active": false, "roles": held.roles}));
+        self.begin_change(app, &mut audit).await?;
+        let mark = crate::gateway::call_mark();
+        let result = app.adapter.update_user(&rec.vendor_id, held, &disabled).await;
+        stamp_since(&mut audit, mark);
+        match result {
+            Ok(()) => {
+                // Still a person's: the needs-a-person list keeps the user until a later change of it succeeds.
+                audit.outcome = "needs_manual_action".into();
+                audit.status = 200;
+                audit.detail = Some(format!(
+                    "disabled: its group role could not be taken back ({}); fix its role at the vendor, then \
+                     reconcile (or the user's next change) enables it with the role its groups give",
+                    refusal.detail
+                ));
+                self.write_audit(&audit).await;
+                Ok(())
+            }
+            Err(e) => {
+                let err = self.vendor_error(app, &e);
+                let stop = match err.is_retryable() {
+                    true => err.clone(),
+                    false => ScimError::unavailable(
+                        DISABLE_REFUSED_RETRY_AFTER,
+                        format!(
+                            "{}: the vendor refused to take back a group role ({}) and to disable the user ({}); a \
+                             person must fix this user at the vendor",
+                            app.name, refusal.detail, err.detail
+                        ),
+                    ),
+                };
+                self.audit_failure(audit, &stop, Some(&e)).await;
+                Err(stop)
+            }
+        }
     }
 
     /// Refuses members that are not users of this app (nested groups included: Entra does not provision
@@ -359,11 +491,19 @@ impl Gateway {
     /// The failed part of a group change, said to Entra and in the group's audit entry.
     fn partial_failure(err: ScimError, updates: &RoleUpdates, affected: usize) -> ScimError {
         let mut err = err;
-        err.detail = format!(
-            "{}; {} of {affected} affected member(s) done and recorded, the rest not: retry the request",
-            err.detail,
-            updates.confirmed.len()
-        );
+        err.detail = match updates.everyone_refused {
+            true => format!(
+                "{}; {} of {affected} affected member(s) needed no vendor call and are recorded, the rest not: a \
+                 person must fix them at the vendor (see their group-role entries)",
+                err.detail,
+                updates.confirmed.len()
+            ),
+            false => format!(
+                "{}; {} of {affected} affected member(s) done and recorded, the rest not: retry the request",
+                err.detail,
+                updates.confirmed.len()
+            ),
+        };
         err
     }
 
@@ -417,8 +557,13 @@ impl Gateway {
             // All or nothing: the group is not recorded; the members' confirmed updates are in the audit log
             // and Entra's retry (or reconcile) brings the rest.
             let mut err = err;
-            err.detail = format!("{}; the group was not recorded: retry the request", err.detail);
-            audit.outcome = "partial".into();
+            err.detail = match updates.everyone_refused {
+                true => {
+                    format!("{}; the group was not recorded: a person must fix the members at the vendor", err.detail)
+                }
+                false => format!("{}; the group was not recorded: retry the request", err.detail),
+            };
+            audit.outcome = updates.outcome().into();
             audit.status = err.status.as_u16();
             audit.detail = Some(format!("{} ({})", err.detail, updates.summary(members.len())));
             stamp(&mut audit);
@@ -532,7 +677,7 @@ impl Gateway {
         audit.after = Some(updated.doc.clone());
         if let Some(err) = failure {
             let err = Self::partial_failure(err, &updates, affected.len());
-            audit.outcome = "partial".into();
+            audit.outcome = updates.outcome().into();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);
@@ -577,7 +722,7 @@ impl Gateway {
             let updated = self.versioned(&rec, kept);
             let err = Self::partial_failure(err, &updates, affected.len());
             audit.after = Some(updated.doc.clone());
-            audit.outcome = "partial".into();
+            audit.outcome = updates.outcome().into();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);
