@@ -305,6 +305,41 @@ async fn promapp_with_group_roles_holds_a_default_access_user_until_a_group_give
     assert_eq!(gw.held_active(app, "held@example.com"), Some(true), "enabled by Entra, with its group's role");
 }
 
+/// With group_roles and no `roles` mapping in Entra, a user has no Process Manager role until a mapped
+/// group gives it one, and Promapp requires one: it is created held disabled, enabled when it joins a
+/// mapped group, disabled again (roles untouched) when it leaves the last one; an Entra disable wins.
+#[tokio::test]
+async fn promapp_with_group_roles_holds_a_user_with_no_role_until_a_group_gives_it_one() {
+    let gw = start().await;
+    let app = "promapp";
+    let uid = gw.create_user(app, "norole@example.com", &[]).await;
+    assert_eq!(gw.held_active(app, "norole@example.com"), Some(false), "{}", gw.held(app, "norole@example.com"));
+    let created = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
+    assert!(created.detail.as_deref().unwrap_or("").contains("created disabled at Promapp"), "{created:?}");
+    let a = gw.call(app, Method::GET, &format!("/Users/{uid}"), None).await;
+    assert_eq!(a.body["active"], true, "Entra's view is what Entra set");
+
+    let owners = gw.create_group(app, "Process Owners").await;
+    assert_eq!(gw.add(app, &owners, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_active(app, "norole@example.com"), Some(true), "a mapped group gives it a role");
+    assert_eq!(gw.held_roles(app, "norole@example.com"), ["Process Owner"]);
+    assert_eq!(gw.remove(app, &owners, &uid).await.status, 204);
+    assert_eq!(gw.held_active(app, "norole@example.com"), Some(false), "no role left: held disabled");
+    assert_eq!(gw.held_roles(app, "norole@example.com"), ["Process Owner"], "disabled, roles untouched");
+    let left = gw.audit().await.into_iter().find(|e| e.operation == "group-role").unwrap();
+    assert!(left.detail.as_deref().unwrap_or("").contains("no Process Manager role"), "{left:?}");
+
+    // Entra disables the user: joining a mapped group does not enable it.
+    let off = json!([{"op": "Replace", "path": "active", "value": "False"}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), off).await.status, 200);
+    assert_eq!(gw.add(app, &owners, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_active(app, "norole@example.com"), Some(false), "an Entra disable stands");
+
+    // An app without group_roles is unchanged: a user without roles is created as Entra sent it.
+    gw.create_user("promapp-plain", "plain-norole@example.com", &[]).await;
+    assert_eq!(gw.held_active("promapp-plain", "plain-norole@example.com"), Some(true));
+}
+
 /// Deprovisioning a user Promapp holds disabled (only Default Access) still sends the disable, so a user
 /// someone enabled in Promapp meanwhile ends disabled; only the disable: its roles stay.
 #[tokio::test]
