@@ -3,7 +3,8 @@
 //! each member the vendor role of the first `group_roles` entry naming a group it is in: the list's order
 //! is the precedence. An entry names a group by its Entra objectId (`group_id`, which Entra sends as the
 //! group's `externalId`) or by its displayName, exactly (`group`): only the first is safe from a group owner
-//! who renames a group. A user in no mapped group keeps its own `roles` (the adapter's `role_map`, or its
+//! who renames a group. So a group's externalId, once set, never changes, and no two groups share one
+//! (409, audited). A user in no mapped group keeps its own `roles` (the adapter's `role_map`, or its
 //! default). Groups nobody mapped are kept too (Entra provisions every assigned group) and change nothing.
 //!
 //! A group change that changes members' roles is sent to the vendor member by member, each audited
@@ -78,6 +79,52 @@ fn is_member(doc: &Value, user_id: &str) -> bool {
 
 fn external_id(doc: &Value) -> Option<&str> {
     doc.get("externalId").and_then(Value::as_str)
+}
+
+/// A group's externalId when it has one (blank counts as none).
+fn set_external_id(doc: &Value) -> Option<&str> {
+    external_id(doc).filter(|e| !e.trim().is_empty())
+}
+
+/// Whether two externalIds are the same Entra objectId (the case of its hex digits aside).
+fn same_external_id(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// A group's externalId is its Entra objectId, which `group_id` entries trust: it never changes once set,
+/// and no two groups share it. Otherwise anyone who may edit a group (or create one) could give its
+/// members a role mapped by id. `old` is the group's stored document (`None` for a create), `groups` the
+/// app's stored groups.
+fn check_external_id(old: Option<&Record>, doc: &Value, groups: &[Record]) -> ScimResult<()> {
+    let new = set_external_id(doc);
+    if let Some(was) = old.and_then(|r| set_external_id(&r.doc)) {
+        if new.is_none_or(|n| !same_external_id(was, n)) {
+            return Err(ScimError::new(
+                StatusCode::CONFLICT,
+                None,
+                format!(
+                    "group '{}' has externalId '{was}' (its Entra objectId, which group_roles group_id entries trust); \
+                     a change to {} is refused: an objectId never changes. A person must check the group: delete it \
+                     in the app (or unassign it) and let Entra provision it again",
+                    old.map(Record::name).unwrap_or_default(),
+                    new.map(|n| format!("'{n}'")).unwrap_or_else(|| "none".into())
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let Some(new) = new else { return Ok(()) };
+    let own_id = old.map(|r| r.id.as_str());
+    match groups
+        .iter()
+        .find(|g| Some(g.id.as_str()) != own_id && set_external_id(&g.doc).is_some_and(|e| same_external_id(e, new)))
+    {
+        Some(other) => Err(ScimError::uniqueness(format!(
+            "externalId '{new}' is already group '{}''s (an Entra objectId names one group)",
+            other.name()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The role `group_roles` gives `user_id` when the app's groups are `groups`: the first entry naming a
@@ -528,6 +575,8 @@ impl Gateway {
             self.audit_failure(audit, &err, None).await;
             return Err(err);
         }
+        let before = self.stored_groups(app).await?;
+        self.audited(check_external_id(None, &doc_values, &before), &audit).await?;
         self.audited(self.check_members(app, &members).await, &audit).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let at = now();
@@ -549,7 +598,6 @@ impl Gateway {
             modified: at,
             version: 1,
         };
-        let before = self.stored_groups(app).await?;
         let mut after = before.clone();
         after.push(record.clone());
         let updates = self.set_member_roles(app, ctx, &members, &before, &after).await;
@@ -630,6 +678,8 @@ impl Gateway {
         if new_name.trim().is_empty() {
             return self.audited(Err(ScimError::invalid_value("displayName must not be empty")), &refusal).await;
         }
+        let before = self.stored_groups(app).await?;
+        self.audited(check_external_id(Some(&rec), &doc, &before), &refusal).await?;
         let (old_members, new_members) = (member_ids(&rec.doc), member_ids(&doc));
         // Which mapping entry the group matches, not which role: a rename (or a new externalId) between two
         // entries that give the same role still moves the group in the order of precedence, and a member of
@@ -641,7 +691,6 @@ impl Gateway {
             .chain(old_members.iter().filter(|m| !new_members.contains(m)))
             .cloned()
             .collect();
-        let before = self.stored_groups(app).await?;
         let after: Vec<Record> = before
             .iter()
             .map(|g| match g.id == rec.id {

@@ -658,7 +658,8 @@ async fn a_group_change_the_vendor_cuts_short_is_recorded_as_far_as_confirmed_an
 }
 
 /// A group mapped by its Entra objectId (`group_id`, sent as the group's externalId) keeps its role through
-/// any rename, and no other group gets it by taking its name; a group mapped by name is matched exactly.
+/// any rename, and no other group gets it by taking its name or its externalId; a group mapped by name is
+/// matched exactly.
 #[tokio::test]
 async fn a_group_mapped_by_object_id_survives_renames_and_cannot_be_impersonated_by_name() {
     let gw = start().await;
@@ -695,13 +696,28 @@ async fn a_group_mapped_by_object_id_survives_renames_and_cannot_be_impersonated
     assert_eq!(gw.patch(app, &format!("/Groups/{team}"), rename).await.status, 204);
     assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"], "names match exactly");
 
-    // The mapped group deleted: its member falls back to its own role.
+    // Another group cannot take the mapped objectId: not at create (uniqueness), not by a change of its
+    // externalId (an objectId never changes); both audited, no vendor call.
+    let calls = gw.sims[app].counters().requests;
+    let a = gw.call(app, Method::POST, "/Groups", Some(group("Impostors", EXPERTS_OBJECT_ID))).await;
+    assert_eq!((a.status, a.body["scimType"].as_str()), (409, Some("uniqueness")), "{}", a.body);
+    let ops = json!([{"op": "Replace", "path": "externalId", "value": EXPERTS_OBJECT_ID}]);
+    let a = gw.patch(app, &format!("/Groups/{team}"), ops.clone()).await;
+    assert_eq!((a.status, a.body["scimType"].as_str()), (409, None), "{}", a.body);
+    let refused = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&team)).unwrap();
+    assert_eq!((refused.outcome.as_str(), refused.status), ("rejected", 409), "{refused:?}");
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"]);
+    assert_eq!(gw.sims[app].counters().requests, calls, "no vendor call for a refused externalId");
+
+    // The mapped group deleted: its member falls back to its own role; the objectId is still not another
+    // group's to take.
     assert_eq!(gw.call(app, Method::DELETE, &format!("/Groups/{experts}"), None).await.status, 204);
     assert_eq!(gw.held_roles(app, "expert@example.com"), ["Editor"]);
-    // Entra gives a group the mapped objectId as its externalId: its members get the role then.
-    let ops = json!([{"op": "Replace", "path": "externalId", "value": EXPERTS_OBJECT_ID}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{team}"), ops).await.status, 409);
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"]);
+    // The same externalId in another case is no change.
+    let ops = json!([{"op": "Replace", "path": "externalId", "value": "7F000000-0000-4000-8000-000000000001"}]);
     assert_eq!(gw.patch(app, &format!("/Groups/{team}"), ops).await.status, 204);
-    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Process Expert"]);
 }
 
 /// The vendor refuses to take a group role back (the member's own Process Manager role was removed from the
