@@ -494,6 +494,13 @@ impl Config {
                             key("group")
                         )))
                     }
+                    (Some(group), None) if group.trim() != group => {
+                        return Err(ConfigError(format!(
+                            "{}: '{group}' has leading or trailing spaces: names match exactly, so a stray space \
+                             would keep the entry from ever matching the Entra group; remove it",
+                            key("group")
+                        )))
+                    }
                     (Some(group), None) => (format!("name:{}", group.to_lowercase()), group, "group"),
                     (None, Some(id)) if !is_object_id(id.trim()) => {
                         return Err(ConfigError(format!(

@@ -3,7 +3,8 @@
 //! each member the vendor role of the first `group_roles` entry naming a group it is in: the list's order
 //! is the precedence. An entry names a group by its Entra objectId (`group_id`, which Entra sends as the
 //! group's `externalId`) or by its displayName, exactly (`group`): only the first is safe from a group owner
-//! who renames a group. A user in no mapped group keeps its own `roles` (the adapter's `role_map`, or its
+//! who renames a group. So a group's externalId, once set, never changes, and no two groups share one
+//! (409, audited). A user in no mapped group keeps its own `roles` (the adapter's `role_map`, or its
 //! default). Groups nobody mapped are kept too (Entra provisions every assigned group) and change nothing.
 //!
 //! A group change that changes members' roles is sent to the vendor member by member, each audited
@@ -12,9 +13,14 @@
 //! their new membership in the store, the failed one and those after it do not, and Entra gets the
 //! vendor's 429/503 with `Retry-After`: its retry of the same request finds the confirmed members already
 //! done and goes on with the rest. A member the vendor refuses for good (400, 409: its values, a role the
-//! vendor no longer has) would stop every retry at the same place: its membership is recorded as Entra
-//! sent it, its `group-role` entry is `needs_manual_action` (a person fixes it at the vendor; reconcile and
-//! the user's next change set the role again), and the rest of the members go on. A create is all or
+//! vendor no longer has) would stop every retry at the same place. A refused grant (the member held no
+//! group role, so it keeps less than its groups give): its membership is recorded as Entra sent it, its
+//! `group-role` entry is `needs_manual_action` (a person fixes it at the vendor; reconcile and the user's
+//! next change set the role again), and the rest of the members go on. A group role the vendor refuses to
+//! take back (a downgrade or removal) would leave the member more than Entra says: the member is disabled
+//! at the vendor instead, audited; if the vendor refuses that too, the change stops like an outage (503
+//! with `Retry-After`). When every member the vendor was asked about refused, the change stops with the
+//! vendor's refusal and records none of them. A create is all or
 //! nothing (a half-recorded group would answer Entra's retried POST with a uniqueness error). Locks: the
 //! app's group lock (one group change per app at a time, so every group stays as it is meanwhile), then
 //! the id locks of the group and of every user whose role the change alters, in stripe order, then names:
@@ -75,6 +81,52 @@ fn external_id(doc: &Value) -> Option<&str> {
     doc.get("externalId").and_then(Value::as_str)
 }
 
+/// A group's externalId when it has one (blank counts as none).
+fn set_external_id(doc: &Value) -> Option<&str> {
+    external_id(doc).filter(|e| !e.trim().is_empty())
+}
+
+/// Whether two externalIds are the same Entra objectId (the case of its hex digits aside).
+fn same_external_id(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// A group's externalId is its Entra objectId, which `group_id` entries trust: it never changes once set,
+/// and no two groups share it. Otherwise anyone who may edit a group (or create one) could give its
+/// members a role mapped by id. `old` is the group's stored document (`None` for a create), `groups` the
+/// app's stored groups.
+fn check_external_id(old: Option<&Record>, doc: &Value, groups: &[Record]) -> ScimResult<()> {
+    let new = set_external_id(doc);
+    if let Some(was) = old.and_then(|r| set_external_id(&r.doc)) {
+        if new.is_none_or(|n| !same_external_id(was, n)) {
+            return Err(ScimError::new(
+                StatusCode::CONFLICT,
+                None,
+                format!(
+                    "group '{}' has externalId '{was}' (its Entra objectId, which group_roles group_id entries trust); \
+                     a change to {} is refused: an objectId never changes. A person must check the group: delete it \
+                     in the app (or unassign it) and let Entra provision it again",
+                    old.map(Record::name).unwrap_or_default(),
+                    new.map(|n| format!("'{n}'")).unwrap_or_else(|| "none".into())
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let Some(new) = new else { return Ok(()) };
+    let own_id = old.map(|r| r.id.as_str());
+    match groups
+        .iter()
+        .find(|g| Some(g.id.as_str()) != own_id && set_external_id(&g.doc).is_some_and(|e| same_external_id(e, new)))
+    {
+        Some(other) => Err(ScimError::uniqueness(format!(
+            "externalId '{new}' is already group '{}''s (an Entra objectId names one group)",
+            other.name()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The role `group_roles` gives `user_id` when the app's groups are `groups`: the first entry naming a
 /// group the user is in.
 pub(crate) fn role_from_groups<'a>(app: &'a App, groups: &[Record], user_id: &str) -> Option<&'a str> {
@@ -132,13 +184,25 @@ struct RoleUpdates {
     confirmed: BTreeSet<String>,
     /// Vendor updates confirmed.
     updated: usize,
-    /// Members whose role the vendor refused for good (recorded, left to a person).
+    /// Members whose grant the vendor refused for good (recorded, left to a person).
     refused: usize,
+    /// Members disabled at the vendor because it refused to take their group role back.
+    disabled: usize,
+    /// Every member the vendor was asked about refused: the change stopped with that refusal.
+    everyone_refused: bool,
     /// The first failure (the members after it were not tried).
     failure: Option<ScimError>,
 }
 
 impl RoleUpdates {
+    /// The group entry's outcome when the change stopped: a person's when every member was refused.
+    fn outcome(&self) -> &'static str {
+        match self.everyone_refused {
+            true => "needs_manual_action",
+            false => "partial",
+        }
+    }
+
     fn summary(&self, affected: usize) -> String {
         let mut out =
             format!("{} member role update(s) confirmed by the vendor, {affected} member(s) affected", self.updated);
@@ -149,6 +213,13 @@ impl RoleUpdates {
                 self.refused
             ));
         }
+        if self.disabled > 0 {
+            out.push_str(&format!(
+                "; {} member(s) disabled at the vendor: their group role could not be taken back (see their \
+                 group-role entries)",
+                self.disabled
+            ));
+        }
         out
     }
 }
@@ -156,9 +227,14 @@ impl RoleUpdates {
 /// A vendor refusal that a retry of the same request meets again (the member's values, a role the vendor
 /// lacks, a clash at the vendor): the member is left to a person instead of stopping the group change.
 /// Throttling, outages and a refused credential stop it (they pass, or the whole app waits for them).
+/// Only the member's own refusals: `Unsupported` and the rest say something of every member, so they stop.
 fn refused_for_good(kind: &ErrorKind) -> bool {
-    matches!(kind, ErrorKind::Invalid | ErrorKind::Conflict | ErrorKind::NeedsManualAction | ErrorKind::Unsupported)
+    matches!(kind, ErrorKind::Invalid | ErrorKind::Conflict)
 }
+
+/// `Retry-After` when the vendor refused both a member's role change and its disable: a person must act,
+/// so Entra need not come back soon.
+const DISABLE_REFUSED_RETRY_AFTER: u64 = 300;
 
 /// The group document to record when only the `confirmed` members' part of the change stands: the old
 /// document with the confirmed additions and removals applied (never the rename or other values).
@@ -249,7 +325,12 @@ impl Gateway {
     }
 
     /// Each affected member whose role differs between the groups `before` and `after` gets it from the
-    /// vendor, in order, each audited; stops at the first failure.
+    /// vendor, in order, each audited; stops at the first failure. A role the vendor refuses for good is
+    /// left to a person when it was a grant (the member held no group role: it keeps less than its groups
+    /// give); when it would take a group role back (the member held one), the member is disabled at the
+    /// vendor instead, since keeping the higher role would let it hold more than Entra says, and if even
+    /// the disable fails the change stops like an outage. When every member the vendor was asked about
+    /// refused, the change stops with the vendor's refusal (nothing of it was done).
     async fn set_member_roles(
         &self,
         app: &App,
@@ -259,6 +340,10 @@ impl Gateway {
         after: &[Record],
     ) -> RoleUpdates {
         let mut out = RoleUpdates::default();
+        // Members the vendor was asked about, and the grants it refused (their entries are written once the
+        // change's fate is known: recorded for a person, or stopped with everyone refused).
+        let mut tried = 0usize;
+        let mut refusals: Vec<(String, AuditEntry, ScimError)> = Vec::new();
         for uid in affected {
             let (was, will) = (role_from_groups(app, before, uid), role_from_groups(app, after, uid));
             if was == will {
@@ -289,6 +374,7 @@ impl Gateway {
                 out.failure = Some(err);
                 break;
             }
+            tried += 1;
             let mark = crate::gateway::call_mark();
             let result = app.adapter.update_user(&rec.vendor_id, &vb, &va).await;
             stamp_since(&mut audit, mark);
@@ -316,20 +402,36 @@ impl Gateway {
                     self.write_audit(&audit).await;
                     out.confirmed.insert(uid.clone());
                 }
+                // A grant refused for good: the member holds less than its groups give; a person fixes it.
+                Err(e) if refused_for_good(e.kind()) && was.is_none() => {
+                    let err = self.vendor_error(app, &e);
+                    audit.outcome = "needs_manual_action".into();
+                    audit.status = err.status.as_u16();
+                    audit.detail = Some(format!("{} ({})", err.detail, e.kind_name()));
+                    refusals.push((uid.clone(), audit, err));
+                }
+                // A group role the vendor will not take back: the member would keep more than Entra says.
                 Err(e) if refused_for_good(e.kind()) => {
                     let err = self.vendor_error(app, &e);
                     audit.outcome = "needs_manual_action".into();
                     audit.status = err.status.as_u16();
                     audit.detail = Some(format!(
-                        "{} ({}); the group membership is recorded as Entra sent it and the group's other members \
-                         went on: fix this user at the vendor, then reconcile (or the user's next change) sets its \
-                         role",
+                        "{} ({}); the vendor would keep its group role {}: disabling it at the vendor instead",
                         err.detail,
-                        e.kind_name()
+                        e.kind_name(),
+                        was.unwrap_or_default()
                     ));
                     self.write_audit(&audit).await;
-                    out.confirmed.insert(uid.clone());
-                    out.refused += 1;
+                    match self.disable_member(app, ctx, &rec, &vb, &err).await {
+                        Ok(()) => {
+                            out.confirmed.insert(uid.clone());
+                            out.disabled += 1;
+                        }
+                        Err(stop) => {
+                            out.failure = Some(stop);
+                            break;
+                        }
+                    }
                 }
                 Err(e) => {
                     let err = self.vendor_error(app, &e);
@@ -339,7 +441,84 @@ impl Gateway {
                 }
             }
         }
+        let everyone_refused = out.failure.is_none() && !refusals.is_empty() && refusals.len() == tried;
+        for (uid, mut audit, err) in refusals {
+            let detail = audit.detail.take().unwrap_or_default();
+            audit.detail = Some(match everyone_refused {
+                true => format!(
+                    "{detail}; every member the vendor was asked about was refused, so the group change stopped and \
+                     was not recorded: fix this user (or the role) at the vendor, then Entra's retry goes through"
+                ),
+                false => {
+                    out.confirmed.insert(uid);
+                    out.refused += 1;
+                    format!(
+                        "{detail}; the group membership is recorded as Entra sent it and the group's other members \
+                         went on: fix this user at the vendor, then reconcile (or the user's next change) sets its role"
+                    )
+                }
+            });
+            self.write_audit(&audit).await;
+            if everyone_refused && out.failure.is_none() {
+                let mut err = err;
+                err.detail = format!("{}; the vendor refused every member it was asked about", err.detail);
+                out.failure = Some(err);
+                out.everyone_refused = true;
+            }
+        }
         out
+    }
+
+    /// Disables at the vendor a member whose group role the vendor refused to take back (`refusal`), audited
+    /// as its own change; the roles stay as the vendor holds them. If the vendor refuses that too, the group
+    /// change stops like an outage (503 with `Retry-After`, or the vendor's own 429/503): answering 2xx
+    /// would leave the member with a role Entra took away.
+    async fn disable_member(
+        &self,
+        app: &App,
+        ctx: &Ctx,
+        rec: &Record,
+        held: &User,
+        refusal: &ScimError,
+    ) -> ScimResult<()> {
+        let disabled = User { active: false, ..held.clone() };
+        let mut audit = self.audit_of(app, ctx, rec, "group-role");
+        audit.before = Some(json!({"active": held.active, "roles": held.roles}));
+        audit.after = Some(json!({"active": false, "roles": held.roles}));
+        self.begin_change(app, &mut audit).await?;
+        let mark = crate::gateway::call_mark();
+        let result = app.adapter.update_user(&rec.vendor_id, held, &disabled).await;
+        stamp_since(&mut audit, mark);
+        match result {
+            Ok(()) => {
+                // Still a person's: the needs-a-person list keeps the user until a later change of it succeeds.
+                audit.outcome = "needs_manual_action".into();
+                audit.status = 200;
+                audit.detail = Some(format!(
+                    "disabled: its group role could not be taken back ({}); fix its role at the vendor, then \
+                     reconcile (or the user's next change) enables it with the role its groups give",
+                    refusal.detail
+                ));
+                self.write_audit(&audit).await;
+                Ok(())
+            }
+            Err(e) => {
+                let err = self.vendor_error(app, &e);
+                let stop = match err.is_retryable() {
+                    true => err.clone(),
+                    false => ScimError::unavailable(
+                        DISABLE_REFUSED_RETRY_AFTER,
+                        format!(
+                            "{}: the vendor refused to take back a group role ({}) and to disable the user ({}); a \
+                             person must fix this user at the vendor",
+                            app.name, refusal.detail, err.detail
+                        ),
+                    ),
+                };
+                self.audit_failure(audit, &stop, Some(&e)).await;
+                Err(stop)
+            }
+        }
     }
 
     /// Refuses members that are not users of this app (nested groups included: Entra does not provision
@@ -359,11 +538,19 @@ impl Gateway {
     /// The failed part of a group change, said to Entra and in the group's audit entry.
     fn partial_failure(err: ScimError, updates: &RoleUpdates, affected: usize) -> ScimError {
         let mut err = err;
-        err.detail = format!(
-            "{}; {} of {affected} affected member(s) done and recorded, the rest not: retry the request",
-            err.detail,
-            updates.confirmed.len()
-        );
+        err.detail = match updates.everyone_refused {
+            true => format!(
+                "{}; {} of {affected} affected member(s) needed no vendor call and are recorded, the rest not: a \
+                 person must fix them at the vendor (see their group-role entries)",
+                err.detail,
+                updates.confirmed.len()
+            ),
+            false => format!(
+                "{}; {} of {affected} affected member(s) done and recorded, the rest not: retry the request",
+                err.detail,
+                updates.confirmed.len()
+            ),
+        };
         err
     }
 
@@ -388,6 +575,8 @@ impl Gateway {
             self.audit_failure(audit, &err, None).await;
             return Err(err);
         }
+        let before = self.stored_groups(app).await?;
+        self.audited(check_external_id(None, &doc_values, &before), &audit).await?;
         self.audited(self.check_members(app, &members).await, &audit).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let at = now();
@@ -409,7 +598,6 @@ impl Gateway {
             modified: at,
             version: 1,
         };
-        let before = self.stored_groups(app).await?;
         let mut after = before.clone();
         after.push(record.clone());
         let updates = self.set_member_roles(app, ctx, &members, &before, &after).await;
@@ -417,8 +605,13 @@ impl Gateway {
             // All or nothing: the group is not recorded; the members' confirmed updates are in the audit log
             // and Entra's retry (or reconcile) brings the rest.
             let mut err = err;
-            err.detail = format!("{}; the group was not recorded: retry the request", err.detail);
-            audit.outcome = "partial".into();
+            err.detail = match updates.everyone_refused {
+                true => {
+                    format!("{}; the group was not recorded: a person must fix the members at the vendor", err.detail)
+                }
+                false => format!("{}; the group was not recorded: retry the request", err.detail),
+            };
+            audit.outcome = updates.outcome().into();
             audit.status = err.status.as_u16();
             audit.detail = Some(format!("{} ({})", err.detail, updates.summary(members.len())));
             stamp(&mut audit);
@@ -485,6 +678,8 @@ impl Gateway {
         if new_name.trim().is_empty() {
             return self.audited(Err(ScimError::invalid_value("displayName must not be empty")), &refusal).await;
         }
+        let before = self.stored_groups(app).await?;
+        self.audited(check_external_id(Some(&rec), &doc, &before), &refusal).await?;
         let (old_members, new_members) = (member_ids(&rec.doc), member_ids(&doc));
         // Which mapping entry the group matches, not which role: a rename (or a new externalId) between two
         // entries that give the same role still moves the group in the order of precedence, and a member of
@@ -496,7 +691,6 @@ impl Gateway {
             .chain(old_members.iter().filter(|m| !new_members.contains(m)))
             .cloned()
             .collect();
-        let before = self.stored_groups(app).await?;
         let after: Vec<Record> = before
             .iter()
             .map(|g| match g.id == rec.id {
@@ -532,7 +726,7 @@ impl Gateway {
         audit.after = Some(updated.doc.clone());
         if let Some(err) = failure {
             let err = Self::partial_failure(err, &updates, affected.len());
-            audit.outcome = "partial".into();
+            audit.outcome = updates.outcome().into();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);
@@ -577,7 +771,7 @@ impl Gateway {
             let updated = self.versioned(&rec, kept);
             let err = Self::partial_failure(err, &updates, affected.len());
             audit.after = Some(updated.doc.clone());
-            audit.outcome = "partial".into();
+            audit.outcome = updates.outcome().into();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);

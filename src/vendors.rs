@@ -105,13 +105,17 @@ pub fn build(
     let Some(vendor) = find(&app.vendor) else {
         return Err(format!("type: unknown adapter type '{}' (known: {})", app.vendor, type_names().join(", ")));
     };
+    let build = |options, limits| match app.group_roles.is_empty() {
+        true => vendor.build(name, serde_json::Value::Object(options), limits),
+        false => vendor.build_for_group_roles(name, serde_json::Value::Object(options), limits),
+    };
     if !vendor.has_limits() {
-        return vendor.build(name, serde_json::Value::Object(app.options.clone()), vendor.default_limits());
+        return build(app.options.clone(), vendor.default_limits());
     }
     let (options, limits) = take_limit_aliases(app)?;
     let mut limits = limits_for(vendor.default_limits(), &limits, request_budget)?;
     limits.shared = shared.clone();
-    vendor.build(name, serde_json::Value::Object(options), limits)
+    build(options, limits)
 }
 
 #[cfg(test)]

@@ -305,6 +305,41 @@ async fn promapp_with_group_roles_holds_a_default_access_user_until_a_group_give
     assert_eq!(gw.held_active(app, "held@example.com"), Some(true), "enabled by Entra, with its group's role");
 }
 
+/// With group_roles and no `roles` mapping in Entra, a user has no Process Manager role until a mapped
+/// group gives it one, and Promapp requires one: it is created held disabled, enabled when it joins a
+/// mapped group, disabled again (roles untouched) when it leaves the last one; an Entra disable wins.
+#[tokio::test]
+async fn promapp_with_group_roles_holds_a_user_with_no_role_until_a_group_gives_it_one() {
+    let gw = start().await;
+    let app = "promapp";
+    let uid = gw.create_user(app, "norole@example.com", &[]).await;
+    assert_eq!(gw.held_active(app, "norole@example.com"), Some(false), "{}", gw.held(app, "norole@example.com"));
+    let created = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&uid)).unwrap();
+    assert!(created.detail.as_deref().unwrap_or("").contains("created disabled at Promapp"), "{created:?}");
+    let a = gw.call(app, Method::GET, &format!("/Users/{uid}"), None).await;
+    assert_eq!(a.body["active"], true, "Entra's view is what Entra set");
+
+    let owners = gw.create_group(app, "Process Owners").await;
+    assert_eq!(gw.add(app, &owners, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_active(app, "norole@example.com"), Some(true), "a mapped group gives it a role");
+    assert_eq!(gw.held_roles(app, "norole@example.com"), ["Process Owner"]);
+    assert_eq!(gw.remove(app, &owners, &uid).await.status, 204);
+    assert_eq!(gw.held_active(app, "norole@example.com"), Some(false), "no role left: held disabled");
+    assert_eq!(gw.held_roles(app, "norole@example.com"), ["Process Owner"], "disabled, roles untouched");
+    let left = gw.audit().await.into_iter().find(|e| e.operation == "group-role").unwrap();
+    assert!(left.detail.as_deref().unwrap_or("").contains("no Process Manager role"), "{left:?}");
+
+    // Entra disables the user: joining a mapped group does not enable it.
+    let off = json!([{"op": "Replace", "path": "active", "value": "False"}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{uid}"), off).await.status, 200);
+    assert_eq!(gw.add(app, &owners, &[&uid]).await.status, 204);
+    assert_eq!(gw.held_active(app, "norole@example.com"), Some(false), "an Entra disable stands");
+
+    // An app without group_roles is unchanged: a user without roles is created as Entra sent it.
+    gw.create_user("promapp-plain", "plain-norole@example.com", &[]).await;
+    assert_eq!(gw.held_active("promapp-plain", "plain-norole@example.com"), Some(true));
+}
+
 /// Deprovisioning a user Promapp holds disabled (only Default Access) still sends the disable, so a user
 /// someone enabled in Promapp meanwhile ends disabled; only the disable: its roles stay.
 #[tokio::test]
@@ -623,7 +658,8 @@ async fn a_group_change_the_vendor_cuts_short_is_recorded_as_far_as_confirmed_an
 }
 
 /// A group mapped by its Entra objectId (`group_id`, sent as the group's externalId) keeps its role through
-/// any rename, and no other group gets it by taking its name; a group mapped by name is matched exactly.
+/// any rename, and no other group gets it by taking its name or its externalId; a group mapped by name is
+/// matched exactly.
 #[tokio::test]
 async fn a_group_mapped_by_object_id_survives_renames_and_cannot_be_impersonated_by_name() {
     let gw = start().await;
@@ -660,20 +696,36 @@ async fn a_group_mapped_by_object_id_survives_renames_and_cannot_be_impersonated
     assert_eq!(gw.patch(app, &format!("/Groups/{team}"), rename).await.status, 204);
     assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"], "names match exactly");
 
-    // The mapped group deleted: its member falls back to its own role.
+    // Another group cannot take the mapped objectId: not at create (uniqueness), not by a change of its
+    // externalId (an objectId never changes); both audited, no vendor call.
+    let calls = gw.sims[app].counters().requests;
+    let a = gw.call(app, Method::POST, "/Groups", Some(group("Impostors", EXPERTS_OBJECT_ID))).await;
+    assert_eq!((a.status, a.body["scimType"].as_str()), (409, Some("uniqueness")), "{}", a.body);
+    let ops = json!([{"op": "Replace", "path": "externalId", "value": EXPERTS_OBJECT_ID}]);
+    let a = gw.patch(app, &format!("/Groups/{team}"), ops.clone()).await;
+    assert_eq!((a.status, a.body["scimType"].as_str()), (409, None), "{}", a.body);
+    let refused = gw.audit().await.into_iter().find(|e| e.resource_id.as_deref() == Some(&team)).unwrap();
+    assert_eq!((refused.outcome.as_str(), refused.status), ("rejected", 409), "{refused:?}");
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"]);
+    assert_eq!(gw.sims[app].counters().requests, calls, "no vendor call for a refused externalId");
+
+    // The mapped group deleted: its member falls back to its own role; the objectId is still not another
+    // group's to take.
     assert_eq!(gw.call(app, Method::DELETE, &format!("/Groups/{experts}"), None).await.status, 204);
     assert_eq!(gw.held_roles(app, "expert@example.com"), ["Editor"]);
-    // Entra gives a group the mapped objectId as its externalId: its members get the role then.
-    let ops = json!([{"op": "Replace", "path": "externalId", "value": EXPERTS_OBJECT_ID}]);
+    assert_eq!(gw.patch(app, &format!("/Groups/{team}"), ops).await.status, 409);
+    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Editor"]);
+    // The same externalId in another case is no change.
+    let ops = json!([{"op": "Replace", "path": "externalId", "value": "7F000000-0000-4000-8000-000000000001"}]);
     assert_eq!(gw.patch(app, &format!("/Groups/{team}"), ops).await.status, 204);
-    assert_eq!(gw.held_roles(app, "owner-of-other@example.com"), ["Process Expert"]);
 }
 
-/// A member the vendor refuses for good (its own Process Manager role was removed from the site) does not
-/// stop the group change: it is recorded for a person (needs_manual_action, on the status page's list),
-/// the other members go on, and Entra gets its 204; a transient failure still stops and is retried (above).
+/// The vendor refuses to take a group role back (the member's own Process Manager role was removed from the
+/// site): the member is disabled at the vendor instead (audited, on the needs-a-person list), never left
+/// with the higher role behind a 204; the other members go on. If even the disable is refused, the
+/// change stops like an outage (503 with Retry-After) and records nothing of that member.
 #[tokio::test]
-async fn a_member_the_vendor_refuses_for_good_is_left_to_a_person_and_the_rest_go_on() {
+async fn a_group_role_the_vendor_will_not_take_back_disables_the_member() {
     let gw = start().await;
     let app = "promapp";
     let flags = format!("{}/_sim/flags", gw.sims[app].root_url());
@@ -690,21 +742,29 @@ async fn a_member_the_vendor_refuses_for_good_is_left_to_a_person_and_the_rest_g
     assert_eq!(gw.add(app, &g, &[&a, &b, &c]).await.status, 204);
     assert!(["r-a", "r-b", "r-c"].iter().all(|u| gw.held_roles(app, &format!("{u}@example.com")) == ["Process Owner"]));
 
-    // Promapp's site drops the "Legacy" role: b cannot fall back to it.
+    // Promapp's site drops the "Legacy" role: b cannot fall back to it, so it is disabled instead.
     set_catalogue(&["Process Owner", "Viewer", "Editor"]).await;
     let d = gw.call(app, Method::DELETE, &format!("/Groups/{g}"), None).await;
     assert_eq!(d.status, 204, "{}", d.body);
     assert_eq!(gw.call(app, Method::GET, &format!("/Groups/{g}"), None).await.status, 404);
     assert_eq!(gw.held_roles(app, "r-a@example.com"), ["Editor"]);
     assert_eq!(gw.held_roles(app, "r-c@example.com"), ["Editor"], "the member after the refused one went on");
-    assert_eq!(gw.held_roles(app, "r-b@example.com"), ["Process Owner"], "the vendor kept what it had");
+    assert_eq!(gw.held_active(app, "r-b@example.com"), Some(false), "{}", gw.held(app, "r-b@example.com"));
+    assert_eq!(gw.held_active(app, "r-a@example.com"), Some(true));
     let audit = gw.audit().await;
-    let refused = audit.iter().find(|e| e.operation == "group-role" && e.resource_id.as_deref() == Some(&b)).unwrap();
+    let mine: Vec<_> =
+        audit.iter().filter(|e| e.operation == "group-role" && e.resource_id.as_deref() == Some(&b)).collect();
+    let (disable, refused) = (mine[0], mine[1]);
     assert_eq!((refused.outcome.as_str(), refused.status), ("needs_manual_action", 400), "{refused:?}");
     assert!(refused.detail.as_deref().unwrap_or("").contains("Legacy"), "{refused:?}");
+    assert!(
+        disable.detail.as_deref().unwrap_or("").contains("disabled: its group role could not be taken back"),
+        "{disable:?}"
+    );
+    assert_eq!(disable.outcome, "needs_manual_action", "{disable:?}");
     let group = audit.iter().find(|e| e.resource_id.as_deref() == Some(&g)).unwrap();
     assert_eq!((group.outcome.as_str(), group.status), ("ok", 204), "{group:?}");
-    assert!(group.detail.as_deref().unwrap_or("").contains("1 member(s) refused"), "{group:?}");
+    assert!(group.detail.as_deref().unwrap_or("").contains("1 member(s) disabled"), "{group:?}");
     let filter = scim_bridge::store::AuditFilter {
         outcome: scim_bridge::store::OutcomeFilter::NeedsPerson,
         ..Default::default()
@@ -712,13 +772,68 @@ async fn a_member_the_vendor_refuses_for_good_is_left_to_a_person_and_the_rest_g
     let (person, _) = gw.running.gateway.store.audit_page(&filter, 100).await.unwrap();
     assert!(person.iter().any(|e| e.resource_id.as_deref() == Some(&b)), "on the needs-a-person list: {person:?}");
 
-    // The same on a membership change: the refused member's membership is recorded as Entra sent it.
+    // The disable refused too (the role b holds is gone from the site as well): 503 with Retry-After, and
+    // b's removal is not recorded.
+    set_catalogue(&["Process Owner", "Viewer", "Editor", "Legacy"]).await;
+    let e = gw.create_user(app, "r-e@example.com", &["Legacy"]).await;
     let g2 = gw.create_group(app, "Process Owners").await;
-    assert_eq!(gw.add(app, &g2, &[&a, &c]).await.status, 204);
+    assert_eq!(gw.add(app, &g2, &[&a, &e]).await.status, 204);
     set_catalogue(&["Viewer", "Editor"]).await;
-    let e = gw.add(app, &g2, &[&b]).await;
-    assert_eq!(e.status, 204, "{}", e.body);
-    assert_eq!(gw.members(app, &g2).await, [a.clone(), c.clone(), b.clone()]);
+    let r = gw.remove(app, &g2, &e).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.retry_after.is_some());
+    assert_eq!(gw.members(app, &g2).await, [a.clone(), e.clone()]);
+    assert_eq!(gw.held_active(app, "r-e@example.com"), Some(true));
+}
+
+/// A grant the vendor refuses for good leaves the member with less than its groups give: its membership
+/// is recorded for a person and the others go on (Entra's 2xx confirms the membership); when every member
+/// the vendor was asked about refused, the change stops with the vendor's refusal and records nothing.
+#[tokio::test]
+async fn a_refused_grant_is_left_to_a_person_unless_every_member_was_refused() {
+    let gw = start().await;
+    let app = "promapp";
+    let flags = format!("{}/_sim/flags", gw.sims[app].root_url());
+    let set_catalogue = |roles: &[&str]| {
+        let body = json!({"patch_supported": false, "roles": roles});
+        let req = gw.client.put(flags.clone()).json(&body);
+        async move { assert!(req.send().await.unwrap().status().is_success()) }
+    };
+    let viewer = gw.create_user(app, "v@example.com", &["Editor"]).await;
+    let plain = gw.create_user(app, "p@example.com", &["Editor"]).await;
+    let alone = gw.create_user(app, "alone@example.com", &["Editor"]).await;
+    let viewers = gw.create_group(app, "Process Viewers").await;
+    assert_eq!(gw.add(app, &viewers, &[&viewer]).await.status, 204);
+    let owners = gw.create_group(app, "Process Owners").await;
+    set_catalogue(&["Viewer", "Editor"]).await;
+    // viewer: Viewer -> Process Owner refused (a group role changed): disabled; plain: a grant refused.
+    let a = gw.add(app, &owners, &[&viewer, &plain]).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(gw.members(app, &owners).await, [viewer.clone(), plain.clone()]);
+    assert_eq!(gw.held_active(app, "v@example.com"), Some(false));
+    assert_eq!(
+        (gw.held_active(app, "p@example.com"), gw.held_roles(app, "p@example.com")),
+        (Some(true), vec!["Editor".to_string()])
+    );
+    let audit = gw.audit().await;
+    let refused =
+        audit.iter().find(|e| e.operation == "group-role" && e.resource_id.as_deref() == Some(&plain)).unwrap();
+    assert_eq!((refused.outcome.as_str(), refused.status), ("needs_manual_action", 400), "{refused:?}");
+    assert!(refused.detail.as_deref().unwrap_or("").contains("membership is recorded"), "{refused:?}");
+    let group = audit.iter().find(|e| e.resource_id.as_deref() == Some(&owners)).unwrap();
+    assert_eq!((group.outcome.as_str(), group.status), ("ok", 204), "{group:?}");
+    assert!(group.detail.as_deref().unwrap_or("").contains("1 member(s) refused"), "{group:?}");
+
+    // Only one member, refused: not a 204.
+    let a = gw.add(app, &owners, &[&alone]).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(gw.members(app, &owners).await, [viewer.clone(), plain.clone()], "nothing recorded");
+    let audit = gw.audit().await;
+    let group = audit.iter().find(|e| e.resource_id.as_deref() == Some(&owners)).unwrap();
+    assert_eq!((group.outcome.as_str(), group.status), ("needs_manual_action", 400), "{group:?}");
+    let refused =
+        audit.iter().find(|e| e.operation == "group-role" && e.resource_id.as_deref() == Some(&alone)).unwrap();
+    assert!(refused.detail.as_deref().unwrap_or("").contains("not recorded"), "{refused:?}");
 }
 
 /// Group changes with overlapping members and user changes, all at once: none waits for another forever

@@ -163,6 +163,11 @@ fn config_errors_name_the_key_and_the_file() {
             "apps.p.group_roles[1].group_id: '0B6C1A6E-3F0A-4D5E-9C1B-2A7D8E9F0A1B' is already mapped by group_roles[0]",
         ),
         (
+            "group-roles-name-with-spaces.yaml",
+            format!("apps:\n  p:\n    type: promapp\n    token_sha256: {}\n    access_token: t\n    group_roles:\n      - {{group: \"Process Owners \", role: Viewer}}\n", sha("x")),
+            "apps.p.group_roles[0].group: 'Process Owners ' has leading or trailing spaces",
+        ),
+        (
             "group-roles-unknown-role.yaml",
             format!("apps:\n  p:\n    type: prodpad\n    token_sha256: {}\n    mode: scim\n    base_url: https://pp.example/scim\n    api_key: k\n    group_roles:\n      - {{group: G, role: Owner}}\n", sha("x")),
             "apps.p.group_roles[0].role: 'Owner' is not a ProdPad role",

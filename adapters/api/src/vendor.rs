@@ -19,6 +19,18 @@ pub trait Vendor: Send + Sync {
     /// An error names the offending key relative to `apps.<name>`.
     fn build(&self, app: &str, options: serde_json::Value, limits: OutboundConfig) -> Result<Arc<dyn Adapter>, String>;
 
+    /// `build` for an app that maps groups to roles (`group_roles`): its users get their role from groups
+    /// they join after they exist, which a vendor that requires a role (Promapp) must allow for. Default:
+    /// `build`.
+    fn build_for_group_roles(
+        &self,
+        app: &str,
+        options: serde_json::Value,
+        limits: OutboundConfig,
+    ) -> Result<Arc<dyn Adapter>, String> {
+        self.build(app, options, limits)
+    }
+
     /// Whether the app's `limits:` (and their aliases `max_rps`, `retry_budget`) apply: false for a vendor
     /// without outbound calls, whose options then refuse them as unknown keys.
     fn has_limits(&self) -> bool {

@@ -2,7 +2,8 @@
 //! `Adapter` impl. Promapp speaks SCIM 2.0 at one global host; it only disables users (no hard delete),
 //! keeps no groups, and must not get users whose only Entra role is "Default Access" (refused at create,
 //! or created disabled where `group_roles` may give a role later; disabled at Promapp, roles untouched,
-//! when an update leaves only that role).
+//! when an update leaves only that role). With `group_roles` (`Vendor::build_for_group_roles`), a user
+//! with no Process Manager role at all is held disabled the same way: Promapp requires a valid role.
 
 pub mod client;
 pub mod map;
@@ -99,6 +100,14 @@ impl adapter_api::Vendor for PromappVendor {
     fn build(&self, app: &str, options: serde_json::Value, limits: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
         build(app, options, limits)
     }
+    fn build_for_group_roles(
+        &self,
+        app: &str,
+        options: serde_json::Value,
+        limits: OutboundConfig,
+    ) -> Result<Arc<dyn Adapter>, String> {
+        build_with(app, options, limits, true)
+    }
     #[cfg(feature = "sim")]
     fn simulator(&self) -> Option<&'static simkit::SimSpec> {
         Some(&sim::SPEC)
@@ -141,8 +150,20 @@ pub fn expiry_check(expires: Date, today: Date) -> Result<Option<adapter_api::No
 
 /// Builds the adapter for app `app` from its config block. Errors name the offending key.
 pub fn build(app: &str, config: serde_json::Value, outbound: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
+    build_with(app, config, outbound, false)
+}
+
+/// `build`, for an app with `group_roles` when `group_roles` is set: users without a Process Manager role
+/// are then held disabled until a mapped group gives them one.
+pub fn build_with(
+    app: &str,
+    config: serde_json::Value,
+    outbound: OutboundConfig,
+    group_roles: bool,
+) -> Result<Arc<dyn Adapter>, String> {
     let config: Config = scim_client::parse_config(config).map_err(|e| format!("app {app} (promapp): {e}"))?;
-    let adapter = Promapp::new(app, config, outbound).map_err(|e| format!("app {app} (promapp): {e}"))?;
+    let mut adapter = Promapp::new(app, config, outbound).map_err(|e| format!("app {app} (promapp): {e}"))?;
+    adapter.hold_without_role = group_roles;
     Ok(Arc::new(adapter))
 }
 
@@ -154,6 +175,8 @@ pub struct Promapp {
     role_mode: RoleMode,
     skip_roles: Vec<String>,
     token_expires_at: Option<Date>,
+    /// The app maps groups to roles: a user with no Process Manager role is held disabled (`map::held`).
+    hold_without_role: bool,
 }
 
 impl fmt::Debug for Promapp {
@@ -194,11 +217,17 @@ impl Promapp {
             role_mode: config.role_mode,
             skip_roles: config.skip_roles,
             token_expires_at,
+            hold_without_role: false,
         })
     }
 
     fn to_vendor(&self, user: &User) -> User {
-        map::to_vendor(user, &self.role_map, &self.skip_roles)
+        map::to_vendor(user, &self.role_map, &self.skip_roles, self.hold_without_role)
+    }
+
+    /// Whether Promapp is to hold `user` disabled whatever Entra says.
+    fn held(&self, user: &User) -> bool {
+        map::held(user, &self.role_map, &self.skip_roles, self.hold_without_role)
     }
 
     fn canonical(&self, vu: VendorUser) -> VendorUser {
@@ -257,7 +286,8 @@ impl Adapter for Promapp {
     }
 
     /// With `group_roles`, a user's Process Manager role comes from its groups, which it joins only after it
-    /// exists: one with only Default Access of its own is created disabled (`to_vendor`) instead of refused.
+    /// exists: one with only Default Access of its own, or no role at all, is created disabled (`to_vendor`)
+    /// instead of refused.
     async fn create_user_awaiting_group_role(&self, user: &User) -> Result<String> {
         self.client.create(&self.to_vendor(user)).await
     }
@@ -276,12 +306,15 @@ impl Adapter for Promapp {
     }
 
     fn held_disabled_reason(&self, user: &User) -> Option<String> {
-        (user.active && map::only_skip_roles(user, &self.skip_roles)).then(|| {
-            format!(
+        (user.active && self.held(user)).then(|| match map::only_skip_roles(user, &self.skip_roles) {
+            true => format!(
                 "disabled at Promapp: its only role is {} (Promapp keeps no such user); it is enabled again when \
                  it gets an app-specific role (from Entra, or from a mapped group with group_roles)",
                 user.role_values().join(", ")
-            )
+            ),
+            false => "disabled at Promapp: it has no Process Manager role (no mapped group gives it one and it has \
+                      none of its own; Promapp requires one); it is enabled again when a mapped group gives it one"
+                .to_string(),
         })
     }
 
@@ -311,11 +344,12 @@ impl Adapter for Promapp {
         drift
     }
 
-    /// A user left with only Default Access is disabled and nothing else: its Process Manager roles stay as
+    /// A user left with only Default Access (or, with `group_roles`, no role at all) is disabled and
+    /// nothing else: its Process Manager roles stay as
     /// Promapp holds them, so a real role coming back enables it as it was (none are wiped meanwhile).
     async fn update_user(&self, vendor_id: &str, before: &User, after: &User) -> Result<()> {
         let (vb, mut va) = self.vendor_pair(vendor_id, before, after).await?;
-        if map::only_skip_roles(after, &self.skip_roles) {
+        if self.held(after) {
             va.roles = vb.roles.clone();
         }
         self.client.update(vendor_id, &vb, &va).await

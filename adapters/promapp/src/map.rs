@@ -1,6 +1,7 @@
 //! Canonical user <-> what Promapp gets: Entra app-role values mapped to Process Manager role names
 //! (`role_map`, unmapped values passed through), skip roles (`Default Access`, `msiam_access`) dropped,
-//! the "only skip roles" rule (refused at create, held disabled after an update), and role merging for
+//! the "only skip roles" rule (refused at create, held disabled after an update; on a `group_roles` app,
+//! a user left with no Process Manager role at all is held disabled the same way), and role merging for
 //! `role_mode: preserve`. Roles the gateway set from `group_roles` are Process Manager names already.
 
 use std::collections::BTreeMap;
@@ -47,11 +48,24 @@ pub fn role_entries(names: &[String]) -> Vec<MultiValue> {
 /// The user as Promapp should hold it: roles mapped to Process Manager role names, and disabled while its
 /// only roles are skip roles (Promapp excludes such users; a real role coming back enables it again, but
 /// never a user Entra itself disabled). Such a user's roles come out empty: the adapter sends none then.
-pub fn to_vendor(user: &User, role_map: &BTreeMap<String, String>, skip_roles: &[String]) -> User {
+///
+/// `hold_without_role` (an app with `group_roles`, whose users get their role from groups they join after
+/// they exist): a user with no Process Manager role at all is held disabled too, as Promapp requires one.
+pub fn to_vendor(
+    user: &User,
+    role_map: &BTreeMap<String, String>,
+    skip_roles: &[String],
+    hold_without_role: bool,
+) -> User {
     let mut out = user.clone();
     out.roles = role_entries(&vendor_role_names(user, role_map, skip_roles));
-    out.active = user.active && !only_skip_roles(user, skip_roles);
+    out.active = user.active && !held(user, role_map, skip_roles, hold_without_role);
     out
+}
+
+/// Whether Promapp is to hold the user disabled whatever Entra says (see `to_vendor`).
+pub fn held(user: &User, role_map: &BTreeMap<String, String>, skip_roles: &[String], hold_without_role: bool) -> bool {
+    only_skip_roles(user, skip_roles) || (hold_without_role && vendor_role_names(user, role_map, skip_roles).is_empty())
 }
 
 /// `role_mode: preserve`: the vendor's current roles, minus those the gateway set before, plus those it
@@ -112,7 +126,7 @@ mod tests {
         let map = BTreeMap::from([("process.owner".to_string(), "Process Owner".to_string())]);
         let u = with_roles(&["process.owner", "Default Access", "Viewer", "process.owner"]);
         assert_eq!(vendor_role_names(&u, &map, &skip()), vec!["Process Owner", "Viewer"]);
-        let back = from_vendor(to_vendor(&u, &map, &skip()), &map);
+        let back = from_vendor(to_vendor(&u, &map, &skip(), false), &map);
         assert_eq!(back.role_values(), vec!["process.owner", "Viewer"]);
     }
 
@@ -130,8 +144,29 @@ mod tests {
         for (active, roles, held) in table {
             let mut u = with_roles(roles);
             u.active = active;
-            assert_eq!(to_vendor(&u, &map, &skip()).active, held, "{active} {roles:?}");
+            assert_eq!(to_vendor(&u, &map, &skip(), false).active, held, "{active} {roles:?}");
         }
+    }
+
+    #[test]
+    fn with_group_roles_no_role_at_all_is_held_disabled_too() {
+        let map = BTreeMap::new();
+        // (Entra's active, roles) -> what Promapp holds on a group_roles app
+        let table: [(bool, &[&str], bool); 5] = [
+            (true, &[], false),
+            (true, &["msiam_access"], false),
+            (true, &["Editor"], true),
+            (false, &[], false),
+            (false, &["Editor"], false),
+        ];
+        for (active, roles, want) in table {
+            let mut u = with_roles(roles);
+            u.active = active;
+            assert_eq!(to_vendor(&u, &map, &skip(), true).active, want, "{active} {roles:?}");
+        }
+        let mut from_group = with_roles(&[]);
+        from_group.roles = vec![MultiValue::vendor_role("Viewer")];
+        assert!(to_vendor(&from_group, &map, &skip(), true).active, "a group's role enables it");
     }
 
     #[test]
