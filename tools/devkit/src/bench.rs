@@ -5,7 +5,10 @@
 //!   PROMPT simulator (which speaks SCIM), at 1 and at `--clients` concurrent clients.
 //! - `throughput`: requests/s of the SCIM front end on the `sandbox` app (create/get/filter/patch mix).
 //! - `endpoints`: wrk-style, each endpoint alone (POST, GET by id, filter, PATCH) with `--concurrency`
-//!   connections for `--seconds` each, on the `sandbox` app: the store engine's figure (use a file store).
+//!   connections for `--seconds` each, on the `sandbox` app: the store engine's figure.
+//!
+//! `throughput` and `endpoints` on the default `--store :memory:` also run on a fresh SQLite file (the
+//! production setting), so the durable figures are always printed.
 //! - `paging`: `GET /Users?count=100` p50/p99 with 1,000 users and with `--paging-users` users.
 //! - `economy`: vendor calls per Entra request over a full Entra cycle, per vendor adapter.
 //! - `cycle`: an initial cycle against a simulator throttled to R requests/s with the app limited to R:
@@ -118,10 +121,14 @@ pub async fn cli(args: BenchArgs) -> Result<(), String> {
         println!("{}", latency(&args).await?);
     }
     if all || args.which == Which::Throughput {
-        println!("{}", throughput(&args).await?);
+        for store in Stores::of(&args, "throughput").paths() {
+            println!("{}", throughput(&args, store).await?);
+        }
     }
     if all || args.which == Which::Endpoints {
-        println!("{}", endpoints(&args).await?);
+        for store in Stores::of(&args, "endpoints").paths() {
+            println!("{}", endpoints(&args, store).await?);
+        }
     }
     if all || args.which == Which::Paging {
         println!("{}", paging(&args).await?);
@@ -160,6 +167,38 @@ pub fn machine() -> String {
         mem_kb as f64 / 1024.0 / 1024.0,
         if cfg!(debug_assertions) { "debug (use --release for figures)" } else { "release" }
     )
+}
+
+/// The stores a throughput figure is measured on: the one asked for and, beside `:memory:`, a fresh file
+/// store (WAL, `synchronous=FULL`: the production setting, where every 2xx waits for an fsync), so the
+/// durable figure is always printed. The file is removed afterwards.
+struct Stores {
+    asked: String,
+    file: Option<PathBuf>,
+}
+
+impl Stores {
+    fn of(a: &BenchArgs, what: &str) -> Stores {
+        let file = (a.store == ":memory:")
+            .then(|| std::env::temp_dir().join(format!("scim-bridge-bench-{what}-{}.sqlite", std::process::id())));
+        Stores { asked: a.store.clone(), file }
+    }
+
+    fn paths(&self) -> Vec<&str> {
+        let mut paths = vec![self.asked.as_str()];
+        paths.extend(self.file.as_ref().and_then(|f| f.to_str()));
+        paths
+    }
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        if let Some(f) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", f.display()));
+            }
+        }
+    }
 }
 
 fn any_addr() -> SocketAddr {
@@ -448,8 +487,9 @@ struct Mix {
     times: Vec<Duration>,
 }
 
-async fn throughput(a: &BenchArgs) -> Result<String, String> {
-    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &a.store).await?;
+async fn throughput(a: &BenchArgs, store: &str) -> Result<String, String> {
+    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), store).await?;
+    let run = std::process::id();
     let base = demo.app_url("sandbox");
     let http = http_client(a.concurrency * 2)?;
     let until = Instant::now() + Duration::from_secs_f64(a.seconds);
@@ -462,7 +502,7 @@ async fn throughput(a: &BenchArgs) -> Result<String, String> {
             let mut k = 0u64;
             while Instant::now() < until {
                 k += 1;
-                let name = format!("tp.{w}.{k}@bench.example.com");
+                let name = format!("tp.{run}.{w}.{k}@bench.example.com");
                 let body = json!({"schemas": [CORE_USER], "userName": name, "active": true,
                     "name": {"givenName": "Tp", "familyName": "Load"},
                     "emails": [{"type": "work", "primary": true, "value": name}]});
@@ -521,7 +561,7 @@ async fn throughput(a: &BenchArgs) -> Result<String, String> {
          POST /Users, GET /Users/{{id}}, GET /Users?filter=userName eq, PATCH /Users/{{id}}\n\
          {requests} requests in {wall:.2}s = {:.0} requests/s (create {}, get {}, filter {}, patch {}); \
          errors {}; latency p50 {:.3} ms, p99 {:.3} ms\n",
-        a.store,
+        store,
         a.concurrency,
         a.seconds,
         requests as f64 / wall,
@@ -604,8 +644,10 @@ fn user_body(name: &str) -> Value {
         "emails": [{"type": "work", "primary": true, "value": name}]})
 }
 
-async fn endpoints(a: &BenchArgs) -> Result<String, String> {
-    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &a.store).await?;
+async fn endpoints(a: &BenchArgs, store: &str) -> Result<String, String> {
+    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), store).await?;
+    // Names of this run only: a store file kept from an earlier run must not turn creates into conflicts.
+    let run = std::process::id();
     let base = Arc::new(demo.app_url("sandbox"));
     let http = http_client(a.concurrency * 2)?;
     let clients = a.concurrency.max(1);
@@ -614,7 +656,7 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
     let loaded = entra_sim::for_each_bounded((0..a.endpoint_users).collect(), clients, |i| {
         let (http, base) = (http.clone(), base.clone());
         async move {
-            let name = format!("ep.load.{i}@bench.example.com");
+            let name = format!("ep.{run}.load.{i}@bench.example.com");
             create(&http, &base, TOKEN, &user_body(&name)).await.ok().map(|id| (id, name))
         }
     })
@@ -625,7 +667,7 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
     }
     let mut out = format!(
         "== endpoints: each alone, {clients} connections for {:.1}s each, app `sandbox`, store {}, {} users loaded first\n{:<8} {:>9} {:>10} {:>9} {:>9} {:>7}\n",
-        a.seconds, a.store, users.len(), "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors"
+        a.seconds, store, users.len(), "endpoint", "requests", "req/s", "p50 ms", "p99 ms", "errors"
     );
     let mut row = |name: &str, (t, wall): (Tally, f64)| {
         out.push_str(&format!(
@@ -666,7 +708,7 @@ async fn endpoints(a: &BenchArgs) -> Result<String, String> {
         hammer(clients, a.seconds, move |c, turn| {
             let (http, base) = (http.clone(), base.clone());
             async move {
-                let name = format!("ep.{c}.{turn}@bench.example.com");
+                let name = format!("ep.{run}.{c}.{turn}@bench.example.com");
                 create(&http, &base, TOKEN, &user_body(&name)).await.is_ok()
             }
         })
