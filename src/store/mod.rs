@@ -558,6 +558,18 @@ mod tests {
             // Removing what is already gone counts nothing.
             s.remove(&rec("03", "u3"), false, &audit("delete", "u3")).await.unwrap();
             assert_eq!(s.count("a", Kind::User).await.unwrap(), 24);
+            // Pages follow the changes made since the first page was read: a removal shifts the later
+            // records back, a new record ends the order, an update keeps its place, a refused one is
+            // nowhere.
+            let ids = |page: Vec<Record>| page.into_iter().map(|r| r.id).collect::<Vec<_>>();
+            assert_eq!(ids(s.page("a", Kind::User, 2, 3).await.unwrap()), ["02", "04", "05"], "{path}");
+            s.put(&rec("new", "u-new"), &audit("create", "u")).await.unwrap();
+            s.put(&rec("00", "u0"), &audit("update", "u")).await.unwrap();
+            assert!(matches!(s.put(&rec("dup", "u1"), &audit("create", "u")).await, Err(StoreError::Duplicate)));
+            assert_eq!(ids(s.page("a", Kind::User, 0, 2).await.unwrap()), ["00", "01"], "{path}");
+            assert_eq!(ids(s.page("a", Kind::User, 23, 5).await.unwrap()), ["24", "new"], "{path}");
+            assert_eq!(ids(s.page("a", Kind::User, 24, 5).await.unwrap()), ["new"], "{path}");
+            assert!(s.page("a", Kind::User, 25, 5).await.unwrap().is_empty());
         }
     }
 

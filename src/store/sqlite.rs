@@ -288,6 +288,13 @@ struct Applied {
     records: Option<((String, Kind), i64)>,
     /// Change in the number of audit entries.
     audit: i64,
+    /// The rowid a new record took, or the one a removed record left, in (app, kind) of `records`.
+    moved: Option<Moved>,
+}
+
+enum Moved {
+    Added(i64),
+    Removed(i64),
 }
 
 type Reply = mpsc::SyncSender<StoreResult<i64>>;
@@ -302,6 +309,11 @@ enum Job {
 struct Counts {
     records: Mutex<HashMap<(String, Kind), i64>>,
     audit: AtomicU64,
+    /// Each listed (app, kind)'s rowids in order: SCIM's `startIndex` is an offset, and SQLite walks an
+    /// offset entry by entry (at 100,000 users a page near the end cost 2.65× the first). The writer
+    /// loads a list the first time a page of it is asked for (between batches, so no commit is missed)
+    /// and keeps it as it commits; 8 bytes a record.
+    positions: Mutex<HashMap<(String, Kind), Vec<i64>>>,
 }
 
 impl Counts {
@@ -309,6 +321,17 @@ impl Counts {
         if let Some((key, delta)) = &a.records {
             let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
             *records.entry(key.clone()).or_default() += delta;
+            let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(list), Some(moved)) = (positions.get_mut(key), &a.moved) {
+                match *moved {
+                    Moved::Added(rowid) => list.insert(list.partition_point(|r| *r < rowid), rowid),
+                    Moved::Removed(rowid) => {
+                        if let Ok(at) = list.binary_search(&rowid) {
+                            list.remove(at);
+                        }
+                    }
+                }
+            }
         }
         if a.audit > 0 {
             self.audit.fetch_add(a.audit as u64, Ordering::Relaxed);
@@ -376,6 +399,8 @@ fn recount(conn: &Connection, counts: &Counts) -> rusqlite::Result<()> {
     }
     let audit: i64 = conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
     *counts.records.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    // Loaded again when next asked for.
+    counts.positions.lock().unwrap_or_else(|p| p.into_inner()).clear();
     counts.audit.store(audit as u64, Ordering::Relaxed);
     Ok(())
 }
@@ -511,6 +536,31 @@ impl SqliteEngine {
         tokio::task::spawn_blocking(move || answer.recv().map_err(|_| writer_gone())?)
             .await
             .map_err(store_call_failed)?
+    }
+
+    /// The rowid at `offset` in (app, kind)'s order (`Some(None)` past the end), or `None` while that
+    /// list is not loaded.
+    fn position(&self, key: &(String, Kind), offset: usize) -> Option<Option<i64>> {
+        let positions = self.counts.positions.lock().unwrap_or_else(|p| p.into_inner());
+        positions.get(key).map(|list| list.get(offset).copied())
+    }
+
+    /// Loads (app, kind)'s rowids on the writer, between two batches, and answers the one at `offset`.
+    async fn load_positions(&self, key: (String, Kind), offset: usize) -> StoreResult<Option<i64>> {
+        let counts = self.counts.clone();
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job::Read(Box::new(move |conn: &Connection| {
+            let loaded = conn
+                .prepare_cached("SELECT rowid FROM resources WHERE app = ?1 AND kind = ?2 ORDER BY rowid")
+                .and_then(|mut stmt| stmt.query_map(params![key.0, key.1.as_str()], |r| r.get(0))?.collect());
+            let _ = reply.send(loaded.map_err(StoreError::from).map(|list: Vec<i64>| {
+                let start = list.get(offset).copied();
+                counts.positions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, list);
+                start
+            }));
+        }));
+        self.writer.send(job).map_err(|_| writer_gone())?;
+        Self::wait(answer).await
     }
 
     async fn select(&self, sql_where: &'static str, args: Vec<String>) -> StoreResult<Vec<Record>> {
@@ -696,14 +746,18 @@ fn put(conn: &Connection, row: &RecordRow, audit: &AuditRow) -> StoreResult<Appl
         }
         _ => upsert(conn, row)?,
     }
+    // Read before the audit insert below takes the last rowid.
+    let (added, moved) = match existing {
+        Some(_) => (0, None),
+        None => (1, Some(Moved::Added(conn.last_insert_rowid()))),
+    };
     conn.prepare_cached("DELETE FROM tombstones WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3")?.execute(params![
         k.app,
         k.kind.as_str(),
         k.vendor_id
     ])?;
     let audit = append_audit(conn, audit)?;
-    let added = if existing.is_some() { 0 } else { 1 };
-    Ok(Applied { records: Some(((k.app.clone(), k.kind), added)), audit, value: 0 })
+    Ok(Applied { records: Some(((k.app.clone(), k.kind), added)), audit, moved, value: 0 })
 }
 
 /// Inserts a record, or rewrites every column of an existing one.
@@ -740,9 +794,10 @@ fn upsert(conn: &Connection, row: &RecordRow) -> StoreResult<()> {
 }
 
 fn remove(conn: &Connection, k: &RecordKeys, tombstone: bool, audit: &AuditRow) -> StoreResult<Applied> {
-    let gone = conn
-        .prepare_cached("DELETE FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3")?
-        .execute(params![k.app, k.kind.as_str(), k.id])? as i64;
+    let gone: Option<i64> = conn
+        .prepare_cached("DELETE FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3 RETURNING rowid")?
+        .query_row(params![k.app, k.kind.as_str(), k.id], |r| r.get(0))
+        .optional()?;
     if tombstone {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO tombstones (app, kind, vendor_id, name_key, deleted, external_id)
@@ -751,7 +806,8 @@ fn remove(conn: &Connection, k: &RecordKeys, tombstone: bool, audit: &AuditRow) 
         .execute(params![k.app, k.kind.as_str(), k.vendor_id, k.name_key, audit.at, k.external_id])?;
     }
     let audit = append_audit(conn, audit)?;
-    Ok(Applied { records: Some(((k.app.clone(), k.kind), -gone)), audit, value: 0 })
+    let removed = if gone.is_some() { -1 } else { 0 };
+    Ok(Applied { records: Some(((k.app.clone(), k.kind), removed)), audit, moved: gone.map(Moved::Removed), value: 0 })
 }
 
 /// Completes an intent in place, or appends; returns how many entries were added (0 or 1).
@@ -938,15 +994,18 @@ impl StoreEngine for SqliteEngine {
     }
 
     async fn page(&self, app: &str, kind: Kind, offset: usize, limit: usize) -> StoreResult<Vec<Record>> {
+        let key = (app.to_string(), kind);
+        let start = match self.position(&key, offset) {
+            Some(start) => start,
+            None => self.load_positions(key, offset).await?,
+        };
+        let Some(start) = start else { return Ok(Vec::new()) };
         let (app, kind) = (app.to_string(), kind.as_str());
         self.read(move |conn| {
             query(
                 conn,
-                // The offset is walked on the (app, kind) index alone (its entries end in the rowid), then
-                // one page is read from there: skipping 50,000 records reads index pages, not records.
-                "app = ?1 AND kind = ?2 AND rowid >= (SELECT rowid FROM resources WHERE app = ?1 AND kind = ?2
-                   ORDER BY rowid LIMIT 1 OFFSET ?4) ORDER BY rowid LIMIT ?3",
-                &[&app, &kind, &(limit as i64), &(offset as i64)],
+                "app = ?1 AND kind = ?2 AND rowid >= ?3 ORDER BY rowid LIMIT ?4",
+                &[&app, &kind, &start, &(limit as i64)],
             )
         })
         .await
