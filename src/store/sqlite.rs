@@ -27,9 +27,10 @@ const MAX_BATCH: usize = 256;
 /// Audit entries one pruning transaction deletes: a large backlog never holds the writer for long.
 const PRUNE_BATCH: usize = 1_000;
 /// WAL pages after which the writer copies the WAL into the database (SQLite's default is 1,000). A change
-/// dirties a handful of index pages besides its row, so at 1,000 the writer checkpointed every ~30 commits,
-/// each checkpoint two more fsyncs and a random write of every page; at 10,000 (a WAL of about 40 MiB)
-/// pages that many changes share (index interior pages, the audit tail) are copied once per checkpoint.
+/// dirties a handful of index pages besides its row, so at 1,000 the writer checkpointed every few dozen
+/// commits, each checkpoint two more fsyncs and a random write of every page; at 10,000 (a WAL of about
+/// 40 MiB) pages that many changes share (index interior pages, the audit tail) are copied once per
+/// checkpoint (BENCHMARKS.md 2b: POST and PATCH 1.3-1.7x in two pairs on a loaded machine).
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 /// Read-only connections of a file store.
 const READERS: usize = 4;
@@ -312,7 +313,9 @@ struct Counts {
     /// Each listed (app, kind)'s rowids in order: SCIM's `startIndex` is an offset, and SQLite walks an
     /// offset entry by entry (at 100,000 users a page near the end cost 2.65× the first). The writer
     /// loads a list the first time a page of it is asked for (between batches, so no commit is missed)
-    /// and keeps it as it commits; 8 bytes a record.
+    /// and keeps it as it commits; 8 bytes a record. Like the counts, the lists are dropped when the
+    /// writer notices another process wrote (within `recount_every`); until then a page may be shifted
+    /// by that process's changes, never wrong in what it holds.
     positions: Mutex<HashMap<(String, Kind), Vec<i64>>>,
 }
 
