@@ -511,6 +511,45 @@ mod tests {
         }
     }
 
+    /// An update that keeps every key rewrites the row alone; one that changes a key moves its index
+    /// entries (the old name, email and vendor id no longer find it, and are free for another record).
+    #[tokio::test]
+    async fn updates_keep_or_move_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path().join("upd.sqlite").to_str().unwrap()).unwrap();
+        let mut r = rec("1", "erin");
+        r.doc["emails"] = json!([{"type": "work", "value": "Erin@x"}]);
+        s.put(&r, &audit("create", "erin")).await.unwrap();
+        r.doc["title"] = json!("Engineer");
+        r.version = 2;
+        r.modified = "2026-01-02T00:00:00Z".into();
+        s.put(&r, &audit("update", "erin")).await.unwrap();
+        let got = s.get("a", Kind::User, "1").await.unwrap().unwrap();
+        assert_eq!(
+            (got.doc["title"].as_str(), got.version, got.modified.as_str()),
+            (Some("Engineer"), 2, "2026-01-02T00:00:00Z")
+        );
+        assert_eq!(got.created, "2026-01-01T00:00:00Z");
+        assert_eq!(s.find_by_work_email("a", Kind::User, "erin@x").await.unwrap().len(), 1);
+
+        r.doc["userName"] = json!("erin2");
+        r.doc["externalId"] = json!("ext-9");
+        r.doc["emails"] = json!([{"type": "work", "value": "erin2@x"}]);
+        r.vendor_id = "v-9".into();
+        s.put(&r, &audit("update", "erin2")).await.unwrap();
+        assert!(s.find_by_name("a", Kind::User, "erin").await.unwrap().is_none());
+        assert_eq!(s.find_by_name("a", Kind::User, "ERIN2").await.unwrap().unwrap().id, "1");
+        assert!(s.find_by_work_email("a", Kind::User, "erin@x").await.unwrap().is_empty());
+        assert_eq!(s.find_by_work_email("a", Kind::User, "erin2@x").await.unwrap().len(), 1);
+        assert!(s.find_by_external_id("a", Kind::User, "ext-1").await.unwrap().is_empty());
+        assert_eq!(s.find_by_vendor_id("a", Kind::User, "v-9").await.unwrap().unwrap().id, "1");
+        assert!(s.find_by_vendor_id("a", Kind::User, "v-1").await.unwrap().is_none());
+        // The old name and vendor record are free again; the record was counted once.
+        s.put(&rec("2", "erin"), &audit("create", "erin")).await.unwrap();
+        assert_eq!(s.count("a", Kind::User).await.unwrap(), 2);
+        assert_eq!(s.audit_len().await.unwrap(), 4);
+    }
+
     #[tokio::test]
     async fn remove_with_tombstone_and_audit_newest_first() {
         for s in backends("remove_with_tombstone_and_audit_newest_first").await {
@@ -903,6 +942,18 @@ mod tests {
             // Removing what is already gone counts nothing.
             s.remove(&rec("03", "u3"), false, &audit("delete", "u3")).await.unwrap();
             assert_eq!(s.count("a", Kind::User).await.unwrap(), 24);
+            // Pages follow the changes made since the first page was read: a removal shifts the later
+            // records back, a new record ends the order, an update keeps its place, a refused one is
+            // nowhere.
+            let ids = |page: Vec<Record>| page.into_iter().map(|r| r.id).collect::<Vec<_>>();
+            assert_eq!(ids(s.page("a", Kind::User, 2, 3).await.unwrap()), ["02", "04", "05"], "{path}");
+            s.put(&rec("new", "u-new"), &audit("create", "u")).await.unwrap();
+            s.put(&rec("00", "u0"), &audit("update", "u")).await.unwrap();
+            assert!(matches!(s.put(&rec("dup", "u1"), &audit("create", "u")).await, Err(StoreError::Duplicate)));
+            assert_eq!(ids(s.page("a", Kind::User, 0, 2).await.unwrap()), ["00", "01"], "{path}");
+            assert_eq!(ids(s.page("a", Kind::User, 23, 5).await.unwrap()), ["24", "new"], "{path}");
+            assert_eq!(ids(s.page("a", Kind::User, 24, 5).await.unwrap()), ["new"], "{path}");
+            assert!(s.page("a", Kind::User, 25, 5).await.unwrap().is_empty());
         }
     }
 

@@ -26,6 +26,12 @@ use super::{
 const MAX_BATCH: usize = 256;
 /// Audit entries one pruning transaction deletes: a large backlog never holds the writer for long.
 const PRUNE_BATCH: usize = 1_000;
+/// WAL pages after which the writer copies the WAL into the database (SQLite's default is 1,000). A change
+/// dirties a handful of index pages besides its row, so at 1,000 the writer checkpointed every few dozen
+/// commits, each checkpoint two more fsyncs and a random write of every page; at 10,000 (a WAL of about
+/// 40 MiB) pages that many changes share (index interior pages, the audit tail) are copied once per
+/// checkpoint (BENCHMARKS.md 2b: POST and PATCH 1.3-1.7x in two pairs on a loaded machine).
+const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 /// Read-only connections of a file store.
 const READERS: usize = 4;
 /// How much of the database file each reader maps (address space, not memory: pages are the OS's cache).
@@ -167,14 +173,111 @@ fn lower(s: &str) -> String {
     s.to_lowercase()
 }
 
-/// A change for the writer.
+/// A change for the writer, its JSON already written as text by the caller: every change in the process
+/// waits for the writer, so the writer's time goes to SQLite alone.
 enum Write {
-    Put(Box<(Record, AuditEntry)>),
-    Remove(Box<(Record, bool, AuditEntry)>),
-    Audit(Box<AuditEntry>),
-    Intent(Box<AuditEntry>),
+    Put(Box<(RecordRow, AuditRow)>),
+    Remove(Box<(RecordKeys, bool, AuditRow)>),
+    Audit(Box<AuditRow>),
+    Intent(Box<AuditRow>),
     CheckWritable,
     PruneBatch(String),
+}
+
+/// What identifies a record and keeps its name, vendor record and `externalId` unique or findable.
+struct RecordKeys {
+    app: String,
+    kind: Kind,
+    id: String,
+    vendor_id: String,
+    name_key: String,
+    external_id: Option<String>,
+}
+
+impl RecordKeys {
+    fn of(rec: &Record) -> RecordKeys {
+        RecordKeys {
+            app: rec.app.clone(),
+            kind: rec.kind,
+            id: rec.id.clone(),
+            vendor_id: rec.vendor_id.clone(),
+            name_key: lower(rec.name()),
+            external_id: external_id_of(&rec.doc).map(String::from),
+        }
+    }
+}
+
+/// A record's row.
+struct RecordRow {
+    keys: RecordKeys,
+    doc: String,
+    email_key: Option<String>,
+    created: String,
+    modified: String,
+    version: i64,
+}
+
+impl RecordRow {
+    fn of(rec: &Record) -> StoreResult<RecordRow> {
+        Ok(RecordRow {
+            keys: RecordKeys::of(rec),
+            doc: serde_json::to_string(&rec.doc)?,
+            email_key: work_email_of(&rec.doc),
+            created: rec.created.clone(),
+            modified: rec.modified.clone(),
+            version: rec.version,
+        })
+    }
+}
+
+/// An audit entry's row.
+struct AuditRow {
+    seq: i64,
+    at: String,
+    app: String,
+    resource_type: String,
+    resource_id: Option<String>,
+    name: Option<String>,
+    operation: String,
+    actor: String,
+    request_id: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+    outcome: String,
+    status: u16,
+    detail: Option<String>,
+    vendor_calls: u32,
+    attempts: u32,
+    attempt_log: Option<String>,
+}
+
+impl AuditRow {
+    fn of(e: &AuditEntry) -> StoreResult<AuditRow> {
+        let json = |v: &Option<Value>| v.as_ref().map(Value::to_string);
+        Ok(AuditRow {
+            seq: e.seq,
+            at: e.at.clone(),
+            app: e.app.clone(),
+            resource_type: e.resource_type.clone(),
+            resource_id: e.resource_id.clone(),
+            name: e.name.clone(),
+            operation: e.operation.clone(),
+            actor: e.actor.clone(),
+            request_id: e.request_id.clone(),
+            before: json(&e.before),
+            after: json(&e.after),
+            outcome: e.outcome.clone(),
+            status: e.status,
+            detail: e.detail.clone(),
+            vendor_calls: e.vendor_calls,
+            attempts: e.attempts,
+            attempt_log: if e.attempt_log.is_empty() { None } else { Some(serde_json::to_string(&e.attempt_log)?) },
+        })
+    }
+
+    fn name_key(&self) -> Option<String> {
+        self.name.as_deref().map(lower)
+    }
 }
 
 /// What a change did, for its caller and for the engine's counts.
@@ -186,6 +289,13 @@ struct Applied {
     records: Option<((String, Kind), i64)>,
     /// Change in the number of audit entries.
     audit: i64,
+    /// The rowid a new record took, or the one a removed record left, in (app, kind) of `records`.
+    moved: Option<Moved>,
+}
+
+enum Moved {
+    Added(i64),
+    Removed(i64),
 }
 
 type Reply = mpsc::SyncSender<StoreResult<i64>>;
@@ -200,6 +310,13 @@ enum Job {
 struct Counts {
     records: Mutex<HashMap<(String, Kind), i64>>,
     audit: AtomicU64,
+    /// Each listed (app, kind)'s rowids in order: SCIM's `startIndex` is an offset, and SQLite walks an
+    /// offset entry by entry (at 100,000 users a page near the end cost 2.65× the first). The writer
+    /// loads a list the first time a page of it is asked for (between batches, so no commit is missed)
+    /// and keeps it as it commits; 8 bytes a record. Like the counts, the lists are dropped when the
+    /// writer notices another process wrote (within `recount_every`); until then a page may be shifted
+    /// by that process's changes, never wrong in what it holds.
+    positions: Mutex<HashMap<(String, Kind), Vec<i64>>>,
 }
 
 impl Counts {
@@ -207,6 +324,17 @@ impl Counts {
         if let Some((key, delta)) = &a.records {
             let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
             *records.entry(key.clone()).or_default() += delta;
+            let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(list), Some(moved)) = (positions.get_mut(key), &a.moved) {
+                match *moved {
+                    Moved::Added(rowid) => list.insert(list.partition_point(|r| *r < rowid), rowid),
+                    Moved::Removed(rowid) => {
+                        if let Ok(at) = list.binary_search(&rowid) {
+                            list.remove(at);
+                        }
+                    }
+                }
+            }
         }
         if a.audit > 0 {
             self.audit.fetch_add(a.audit as u64, Ordering::Relaxed);
@@ -274,6 +402,8 @@ fn recount(conn: &Connection, counts: &Counts) -> rusqlite::Result<()> {
     }
     let audit: i64 = conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
     *counts.records.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    // Loaded again when next asked for.
+    counts.positions.lock().unwrap_or_else(|p| p.into_inner()).clear();
     counts.audit.store(audit as u64, Ordering::Relaxed);
     Ok(())
 }
@@ -340,11 +470,13 @@ impl SqliteEngine {
         // WAL + FULL: a commit is on disk before Entra hears 2xx, and readers do not block the writer.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // The writer checkpoints after its own commits (SQLite's default, every 1,000 WAL pages): right
+        // The writer checkpoints after its own commits (every `WAL_CHECKPOINT_PAGES` WAL pages): right
         // after a commit no new frame can arrive, so the checkpoint completes and the next batch restarts
         // the WAL from its start. A checkpoint on another thread (tried) races the writer's next batch,
-        // rarely completes under load, and the WAL grew past a gigabyte, slowing every read's lookup.
+        // rarely completes under load, and the WAL grew past a gigabyte, slowing every read's lookup. The
+        // size limit is above the checkpoint's, so the WAL file is reused, not cut and grown again.
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         configure(&conn, &opts)?;
         migrations().to_latest(&mut conn)?;
         let counts = Arc::new(Counts::default());
@@ -407,6 +539,31 @@ impl SqliteEngine {
         tokio::task::spawn_blocking(move || answer.recv().map_err(|_| writer_gone())?)
             .await
             .map_err(store_call_failed)?
+    }
+
+    /// The rowid at `offset` in (app, kind)'s order (`Some(None)` past the end), or `None` while that
+    /// list is not loaded.
+    fn position(&self, key: &(String, Kind), offset: usize) -> Option<Option<i64>> {
+        let positions = self.counts.positions.lock().unwrap_or_else(|p| p.into_inner());
+        positions.get(key).map(|list| list.get(offset).copied())
+    }
+
+    /// Loads (app, kind)'s rowids on the writer, between two batches, and answers the one at `offset`.
+    async fn load_positions(&self, key: (String, Kind), offset: usize) -> StoreResult<Option<i64>> {
+        let counts = self.counts.clone();
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Job::Read(Box::new(move |conn: &Connection| {
+            let loaded = conn
+                .prepare_cached("SELECT rowid FROM resources WHERE app = ?1 AND kind = ?2 ORDER BY rowid")
+                .and_then(|mut stmt| stmt.query_map(params![key.0, key.1.as_str()], |r| r.get(0))?.collect());
+            let _ = reply.send(loaded.map_err(StoreError::from).map(|list: Vec<i64>| {
+                let start = list.get(offset).copied();
+                counts.positions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, list);
+                start
+            }));
+        }));
+        self.writer.send(job).map_err(|_| writer_gone())?;
+        Self::wait(answer).await
     }
 
     async fn select(&self, sql_where: &'static str, args: Vec<String>) -> StoreResult<Vec<Record>> {
@@ -496,10 +653,12 @@ fn commit_batch(conn: &Connection, writes: &mut Vec<(Write, Reply)>, counts: &Co
             results.push((Err(batch_lost()), reply));
             continue;
         }
-        let outcome = conn.execute_batch("SAVEPOINT change").map_err(StoreError::from).and_then(|()| {
+        let outcome = step(conn, "SAVEPOINT change").and_then(|()| {
             let applied = apply(conn, &w);
-            let end = if applied.is_ok() { "RELEASE change" } else { "ROLLBACK TO change; RELEASE change" };
-            conn.execute_batch(end)?;
+            if applied.is_err() {
+                step(conn, "ROLLBACK TO change")?;
+            }
+            step(conn, "RELEASE change")?;
             applied
         });
         results.push((outcome, reply));
@@ -530,23 +689,19 @@ fn commit_batch(conn: &Connection, writes: &mut Vec<(Write, Reply)>, counts: &Co
     }
 }
 
+/// Runs one statement from the connection's cache (a savepoint per change is parsed once, not each time).
+fn step(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 fn apply(conn: &Connection, w: &Write) -> StoreResult<Applied> {
     match w {
         Write::Put(b) => put(conn, &b.0, &b.1),
         Write::Remove(b) => remove(conn, &b.0, b.1, &b.2),
         Write::Audit(e) => Ok(Applied { audit: append_audit(conn, e)?, ..Applied::default() }),
         Write::Intent(e) => {
-            let intent = AuditEntry {
-                seq: 0,
-                outcome: INTENT.into(),
-                status: 0,
-                detail: Some(
-                    "sent to the vendor; the outcome was never recorded (the gateway stopped or its store failed)"
-                        .into(),
-                ),
-                ..(**e).clone()
-            };
-            insert_audit(conn, &intent)?;
+            insert_audit(conn, e)?;
             Ok(Applied { value: conn.last_insert_rowid(), audit: 1, ..Applied::default() })
         }
         Write::CheckWritable => {
@@ -565,17 +720,52 @@ fn apply(conn: &Connection, w: &Write) -> StoreResult<Applied> {
     }
 }
 
-fn put(conn: &Connection, rec: &Record, audit: &AuditEntry) -> StoreResult<Applied> {
+fn put(conn: &Connection, row: &RecordRow, audit: &AuditRow) -> StoreResult<Applied> {
+    let k = &row.keys;
     let owner: Option<String> = conn
         .prepare_cached("SELECT id FROM resources WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3 AND id != ?4")?
-        .query_row(params![rec.app, rec.kind.as_str(), rec.vendor_id, rec.id], |r| r.get(0))
+        .query_row(params![k.app, k.kind.as_str(), k.vendor_id, k.id], |r| r.get(0))
         .optional()?;
     if let Some(owner) = owner {
         return Err(StoreError::VendorLinked(owner));
     }
-    let existed = conn
-        .prepare_cached("SELECT 1 FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3")?
-        .exists(params![rec.app, rec.kind.as_str(), rec.id])?;
+    type Keys = (String, String, Option<String>, Option<String>);
+    let existing: Option<(i64, Keys)> = conn
+        .prepare_cached(
+            "SELECT rowid, vendor_id, name_key, external_id, email_key FROM resources
+             WHERE app = ?1 AND kind = ?2 AND id = ?3",
+        )?
+        .query_row(params![k.app, k.kind.as_str(), k.id], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        })
+        .optional()?;
+    let keys: Keys = (k.vendor_id.clone(), k.name_key.clone(), k.external_id.clone(), row.email_key.clone());
+    match &existing {
+        // An update that changes no key (most of Entra's PATCHes) rewrites the row alone: setting a key
+        // column, even to its old value, rewrites that index's entry too, a page more for the commit.
+        Some((rowid, old)) if *old == keys => {
+            conn.prepare_cached("UPDATE resources SET doc = ?2, modified = ?3, version = ?4 WHERE rowid = ?1")?
+                .execute(params![rowid, row.doc, row.modified, row.version])?;
+        }
+        _ => upsert(conn, row)?,
+    }
+    // Read before the audit insert below takes the last rowid.
+    let (added, moved) = match existing {
+        Some(_) => (0, None),
+        None => (1, Some(Moved::Added(conn.last_insert_rowid()))),
+    };
+    conn.prepare_cached("DELETE FROM tombstones WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3")?.execute(params![
+        k.app,
+        k.kind.as_str(),
+        k.vendor_id
+    ])?;
+    let audit = append_audit(conn, audit)?;
+    Ok(Applied { records: Some(((k.app.clone(), k.kind), added)), audit, moved, value: 0 })
+}
+
+/// Inserts a record, or rewrites every column of an existing one.
+fn upsert(conn: &Connection, row: &RecordRow) -> StoreResult<()> {
+    let k = &row.keys;
     let res = conn
         .prepare_cached(
             "INSERT INTO resources (app, kind, id, vendor_id, name_key, external_id, doc, created, modified, version, email_key)
@@ -585,66 +775,46 @@ fn put(conn: &Connection, rec: &Record, audit: &AuditEntry) -> StoreResult<Appli
                modified = excluded.modified, version = excluded.version, email_key = excluded.email_key",
         )?
         .execute(params![
-            rec.app,
-            rec.kind.as_str(),
-            rec.id,
-            rec.vendor_id,
-            lower(rec.name()),
-            external_id_of(&rec.doc),
-            serde_json::to_string(&rec.doc)?,
-            rec.created,
-            rec.modified,
-            rec.version,
-            work_email_of(&rec.doc)
+            k.app,
+            k.kind.as_str(),
+            k.id,
+            k.vendor_id,
+            k.name_key,
+            k.external_id,
+            row.doc,
+            row.created,
+            row.modified,
+            row.version,
+            row.email_key
         ]);
     match res {
         Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-            return Err(StoreError::Duplicate)
+            Err(StoreError::Duplicate)
         }
-        Err(e) => return Err(e.into()),
-        Ok(_) => {}
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
     }
-    conn.prepare_cached("DELETE FROM tombstones WHERE app = ?1 AND kind = ?2 AND vendor_id = ?3")?.execute(params![
-        rec.app,
-        rec.kind.as_str(),
-        rec.vendor_id
-    ])?;
-    let audit = append_audit(conn, audit)?;
-    Ok(Applied { records: Some(((rec.app.clone(), rec.kind), if existed { 0 } else { 1 })), audit, value: 0 })
 }
 
-fn remove(conn: &Connection, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<Applied> {
-    let gone = conn
-        .prepare_cached("DELETE FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3")?
-        .execute(params![rec.app, rec.kind.as_str(), rec.id])? as i64;
+fn remove(conn: &Connection, k: &RecordKeys, tombstone: bool, audit: &AuditRow) -> StoreResult<Applied> {
+    let gone: Option<i64> = conn
+        .prepare_cached("DELETE FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3 RETURNING rowid")?
+        .query_row(params![k.app, k.kind.as_str(), k.id], |r| r.get(0))
+        .optional()?;
     if tombstone {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO tombstones (app, kind, vendor_id, name_key, deleted, external_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![
-            rec.app,
-            rec.kind.as_str(),
-            rec.vendor_id,
-            lower(rec.name()),
-            audit.at,
-            external_id_of(&rec.doc)
-        ])?;
+        .execute(params![k.app, k.kind.as_str(), k.vendor_id, k.name_key, audit.at, k.external_id])?;
     }
     let audit = append_audit(conn, audit)?;
-    Ok(Applied { records: Some(((rec.app.clone(), rec.kind), -gone)), audit, value: 0 })
-}
-
-fn json_text(v: &Option<Value>) -> Option<String> {
-    v.as_ref().map(|v| v.to_string())
-}
-
-fn attempt_log_text(e: &AuditEntry) -> StoreResult<Option<String>> {
-    Ok(if e.attempt_log.is_empty() { None } else { Some(serde_json::to_string(&e.attempt_log)?) })
+    let removed = if gone.is_some() { -1 } else { 0 };
+    Ok(Applied { records: Some(((k.app.clone(), k.kind), removed)), audit, moved: gone.map(Moved::Removed), value: 0 })
 }
 
 /// Completes an intent in place, or appends; returns how many entries were added (0 or 1).
-fn append_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<i64> {
+fn append_audit(conn: &Connection, e: &AuditRow) -> StoreResult<i64> {
     if e.seq > 0 {
         let updated = conn
             .prepare_cached(
@@ -657,17 +827,17 @@ fn append_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<i64> {
                 e.seq,
                 e.at,
                 e.resource_id,
-                e.name.as_deref().map(lower),
+                e.name_key(),
                 e.name,
                 e.operation,
-                json_text(&e.before),
-                json_text(&e.after),
+                e.before,
+                e.after,
                 e.outcome,
                 e.status,
                 e.detail,
                 e.vendor_calls,
                 e.attempts,
-                attempt_log_text(e)?
+                e.attempt_log
             ])?;
         if updated == 1 {
             return Ok(0);
@@ -677,7 +847,7 @@ fn append_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<i64> {
     Ok(1)
 }
 
-fn insert_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
+fn insert_audit(conn: &Connection, e: &AuditRow) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO audit (at, app, resource_type, resource_id, name_key, name, operation, actor, request_id,
            before, after, outcome, status, detail, vendor_calls, attempts, attempt_log)
@@ -688,19 +858,19 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
         e.app,
         e.resource_type,
         e.resource_id,
-        e.name.as_deref().map(lower),
+        e.name_key(),
         e.name,
         e.operation,
         e.actor,
         e.request_id,
-        json_text(&e.before),
-        json_text(&e.after),
+        e.before,
+        e.after,
         e.outcome,
         e.status,
         e.detail,
         e.vendor_calls,
         e.attempts,
-        attempt_log_text(e)?
+        e.attempt_log
     ])?;
     Ok(())
 }
@@ -799,15 +969,18 @@ impl StoreEngine for SqliteEngine {
     }
 
     async fn page(&self, app: &str, kind: Kind, offset: usize, limit: usize) -> StoreResult<Vec<Record>> {
+        let key = (app.to_string(), kind);
+        let start = match self.position(&key, offset) {
+            Some(start) => start,
+            None => self.load_positions(key, offset).await?,
+        };
+        let Some(start) = start else { return Ok(Vec::new()) };
         let (app, kind) = (app.to_string(), kind.as_str());
         self.read(move |conn| {
             query(
                 conn,
-                // The offset is walked on the (app, kind) index alone (its entries end in the rowid), then
-                // one page is read from there: skipping 50,000 records reads index pages, not records.
-                "app = ?1 AND kind = ?2 AND rowid >= (SELECT rowid FROM resources WHERE app = ?1 AND kind = ?2
-                   ORDER BY rowid LIMIT 1 OFFSET ?4) ORDER BY rowid LIMIT ?3",
-                &[&app, &kind, &(limit as i64), &(offset as i64)],
+                "app = ?1 AND kind = ?2 AND rowid >= ?3 ORDER BY rowid LIMIT ?4",
+                &[&app, &kind, &start, &(limit as i64)],
             )
         })
         .await
@@ -839,11 +1012,11 @@ impl StoreEngine for SqliteEngine {
     }
 
     async fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()> {
-        self.write(Write::Put(Box::new((rec.clone(), audit.clone())))).await.map(drop)
+        self.write(Write::Put(Box::new((RecordRow::of(rec)?, AuditRow::of(audit)?)))).await.map(drop)
     }
 
     async fn remove(&self, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<()> {
-        self.write(Write::Remove(Box::new((rec.clone(), tombstone, audit.clone())))).await.map(drop)
+        self.write(Write::Remove(Box::new((RecordKeys::of(rec), tombstone, AuditRow::of(audit)?)))).await.map(drop)
     }
 
     async fn tombstone(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Tombstone>> {
@@ -862,11 +1035,20 @@ impl StoreEngine for SqliteEngine {
     }
 
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-        self.write(Write::Audit(Box::new(entry.clone()))).await.map(drop)
+        self.write(Write::Audit(Box::new(AuditRow::of(entry)?))).await.map(drop)
     }
 
     async fn audit_intent(&self, entry: &AuditEntry) -> StoreResult<i64> {
-        self.write(Write::Intent(Box::new(entry.clone()))).await
+        let intent = AuditRow {
+            seq: 0,
+            outcome: INTENT.into(),
+            status: 0,
+            detail: Some(
+                "sent to the vendor; the outcome was never recorded (the gateway stopped or its store failed)".into(),
+            ),
+            ..AuditRow::of(entry)?
+        };
+        self.write(Write::Intent(Box::new(intent))).await
     }
 
     async fn audit_log(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
