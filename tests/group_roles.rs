@@ -1044,6 +1044,12 @@ async fn group_roles_config_errors_name_key_and_file() {
         ),
         ("promapp", "    access_token: t\n", "Default Access", "apps.a.group_roles[0].role"),
         (
+            "promapp",
+            "    access_token: t\n    role_mode: preserve\n",
+            "Process Owner",
+            "apps.a: app a (promapp): `role_mode`: preserve cannot be combined with `group_roles`",
+        ),
+        (
             "prompt",
             "    auth_code: c\n    default_department: D\n    default_section: S\n",
             "Admin",
