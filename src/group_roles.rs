@@ -17,9 +17,9 @@
 //! group role, so it keeps less than its groups give): its membership is recorded as Entra sent it, its
 //! `group-role` entry is `needs_manual_action` (a person fixes it at the vendor; reconcile and the user's
 //! next change set the role again), and the rest of the members go on. A group role the vendor refuses to
-//! take back (a downgrade or removal) would leave the member more than Entra says: the member is disabled
-//! at the vendor instead, audited; if the vendor refuses that too, the change stops like an outage (503
-//! with `Retry-After`). When every member the vendor was asked about refused, the change stops with the
+//! take back (any refused change away from a group role, to a lower, higher or no role) would leave the
+//! member a role Entra took away: the member is disabled at the vendor instead, audited; if the vendor
+//! refuses that too, the change stops like an outage (503 with `Retry-After`). When every member the vendor was asked about refused, the change stops with the
 //! vendor's refusal and records none of them. A create is all or
 //! nothing (a half-recorded group would answer Entra's retried POST with a uniqueness error). Locks: the
 //! app's group lock (one group change per app at a time, so every group stays as it is meanwhile), then
@@ -410,7 +410,7 @@ impl Gateway {
                     audit.detail = Some(format!("{} ({})", err.detail, e.kind_name()));
                     refusals.push((uid.clone(), audit, err));
                 }
-                // A group role the vendor will not take back: the member would keep more than Entra says.
+                // Any refused change away from a group role: the member would keep a role Entra took away.
                 Err(e) if refused_for_good(e.kind()) => {
                     let err = self.vendor_error(app, &e);
                     audit.outcome = "needs_manual_action".into();
@@ -469,10 +469,11 @@ impl Gateway {
         out
     }
 
-    /// Disables at the vendor a member whose group role the vendor refused to take back (`refusal`), audited
-    /// as its own change; the roles stay as the vendor holds them. If the vendor refuses that too, the group
-    /// change stops like an outage (503 with `Retry-After`, or the vendor's own 429/503): answering 2xx
-    /// would leave the member with a role Entra took away.
+    /// Disables at the vendor a member whose group role the vendor refused to take back (`refusal`: any
+    /// refused change away from a group role, lower, higher or none), audited as its own change; the roles
+    /// stay as the vendor holds them. If the vendor refuses that too, the group change stops like an outage
+    /// (503 with `Retry-After`, or the vendor's own 429/503): answering 2xx would leave the member with a
+    /// role Entra took away.
     async fn disable_member(
         &self,
         app: &App,

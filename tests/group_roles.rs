@@ -786,6 +786,80 @@ async fn a_group_role_the_vendor_will_not_take_back_disables_the_member() {
     assert_eq!(gw.held_active(app, "r-e@example.com"), Some(true));
 }
 
+/// A ProdPad (scim mode, `scim_roles: true`) app `prodpad` with group_roles Admins -> Admin and Editors ->
+/// Editor, on a simulator with two Admin seats and one Editor seat that refuses (403 "no seat") a role it
+/// has no free seat for, so a change to Editor can be refused for good.
+async fn start_prodpad_one_editor_seat() -> Gw {
+    let sim = adapter_prodpad::sim::spawn(adapter_prodpad::sim::SimOptions {
+        api_keys: vec!["pp-cred".into()],
+        admin_seats: 2,
+        editor_seats: 1,
+        no_seat_forbidden: true,
+        scim_path: Some(adapter_prodpad::sim::DEMO_SCIM_PATH.into()),
+        ..Default::default()
+    })
+    .await;
+    let options =
+        json!({"mode": "scim", "base_url": sim.scim_base().unwrap(), "api_key": "pp-cred", "scim_roles": true});
+    let app = AppConfig {
+        vendor: "prodpad".into(),
+        token_sha256: common::sha("prodpad-token"),
+        limits: LimitsConfig {
+            max_attempts: Some(2),
+            attempt_timeout_ms: Some(2000),
+            deadline_ms: Some(4000),
+            ..Default::default()
+        },
+        ip_allow: Vec::new(),
+        reconcile: Default::default(),
+        group_roles: group_roles(&[("ProdPad Admins", "Admin"), ("ProdPad Editors", "Editor")]),
+        options: options.as_object().unwrap().clone(),
+    };
+    let config = Config::with_apps("127.0.0.1:0".parse().unwrap(), BTreeMap::from([("prodpad".to_string(), app)]));
+    config.validate("test.yaml").unwrap();
+    let gateway = scim_bridge::server::build_gateway(&config, "test.yaml").unwrap();
+    let running = scim_bridge::server::start(&config, gateway).await.unwrap();
+    let sims: BTreeMap<&'static str, Box<dyn Simulator>> = BTreeMap::from([("prodpad", Box::new(sim) as _)]);
+    Gw { running, client: reqwest::Client::new(), sims }
+}
+
+/// ProdPad's SCIM PATCH carries only what changed. A member disabled because ProdPad refused to take back
+/// its group role (Admin -> Editor, no Editor seat) must not be enabled later with that Admin role: when
+/// Entra disables and enables the user again, the enable sends the role its groups give (Editor) with it.
+#[tokio::test]
+async fn prodpad_enables_a_member_disabled_over_a_refused_group_role_with_its_lower_role() {
+    let gw = start_prodpad_one_editor_seat().await;
+    let app = "prodpad";
+    let name = "up@example.com";
+    let x = gw.create_user(app, name, &[]).await;
+    let filler = gw.create_user(app, "seat@example.com", &[]).await;
+    let admins = gw.create_group(app, "ProdPad Admins").await;
+    let editors = gw.create_group(app, "ProdPad Editors").await;
+    assert_eq!(gw.add(app, &editors, &[&filler]).await.status, 204);
+    assert_eq!(gw.add(app, &admins, &[&x]).await.status, 204);
+    assert_eq!(gw.add(app, &editors, &[&x]).await.status, 204);
+    assert_eq!((gw.held_roles(app, name), gw.held_active(app, name)), (vec!["Admin".to_string()], Some(true)));
+
+    // Leaving Admins makes x an Editor; the one Editor seat is taken, so ProdPad refuses: x is disabled.
+    assert_eq!(gw.remove(app, &admins, &x).await.status, 204);
+    assert_eq!((gw.held_roles(app, name), gw.held_active(app, name)), (vec!["Admin".to_string()], Some(false)));
+
+    // The seat is freed; Entra disables, then enables the user: a change of `active` only.
+    assert_eq!(gw.remove(app, &editors, &filler).await.status, 204);
+    let active = |on: bool| json!([{"op": "Replace", "path": "active", "value": on}]);
+    assert_eq!(gw.patch(app, &format!("/Users/{x}"), active(false)).await.status, 200);
+    let enabled = gw.patch(app, &format!("/Users/{x}"), active(true)).await;
+    let held = gw.held(app, name);
+    assert!(
+        !(held["active"] == json!(true) && held["role_type"] == json!("Admin")),
+        "enabled with the Admin role ProdPad refused to take back: {held} (answer {} {})",
+        enabled.status,
+        enabled.body
+    );
+    assert_eq!(enabled.status, 200, "{}", enabled.body);
+    assert_eq!((gw.held_roles(app, name), gw.held_active(app, name)), (vec!["Editor".to_string()], Some(true)));
+}
+
 /// A grant the vendor refuses for good leaves the member with less than its groups give: its membership
 /// is recorded for a person and the others go on (Entra's 2xx confirms the membership); when every member
 /// the vendor was asked about refused, the change stops with the vendor's refusal and records nothing.
@@ -969,6 +1043,12 @@ async fn group_roles_config_errors_name_key_and_file() {
             "apps.a.group_roles[0].role",
         ),
         ("promapp", "    access_token: t\n", "Default Access", "apps.a.group_roles[0].role"),
+        (
+            "promapp",
+            "    access_token: t\n    role_mode: preserve\n",
+            "Process Owner",
+            "apps.a: app a (promapp): `role_mode`: preserve cannot be combined with `group_roles`",
+        ),
         (
             "prompt",
             "    auth_code: c\n    default_department: D\n    default_section: S\n",

@@ -446,16 +446,25 @@ impl ScimClient {
     }
 
     /// Brings the vendor record from `before` to `after` by the rules' patch strategy. A PATCH with no
-    /// change to allowed attributes sends nothing.
+    /// change to allowed attributes sends nothing; a PATCH that enables the user also sends its roles when
+    /// the rules allow them (a PUT sends every allowed attribute anyway).
     pub async fn update(&self, id: &str, before: &User, after: &User) -> Result<()> {
         let op = if before.active && !after.active { ScimOp::Disable } else { ScimOp::Update };
         match self.rules.patch_strategy {
             PatchStrategy::PutMerge => self.put_merge(op, id, before, after, false).await,
             PatchStrategy::Passthrough => {
-                let ops = diff(
-                    &project(&before.to_scim(), &self.rules.allowed_attributes),
-                    &project(&after.to_scim(), &self.rules.allowed_attributes),
-                );
+                let after_doc = project(&after.to_scim(), &self.rules.allowed_attributes);
+                let mut ops = diff(&project(&before.to_scim(), &self.rules.allowed_attributes), &after_doc);
+                // A user enabled again gets its managed roles in the same request, changed or not: the vendor
+                // may still hold a role the gateway could not take back while it was disabled (a group role
+                // the vendor refused to lower), and enabling it alone would hand that role back.
+                if !before.active && after.active {
+                    if let Some(roles) = after_doc.get("roles") {
+                        if !ops.iter().any(|op| op.path.as_deref() == Some("roles")) {
+                            ops.push(PatchOp::replace("roles", roles.clone()));
+                        }
+                    }
+                }
                 if ops.is_empty() {
                     return Ok(());
                 }

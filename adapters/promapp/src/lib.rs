@@ -162,6 +162,15 @@ pub fn build_with(
     group_roles: bool,
 ) -> Result<Arc<dyn Adapter>, String> {
     let config: Config = scim_client::parse_config(config).map_err(|e| format!("app {app} (promapp): {e}"))?;
+    if group_roles && config.role_mode == RoleMode::Preserve {
+        // The role a group gives and a role kept from Promapp would both have to count: a user whose only
+        // role was given in Promapp would be held disabled as having none.
+        return Err(format!(
+            "app {app} (promapp): `role_mode`: preserve cannot be combined with `group_roles` (a user whose only \
+             Process Manager role was given in Promapp would be disabled); use `role_mode: replace` (the default) \
+             and give that role through a group"
+        ));
+    }
     let mut adapter = Promapp::new(app, config, outbound).map_err(|e| format!("app {app} (promapp): {e}"))?;
     adapter.hold_without_role = group_roles;
     Ok(Arc::new(adapter))
