@@ -94,6 +94,19 @@ fn take_limit_aliases(app: &AppConfig) -> Result<(serde_json::Map<String, serde_
     Ok((options, limits))
 }
 
+/// Why an app's adapter could not be built. Each names the offending key relative to `apps.<name>`.
+#[derive(Debug, thiserror::Error)]
+pub enum AppBuildError {
+    #[error("type: unknown adapter type '{given}' (known: {known})")]
+    UnknownType { given: String, known: String },
+    /// `limits:` (or its aliases `max_rps`, `retry_budget`) cannot be used.
+    #[error("{0}")]
+    Limits(String),
+    /// The vendor refused its options.
+    #[error(transparent)]
+    Vendor(#[from] adapter_api::BuildError),
+}
+
 /// Builds the adapter of one app. Errors name the offending key relative to `apps.<name>`.
 /// `shared`: the replicas' common vendor schedule, if the store has one.
 pub fn build(
@@ -101,21 +114,21 @@ pub fn build(
     app: &AppConfig,
     request_budget: Duration,
     shared: &adapter_api::budget::SharedBudget,
-) -> Result<Arc<dyn Adapter>, String> {
+) -> Result<Arc<dyn Adapter>, AppBuildError> {
     let Some(vendor) = find(&app.vendor) else {
-        return Err(format!("type: unknown adapter type '{}' (known: {})", app.vendor, type_names().join(", ")));
+        return Err(AppBuildError::UnknownType { given: app.vendor.clone(), known: type_names().join(", ") });
     };
     let build = |options, limits| match app.group_roles.is_empty() {
         true => vendor.build(name, serde_json::Value::Object(options), limits),
         false => vendor.build_for_group_roles(name, serde_json::Value::Object(options), limits),
     };
     if !vendor.has_limits() {
-        return build(app.options.clone(), vendor.default_limits());
+        return Ok(build(app.options.clone(), vendor.default_limits())?);
     }
-    let (options, limits) = take_limit_aliases(app)?;
-    let mut limits = limits_for(vendor.default_limits(), &limits, request_budget)?;
+    let (options, limits) = take_limit_aliases(app).map_err(AppBuildError::Limits)?;
+    let mut limits = limits_for(vendor.default_limits(), &limits, request_budget).map_err(AppBuildError::Limits)?;
     limits.shared = shared.clone();
-    build(options, limits)
+    Ok(build(options, limits)?)
 }
 
 #[cfg(test)]

@@ -21,4 +21,4 @@ pub use adapter::{check_vendor_id, Adapter, Capabilities, Note, NoteLevel, Probe
 pub use error::{Error, ErrorKind, Origin, Result};
 pub use model::{Enterprise, Group, Manager, Member, MultiValue, Name, User};
 pub use outbound::{BreakerState, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};
-pub use vendor::Vendor;
+pub use vendor::{BuildError, Vendor};

@@ -36,9 +36,9 @@ impl crate::vendor::Vendor for SandboxVendor {
         _app: &str,
         options: serde_json::Value,
         _limits: crate::OutboundConfig,
-    ) -> std::result::Result<std::sync::Arc<dyn Adapter>, String> {
+    ) -> std::result::Result<std::sync::Arc<dyn Adapter>, crate::vendor::BuildError> {
         if let Some(key) = options.as_object().and_then(|o| o.keys().next()) {
-            return Err(format!("unknown key `{key}` (the sandbox type takes no options)"));
+            return Err(format!("unknown key `{key}` (the sandbox type takes no options)").into());
         }
         Ok(std::sync::Arc::new(Sandbox::new()))
     }

@@ -5,7 +5,38 @@
 use std::sync::Arc;
 
 use crate::adapter::Adapter;
+use crate::options::OptionsError;
 use crate::outbound::OutboundConfig;
+
+/// Why a vendor could not build an app's adapter from its options. Both name the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The options do not fit the vendor's `Config` (an unknown, missing or badly typed key).
+    #[error("{context}: {source}")]
+    Options {
+        /// Which app and vendor, as the message starts (`app a (promapp)`).
+        context: String,
+        #[source]
+        source: OptionsError,
+    },
+    /// The options parse, but a value cannot be used (no credential, a base_url that is not https, a
+    /// role the vendor does not have, a combination of keys that contradict each other).
+    #[error("{0}")]
+    Setting(String),
+}
+
+impl From<String> for BuildError {
+    fn from(reason: String) -> Self {
+        BuildError::Setting(reason)
+    }
+}
+
+impl BuildError {
+    /// Options that do not parse, for app `app` of `vendor`.
+    pub fn options(app: &str, vendor: &str, source: OptionsError) -> Self {
+        BuildError::Options { context: format!("app {app} ({vendor})"), source }
+    }
+}
 
 /// One vendor type.
 pub trait Vendor: Send + Sync {
@@ -17,7 +48,12 @@ pub trait Vendor: Send + Sync {
 
     /// Parses the app's vendor options (its config keys besides the gateway's own) and builds the adapter.
     /// An error names the offending key relative to `apps.<name>`.
-    fn build(&self, app: &str, options: serde_json::Value, limits: OutboundConfig) -> Result<Arc<dyn Adapter>, String>;
+    fn build(
+        &self,
+        app: &str,
+        options: serde_json::Value,
+        limits: OutboundConfig,
+    ) -> Result<Arc<dyn Adapter>, BuildError>;
 
     /// `build` for an app that maps groups to roles (`group_roles`): its users get their role from groups
     /// they join after they exist, which a vendor that requires a role (Promapp) must allow for. Default:
@@ -27,7 +63,7 @@ pub trait Vendor: Send + Sync {
         app: &str,
         options: serde_json::Value,
         limits: OutboundConfig,
-    ) -> Result<Arc<dyn Adapter>, String> {
+    ) -> Result<Arc<dyn Adapter>, BuildError> {
         self.build(app, options, limits)
     }
 

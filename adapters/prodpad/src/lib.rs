@@ -126,8 +126,9 @@ pub struct Settings {
 
 impl Config {
     /// Parses the app's config; errors name the offending key.
-    pub fn from_json(config: serde_json::Value) -> std::result::Result<Config, String> {
-        adapter_api::options::parse(config).map_err(|e| format!("prodpad: {e}"))
+    pub fn from_json(config: serde_json::Value) -> std::result::Result<Config, adapter_api::BuildError> {
+        adapter_api::options::parse(config)
+            .map_err(|source| adapter_api::BuildError::Options { context: "prodpad".into(), source })
     }
 
     /// Validates everything but the secret. Errors name the key.
@@ -250,7 +251,12 @@ impl adapter_api::Vendor for ProdPadVendor {
     fn default_limits(&self) -> OutboundConfig {
         default_limits()
     }
-    fn build(&self, app: &str, options: serde_json::Value, limits: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
+    fn build(
+        &self,
+        app: &str,
+        options: serde_json::Value,
+        limits: OutboundConfig,
+    ) -> Result<Arc<dyn Adapter>, adapter_api::BuildError> {
         build(app, options, limits)
     }
     #[cfg(feature = "sim")]
@@ -317,7 +323,7 @@ pub fn build(
     app: &str,
     config: serde_json::Value,
     outbound: OutboundConfig,
-) -> std::result::Result<Arc<dyn Adapter>, String> {
+) -> std::result::Result<Arc<dyn Adapter>, adapter_api::BuildError> {
     Ok(Arc::new(ProdPad::new(app, Config::from_json(config)?, outbound)?))
 }
 
@@ -584,7 +590,7 @@ mod tests {
     use serde_json::json;
 
     fn settings(v: serde_json::Value) -> std::result::Result<Settings, String> {
-        Config::from_json(v)?.settings()
+        Config::from_json(v).map_err(|e| e.to_string())?.settings()
     }
 
     #[test]
@@ -649,7 +655,7 @@ mod tests {
         let both = Config::from_json(json!({"mode": "rest", "api_key": "pp-secret-123", "api_key_env": "X"}));
         let err = ProdPad::new("pp", both.unwrap(), default_limits()).unwrap_err();
         assert!(err.contains("api_key") && !err.contains("pp-secret-123"), "{err}");
-        let err = build("pp", json!({"mode": "rest"}), default_limits()).err().unwrap();
+        let err = build("pp", json!({"mode": "rest"}), default_limits()).err().unwrap().to_string();
         assert!(err.contains("api_key"), "{err}");
     }
 

@@ -168,7 +168,7 @@ async fn the_key_never_appears_in_errors() {
     assert!(!shown.contains(secret) && shown.contains("REDACTED"), "{shown}");
 
     let bad = json!({"mode": "rest", "base_url": "http://prodpad.example/v1", "api_key": secret});
-    let err = adapter_prodpad::build("prodpad-test", bad, fast_limits()).err().unwrap();
+    let err = adapter_prodpad::build("prodpad-test", bad, fast_limits()).err().unwrap().to_string();
     assert!(err.contains("base_url") && !err.contains(secret), "{err}");
 }
 
@@ -176,7 +176,7 @@ async fn the_key_never_appears_in_errors() {
 async fn https_only_is_checked_in_config_and_answered_403_by_the_vendor() {
     for bad in ["http://api.prodpad.com/v1", "http://10.0.0.5/v1"] {
         let cfg = json!({"mode": "rest", "base_url": bad, "api_key": KEY});
-        let err = adapter_prodpad::build("prodpad-test", cfg, fast_limits()).err().unwrap();
+        let err = adapter_prodpad::build("prodpad-test", cfg, fast_limits()).err().unwrap().to_string();
         assert!(err.contains("`base_url`") && err.contains("https"), "{err}");
     }
     let sim = rest_sim(SimOptions { https_only: true, ..SimOptions::default() }).await;

@@ -87,7 +87,8 @@ async fn duplicates_conflict_and_a_revoked_key_is_unauthorized() {
 
 #[tokio::test]
 async fn scim_mode_requires_base_url() {
-    let err = adapter_prodpad::build("pp", json!({"mode": "scim", "api_key": KEY}), fast_limits()).err().unwrap();
+    let err =
+        adapter_prodpad::build("pp", json!({"mode": "scim", "api_key": KEY}), fast_limits()).err().unwrap().to_string();
     assert!(err.contains("`base_url`"), "{err}");
     let sim = scim_sim().await;
     let pp = scim_adapter(&sim, json!({}));

@@ -97,7 +97,12 @@ impl adapter_api::Vendor for PromappVendor {
     fn default_limits(&self) -> OutboundConfig {
         default_limits()
     }
-    fn build(&self, app: &str, options: serde_json::Value, limits: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
+    fn build(
+        &self,
+        app: &str,
+        options: serde_json::Value,
+        limits: OutboundConfig,
+    ) -> Result<Arc<dyn Adapter>, adapter_api::BuildError> {
         build(app, options, limits)
     }
     fn build_for_group_roles(
@@ -105,7 +110,7 @@ impl adapter_api::Vendor for PromappVendor {
         app: &str,
         options: serde_json::Value,
         limits: OutboundConfig,
-    ) -> Result<Arc<dyn Adapter>, String> {
+    ) -> Result<Arc<dyn Adapter>, adapter_api::BuildError> {
         build_with(app, options, limits, true)
     }
     #[cfg(feature = "sim")]
@@ -149,7 +154,11 @@ pub fn expiry_check(expires: Date, today: Date) -> Result<Option<adapter_api::No
 }
 
 /// Builds the adapter for app `app` from its config block. Errors name the offending key.
-pub fn build(app: &str, config: serde_json::Value, outbound: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
+pub fn build(
+    app: &str,
+    config: serde_json::Value,
+    outbound: OutboundConfig,
+) -> Result<Arc<dyn Adapter>, adapter_api::BuildError> {
     build_with(app, config, outbound, false)
 }
 
@@ -160,8 +169,9 @@ pub fn build_with(
     config: serde_json::Value,
     outbound: OutboundConfig,
     group_roles: bool,
-) -> Result<Arc<dyn Adapter>, String> {
-    let config: Config = scim_client::parse_config(config).map_err(|e| format!("app {app} (promapp): {e}"))?;
+) -> Result<Arc<dyn Adapter>, adapter_api::BuildError> {
+    let config: Config =
+        scim_client::parse_config(config).map_err(|e| adapter_api::BuildError::options(app, "promapp", e))?;
     if group_roles && config.role_mode == RoleMode::Preserve {
         // The role a group gives and a role kept from Promapp would both have to count: a user whose only
         // role was given in Promapp would be held disabled as having none.
@@ -169,7 +179,8 @@ pub fn build_with(
             "app {app} (promapp): `role_mode`: preserve cannot be combined with `group_roles` (a user whose only \
              Process Manager role was given in Promapp would be disabled); use `role_mode: replace` (the default) \
              and give that role through a group"
-        ));
+        )
+        .into());
     }
     let mut adapter = Promapp::new(app, config, outbound).map_err(|e| format!("app {app} (promapp): {e}"))?;
     adapter.hold_without_role = group_roles;
@@ -422,7 +433,7 @@ mod tests {
             (json!({}), "access_token"),
         ];
         for (cfg, key) in cases {
-            let err = build("app1", cfg.clone(), default_limits()).err().unwrap_or_default();
+            let err = build("app1", cfg.clone(), default_limits()).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(key), "{cfg}: {err}");
         }
     }

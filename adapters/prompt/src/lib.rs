@@ -103,7 +103,12 @@ impl adapter_api::Vendor for PromptVendor {
     fn default_limits(&self) -> OutboundConfig {
         default_limits()
     }
-    fn build(&self, app: &str, options: serde_json::Value, limits: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
+    fn build(
+        &self,
+        app: &str,
+        options: serde_json::Value,
+        limits: OutboundConfig,
+    ) -> Result<Arc<dyn Adapter>, adapter_api::BuildError> {
         build(app, options, limits)
     }
     #[cfg(feature = "sim")]
@@ -121,8 +126,13 @@ pub fn default_limits() -> OutboundConfig {
 }
 
 /// Builds the adapter for app `app` from its config block. Errors name the offending key.
-pub fn build(app: &str, config: serde_json::Value, outbound: OutboundConfig) -> Result<Arc<dyn Adapter>, String> {
-    let config: Config = scim_client::parse_config(config).map_err(|e| format!("app {app} (prompt): {e}"))?;
+pub fn build(
+    app: &str,
+    config: serde_json::Value,
+    outbound: OutboundConfig,
+) -> Result<Arc<dyn Adapter>, adapter_api::BuildError> {
+    let config: Config =
+        scim_client::parse_config(config).map_err(|e| adapter_api::BuildError::options(app, "prompt", e))?;
     let adapter = Prompt::new(app, config, outbound).map_err(|e| format!("app {app} (prompt): {e}"))?;
     Ok(Arc::new(adapter))
 }
@@ -323,6 +333,22 @@ mod tests {
     }
 
     #[test]
+    fn build_errors_say_whether_the_options_did_not_parse_or_a_value_cannot_be_used() {
+        let mut options = base();
+        options["send_external_id"] = json!("yes");
+        let err = build("p", options, default_limits()).err().unwrap();
+        assert!(
+            matches!(&err, adapter_api::BuildError::Options { source, .. } if source.path() == Some("send_external_id")),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("app p (prompt): `send_external_id`: "), "{err}");
+        let mut options = base();
+        options["default_section"] = json!(" ");
+        let err = build("p", options, default_limits());
+        assert!(matches!(err, Err(adapter_api::BuildError::Setting(_))), "{:?}", err.err());
+    }
+
+    #[test]
     fn config_errors_name_the_key() {
         let with = |k: &str, v: serde_json::Value| {
             let mut b = base();
@@ -345,7 +371,7 @@ mod tests {
             (with("users_path", json!("Users")), "users_path"),
         ];
         for (cfg, key) in cases {
-            let err = build("p", cfg.clone(), default_limits()).err().unwrap_or_default();
+            let err = build("p", cfg.clone(), default_limits()).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(key), "{cfg}: {err}");
         }
     }
