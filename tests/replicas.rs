@@ -3,7 +3,8 @@
 //! users' create, update and disable over both (a user's steps alternate between them, and every tenth
 //! create is sent to both at once, as a retry after a timeout can be); one replica is SIGKILLed a third of
 //! the way through and started again. The vendor must end with every user once, with every change Entra
-//! was answered 2xx for, and must never have throttled (one schedule for both replicas, not one each).
+//! was answered 2xx for, must never have throttled nor seen more than its rate in any one second (one
+//! schedule for both replicas, not one each), and the restarted replica must be ready and answer 2xx.
 //!
 //! Needs PostgreSQL: `SCIM_TEST_PG_URL` (`.ci/run` starts one); without it the test says SKIPPED,
 //! and under `CI=true` it fails.
@@ -214,6 +215,8 @@ async fn two_replicas_one_killed_lose_nothing_duplicate_nothing_and_keep_the_ven
     replicas[1].kill();
     let at_kill = done.load(Ordering::SeqCst);
     replicas[1].start();
+    // The restarted replica is ready again (its store, locks and schedule back) while the run goes on.
+    wait_up(&client, &replicas[1].base, &replicas[1].log).await;
     let mut ids = Vec::new();
     while let Some(id) = tasks.join_next().await {
         ids.push(id.unwrap());
@@ -235,8 +238,21 @@ async fn two_replicas_one_killed_lose_nothing_duplicate_nothing_and_keep_the_ven
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), users, "every user has its own gateway id");
+    // The restarted replica serves Entra again: a 2xx from it, not only from its peer.
+    let again = client
+        .get(format!("{}/scim/pm/v2/Users/{}", replicas[1].base, ids[0]))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("the restarted replica answers");
+    assert!(again.status().is_success(), "the restarted replica answers 2xx: {}", again.status());
     let counters = sim.sim.counters();
     assert_eq!(counters.throttled, 0, "the vendor never throttled: both replicas kept to one schedule");
+    assert!(
+        counters.peak_requests_per_second <= u64::from(VENDOR_RATE),
+        "the vendor never saw more than its rate in one second: peak {} > {VENDOR_RATE}",
+        counters.peak_requests_per_second
+    );
     println!(
         "{users} users over 2 replicas (one SIGKILLed after {at_kill}): {:.1} s, {} vendor requests, {} faults \
          injected, peak {} requests in one second (vendor rate {VENDOR_RATE}, configured {CONFIGURED_RATE}), 0 \

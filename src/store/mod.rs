@@ -789,6 +789,32 @@ mod tests {
         assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 100);
     }
 
+    /// A lock another replica holds is waited for within a bound, then refused as `Unavailable` (503 with
+    /// Retry-After to Entra), never waited for for ever; once released it is taken again. The outer
+    /// timeout only turns a hang into a failure: nothing here asserts a duration.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lock_held_elsewhere_is_refused_within_its_bound() {
+        let Some(url) = test_pg_url("a_lock_held_elsewhere_is_refused_within_its_bound") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url, password: None, schema: Some(schema), pool_size: 4 };
+        let (a, b) = (PgEngine::open(opts.clone()).await.unwrap(), PgEngine::open(opts).await.unwrap());
+        let key = lock_key(&["a", "User", "held"]);
+        let held = a.shared_locks().unwrap().acquire(2, key).await.unwrap();
+        let short = b.locks_waiting(std::time::Duration::from_millis(200));
+        let hang_guard = std::time::Duration::from_secs(120);
+        let refused = tokio::time::timeout(hang_guard, short.acquire(2, key)).await.expect("acquire returned");
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "refused as unavailable: {:?}", refused.err());
+        let other = tokio::time::timeout(hang_guard, short.acquire(2, lock_key(&["a", "User", "free"])))
+            .await
+            .expect("acquire returned");
+        assert!(other.is_ok(), "another key is free");
+        drop(held);
+        let again = tokio::time::timeout(hang_guard, b.locks_waiting(postgres::LOCK_WAIT).acquire(2, key))
+            .await
+            .expect("acquire returned");
+        assert!(again.is_ok(), "taken once released: {:?}", again.err());
+    }
+
     /// A periodic job runs on one replica at a time, and once per interval across all of them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_replica_holds_a_lease() {

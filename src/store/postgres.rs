@@ -3,7 +3,9 @@
 //! after the commit is on the server's disk); the database itself keeps one name per (app, kind) and one
 //! gateway id per vendor record, so two replicas racing on a user cannot both record it. Counts are
 //! counted by the database (another replica may have written since), not cached. The schema is migrated
-//! under an advisory lock, so replicas starting together migrate once.
+//! under an advisory lock, so replicas starting together migrate once. Nothing on this path waits without
+//! bound: statement and lock timeouts on every session, bounded pool waits, TCP keepalives, and a bounded
+//! wait for a replica lock; each ends as `StoreError` (503 with Retry-After to Entra).
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use secrecy::{ExposeSecret, SecretString};
@@ -19,6 +21,14 @@ use super::{
 
 /// Audit entries one pruning transaction deletes: a large backlog never holds a connection for long.
 const PRUNE_BATCH: i64 = 1_000;
+/// The longest one statement runs (the session's `statement_timeout`): a request is answered 503, not held.
+const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest a statement waits for a row or table lock (the session's `lock_timeout`).
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest a request waits for a free pooled connection.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest opening (or checking) one connection takes.
+const POOL_CREATE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The advisory lock key that serialises migrations across replicas (an arbitrary constant: "scimmigr").
 const MIGRATION_LOCK: i64 = 0x7363_696d_6d69_6772;
 
@@ -216,15 +226,20 @@ const LEASE_SET: i32 = 100;
 /// per connection, so one connection serves every task of the process: the in-process locks already
 /// keep two tasks off one key, and a lock taken twice by the session is counted and released twice.
 /// Taking is `pg_try_advisory_lock` polled with backoff, never the blocking form: a blocked statement
-/// would hold up every other lock and unlock behind it on the shared connection.
+/// would hold up every other lock and unlock behind it on the shared connection. The polling ends at
+/// `wait_for`: a lock held elsewhere for longer refuses the change (503), it never waits for ever.
 #[derive(Debug)]
 pub(crate) struct PgLocks {
     pool: Pool,
     conn: tokio::sync::Mutex<Option<std::sync::Arc<deadpool_postgres::Object>>>,
+    /// How long `acquire` waits, for a lock another replica holds or for an unreachable database, before
+    /// the change is refused with 503 and Retry-After (`LOCK_WAIT`; shorter in tests).
+    wait_for: std::time::Duration,
 }
 
-/// How long a lock is retried while the database cannot be reached, before the change is refused (503).
-const LOCK_UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a replica lock is waited for (held elsewhere, or the database unreachable) before the change
+/// is refused (503 with Retry-After): Entra retries; a lock held for ever never holds a request for ever.
+pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct AdvisoryHold {
     conn: std::sync::Arc<deadpool_postgres::Object>,
@@ -272,18 +287,22 @@ impl PgLocks {
 #[async_trait::async_trait]
 impl super::SharedLocks for PgLocks {
     async fn acquire(&self, set: i32, key: i32) -> StoreResult<super::Hold> {
+        let deadline = tokio::time::Instant::now() + self.wait_for;
         let mut wait = std::time::Duration::from_millis(2);
-        let mut unreachable_since: Option<tokio::time::Instant> = None;
         loop {
-            match self.try_take(set, key).await {
+            // One attempt is bounded too: the pool's wait and the session's statement_timeout.
+            let last = match self.try_take(set, key).await {
                 Ok(Some(hold)) => return Ok(Box::new(hold)),
-                Ok(None) => unreachable_since = None,
-                Err(e) => {
-                    let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() >= LOCK_UNREACHABLE_FOR {
-                        return Err(e);
-                    }
-                }
+                Ok(None) => None,
+                Err(e) => Some(e),
+            };
+            if tokio::time::Instant::now() + wait >= deadline {
+                return Err(last.unwrap_or_else(|| {
+                    StoreError::Unavailable(format!(
+                        "replica lock ({set}, {key}) still held by another replica after {:?}",
+                        self.wait_for
+                    ))
+                }));
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(std::time::Duration::from_millis(50));
@@ -335,8 +354,13 @@ impl PgEngine {
         if let Some(p) = &opts.password {
             config.password(p.expose_secret());
         }
-        // A 2xx to Entra means the commit is flushed, whatever the server's default says.
-        let mut options = "-c synchronous_commit=on".to_string();
+        // A 2xx to Entra means the commit is flushed, whatever the server's default says. No statement
+        // runs, and no lock is waited for, without bound: a stuck server answers 503, not never.
+        let mut options = format!(
+            "-c synchronous_commit=on -c statement_timeout={}ms -c lock_timeout={}ms",
+            STATEMENT_TIMEOUT.as_millis(),
+            LOCK_TIMEOUT.as_millis()
+        );
         if let Some(schema) = &opts.schema {
             if !is_identifier(schema) {
                 return Err(StoreError::Unavailable(format!(
@@ -350,12 +374,26 @@ impl PgEngine {
             config.connect_timeout(std::time::Duration::from_secs(5));
         }
         config.application_name("scim-bridge");
+        // A peer that vanished (a node lost, a firewall dropping the flow) is noticed in about a minute,
+        // not after the kernel's two hours: the lock connection's locks are gone with it.
+        config.keepalives(true);
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+        config.keepalives_interval(std::time::Duration::from_secs(10));
+        config.keepalives_retries(3);
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(opts.pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_CREATE))
+            .recycle_timeout(Some(POOL_CREATE))
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot build the connection pool: {e}")))?;
-        let locks = std::sync::Arc::new(PgLocks { pool: pool.clone(), conn: tokio::sync::Mutex::new(None) });
+        let locks = std::sync::Arc::new(PgLocks {
+            pool: pool.clone(),
+            conn: tokio::sync::Mutex::new(None),
+            wait_for: LOCK_WAIT,
+        });
         let budget = std::sync::Arc::new(PgRateBudget { pool: pool.clone(), ready: Default::default() });
         let engine = PgEngine { location: opts.url.clone(), pool, locks, budget };
         engine.migrate(opts.schema.as_deref()).await?;
@@ -366,6 +404,9 @@ impl PgEngine {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await?;
         // Replicas starting together: the first migrates, the others wait here and then find it done.
+        // A migration may be long, and another replica's may be under way: the session's bounds are for
+        // requests, not for this.
+        tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '10min'").await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
         if let Some(schema) = schema {
             // Checked to be a plain identifier above.
@@ -408,6 +449,13 @@ impl PgEngine {
         let stmt = client.prepare_cached(sql).await?;
         let n: i64 = client.query_one(&stmt, args).await?.get(0);
         Ok(n.max(0) as u64)
+    }
+
+    /// Replica locks on a lock connection of their own (another session, as another replica's would
+    /// be) that wait at most `wait_for`.
+    #[cfg(test)]
+    pub(crate) fn locks_waiting(&self, wait_for: std::time::Duration) -> std::sync::Arc<dyn super::SharedLocks> {
+        std::sync::Arc::new(PgLocks { pool: self.pool.clone(), conn: tokio::sync::Mutex::new(None), wait_for })
     }
 
     #[cfg(test)]
