@@ -321,7 +321,9 @@ async fn handle(state: AppState, app_name: String, rest: String, req: Request) -
         // Unknown app names come from anyone's URL: one label for all of them keeps the series bounded.
         let label = if gw.apps.contains_key(&app_name) { app_name.as_str() } else { "_unknown" };
         gw.metrics.observe_request(label, operation, status.as_u16(), started.elapsed());
-        gw.metrics.observe_vendor_attempts(label, &calls.attempt_log());
+        if calls.attempts() > 0 {
+            gw.metrics.observe_vendor_attempts(label, &calls.attempt_log());
+        }
         match &result {
             Err(e) if e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS => {
                 tracing::warn!(detail = %e.detail, "request failed")

@@ -39,8 +39,6 @@ pub struct Metrics {
     vendor_state: Mutex<BTreeMap<String, VendorState>>,
     /// Warnings from each app's last vendor probe (a credential about to expire).
     vendor_warnings: Mutex<BTreeMap<String, Vec<String>>>,
-    /// app -> (unix time of the last pass, findings it left unrepaired, what it could not check)
-    last_reconcile: Mutex<BTreeMap<String, (f64, u64, u64)>>,
     /// app -> what its last reconcile pass found and did (the status page's card).
     last_pass: Mutex<BTreeMap<String, LastPass>>,
     /// app -> requests and errors per hour, the last `HOURS_KEPT` hours (the status page's chart). In
@@ -59,7 +57,6 @@ impl Default for Metrics {
             drift: Family::default(),
             vendor_state: Mutex::default(),
             vendor_warnings: Mutex::default(),
-            last_reconcile: Mutex::default(),
             last_pass: Mutex::default(),
             hourly: Mutex::default(),
         }
@@ -200,10 +197,6 @@ impl Metrics {
     /// A finished reconcile pass: `found` findings, `repaired` of them repaired.
     pub fn reconciled(&self, app: &str, found: u64, repaired: u64, unrepaired: u64, unchecked: u64) {
         let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        self.last_reconcile
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(app.to_string(), (at, unrepaired, unchecked));
         self.last_pass
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -236,7 +229,7 @@ impl Metrics {
                 .iter()
                 .map(|app| (app.clone(), self.vendor_state(app), self.vendor_warnings(app).len()))
                 .collect(),
-            passes: lock(&self.last_reconcile).iter().map(|(app, p)| (app.clone(), *p)).collect(),
+            passes: lock(&self.last_pass).iter().map(|(app, p)| (app.clone(), *p)).collect(),
             scrape,
         };
         let mut registry = Registry::default();
@@ -334,7 +327,7 @@ struct Snapshot {
     /// app -> (vendor state, probe warnings)
     vendor: Vec<(String, VendorState, usize)>,
     /// app -> (unix time of the last pass, unrepaired, unchecked)
-    passes: Vec<(String, (f64, u64, u64))>,
+    passes: Vec<(String, LastPass)>,
 }
 
 /// Whole numbers as integers (`1`, not `1.0`): the gauges that count things or say 0/1.
@@ -345,10 +338,11 @@ fn encode_count(encoder: MetricEncoder<'_>, metric_type: MetricType, value: u64)
     }
 }
 
+/// (name, help, how to read it from an app's last reconcile pass)
+type PassCount = (&'static str, &'static str, fn(&LastPass) -> u64);
+
 /// (name, help, type, how to read it from an app's outbound counters)
 type OutboundSeries = (&'static str, &'static str, MetricType, fn(&adapter_api::OutboundStats) -> u64);
-/// (name, help, how to read it from an app's last reconcile pass)
-type PassSeries = (&'static str, &'static str, fn(&(f64, u64, u64)) -> f64);
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -440,21 +434,29 @@ impl Collector for Snapshot {
         for (name, _, warnings) in &self.vendor {
             encode_count(family.encode_family(&app(name))?, MetricType::Gauge, *warnings as u64)?;
         }
-        let pass_series: [PassSeries; 3] = [
-            ("scim_bridge_reconcile_last_pass_timestamp_seconds", "When the app's last reconcile pass ended.", |p| p.0),
+        let mut family = encoder.encode_descriptor(
+            "scim_bridge_reconcile_last_pass_timestamp_seconds",
+            "When the app's last reconcile pass ended.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (app_name, pass) in &self.passes {
+            ConstGauge::new(pass.at).encode(family.encode_family(&app(app_name))?)?;
+        }
+        let counts: [PassCount; 2] = [
             (
                 "scim_bridge_reconcile_unrepaired",
                 "Findings the app's last pass left for a person or the next pass.",
-                |p| p.1 as f64,
+                |p| p.unrepaired,
             ),
             ("scim_bridge_reconcile_unchecked", "What the app's last pass could not check (0: all of it).", |p| {
-                p.2 as f64
+                p.unchecked
             }),
         ];
-        for (name, help, get) in pass_series {
+        for (name, help, get) in counts {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (app_name, pass) in &self.passes {
-                ConstGauge::new(get(pass)).encode(family.encode_family(&app(app_name))?)?;
+                encode_count(family.encode_family(&app(app_name))?, MetricType::Gauge, get(pass))?;
             }
         }
         let mut family = encoder.encode_descriptor(
@@ -504,5 +506,23 @@ mod tests {
         assert_eq!(m.hourly.lock().unwrap()["a"].len(), 2);
         assert!(m.hourly("other", 5).iter().all(|h| h.requests == 0));
         assert_eq!(m.hourly("other", 5).len(), 6, "no hours before the epoch");
+    }
+
+    #[test]
+    fn a_reconcile_pass_is_exposed_once_with_whole_counts() {
+        let m = Metrics::default();
+        m.drift_found("a", "missing_at_vendor");
+        m.reconciled("a", 3, 2, 1, 0);
+        let text = m.render(Scrape { apps: vec!["a".into()], ..Scrape::default() });
+        for needle in [
+            "scim_bridge_drift_total{app=\"a\",kind=\"missing_at_vendor\"} 1",
+            "scim_bridge_reconcile_unrepaired{app=\"a\"} 1\n",
+            "scim_bridge_reconcile_unchecked{app=\"a\"} 0\n",
+            "scim_bridge_reconcile_last_pass_timestamp_seconds{app=\"a\"} ",
+            "scim_bridge_vendor_state{app=\"a\",state=\"unknown\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+        assert_eq!(m.last_pass("a").map(|p| (p.found, p.repaired)), Some((3, 2)));
     }
 }
