@@ -1,8 +1,10 @@
-//! The embedded SQLite engine (WAL, `synchronous=FULL`). One writer thread owns the only write connection
-//! and group-commits: it takes every change that is waiting, applies each inside its own savepoint (so one
-//! refused change does not undo its neighbours), commits them in one transaction with one fsync, and only
-//! then answers each caller. Readers use a small pool of read-only connections, which in WAL mode never
-//! wait for the writer. Every database call runs on a blocking thread (`spawn_blocking`), never on an
+//! The embedded SQLite engine (WAL). One writer thread owns the only write connection and group-commits:
+//! it takes every change that is waiting, applies each inside its own savepoint (so one refused change
+//! does not undo its neighbours) and commits them in one transaction. A file store's commits are
+//! pipelined: the writer commits without waiting for the disk (`synchronous=NORMAL`) and hands the batch
+//! to a flusher thread, which fsyncs the WAL once for every batch committed meanwhile and only then
+//! answers their callers; the writer is already applying the next batch. Readers use a small pool of
+//! read-only connections, which in WAL mode never wait for the writer. Every database call runs on a blocking thread (`spawn_blocking`), never on an
 //! async worker; tokio also keeps its paused test clock still while such a call is in flight.
 //! Counts (records per app and kind, audit entries) are kept by the writer, so `/metrics` counts nothing.
 
@@ -16,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::{
     external_id_of, work_email_of, AuditEntry, AuditFilter, AuditQuery, Kind, Record, StoreEngine, StoreError,
@@ -298,12 +301,17 @@ enum Moved {
     Removed(i64),
 }
 
-type Reply = mpsc::SyncSender<StoreResult<i64>>;
+type Reply = oneshot::Sender<StoreResult<i64>>;
 
 enum Job {
     Write(Write, Reply),
-    /// A read of an in-memory store, which has no second connection: run by the writer between batches.
+    /// A read run by the writer with no transaction open (an in-memory store has no second connection;
+    /// the paging positions are loaded where no commit can slip between).
     Read(Box<dyn FnOnce(&Connection) + Send>),
+    /// The flusher has made the last commit durable: the next may go.
+    Flushed,
+    /// The engine is dropped: commit what is open, answer it, close.
+    Stop,
 }
 
 #[derive(Default)]
@@ -381,8 +389,18 @@ impl ReadPool {
 pub struct SqliteEngine {
     path: String,
     writer: mpsc::Sender<Job>,
+    /// Whether a caller waits for the writer on a blocking thread rather than on its task (in-memory
+    /// stores: see `wait`).
+    wait_blocking: bool,
     readers: Option<Arc<ReadPool>>,
     counts: Arc<Counts>,
+}
+
+impl Drop for SqliteEngine {
+    fn drop(&mut self) {
+        // The flusher holds a sender too, so the writer is told rather than left to notice.
+        let _ = self.writer.send(Job::Stop);
+    }
 }
 
 impl std::fmt::Debug for SqliteEngine {
@@ -467,7 +485,9 @@ impl SqliteEngine {
             }
             Connection::open(path)?
         };
-        // WAL + FULL: a commit is on disk before Entra hears 2xx, and readers do not block the writer.
+        // WAL: readers do not block the writer. FULL while the schema is brought up; a file store's
+        // writer then commits with NORMAL and the flusher fsyncs the WAL before any caller is answered
+        // (`Flusher`), so a commit is still on disk before Entra hears 2xx.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         // The writer checkpoints after its own commits (every `WAL_CHECKPOINT_PAGES` WAL pages): right
@@ -500,19 +520,20 @@ impl SqliteEngine {
             Some(Arc::new(ReadPool { idle: Mutex::new(idle), returned: Condvar::new() }))
         };
         let (tx, rx) = mpsc::channel();
+        let flusher = if memory { None } else { Some(Flusher::start(&conn, tx.clone())?) };
         let writer_counts = counts.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &writer_counts, opts.recount_every))
+            .spawn(move || writer_loop(conn, rx, &writer_counts, opts.recount_every, flusher))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
-        Ok(SqliteEngine { path: path.to_string(), writer: tx, readers, counts })
+        Ok(SqliteEngine { path: path.to_string(), writer: tx, wait_blocking: memory, readers, counts })
     }
 
     /// Sends a change to the writer and waits, on a blocking thread, until it is committed (or refused).
     async fn write(&self, w: Write) -> StoreResult<i64> {
-        let (reply, answer) = mpsc::sync_channel(1);
+        let (reply, answer) = oneshot::channel();
         self.writer.send(Job::Write(w, reply)).map_err(|_| writer_gone())?;
-        Self::wait(answer).await
+        self.wait(answer).await
     }
 
     /// Runs a read on a read-only connection (file store) or on the writer (in-memory store), on a
@@ -525,20 +546,26 @@ impl SqliteEngine {
         if let Some(pool) = self.readers.clone() {
             return tokio::task::spawn_blocking(move || pool.with(f)).await.map_err(store_call_failed)?;
         }
-        let (reply, answer) = mpsc::sync_channel(1);
+        let (reply, answer) = oneshot::channel();
         let job = Job::Read(Box::new(move |conn: &Connection| {
             let _ = reply.send(f(conn));
         }));
         self.writer.send(job).map_err(|_| writer_gone())?;
-        Self::wait(answer).await
+        self.wait(answer).await
     }
 
-    /// Waits for the writer's answer on a blocking thread (never on an async worker; tokio's paused test
-    /// clock stands still meanwhile).
-    async fn wait<T: Send + 'static>(answer: mpsc::Receiver<StoreResult<T>>) -> StoreResult<T> {
-        tokio::task::spawn_blocking(move || answer.recv().map_err(|_| writer_gone())?)
-            .await
-            .map_err(store_call_failed)?
+    /// Waits for the writer's (or flusher's) answer. A file store's caller awaits it on its task: no
+    /// thread is woken to wait for it (two context switches a write, ~10 % of a write's CPU in
+    /// BENCHMARKS.md 2b's profile). An in-memory store's caller waits on a blocking thread instead: tokio's
+    /// paused test clock (tests/pacing.rs, which runs on memory) would otherwise see an idle runtime and
+    /// jump its timers forward while the writer works; with a blocking call in flight it stands still.
+    async fn wait<T: Send + 'static>(&self, answer: oneshot::Receiver<StoreResult<T>>) -> StoreResult<T> {
+        if self.wait_blocking {
+            return tokio::task::spawn_blocking(move || answer.blocking_recv().map_err(|_| writer_gone())?)
+                .await
+                .map_err(store_call_failed)?;
+        }
+        answer.await.map_err(|_| writer_gone())?
     }
 
     /// The rowid at `offset` in (app, kind)'s order (`Some(None)` past the end), or `None` while that
@@ -551,7 +578,7 @@ impl SqliteEngine {
     /// Loads (app, kind)'s rowids on the writer, between two batches, and answers the one at `offset`.
     async fn load_positions(&self, key: (String, Kind), offset: usize) -> StoreResult<Option<i64>> {
         let counts = self.counts.clone();
-        let (reply, answer) = mpsc::sync_channel(1);
+        let (reply, answer) = oneshot::channel();
         let job = Job::Read(Box::new(move |conn: &Connection| {
             let loaded = conn
                 .prepare_cached("SELECT rowid FROM resources WHERE app = ?1 AND kind = ?2 ORDER BY rowid")
@@ -563,7 +590,7 @@ impl SqliteEngine {
             }));
         }));
         self.writer.send(job).map_err(|_| writer_gone())?;
-        Self::wait(answer).await
+        self.wait(answer).await
     }
 
     async fn select(&self, sql_where: &'static str, args: Vec<String>) -> StoreResult<Vec<Record>> {
@@ -587,19 +614,159 @@ fn writer_gone() -> StoreError {
     StoreError::Unavailable("the store's writer has stopped".into())
 }
 
-/// The writer thread: until every sender is gone, take what is waiting, run in-memory reads, then
-/// commit the changes as one transaction and answer them.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, counts: &Counts, recount_every: Duration) {
-    let mut writes: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
+/// A committed change's answer to its caller, sent once the commit is on disk.
+type Answer = (StoreResult<i64>, Reply);
+
+fn answer(answers: Vec<Answer>) {
+    for (outcome, reply) in answers {
+        let _ = reply.send(outcome);
+    }
+}
+
+fn flush_failed() -> StoreError {
+    StoreError::Unavailable(
+        "the store could not write its log to disk; it takes no more changes until the gateway is restarted".into(),
+    )
+}
+
+/// Makes a file store's commits durable off the writer's thread. The writer commits with
+/// `synchronous=NORMAL` (SQLite appends the WAL frames and returns without fsync) and hands the batch's
+/// answers here; this thread takes every batch handed over meanwhile, fsyncs the WAL file once, and only
+/// then answers them. The WAL is append-only between checkpoints and a checkpoint fsyncs it first, so one
+/// fsync after a commit returned covers that commit and every earlier one: a caller is answered only when
+/// its change is on disk, as with `synchronous=FULL`, but the writer applies the next batch while the
+/// disk works instead of waiting (BENCHMARKS.md 2b: two cohorts of callers capped batches at ~5 and
+/// COMMIT's fsync was ~70 % of the writer's time).
+///
+/// A failed fsync is final (fail-stop, as PostgreSQL does since 2018): Linux reports a write-back error
+/// once and may then mark the lost pages clean, so a later fsync that succeeds proves nothing. Every
+/// waiting caller and every later change gets `Unavailable` (Entra: 503, retried later), `/readyz` fails,
+/// and a restart recovers the store from what the disk really holds.
+struct Flusher {
+    handed: Option<mpsc::Sender<Vec<Answer>>>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// Opens the writer connection's WAL file (it exists once the connection is in WAL mode and lives as
+    /// long as a connection is open) and switches the writer to `synchronous=NORMAL`.
+    fn start(conn: &Connection, writer: mpsc::Sender<Job>) -> StoreResult<Flusher> {
+        let db = conn.path().filter(|p| !p.is_empty()).map(std::path::PathBuf::from);
+        let Some(db) = db else {
+            return Err(StoreError::Unavailable("the store's file has no path; cannot find its WAL".into()));
+        };
+        let mut wal_name = db.clone().into_os_string();
+        wal_name.push("-wal");
+        let wal = std::fs::OpenOptions::new().read(true).write(true).open(&wal_name).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot open the store's write-ahead log {}: {e}",
+                wal_name.to_string_lossy()
+            ))
+        })?;
+        // The WAL's directory entry is on disk before the first answer relies on the file.
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Self::spawn(move || wal.sync_data(), move || drop(writer.send(Job::Flushed)))
+    }
+
+    /// Starts the flusher thread with `flush` making everything committed so far durable, and `flushed`
+    /// telling the writer after each flush.
+    fn spawn(
+        flush: impl FnMut() -> std::io::Result<()> + Send + 'static,
+        flushed: impl Fn() + Send + 'static,
+    ) -> StoreResult<Flusher> {
+        let (handed, batches) = mpsc::channel();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-flusher".into())
+            .spawn(move || flusher_loop(batches, flush, flushed, &flag))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the flusher thread: {e}")))?;
+        Ok(Flusher { handed: Some(handed), failed, thread: Some(thread) })
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn hand_over(&self, answers: Vec<Answer>) {
+        if let Some(handed) = &self.handed {
+            // The flusher only stops when this sender is dropped; if it died, the replies drop with the
+            // batch and their callers get `Unavailable`.
+            let _ = handed.send(answers);
+        }
+    }
+}
+
+impl Drop for Flusher {
+    /// Answers what is still handed over before the writer's connection closes.
+    fn drop(&mut self) {
+        self.handed.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn flusher_loop(
+    batches: mpsc::Receiver<Vec<Answer>>,
+    mut flush: impl FnMut() -> std::io::Result<()>,
+    flushed: impl Fn(),
+    failed: &std::sync::atomic::AtomicBool,
+) {
+    while let Ok(mut waiting) = batches.recv() {
+        while let Ok(more) = batches.try_recv() {
+            waiting.extend(more);
+        }
+        let durable = !failed.load(Ordering::Acquire)
+            && flush().map_err(|e| {
+                tracing::error!(error = %e, "store: writing the log to disk failed; the store takes no more changes until restarted");
+                failed.store(true, Ordering::Release);
+            })
+            .is_ok();
+        // The writer may commit again before these callers hear back: their answers do not change what
+        // is on disk.
+        flushed();
+        if durable {
+            answer(waiting);
+        } else {
+            for (_, reply) in waiting {
+                let _ = reply.send(Err(flush_failed()));
+            }
+        }
+    }
+}
+
+/// The changes of the transaction the writer holds open, with what each did (counted at its commit).
+type Open = Vec<(StoreResult<Applied>, Reply)>;
+
+/// The writer thread. It applies each change as it arrives, inside one open transaction, and commits
+/// when the disk is free: a memory store at once, a file store when the flusher has made the previous
+/// commit durable (or the transaction holds `MAX_BATCH` changes). So the changes that arrive during one
+/// fsync share the next, and the writer is never waiting for the disk while callers wait for it.
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    counts: &Counts,
+    recount_every: Duration,
+    flusher: Option<Flusher>,
+) {
+    let mut open: Option<Open> = None;
+    let mut disk_busy = false;
     let mut version = data_version(&conn);
     let mut checked = std::time::Instant::now();
     loop {
         let first = match rx.recv_timeout(recount_every) {
             Ok(job) => Some(job),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Some(Job::Stop),
         };
-        if checked.elapsed() >= recount_every {
+        if open.is_none() && checked.elapsed() >= recount_every {
             checked = std::time::Instant::now();
             let now = data_version(&conn);
             if now != version {
@@ -612,79 +779,118 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, counts: &Counts, recou
         let mut next = first;
         while let Some(job) = next.take() {
             match job {
-                // A read that panics drops its reply (its caller gets `Unavailable`); the writer goes on.
-                Job::Read(f) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&conn)))),
-                Job::Write(w, reply) => writes.push((w, reply)),
+                Job::Write(w, reply) => {
+                    if flusher.as_ref().is_some_and(Flusher::failed) {
+                        let _ = reply.send(Err(flush_failed()));
+                    } else {
+                        apply_in_open(&conn, &mut open, w, reply);
+                    }
+                }
+                Job::Flushed => disk_busy = false,
+                Job::Read(f) => {
+                    // Reads see committed state only (the positions list is kept in step with commits).
+                    disk_busy |= commit_open(&conn, &mut open, counts, flusher.as_ref());
+                    // A read that panics drops its reply (its caller gets `Unavailable`); the writer goes on.
+                    drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&conn))));
+                }
+                Job::Stop => {
+                    commit_open(&conn, &mut open, counts, flusher.as_ref());
+                    // The flusher answers what it holds before the connection closes.
+                    drop(flusher);
+                    drop(conn);
+                    return;
+                }
             }
-            if writes.len() < MAX_BATCH {
+            if open.as_ref().map_or(0, Vec::len) < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        if !writes.is_empty() {
-            // A change that panics must not take the writer (and with it every later change) down: its
-            // batch is rolled back, its callers' replies are dropped (they get `Unavailable`, so Entra
-            // gets 503), and the writer goes on with the next batch.
-            let batch = std::panic::AssertUnwindSafe(|| commit_batch(&conn, &mut writes, counts));
-            if std::panic::catch_unwind(batch).is_err() {
-                tracing::error!("a store write panicked; its batch was rolled back");
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                writes.clear();
-            }
+        let full = open.as_ref().is_some_and(|o| o.len() >= MAX_BATCH);
+        if !disk_busy || full {
+            disk_busy |= commit_open(&conn, &mut open, counts, flusher.as_ref());
         }
     }
 }
 
-fn commit_batch(conn: &Connection, writes: &mut Vec<(Write, Reply)>, counts: &Counts) {
-    // IMMEDIATE: the write lock is taken (or refused) once for the batch, not by each change in turn.
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let why = e.to_string();
-        for (_, reply) in writes.drain(..) {
-            let _ = reply.send(Err(StoreError::Unavailable(why.clone())));
+/// Applies one change inside the open transaction (beginning one if none is), in its own savepoint so a
+/// refused change does not undo its neighbours.
+fn apply_in_open(conn: &Connection, open: &mut Option<Open>, w: Write, reply: Reply) {
+    if open.is_none() {
+        // IMMEDIATE: the write lock is taken (or refused) once for the transaction, not by each change.
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+            return;
         }
-        return;
+        *open = Some(Vec::with_capacity(MAX_BATCH));
     }
-    let mut results: Vec<(StoreResult<Applied>, Reply)> = Vec::with_capacity(writes.len());
-    for (w, reply) in writes.drain(..) {
-        // Some errors (a full disk, I/O, corruption) make SQLite roll the whole transaction back. Then no
-        // later change may run: outside a transaction each statement would commit on its own.
-        if conn.is_autocommit() {
-            results.push((Err(batch_lost()), reply));
-            continue;
-        }
-        let outcome = step(conn, "SAVEPOINT change").and_then(|()| {
+    // A change that panics must not take the writer (and with it every later change) down: the open
+    // transaction is rolled back, its callers' replies are dropped (they get `Unavailable`, so Entra gets
+    // 503), and the writer goes on.
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        step(conn, "SAVEPOINT change").and_then(|()| {
             let applied = apply(conn, &w);
             if applied.is_err() {
                 step(conn, "ROLLBACK TO change")?;
             }
             step(conn, "RELEASE change")?;
             applied
-        });
-        results.push((outcome, reply));
-    }
-    if conn.is_autocommit() {
-        // Rolled back by SQLite: what looked applied is not on disk, and nothing was counted.
-        for (outcome, reply) in results {
-            let _ = reply.send(outcome.and(Err(batch_lost())));
+        })
+    }));
+    let Ok(outcome) = applied else {
+        tracing::error!("a store write panicked; the open transaction was rolled back");
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
         }
+        *open = None;
+        return;
+    };
+    // Some errors (a full disk, I/O, corruption) make SQLite roll the whole transaction back: what looked
+    // applied before is not on disk, nothing of it was counted, and no later change may run outside a
+    // transaction (each statement would commit on its own).
+    if conn.is_autocommit() {
+        for (earlier, reply) in open.take().into_iter().flatten() {
+            let _ = reply.send(earlier.and(Err(batch_lost())));
+        }
+        let _ = reply.send(outcome.and(Err(batch_lost())));
         return;
     }
-    match conn.execute_batch("COMMIT") {
-        Ok(()) => {
-            for (outcome, reply) in results {
-                let _ = reply.send(outcome.map(|a| {
-                    counts.apply(&a);
-                    a.value
-                }));
-            }
+    if let Some(open) = open.as_mut() {
+        open.push((outcome, reply));
+    }
+}
+
+/// Commits the open transaction, if any, counts what it did, and answers its callers: a file store's
+/// through the flusher once the commit is on disk (true: the disk is now busy), a memory store's at once.
+/// A refusal is answered after the flush too: it may rest on a change of this transaction (a name taken
+/// a moment before) that is not on disk yet.
+fn commit_open(conn: &Connection, open: &mut Option<Open>, counts: &Counts, flusher: Option<&Flusher>) -> bool {
+    let Some(changes) = open.take() else { return false };
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        let why = e.to_string();
+        for (outcome, reply) in changes {
+            let _ = reply.send(outcome.and(Err(StoreError::Unavailable(why.clone()))));
         }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            let why = e.to_string();
-            for (outcome, reply) in results {
-                let _ = reply.send(outcome.and(Err(StoreError::Unavailable(why.clone()))));
-            }
+        return false;
+    }
+    let answers: Vec<Answer> = changes
+        .into_iter()
+        .map(|(outcome, reply)| {
+            let outcome = outcome.map(|a| {
+                counts.apply(&a);
+                a.value
+            });
+            (outcome, reply)
+        })
+        .collect();
+    match flusher {
+        Some(flusher) => {
+            flusher.hand_over(answers);
+            true
+        }
+        None => {
+            answer(answers);
+            false
         }
     }
 }
@@ -1095,5 +1301,130 @@ impl StoreEngine for SqliteEngine {
             Ok(n as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod flusher_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn waiting_caller() -> (Reply, oneshot::Receiver<StoreResult<i64>>) {
+        oneshot::channel()
+    }
+
+    /// A flush that reports when it starts and returns only when the test lets it.
+    fn gated_flush(
+        result: fn() -> std::io::Result<()>,
+    ) -> (impl FnMut() -> std::io::Result<()> + Send + 'static, mpsc::Receiver<()>, mpsc::Sender<()>, Arc<AtomicUsize>)
+    {
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let flush = move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = entered_tx.send(());
+            let _ = release_rx.recv();
+            result()
+        };
+        (flush, entered, release, calls)
+    }
+
+    #[test]
+    fn a_caller_is_answered_only_after_the_flush_returns_and_one_flush_covers_what_waited() {
+        let (flush, entered, release, calls) = gated_flush(|| Ok(()));
+        let flusher = Flusher::spawn(flush, || ()).unwrap();
+        let (reply1, mut answer1) = waiting_caller();
+        flusher.hand_over(vec![(Ok(1), reply1)]);
+        entered.recv().unwrap();
+        // The flush has started and not returned: nothing may be answered yet.
+        assert!(matches!(answer1.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        // Two more batches committed while the disk works.
+        let (reply2, mut answer2) = waiting_caller();
+        let (reply3, mut answer3) = waiting_caller();
+        flusher.hand_over(vec![(Ok(2), reply2)]);
+        flusher.hand_over(vec![(Err(StoreError::Duplicate), reply3)]);
+        release.send(()).unwrap();
+        assert_eq!(answer1.blocking_recv().unwrap().unwrap(), 1);
+        entered.recv().unwrap();
+        assert!(matches!(answer2.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        assert!(matches!(answer3.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        release.send(()).unwrap();
+        assert_eq!(answer2.blocking_recv().unwrap().unwrap(), 2);
+        assert!(matches!(answer3.blocking_recv().unwrap(), Err(StoreError::Duplicate)));
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "the two batches that waited shared one flush");
+        drop(flusher);
+    }
+
+    #[test]
+    fn a_failed_flush_answers_unavailable_and_the_store_takes_no_more_changes() {
+        let (flush, entered, release, calls) = gated_flush(|| Err(std::io::Error::other("EIO")));
+        let flusher = Flusher::spawn(flush, || ()).unwrap();
+        let (reply1, answer1) = waiting_caller();
+        flusher.hand_over(vec![(Ok(1), reply1)]);
+        entered.recv().unwrap();
+        release.send(()).unwrap();
+        assert!(matches!(answer1.blocking_recv().unwrap(), Err(StoreError::Unavailable(_))));
+        assert!(flusher.failed());
+        // A batch that reaches the flusher after the failure is refused without trusting a new fsync.
+        let (reply2, answer2) = waiting_caller();
+        flusher.hand_over(vec![(Ok(2), reply2)]);
+        assert!(matches!(answer2.blocking_recv().unwrap(), Err(StoreError::Unavailable(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        drop(flusher);
+    }
+
+    #[test]
+    fn dropping_the_flusher_answers_what_it_still_holds() {
+        let (flush, entered, release, _calls) = gated_flush(|| Ok(()));
+        let flusher = Flusher::spawn(flush, || ()).unwrap();
+        let (reply1, answer1) = waiting_caller();
+        flusher.hand_over(vec![(Ok(7), reply1)]);
+        entered.recv().unwrap();
+        let (reply2, answer2) = waiting_caller();
+        flusher.hand_over(vec![(Ok(8), reply2)]);
+        release.send(()).unwrap();
+        // The second flush is let through before the drop joins the thread.
+        let releaser = std::thread::spawn(move || {
+            entered.recv().unwrap();
+            release.send(()).unwrap();
+        });
+        drop(flusher);
+        releaser.join().unwrap();
+        assert_eq!(answer1.blocking_recv().unwrap().unwrap(), 7);
+        assert_eq!(answer2.blocking_recv().unwrap().unwrap(), 8);
+    }
+
+    #[test]
+    fn a_file_store_writes_through_its_flusher_and_reopens_with_every_answered_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flushed.sqlite");
+        let path = path.to_str().unwrap().to_string();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = Arc::new(SqliteEngine::open(&path, SqliteOptions::default()).unwrap());
+            let mut writes = tokio::task::JoinSet::new();
+            for i in 0..64 {
+                let store = store.clone();
+                writes.spawn(async move {
+                    let entry = AuditEntry {
+                        app: "a".into(),
+                        operation: "create".into(),
+                        detail: Some(format!("change {i}")),
+                        ..AuditEntry::default()
+                    };
+                    store.audit(&entry).await
+                });
+            }
+            while let Some(done) = writes.join_next().await {
+                done.unwrap().unwrap();
+            }
+            assert_eq!(store.audit_len().await.unwrap(), 64);
+        });
+        drop(rt);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let again = SqliteEngine::open(&path, SqliteOptions::default()).unwrap();
+        assert_eq!(rt.block_on(again.audit_len()).unwrap(), 64);
     }
 }
