@@ -37,8 +37,6 @@ const PRUNE_BATCH: usize = 1_000;
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 /// Read-only connections of a file store.
 const READERS: usize = 4;
-/// How much of the database file each reader maps (address space, not memory: pages are the OS's cache).
-const READER_MMAP_BYTES: i64 = 1 << 30;
 
 /// How the engine is opened.
 #[derive(Clone, Debug)]
@@ -511,9 +509,11 @@ impl SqliteEngine {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
                 )?;
                 configure(&r, &opts)?;
-                // Reads are the hot path (every GET and filter): pages through a memory map instead of a
-                // read call each, and a larger page cache per connection.
-                r.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
+                // Reads are the hot path (every GET and filter): a larger page cache per connection. No
+                // memory map: after every commit a reader's next transaction unmaps and maps the file
+                // again (SQLite drops a changed file's mapping), and under writes that cost more than the
+                // read calls it saves (BENCHMARKS.md 2b: CPU per POST/PATCH 5-13 % lower without it, per
+                // GET the same, three alternated pairs).
                 r.pragma_update(None, "cache_size", -16_384)?;
                 idle.push(r);
             }
