@@ -509,12 +509,10 @@ impl SqliteEngine {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
                 )?;
                 configure(&r, &opts)?;
-                // Reads are the hot path (every GET and filter): a larger page cache per connection. No
-                // memory map: after every commit a reader's next transaction unmaps and maps the file
-                // again (SQLite drops a changed file's mapping), and under writes that cost more than the
-                // read calls it saves (BENCHMARKS.md 2b: CPU per POST/PATCH 5-13 % lower without it, per
-                // GET the same, three alternated pairs).
-                r.pragma_update(None, "cache_size", -16_384)?;
+                // SQLite's default page cache (2 MB) and no memory map. After every commit a reader's next
+                // transaction drops its cache and its mapping of the changed file: under writes, unmapping
+                // and mapping again cost more than the read calls a map saves, and a larger cache costs
+                // more to drop than it saves (BENCHMARKS.md 2b: CPU per request in alternated pairs).
                 idle.push(r);
             }
             Some(Arc::new(ReadPool { idle: Mutex::new(idle), returned: Condvar::new() }))
