@@ -503,12 +503,14 @@ impl Gateway {
     }
 
     fn to_user(doc: &Value) -> ScimResult<User> {
-        User::from_scim(doc).map(crate::group_roles::entra_roles_only).map_err(ScimError::invalid_value)
+        User::from_scim(doc)
+            .map(crate::group_roles::entra_roles_only)
+            .map_err(|e| ScimError::invalid_value(e.to_string()))
     }
 
     /// A group with member ids translated to the vendor's ids.
     async fn to_group(&self, app: &App, doc: &Value) -> ScimResult<Group> {
-        let mut group = Group::from_scim(doc).map_err(ScimError::invalid_value)?;
+        let mut group = Group::from_scim(doc).map_err(|e| ScimError::invalid_value(e.to_string()))?;
         for m in &mut group.members {
             let rec = match self.store.get(&app.name, Kind::User, &m.value).await.map_err(store_err)? {
                 Some(r) => Some(r),

@@ -40,20 +40,41 @@ use crate::scim::patch;
 use crate::scim::schema::ResourceKind;
 use crate::store::{AuditEntry, Kind, Record, StoreError};
 
-/// Checks an app's `group_roles` against its adapter at start-up; the error names the key (the caller
-/// adds the file and the app).
-pub(crate) fn check_config(app: &AppConfig, adapter: &dyn Adapter) -> Result<(), String> {
+/// Why an app's `group_roles` cannot work with its adapter. The message says what; `key` says where,
+/// relative to `apps.<name>` (the caller adds the file and the app).
+#[derive(Debug, thiserror::Error)]
+pub enum GroupRolesError {
+    #[error("the {vendor} vendor keeps groups itself; group_roles is for vendors without groups")]
+    VendorKeepsGroups { vendor: &'static str },
+    /// Entry `index` names a role the adapter cannot give.
+    #[error("{source}")]
+    Role {
+        index: usize,
+        #[source]
+        source: adapter_api::RoleError,
+    },
+}
+
+impl GroupRolesError {
+    /// The key the error is about, relative to `apps.<name>`.
+    pub fn key(&self) -> String {
+        match self {
+            GroupRolesError::VendorKeepsGroups { .. } => "group_roles".into(),
+            GroupRolesError::Role { index, .. } => format!("group_roles[{index}].role"),
+        }
+    }
+}
+
+/// Checks an app's `group_roles` against its adapter at start-up.
+pub(crate) fn check_config(app: &AppConfig, adapter: &dyn Adapter) -> Result<(), GroupRolesError> {
     if app.group_roles.is_empty() {
         return Ok(());
     }
     if adapter.capabilities().groups {
-        return Err(format!(
-            "group_roles: the {} vendor keeps groups itself; group_roles is for vendors without groups",
-            adapter.vendor()
-        ));
+        return Err(GroupRolesError::VendorKeepsGroups { vendor: adapter.vendor() });
     }
-    for (i, entry) in app.group_roles.iter().enumerate() {
-        adapter.check_role(entry.role.trim()).map_err(|e| format!("group_roles[{i}].role: {e}"))?;
+    for (index, entry) in app.group_roles.iter().enumerate() {
+        adapter.check_role(entry.role.trim()).map_err(|source| GroupRolesError::Role { index, source })?;
     }
     Ok(())
 }

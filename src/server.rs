@@ -10,7 +10,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Problem};
 use crate::gateway::{App, Gateway};
 use crate::http::{self, AppState};
 use crate::ip_allow::Cidr;
@@ -22,16 +22,22 @@ use crate::store;
 /// A config with `store.url` (PostgreSQL) needs [`open_gateway`].
 pub fn build_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, ConfigError> {
     if config.store.url.is_some() {
-        return Err(ConfigError(format!("{origin}: store.url: PostgreSQL is opened by `open_gateway`")));
+        return Err(ConfigError::at(
+            origin,
+            "store.url",
+            Problem::Invalid("PostgreSQL is opened by `open_gateway`".into()),
+        ));
     }
-    let store = store::open(&config.store.path)
-        .map_err(|e| ConfigError(format!("{origin}: store.path: cannot open {}: {e}", config.store.path)))?;
+    let store = store::open(&config.store.path).map_err(|e| {
+        ConfigError::at(origin, "store.path", Problem::Invalid(format!("cannot open {}: {e}", config.store.path)))
+    })?;
     build_gateway_on(config, origin, store)
 }
 
 /// Builds the engine for a validated config on whichever store it names (SQLite or PostgreSQL).
 pub async fn open_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, ConfigError> {
-    let store = store::open_config(&config.store, origin).await.map_err(ConfigError)?;
+    // `open_config` words its errors with the file and the key already (`<file>: store.url: ...`).
+    let store = store::open_config(&config.store, origin).await.map_err(ConfigError::Store)?;
     build_gateway_on(config, origin, store)
 }
 
@@ -42,19 +48,20 @@ pub fn build_gateway_on(config: &Config, origin: &str, store: Arc<store::Store>)
     let mut apps = BTreeMap::new();
     for (name, app) in &config.apps {
         let adapter = crate::vendors::build(name, app, Duration::from_millis(config.request_budget_ms), &shared)
-            .map_err(|e| ConfigError(format!("{origin}: apps.{name}: {e}")))?;
+            .map_err(|e| ConfigError::at(origin, format!("apps.{name}"), e))?;
         let mut token = [0u8; 32];
-        hex::decode_to_slice(app.token_sha256.trim(), &mut token)
-            .map_err(|_| ConfigError(format!("{origin}: apps.{name}.token_sha256: not hex")))?;
+        hex::decode_to_slice(app.token_sha256.trim(), &mut token).map_err(|_| {
+            ConfigError::at(origin, format!("apps.{name}.token_sha256"), Problem::Invalid("not hex".into()))
+        })?;
         let ip_allow = app
             .ip_allow
             .iter()
             .map(|c| Cidr::parse(c))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError(format!("{origin}: apps.{name}.ip_allow: {e}")))?;
+            .map_err(|e| ConfigError::at(origin, format!("apps.{name}.ip_allow"), e))?;
         let reconcile = app.reconcile.clone();
         crate::group_roles::check_config(app, adapter.as_ref())
-            .map_err(|e| ConfigError(format!("{origin}: apps.{name}.{e}")))?;
+            .map_err(|e| ConfigError::at(origin, format!("apps.{name}.{}", e.key()), e))?;
         let group_roles = app.group_roles.clone();
         apps.insert(
             name.clone(),
