@@ -415,11 +415,11 @@ pub enum Problem {
     Duration(#[from] DurationError),
     #[error(transparent)]
     IpAllow(#[from] crate::ip_allow::NotACidr),
-    /// The app's adapter cannot be built from its type, limits and vendor options.
+    /// The app's adapter cannot be built from its type, limits and vendor options, or cannot do what the
+    /// app asks of it (`vendors::AppBuildError`, `group_roles::GroupRolesError`). Boxed, so that config,
+    /// which those modules read, does not depend on them.
     #[error(transparent)]
-    App(#[from] crate::vendors::AppBuildError),
-    #[error(transparent)]
-    GroupRoles(#[from] crate::group_roles::GroupRolesError),
+    App(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// One problem figment found reading the YAML or the environment.
@@ -437,6 +437,11 @@ impl ConfigError {
     /// A problem with `key` in `file`.
     pub fn at(file: &str, key: impl Into<String>, problem: impl Into<Problem>) -> Self {
         ConfigError::Key { file: file.to_string(), key: key.into(), problem: Box::new(problem.into()) }
+    }
+
+    /// The app's adapter refused what `key` says (see [`Problem::App`]).
+    pub fn app(file: &str, key: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ConfigError::at(file, key, Problem::App(Box::new(source)))
     }
 
     /// The file (or, for an environment override, the variable) the error is about.
@@ -784,6 +789,23 @@ mod tests {
             assert!(err.contains(key), "{yaml:?}: {err}");
             assert!(err.contains("proxy.yaml"), "{yaml:?}: {err}");
         }
+    }
+
+    #[test]
+    fn errors_carry_file_key_and_problem() {
+        let yaml = format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n    limits:\n      burst: 0\n");
+        let err = Config::from_yaml(&yaml, "proxy.yaml").unwrap_err();
+        assert_eq!((err.file().as_deref(), err.key().as_deref()), (Some("proxy.yaml"), Some("apps.a.limits.burst")));
+        assert!(matches!(&err, ConfigError::Key { problem, .. } if matches!(**problem, Problem::Invalid(_))));
+        assert_eq!(err.to_string(), "proxy.yaml: apps.a.limits.burst: must be at least 1");
+        let yaml =
+            format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n    reconcile:\n      interval: soon\n");
+        let err = Config::from_yaml(&yaml, "proxy.yaml").unwrap_err();
+        assert_eq!(err.key().as_deref(), Some("apps.a.reconcile.interval"));
+        assert!(matches!(&err, ConfigError::Key { problem, .. } if matches!(**problem, Problem::Duration(_))));
+        let err = Config::from_yaml("lisen: 1\n", "proxy.yaml").unwrap_err();
+        assert!(matches!(&err, ConfigError::Syntax(_)), "{err}");
+        assert_eq!(err.file().as_deref(), Some("proxy.yaml"));
     }
 
     #[test]

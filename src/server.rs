@@ -48,7 +48,7 @@ pub fn build_gateway_on(config: &Config, origin: &str, store: Arc<store::Store>)
     let mut apps = BTreeMap::new();
     for (name, app) in &config.apps {
         let adapter = crate::vendors::build(name, app, Duration::from_millis(config.request_budget_ms), &shared)
-            .map_err(|e| ConfigError::at(origin, format!("apps.{name}"), e))?;
+            .map_err(|e| ConfigError::app(origin, format!("apps.{name}"), e))?;
         let mut token = [0u8; 32];
         hex::decode_to_slice(app.token_sha256.trim(), &mut token).map_err(|_| {
             ConfigError::at(origin, format!("apps.{name}.token_sha256"), Problem::Invalid("not hex".into()))
@@ -61,7 +61,7 @@ pub fn build_gateway_on(config: &Config, origin: &str, store: Arc<store::Store>)
             .map_err(|e| ConfigError::at(origin, format!("apps.{name}.ip_allow"), e))?;
         let reconcile = app.reconcile.clone();
         crate::group_roles::check_config(app, adapter.as_ref())
-            .map_err(|e| ConfigError::at(origin, format!("apps.{name}.{}", e.key()), e))?;
+            .map_err(|e| ConfigError::app(origin, format!("apps.{name}.{}", e.key()), e))?;
         let group_roles = app.group_roles.clone();
         apps.insert(
             name.clone(),
