@@ -29,12 +29,13 @@
 
 use std::collections::BTreeSet;
 
-use adapter_api::{Adapter, ErrorKind, MultiValue, User};
+use adapter_api::{Adapter, ErrorKind, User};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::config::AppConfig;
-use crate::gateway::{now, stamp, stamp_since, store_err, App, Ctx, Gateway, Reply, ScimResult};
+use crate::gateway::{now, stamp, stamp_since, store_err, App, Ctx, Gateway, GroupEdit, Reply, ScimResult};
+use crate::roles::{entra_roles_only, with_group_role};
 use crate::scim::error::ScimError;
 use crate::scim::patch;
 use crate::scim::schema::ResourceKind;
@@ -173,31 +174,6 @@ fn entry_of(app: &App, doc: &Value) -> Option<usize> {
     app.group_roles.iter().position(|e| e.names(name, external_id(doc)))
 }
 
-/// Roles as Entra sent them are app-role values, whatever `type` they carry: only the gateway marks a role
-/// as the vendor's own name (`VENDOR_ROLE_TYPE`), so a mapping that sent that type could not skip
-/// `role_map` (and its "never more than the default").
-pub(crate) fn entra_roles_only(mut user: User) -> User {
-    for role in user.roles.iter_mut().filter(|r| r.is_vendor_role()) {
-        role.kind = None;
-    }
-    user
-}
-
-/// `user` as the vendor gets it: with a group role, that role alone (marked as a vendor role name).
-pub(crate) fn with_group_role(user: User, role: Option<&str>) -> User {
-    let mut user = entra_roles_only(user);
-    if let Some(role) = role {
-        user.roles = vec![MultiValue::vendor_role(role)];
-    }
-    user
-}
-
-/// What a group request asks.
-pub(crate) enum GroupEdit {
-    Patch(Value),
-    Replace(Value),
-}
-
 /// The members' role updates of one group change.
 #[derive(Default)]
 struct RoleUpdates {
@@ -286,11 +262,6 @@ fn partial_doc(before: &Value, after: &Value, confirmed: &BTreeSet<String>) -> V
 }
 
 impl Gateway {
-    /// Whether the app maps groups to roles (then its groups live in the gateway's store).
-    pub(crate) fn maps_groups(app: &App) -> bool {
-        !app.group_roles.is_empty()
-    }
-
     // ---- every store call of this module (one place to make async when the store becomes async)
 
     /// The app's stored groups (one store read).
