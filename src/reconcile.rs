@@ -163,12 +163,20 @@ impl Gateway {
         let started = Instant::now();
         let mut report =
             PassReport { app: app.name.clone(), vendor: app.adapter.vendor().to_string(), ..PassReport::default() };
-        let listing_log = Arc::new(CallLog::background(&format!("reconcile-{}", app.name)));
+        // Every vendor attempt of the pass goes into the app's latency histogram as it is made, as an Entra
+        // request's do when it ends: a listing makes far more attempts than a call log keeps.
+        let metrics = self.metrics.clone();
+        let app_name = app.name.clone();
+        let observer =
+            calls::AttemptObserver::new(move |a| metrics.observe_vendor_attempts(&app_name, std::slice::from_ref(a)));
+        let log_of_pass =
+            || Arc::new(CallLog::background(&format!("reconcile-{}", app.name)).observed_by(observer.clone()));
+        let listing_log = log_of_pass();
         let candidates = calls::scope(listing_log.clone(), self.compare(app, &mut report, progress)).await;
         report.vendor_calls = listing_log.calls();
         let mut repairs = 0usize;
         for candidate in candidates {
-            let log = Arc::new(CallLog::background(&format!("reconcile-{}", app.name)));
+            let log = log_of_pass();
             let finding = calls::scope(log.clone(), self.resolve(app, opts, periodic, candidate, &mut repairs)).await;
             report.vendor_calls += log.calls();
             progress(Progress::Checked);
