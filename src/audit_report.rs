@@ -88,7 +88,7 @@ pub fn render_table(entries: &[AuditEntry]) -> String {
             cell(&e.app, 10),
             cell(&e.operation, 11),
             cell(e.name.as_deref().unwrap_or("-"), 32),
-            cell(&e.outcome, 20),
+            cell(e.outcome.as_str(), 20),
             cell(&e.status.to_string(), 6),
             cell(&attempts_summary(e), 30),
             printable(e.detail.as_deref().unwrap_or(""))
@@ -146,7 +146,7 @@ mod tests {
             app: "prompt".into(),
             operation: "delete".into(),
             name: Some("a@example.com".into()),
-            outcome: "needs_manual_action".into(),
+            outcome: crate::outcome::Outcome::NEEDS_MANUAL_ACTION,
             status: 409,
             detail: Some("user still holds permissions\nreassign them".into()),
             vendor_calls: 1,
@@ -166,7 +166,7 @@ mod tests {
             app: "prompt".into(),
             operation: "create".into(),
             name: Some(hostile.into()),
-            outcome: "conflict".into(),
+            outcome: crate::outcome::Outcome::Failed(adapter_api::KindName::Conflict),
             detail: Some(format!("vendor said: {hostile}")),
             ..Default::default()
         };

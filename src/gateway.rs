@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
+use crate::outcome::Outcome;
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, Filter};
 use crate::scim::patch;
@@ -400,7 +401,7 @@ impl Gateway {
             operation: op.into(),
             actor: "entra".into(),
             request_id: Some(ctx.request_id.clone()),
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             ..Default::default()
         }
     }
@@ -422,7 +423,7 @@ impl Gateway {
         adapter_err: Option<&adapter_api::Error>,
     ) {
         stamp(&mut entry);
-        entry.outcome = adapter_err.map(|e| e.kind_name().to_string()).unwrap_or_else(|| "rejected".into());
+        entry.outcome = adapter_err.map_or(Outcome::Rejected, Outcome::from);
         entry.status = err.status.as_u16();
         entry.detail = Some(err.detail.clone());
         if let Err(e) = self.store.audit(&entry).await {
@@ -1057,7 +1058,7 @@ impl Gateway {
                 // (a 404 it did not mean), a filter does not silently relink it, and only the same Entra
                 // user may take it back.
                 stamp(&mut audit);
-                audit.outcome = e.kind_name().into();
+                audit.outcome = Outcome::from(&e);
                 audit.status = err.status.as_u16();
                 audit.after = None;
                 audit.detail =

@@ -35,6 +35,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::AppConfig;
 use crate::gateway::{now, stamp, stamp_since, store_err, App, Ctx, Gateway, GroupEdit, Reply, ScimResult};
+use crate::outcome::Outcome;
 use crate::roles::{entra_roles_only, with_group_role};
 use crate::scim::error::ScimError;
 use crate::scim::patch;
@@ -193,10 +194,10 @@ struct RoleUpdates {
 
 impl RoleUpdates {
     /// The group entry's outcome when the change stopped: a person's when every member was refused.
-    fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> Outcome {
         match self.everyone_refused {
-            true => "needs_manual_action",
-            false => "partial",
+            true => Outcome::NEEDS_MANUAL_ACTION,
+            false => Outcome::Partial,
         }
     }
 
@@ -388,7 +389,7 @@ impl Gateway {
                     out.updated += 1;
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound) => {
-                    audit.outcome = e.kind_name().into();
+                    audit.outcome = Outcome::from(&e);
                     audit.status = 200;
                     audit.detail = Some("the vendor no longer has this user; its membership is recorded".into());
                     self.write_audit(&audit).await;
@@ -397,7 +398,7 @@ impl Gateway {
                 // A grant refused for good: the member holds less than its groups give; a person fixes it.
                 Err(e) if refused_for_good(e.kind()) && was.is_none() => {
                     let err = self.vendor_error(app, &e);
-                    audit.outcome = "needs_manual_action".into();
+                    audit.outcome = Outcome::NEEDS_MANUAL_ACTION;
                     audit.status = err.status.as_u16();
                     audit.detail = Some(format!("{} ({})", err.detail, e.kind_name()));
                     refusals.push((uid.clone(), audit, err));
@@ -405,7 +406,7 @@ impl Gateway {
                 // Any refused change away from a group role: the member would keep a role Entra took away.
                 Err(e) if refused_for_good(e.kind()) => {
                     let err = self.vendor_error(app, &e);
-                    audit.outcome = "needs_manual_action".into();
+                    audit.outcome = Outcome::NEEDS_MANUAL_ACTION;
                     audit.status = err.status.as_u16();
                     audit.detail = Some(format!(
                         "{} ({}); the vendor would keep its group role {}: disabling it at the vendor instead",
@@ -485,7 +486,7 @@ impl Gateway {
         match result {
             Ok(()) => {
                 // Still a person's: the needs-a-person list keeps the user until a later change of it succeeds.
-                audit.outcome = "needs_manual_action".into();
+                audit.outcome = Outcome::NEEDS_MANUAL_ACTION;
                 audit.status = 200;
                 audit.detail = Some(format!(
                     "disabled: its group role could not be taken back ({}); fix its role at the vendor, then \
@@ -604,7 +605,7 @@ impl Gateway {
                 }
                 false => format!("{}; the group was not recorded: retry the request", err.detail),
             };
-            audit.outcome = updates.outcome().into();
+            audit.outcome = updates.outcome();
             audit.status = err.status.as_u16();
             audit.detail = Some(format!("{} ({})", err.detail, updates.summary(members.len())));
             stamp(&mut audit);
@@ -719,7 +720,7 @@ impl Gateway {
         audit.after = Some(updated.doc.clone());
         if let Some(err) = failure {
             let err = Self::partial_failure(err, &updates, affected.len());
-            audit.outcome = updates.outcome().into();
+            audit.outcome = updates.outcome();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);
@@ -764,7 +765,7 @@ impl Gateway {
             let updated = self.versioned(&rec, kept);
             let err = Self::partial_failure(err, &updates, affected.len());
             audit.after = Some(updated.doc.clone());
-            audit.outcome = updates.outcome().into();
+            audit.outcome = updates.outcome();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);

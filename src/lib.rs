@@ -12,6 +12,7 @@ pub mod http;
 pub mod ip_allow;
 pub mod listener;
 pub mod metrics;
+pub mod outcome;
 pub mod probe;
 pub mod reconcile;
 pub(crate) mod roles;

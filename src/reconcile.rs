@@ -25,6 +25,7 @@ use serde_json::Value;
 use crate::config::ReconcileMode;
 use crate::gateway::{now, App, Gateway};
 use crate::group_roles::role_from_groups;
+use crate::outcome::Outcome;
 use crate::roles::with_group_role;
 use crate::store::{AuditEntry, Kind, Record};
 
@@ -538,7 +539,7 @@ impl Gateway {
 
     async fn audit_drift_found(&self, app: &App, finding: &Finding, before: Option<Value>, after: Option<Value>) {
         let mut entry = self.reconcile_audit(app, finding.resource_id.clone(), &finding.user_name);
-        entry.outcome = "drift_found".into();
+        entry.outcome = Outcome::DriftFound;
         entry.before = before;
         entry.after = after;
         entry.detail = Some(format!("{}: {} (vendor id {})", finding.kind.as_str(), finding.detail, finding.vendor_id));
@@ -552,11 +553,11 @@ impl Gateway {
         crate::gateway::stamp(&mut entry);
         match result {
             Ok(detail) => {
-                entry.outcome = "drift_repaired".into();
+                entry.outcome = Outcome::DriftRepaired;
                 entry.detail = Some(detail.clone());
             }
             Err(e) => {
-                entry.outcome = e.kind_name().into();
+                entry.outcome = Outcome::from(e);
                 entry.detail = Some(format!("repair failed: {}", e.detail()));
             }
         }
@@ -645,7 +646,7 @@ impl Gateway {
         let detail = format!("re-created at the vendor as {vendor_id} (was {})", rec.vendor_id);
         let relinked = Record { vendor_id, ..rec };
         crate::gateway::stamp(&mut audit);
-        audit.outcome = "drift_repaired".into();
+        audit.outcome = Outcome::DriftRepaired;
         audit.operation = "reconcile".into();
         audit.detail = Some(detail.clone());
         match self.store.put(&relinked, &audit).await {

@@ -313,23 +313,6 @@ struct AuditParams {
     view: String,
 }
 
-/// Outcomes offered in the filter (what the engine and reconcile write).
-const OUTCOMES: &[&str] = &[
-    "ok",
-    "rejected",
-    "conflict",
-    "invalid",
-    "not_found",
-    "unauthorized",
-    "rate_limited",
-    "unavailable",
-    "unsupported",
-    "needs_manual_action",
-    "intent",
-    "drift_found",
-    "drift_repaired",
-];
-
 /// Reads the audit view's query: unknown parameters are ignored; a bad value is said on the page.
 fn audit_filter(state: &StatusState, query: &str) -> (AuditParams, AuditFilter, Option<String>) {
     let mut p = AuditParams::default();
@@ -365,11 +348,13 @@ fn audit_filter(state: &StatusState, query: &str) -> (AuditParams, AuditFilter, 
         "" => OutcomeFilter::Any,
         "failed" => OutcomeFilter::Failed,
         "needs_person" => OutcomeFilter::NeedsPerson,
-        o if OUTCOMES.contains(&o) => OutcomeFilter::Is(o.to_string()),
-        other => {
-            error = Some(format!("'{}' is not an outcome.", view::shown(other)));
-            OutcomeFilter::Any
-        }
+        o => match crate::outcome::Outcome::offered(o) {
+            Some(outcome) => OutcomeFilter::Is(outcome),
+            None => {
+                error = Some(format!("'{}' is not an outcome.", view::shown(o)));
+                OutcomeFilter::Any
+            }
+        },
     };
     if !p.since.is_empty() {
         match crate::audit_report::parse_since(&p.since, time::OffsetDateTime::now_utc()) {
@@ -432,7 +417,7 @@ fn audit_context(
     let apps: Vec<&String> = state.gateway.apps.keys().collect();
     let nav = if params.outcome == "needs_person" { "person" } else { "audit" };
     minijinja::context! {
-        p => params, apps => apps, outcomes => OUTCOMES, entries => entries, older => older, error => error,
+        p => params, apps => apps, outcomes => crate::outcome::Outcome::OFFERED.iter().map(|o| o.as_str()).collect::<Vec<_>>(), entries => entries, older => older, error => error,
         nav => nav, page_size => view::PAGE_SIZE,
     }
 }

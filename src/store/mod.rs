@@ -7,6 +7,7 @@
 mod postgres;
 mod sqlite;
 
+pub use crate::outcome::Outcome;
 use std::sync::Arc;
 
 use adapter_api::calls::Attempt;
@@ -100,8 +101,8 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
     pub before: Option<Value>,
     pub after: Option<Value>,
-    /// ok, or the error kind.
-    pub outcome: String,
+    /// ok, or the error kind (stored as its word).
+    pub outcome: Outcome,
     /// HTTP status given to Entra.
     pub status: u16,
     pub detail: Option<String>,
@@ -203,7 +204,7 @@ pub(crate) fn audit_filter_sql(
     }
     match &f.outcome {
         OutcomeFilter::Any => {}
-        OutcomeFilter::Is(outcome) => arg(&mut sql, "a.outcome = {}", SqlArg::Text(outcome.clone())),
+        OutcomeFilter::Is(outcome) => arg(&mut sql, "a.outcome = {}", SqlArg::Text(outcome.as_str().to_string())),
         OutcomeFilter::Failed => sql.push(format!("a.outcome NOT IN ({SUCCESS_OUTCOMES})")),
         // The IN list first, so the (app, outcome) index finds the candidates; only drift is then
         // checked for a later repair of the same user.
@@ -241,7 +242,7 @@ pub enum OutcomeFilter {
     #[default]
     Any,
     /// Exactly this outcome (`ok`, `unavailable`, `needs_manual_action`, ...).
-    Is(String),
+    Is(Outcome),
     /// Anything but a success: the vendor or the gateway refused, failed, or never recorded the outcome.
     Failed,
     /// What only a person can settle: refusals that need manual action, a vendor that refuses the
@@ -491,7 +492,7 @@ mod tests {
             name: Some(name.into()),
             operation: op.into(),
             actor: "entra".into(),
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             status: 201,
             ..Default::default()
         }
@@ -598,7 +599,7 @@ mod tests {
             let mut entry = audit("create", "erin");
             entry.seq = s.audit_intent(&entry).await.unwrap();
             let open = s.audit_log(&AuditQuery::default()).await.unwrap();
-            assert_eq!((open.len(), open[0].outcome.as_str()), (1, INTENT));
+            assert_eq!((open.len(), &open[0].outcome), (1, &Outcome::Intent));
             s.put(&rec("1", "erin"), &entry).await.unwrap();
             let done = s.audit_log(&AuditQuery::default()).await.unwrap();
             assert_eq!((done.len(), done[0].outcome.as_str(), done[0].status), (1, "ok", 201));
@@ -1069,7 +1070,7 @@ mod status_tests {
             name: Some(name.into()),
             operation: "create".into(),
             actor: "entra".into(),
-            outcome: outcome.into(),
+            outcome: Outcome::parse(outcome),
             status,
             ..Default::default()
         }
@@ -1118,7 +1119,10 @@ mod status_tests {
             assert_eq!(s.audit_count(&person).await.unwrap(), 4);
             // A LIKE pattern in the name is text, not a pattern.
             assert_eq!(names(AuditFilter { name_contains: Some("%".into()), ..Default::default() }).await, ["x%_@y"]);
-            let exact = AuditFilter { outcome: OutcomeFilter::Is("unavailable".into()), ..Default::default() };
+            let exact = AuditFilter {
+                outcome: OutcomeFilter::Is(Outcome::Failed(adapter_api::KindName::Unavailable)),
+                ..Default::default()
+            };
             assert_eq!(names(exact.clone()).await, ["alan@x"]);
             // Pages of two, newest first, until nothing older is left.
             let (first, more) = s.audit_page(&AuditFilter::default(), 2).await.unwrap();

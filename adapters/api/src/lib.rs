@@ -18,7 +18,7 @@ pub mod vendor;
 pub use scim;
 
 pub use adapter::{check_vendor_id, Adapter, Capabilities, Note, NoteLevel, ProbeReport, RoleError, VendorUser};
-pub use error::{Error, ErrorKind, Origin, Result};
+pub use error::{Error, ErrorKind, KindName, Origin, Result};
 pub use model::{Enterprise, Group, Manager, Member, ModelError, MultiValue, Name, User};
-pub use outbound::{BreakerState, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};
+pub use outbound::{BreakerState, CallOutcome, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};
 pub use vendor::{BuildError, Vendor};
