@@ -154,3 +154,23 @@ impl Drop for Waiting<'_> {
 pub(super) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::KindName;
+
+    /// The labels, and the order metrics list them in, are those of the strings they replaced.
+    #[test]
+    fn call_outcomes_keep_their_labels_and_order() {
+        let mut outcomes: Vec<CallOutcome> = KindName::ALL.into_iter().map(CallOutcome::Failed).collect();
+        outcomes.extend([599, 404, 302, 201, 100].map(|s| CallOutcome::Answered(StatusClass::of(s))));
+        outcomes.sort();
+        let labels: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
+        let mut sorted = labels.clone();
+        sorted.sort();
+        assert_eq!(labels, sorted);
+        assert_eq!(&labels[..5], ["1xx", "2xx", "3xx", "4xx", "5xx"]);
+        assert!(labels.contains(&"rate_limited") && labels.contains(&"needs_manual_action"));
+    }
+}
