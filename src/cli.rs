@@ -120,9 +120,6 @@ pub enum CliError {
     NoSuchApp { app: String, file: String },
     #[error(transparent)]
     Since(#[from] crate::audit_report::SinceError),
-    /// The store `store::open_config` could not open (its words name the file and the key).
-    #[error("{0}")]
-    Store(String),
     #[error(transparent)]
     Audit(#[from] crate::store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -200,8 +197,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             }
             let since =
                 since.map(|s| crate::audit_report::parse_since(&s, time::OffsetDateTime::now_utc())).transpose()?;
-            let store =
-                crate::store::open_config(&cfg.store, &config.display().to_string()).await.map_err(CliError::Store)?;
+            let store = server::open_store(&cfg.store, &config.display().to_string()).await?;
             let entries = store.audit_log(&crate::store::AuditQuery { app, name: user, since, limit }).await?;
             if json {
                 print!("{}", crate::audit_report::render_json(&entries));

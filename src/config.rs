@@ -399,10 +399,13 @@ pub enum ConfigError {
         #[source]
         problem: Box<Problem>,
     },
-    /// The store the config names cannot be opened: `store::open_config` words it with the file and the
-    /// key already, and never repeats a password.
-    #[error("{0}")]
-    Store(String),
+    /// A credential the config names cannot be read (the error names its key).
+    #[error("{file}: {source}")]
+    Credential {
+        file: String,
+        #[source]
+        source: adapter_api::secret::CredentialError,
+    },
 }
 
 /// What is wrong with a key's value.
@@ -415,6 +418,20 @@ pub enum Problem {
     Duration(#[from] DurationError),
     #[error(transparent)]
     IpAllow(#[from] crate::ip_allow::NotACidr),
+    /// The store cannot be opened at `target` (the SQLite file).
+    #[error("cannot open {target}: {source}")]
+    Open {
+        target: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// The database at `url` (which never holds the password) cannot be reached or set up.
+    #[error("{url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
     /// The app's adapter cannot be built from its type, limits and vendor options, or cannot do what the
     /// app asks of it (`vendors::AppBuildError`, `group_roles::GroupRolesError`). Boxed, so that config,
     /// which those modules read, does not depend on them.
@@ -450,7 +467,7 @@ impl ConfigError {
             ConfigError::NoFile(path) => Some(path.display().to_string()),
             ConfigError::Syntax(problems) => problems.first().map(|p| p.source_name.clone()),
             ConfigError::Key { file, .. } => Some(file.clone()),
-            ConfigError::Store(_) => None,
+            ConfigError::Credential { file, .. } => Some(file.clone()),
         }
     }
 
@@ -460,7 +477,7 @@ impl ConfigError {
             ConfigError::NoFile(_) => None,
             ConfigError::Syntax(problems) => problems.first().and_then(|p| p.key.clone()),
             ConfigError::Key { key, .. } => Some(key.clone()),
-            ConfigError::Store(_) => None,
+            ConfigError::Credential { source, .. } => Some(source.key()),
         }
     }
 }

@@ -264,23 +264,6 @@ pub fn open(path: &str) -> StoreResult<Arc<Store>> {
     Ok(Arc::new(SqliteEngine::open(path, SqliteOptions::default())?))
 }
 
-/// Opens the store a config names: PostgreSQL when `store.url` is set, else the SQLite file at
-/// `store.path`. `origin` names the config file; errors name the key, never the password.
-pub async fn open_config(cfg: &crate::config::StoreConfig, origin: &str) -> Result<Arc<Store>, String> {
-    let Some(url) = &cfg.url else {
-        return open(&cfg.path).map_err(|e| format!("{origin}: store.path: cannot open {}: {e}", cfg.path));
-    };
-    let password = match (&cfg.password_env, &cfg.password_file) {
-        (None, None) => None,
-        (env, file) => Some(
-            adapter_api::secret::resolve("store.password", None, env.as_deref(), file.as_deref())
-                .map_err(|e| format!("{origin}: {e}"))?,
-        ),
-    };
-    let opts = PgOptions { url: url.clone(), password, schema: cfg.schema.clone(), pool_size: cfg.pool_size as usize };
-    Ok(Arc::new(PgEngine::open(opts).await.map_err(|e| format!("{origin}: store.url: {url}: {e}"))?))
-}
-
 /// An exclusive claim on a store file, held by `serve` for as long as it runs: the per-resource locks
 /// that keep two changes off one user live in one process, so a second `serve` (or an enforcing
 /// `reconcile` from the command line) on the same file could act on a user at the same time. The claim is
@@ -901,33 +884,6 @@ mod tests {
             let err = PgEngine::open(opts).await.unwrap_err().to_string();
             assert!(err.contains("lowercase letters"), "{bad}: {err}");
         }
-    }
-
-    /// The password from `store.password_file` appears neither in the engine's options as printed nor in
-    /// the error of a connection that fails (the message names `store.url`).
-    #[tokio::test]
-    async fn the_postgres_password_is_never_printed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pg-password");
-        std::fs::write(&file, "hunter2-pg\n").unwrap();
-        let cfg = crate::config::StoreConfig {
-            url: Some("postgres://gw@127.0.0.1:1/scim".into()),
-            password_file: Some(file.clone()),
-            ..Default::default()
-        };
-        let err = open_config(&cfg, "proxy.yaml").await.unwrap_err();
-        assert!(err.contains("proxy.yaml: store.url") && !err.contains("hunter2"), "{err}");
-        assert!(!format!("{cfg:?}").contains("hunter2"));
-        let opts = PgOptions {
-            url: "postgres://gw@127.0.0.1:1/scim".into(),
-            password: Some(secrecy::SecretString::from("hunter2-pg")),
-            schema: None,
-            pool_size: 2,
-        };
-        assert!(!format!("{opts:?}").contains("hunter2"));
-        let missing = crate::config::StoreConfig { password_file: Some(dir.path().join("nope")), ..cfg };
-        let err = open_config(&missing, "proxy.yaml").await.unwrap_err();
-        assert!(err.contains("store.password_file") && err.contains("nope"), "{err}");
     }
 
     #[test]
