@@ -7,29 +7,41 @@ use crate::store::AuditEntry;
 
 /// `--since` as RFC 3339 (`2026-11-25T10:00:00Z`), a date (`2026-11-25`), or an age (`90s`, `30m`, `12h`, `7d`).
 /// Returns the RFC 3339 instant to compare stored timestamps with.
-pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<String, String> {
+pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<String, SinceError> {
     let t = text.trim();
     if let Ok(at) = OffsetDateTime::parse(t, &Rfc3339) {
         // Stored times are UTC (`…Z`) and compared as text: an offset given here is turned into UTC.
-        return at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).map_err(|e| e.to_string());
+        return Ok(at.to_offset(time::UtcOffset::UTC).format(&Rfc3339)?);
     }
     if let Ok(date) = time::Date::parse(t, time::macros::format_description!("[year]-[month]-[day]")) {
-        return date.midnight().assume_utc().format(&Rfc3339).map_err(|e| e.to_string());
+        return Ok(date.midnight().assume_utc().format(&Rfc3339)?);
     }
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("--since: cannot read '{text}'; use 2026-11-25, an RFC 3339 time, or 30m/12h/7d"))?;
+    let n: i64 = num.parse().map_err(|_| SinceError::Unreadable(text.to_string()))?;
     let seconds_per = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3_600,
         "d" => 86_400,
-        _ => return Err(format!("--since: unknown unit in '{text}'; use s, m, h or d")),
+        _ => return Err(SinceError::Unit(text.to_string())),
     };
-    let too_far = || format!("--since: '{text}' reaches before any date the log can hold");
+    let too_far = || SinceError::TooFar(text.to_string());
     let age = n.checked_mul(seconds_per).map(Duration::seconds).ok_or_else(too_far)?;
-    now.checked_sub(age).ok_or_else(too_far)?.format(&Rfc3339).map_err(|e| e.to_string())
+    Ok(now.checked_sub(age).ok_or_else(too_far)?.format(&Rfc3339)?)
+}
+
+/// A `--since` that does not read as a time, a date or an age.
+#[derive(Debug, thiserror::Error)]
+pub enum SinceError {
+    #[error("--since: cannot read '{0}'; use 2026-11-25, an RFC 3339 time, or 30m/12h/7d")]
+    Unreadable(String),
+    #[error("--since: unknown unit in '{0}'; use s, m, h or d")]
+    Unit(String),
+    #[error("--since: '{0}' reaches before any date the log can hold")]
+    TooFar(String),
+    /// A year RFC 3339 cannot write (before 0 or after 9999).
+    #[error("{0}")]
+    Format(#[from] time::error::Format),
 }
 
 /// Text from the audit log as it may reach a terminal: details quote vendors' error bodies and names come
@@ -76,7 +88,7 @@ pub fn render_table(entries: &[AuditEntry]) -> String {
             cell(&e.app, 10),
             cell(&e.operation, 11),
             cell(e.name.as_deref().unwrap_or("-"), 32),
-            cell(&e.outcome, 20),
+            cell(e.outcome.as_str(), 20),
             cell(&e.status.to_string(), 6),
             cell(&attempts_summary(e), 30),
             printable(e.detail.as_deref().unwrap_or(""))
@@ -118,13 +130,13 @@ mod tests {
         assert_eq!(parse_since("2026-11-25T10:30:00Z", now).unwrap(), "2026-11-25T10:30:00Z");
         assert_eq!(parse_since("90m", now).unwrap(), "2026-11-25T10:30:00Z");
         assert_eq!(parse_since("2d", now).unwrap(), "2026-11-23T12:00:00Z");
-        assert!(parse_since("yesterday", now).unwrap_err().contains("--since"));
-        assert!(parse_since("5w", now).unwrap_err().contains("unit"));
+        assert!(parse_since("yesterday", now).unwrap_err().to_string().contains("--since"));
+        assert!(parse_since("5w", now).unwrap_err().to_string().contains("unit"));
         // An offset is turned into UTC (stored times are compared as `…Z` text); an age too large for
         // any date is an error, not a panic.
         assert_eq!(parse_since("2026-11-25T10:00:00+02:00", now).unwrap(), "2026-11-25T08:00:00Z");
-        assert!(parse_since("99999999999d", now).unwrap_err().contains("--since"));
-        assert!(parse_since("9223372036854775807s", now).unwrap_err().contains("--since"));
+        assert!(parse_since("99999999999d", now).unwrap_err().to_string().contains("--since"));
+        assert!(parse_since("9223372036854775807s", now).unwrap_err().to_string().contains("--since"));
     }
 
     #[test]
@@ -134,7 +146,7 @@ mod tests {
             app: "prompt".into(),
             operation: "delete".into(),
             name: Some("a@example.com".into()),
-            outcome: "needs_manual_action".into(),
+            outcome: crate::outcome::Outcome::NEEDS_MANUAL_ACTION,
             status: 409,
             detail: Some("user still holds permissions\nreassign them".into()),
             vendor_calls: 1,
@@ -154,7 +166,7 @@ mod tests {
             app: "prompt".into(),
             operation: "create".into(),
             name: Some(hostile.into()),
-            outcome: "conflict".into(),
+            outcome: crate::outcome::Outcome::Failed(adapter_api::KindName::Conflict),
             detail: Some(format!("vendor said: {hostile}")),
             ..Default::default()
         };

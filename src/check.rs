@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use adapter_api::Note;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::probe::PROBE_TIMEOUT;
 
 /// What `check` found for one app.
@@ -31,10 +31,10 @@ impl AppCheck {
 }
 
 /// Validates `path` and, unless `offline`, probes every app. Config errors come back as `Err`.
-pub async fn run(path: &Path, offline: bool) -> Result<Vec<AppCheck>, String> {
+pub async fn run(path: &Path, offline: bool) -> Result<Vec<AppCheck>, ConfigError> {
     let origin = path.display().to_string();
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    let gateway = crate::server::open_gateway(&config, &origin).await.map_err(|e| e.to_string())?;
+    let config = Config::load(path)?;
+    let gateway = crate::server::open_gateway(&config, &origin).await?;
     let mut out = Vec::new();
     for app in gateway.apps.values() {
         let mut check = AppCheck {

@@ -103,9 +103,47 @@ pub fn main() -> ExitCode {
     block_on(run(cli.command))
 }
 
+/// Why a command failed, as `error: ...` says it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The store file is held by another process, or its claim file cannot be made; `hint` says what to do.
+    #[error("store.path in {file}: {source}{hint}")]
+    Claim {
+        file: String,
+        #[source]
+        source: crate::store::ClaimError,
+        hint: &'static str,
+    },
+    #[error("--app: no app '{app}' in {file}")]
+    NoSuchApp { app: String, file: String },
+    #[error(transparent)]
+    Since(#[from] crate::audit_report::SinceError),
+    #[error(transparent)]
+    Audit(#[from] crate::store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The drain at shutdown.
+    #[error(transparent)]
+    Stop(std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("{0} app(s) failed the check")]
+    ChecksFailed(usize),
+    #[error("{unrepaired} difference(s) left unrepaired")]
+    Unrepaired { unrepaired: usize },
+    #[error("{unrepaired} difference(s) left unrepaired; {unchecked} thing(s) could not be checked")]
+    Unchecked { unrepaired: usize, unchecked: usize },
+}
+
 /// Runs a command on a multi-threaded runtime; an error is printed as `error: ...` with a failing exit
 /// status.
-pub fn block_on(command: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+pub fn block_on<E: std::fmt::Display>(command: impl std::future::Future<Output = Result<(), E>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -122,23 +160,25 @@ pub fn block_on(command: impl std::future::Future<Output = Result<(), String>>) 
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
+async fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve { config } => {
             let hangup = server::Hangup::catch();
             let origin = config.display().to_string();
-            let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            let mut cfg = Config::load(&config)?;
             // PostgreSQL is shared by design (its locks live in the database); a SQLite file is not.
             let _claim = match cfg.store.url {
                 Some(_) => None,
-                None => crate::store::claim(&cfg.store.path).map_err(|e| {
-                    format!("store.path in {origin}: {e}; one serve per store file (see README, Deployment)")
+                None => crate::store::claim(&cfg.store.path).map_err(|source| CliError::Claim {
+                    file: origin.clone(),
+                    source,
+                    hint: "; one serve per store file (see README, Deployment)",
                 })?,
             };
-            let gateway = server::open_gateway(&cfg, &origin).await.map_err(|e| e.to_string())?;
+            let gateway = server::open_gateway(&cfg, &origin).await?;
             cfg.drop_vendor_options();
             let running =
-                server::start(&cfg, gateway).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+                server::start(&cfg, gateway).await.map_err(|source| CliError::Listen { addr: cfg.listen, source })?;
             server::reload_on_hangup(hangup, &running);
             crate::probe::spawn_health_probes(running.gateway.clone(), crate::probe::PROBE_INTERVAL);
             server::spawn_audit_retention(running.gateway.clone(), cfg.store.audit_retention_days);
@@ -146,22 +186,19 @@ async fn run(command: Command) -> Result<(), String> {
             tracing::info!(addr = %running.addr, tls = running.is_tls(), apps = cfg.apps.len(), "serving");
             server::termination().await;
             tracing::info!("shutting down; draining in-flight requests");
-            running.stop().await.map_err(|e| e.to_string())
+            running.stop().await.map_err(CliError::Stop)
         }
         Command::Audit { config, app, user, since, limit, json } => {
-            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            let cfg = Config::load(&config)?;
             if let Some(a) = &app {
                 if !cfg.apps.contains_key(a) {
-                    return Err(format!("--app: no app '{a}' in {}", config.display()));
+                    return Err(CliError::NoSuchApp { app: a.clone(), file: config.display().to_string() });
                 }
             }
             let since =
                 since.map(|s| crate::audit_report::parse_since(&s, time::OffsetDateTime::now_utc())).transpose()?;
-            let store = crate::store::open_config(&cfg.store, &config.display().to_string()).await?;
-            let entries = store
-                .audit_log(&crate::store::AuditQuery { app, name: user, since, limit })
-                .await
-                .map_err(|e| e.to_string())?;
+            let store = server::open_store(&cfg.store, &config.display().to_string()).await?;
+            let entries = store.audit_log(&crate::store::AuditQuery { app, name: user, since, limit }).await?;
             if json {
                 print!("{}", crate::audit_report::render_json(&entries));
             } else {
@@ -173,13 +210,13 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Check { config, offline, json } => {
             let checks = crate::check::run(&config, offline).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&checks).map_err(|e| e.to_string())?);
+                println!("{}", serde_json::to_string_pretty(&checks)?);
             } else {
                 print!("{}", crate::check::render(&checks));
             }
             match checks.iter().filter(|c| !c.ok()).count() {
                 0 => Ok(()),
-                n => Err(format!("{n} app(s) failed the check")),
+                n => Err(CliError::ChecksFailed(n)),
             }
         }
         Command::Token => {
@@ -196,14 +233,14 @@ async fn run(command: Command) -> Result<(), String> {
 }
 
 /// `scim-bridge reconcile`: one pass per app (or `--app`), a progress bar on a terminal, a summary at the end.
-async fn reconcile(config: &std::path::Path, only: Option<String>, dry_run: bool, json: bool) -> Result<(), String> {
+async fn reconcile(config: &std::path::Path, only: Option<String>, dry_run: bool, json: bool) -> Result<(), CliError> {
     use crate::reconcile::{PassOptions, Progress};
     use std::io::IsTerminal;
     let origin = config.display().to_string();
-    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let cfg = Config::load(config)?;
     if let Some(a) = &only {
         if !cfg.apps.contains_key(a) {
-            return Err(format!("--app: no app '{a}' in {origin}"));
+            return Err(CliError::NoSuchApp { app: a.clone(), file: origin });
         }
     }
     // An enforcing pass writes to vendors and to the store: beside a running serve it could undo a change
@@ -212,15 +249,17 @@ async fn reconcile(config: &std::path::Path, only: Option<String>, dry_run: bool
     let _claim = match cfg.store.url.as_ref().map_or_else(|| crate::store::claim(&cfg.store.path), |_| Ok(None)) {
         Ok(claim) => claim,
         Err(crate::store::ClaimError::Held(_)) if dry_run => None,
-        Err(e @ crate::store::ClaimError::Held(_)) => {
-            return Err(format!(
-                "store.path in {origin}: {e}. serve runs this pass itself every `reconcile.interval`; \
-                 `--dry-run` can run beside it, an enforcing pass only while serve is stopped"
-            ))
+        Err(source @ crate::store::ClaimError::Held(_)) => {
+            return Err(CliError::Claim {
+                file: origin,
+                source,
+                hint: ". serve runs this pass itself every `reconcile.interval`; `--dry-run` can run beside it, an \
+                       enforcing pass only while serve is stopped",
+            })
         }
-        Err(e) => return Err(format!("store.path in {origin}: {e}")),
+        Err(source) => return Err(CliError::Claim { file: origin, source, hint: "" }),
     };
-    let gateway = server::open_gateway(&cfg, &origin).await.map_err(|e| e.to_string())?;
+    let gateway = server::open_gateway(&cfg, &origin).await?;
     let mut reports = Vec::new();
     for app in gateway.apps.values().filter(|a| only.as_ref().is_none_or(|o| *o == a.name)) {
         let opts = PassOptions { mode: app.reconcile.mode, dry_run, max_repairs: app.reconcile.max_repairs };
@@ -253,7 +292,7 @@ async fn reconcile(config: &std::path::Path, only: Option<String>, dry_run: bool
         reports.push(report);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?);
+        println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         print!("{}", crate::reconcile::render_summary(&reports));
     }
@@ -261,7 +300,7 @@ async fn reconcile(config: &std::path::Path, only: Option<String>, dry_run: bool
     let unchecked: usize = reports.iter().map(|r| r.unchecked.len()).sum();
     match (unrepaired, unchecked) {
         (0, 0) => Ok(()),
-        (n, 0) => Err(format!("{n} difference(s) left unrepaired")),
-        (n, m) => Err(format!("{n} difference(s) left unrepaired; {m} thing(s) could not be checked")),
+        (unrepaired, 0) => Err(CliError::Unrepaired { unrepaired }),
+        (unrepaired, unchecked) => Err(CliError::Unchecked { unrepaired, unchecked }),
     }
 }

@@ -135,21 +135,21 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let at = |key: &str| format!("{origin}: store.{key}");
+        let at = |key: &str| format!("store.{key}");
         match &self.url {
             // The URL is shown in messages and logs, so it must not carry the password: parsing it here
             // also means a bad URL is refused at load, before anything starts.
             Some(url) => {
-                crate::store::postgres_url_problem(url)
-                    .map_or(Ok(()), |e| Err(ConfigError(format!("{}: {e}", at("url")))))?;
+                crate::store::postgres_url_problem(url).map_or(Ok(()), |e| Err(invalid(origin, at("url"), e)))?;
                 if self.password_env.is_some() && self.password_file.is_some() {
-                    return Err(ConfigError(format!(
-                        "{}: give only one of store.password_env and store.password_file",
-                        at("password_env")
-                    )));
+                    return Err(invalid(
+                        origin,
+                        at("password_env"),
+                        "give only one of store.password_env and store.password_file",
+                    ));
                 }
                 if !(1..=1000).contains(&self.pool_size) {
-                    return Err(ConfigError(format!("{}: must be 1 to 1000", at("pool_size"))));
+                    return Err(invalid(origin, at("pool_size"), "must be 1 to 1000"));
                 }
                 Ok(())
             }
@@ -160,7 +160,7 @@ impl StoreConfig {
                     ("schema", self.schema.is_some()),
                 ] {
                     if given {
-                        return Err(ConfigError(format!("{}: only with store.url (PostgreSQL)", at(key))));
+                        return Err(invalid(origin, at(key), "only with store.url (PostgreSQL)"));
                     }
                 }
                 Ok(())
@@ -344,11 +344,20 @@ impl Default for ReconcileConfig {
     }
 }
 
+/// A duration key that does not read as one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{raw:?}: {source} (write it like 1h, 10m or 90s; 0 is off)")]
+pub struct DurationError {
+    raw: String,
+    #[source]
+    source: humantime::DurationError,
+}
+
 /// `0`, `off` or a humantime duration (`1h`, `10m`, `90s`, `1h 30m`).
-fn parse_duration(raw: &str) -> Result<Duration, String> {
+fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
     match raw.trim() {
         "0" | "off" => Ok(Duration::ZERO),
-        other => humantime::parse_duration(other).map_err(|e| format!("{e} (write it like 1h, 10m or 90s; 0 is off)")),
+        other => humantime::parse_duration(other).map_err(|source| DurationError { raw: raw.to_string(), source }),
     }
 }
 
@@ -361,22 +370,122 @@ impl ReconcileConfig {
     pub fn index_ttl(&self) -> Duration {
         parse_duration(&self.index_ttl).unwrap_or(Duration::ZERO)
     }
-    fn validate(&self, at: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+    fn validate(&self, origin: &str, at: impl Fn(&str) -> String) -> Result<(), ConfigError> {
         for (key, raw) in [("reconcile.interval", &self.interval), ("reconcile.index_ttl", &self.index_ttl)] {
-            parse_duration(raw).map_err(|e| ConfigError(format!("{}: {raw:?}: {e}", at(key))))?;
+            parse_duration(raw).map_err(|e| ConfigError::at(origin, at(key), e))?;
         }
         let interval = self.interval();
         if !interval.is_zero() && interval < Duration::from_secs(1) {
-            return Err(ConfigError(format!("{}: must be at least 1s, or 0 for off", at("reconcile.interval"))));
+            return Err(invalid(origin, at("reconcile.interval"), "must be at least 1s, or 0 for off"));
         }
         Ok(())
     }
 }
 
-/// A configuration problem, said with the key and the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// A configuration problem, said with the file and the key: `<file>: <key>: <what>`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {} does not exist", .0.display())]
+    NoFile(PathBuf),
+    /// The YAML or an environment variable does not fit `Config`: one line per problem figment found.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Syntax(Vec<SyntaxError>),
+    /// A value that reads but cannot be used. `key` is the dotted path (`apps.a.limits.burst`), or the app
+    /// (`apps.a`) when the app's adapter refused its options (the problem then names the key inside it).
+    #[error("{file}: {key}: {problem}")]
+    Key {
+        file: String,
+        key: String,
+        #[source]
+        problem: Box<Problem>,
+    },
+    /// A credential the config names cannot be read (the error names its key).
+    #[error("{file}: {source}")]
+    Credential {
+        file: String,
+        #[source]
+        source: adapter_api::secret::CredentialError,
+    },
+}
+
+/// What is wrong with a key's value.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// A rule of the gateway's the value breaks, in words.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    #[error(transparent)]
+    IpAllow(#[from] crate::ip_allow::NotACidr),
+    /// The store cannot be opened at `target` (the SQLite file).
+    #[error("cannot open {target}: {source}")]
+    Open {
+        target: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// The database at `url` (which never holds the password) cannot be reached or set up.
+    #[error("{url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// The app's adapter cannot be built from its type, limits and vendor options, or cannot do what the
+    /// app asks of it (`vendors::AppBuildError`, `group_roles::GroupRolesError`). Boxed, so that config,
+    /// which those modules read, does not depend on them.
+    #[error(transparent)]
+    App(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// One problem figment found reading the YAML or the environment.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {}{kind}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+pub struct SyntaxError {
+    /// The file, or the environment variable the value came from.
+    pub source_name: String,
+    /// The dotted key, when figment knows it.
+    pub key: Option<String>,
+    pub kind: figment::error::Kind,
+}
+
+impl ConfigError {
+    /// A problem with `key` in `file`.
+    pub fn at(file: &str, key: impl Into<String>, problem: impl Into<Problem>) -> Self {
+        ConfigError::Key { file: file.to_string(), key: key.into(), problem: Box::new(problem.into()) }
+    }
+
+    /// The app's adapter refused what `key` says (see [`Problem::App`]).
+    pub fn app(file: &str, key: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ConfigError::at(file, key, Problem::App(Box::new(source)))
+    }
+
+    /// The file (or, for an environment override, the variable) the error is about.
+    pub fn file(&self) -> Option<String> {
+        match self {
+            ConfigError::NoFile(path) => Some(path.display().to_string()),
+            ConfigError::Syntax(problems) => problems.first().map(|p| p.source_name.clone()),
+            ConfigError::Key { file, .. } => Some(file.clone()),
+            ConfigError::Credential { file, .. } => Some(file.clone()),
+        }
+    }
+
+    /// The dotted key the error is about, when there is one.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            ConfigError::NoFile(_) => None,
+            ConfigError::Syntax(problems) => problems.first().and_then(|p| p.key.clone()),
+            ConfigError::Key { key, .. } => Some(key.clone()),
+            ConfigError::Credential { source, .. } => Some(source.key()),
+        }
+    }
+}
+
+/// A broken rule of the gateway's, for `key` in `file`.
+fn invalid(file: &str, key: impl Into<String>, what: impl Into<String>) -> ConfigError {
+    ConfigError::at(file, key, Problem::Invalid(what.into()))
+}
 
 impl Config {
     /// Defaults around `apps`, on `listen`, with an in-memory store (demo, tests, benchmarks).
@@ -406,20 +515,19 @@ impl Config {
     /// Loads `path`, applies environment overrides and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         if !path.exists() {
-            return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            return Err(ConfigError::NoFile(path.to_path_buf()));
         }
         let figment =
             Figment::from(Yaml::file_exact(path)).merge(Env::prefixed(ENV_PREFIX).split("__").lowercase(true));
-        let config: Config = figment.extract().map_err(|e| ConfigError(describe_figment_error(e, path)))?;
+        let config: Config = figment.extract().map_err(|e| syntax_error(e, path))?;
         config.validate(&path.display().to_string())?;
         Ok(config)
     }
 
     /// Parses YAML text (no environment), for tests and `demo`.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = Figment::from(Yaml::string(text))
-            .extract()
-            .map_err(|e| ConfigError(describe_figment_error(e, Path::new(origin))))?;
+        let config: Config =
+            Figment::from(Yaml::string(text)).extract().map_err(|e| syntax_error(e, Path::new(origin)))?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -429,32 +537,33 @@ impl Config {
         self.store.validate(origin)?;
         let mut seen_tokens: BTreeMap<String, &str> = BTreeMap::new();
         for (name, app) in &self.apps {
-            let at = |key: &str| format!("{origin}: apps.{name}.{key}");
+            let at = |key: &str| format!("apps.{name}.{key}");
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(ConfigError(format!(
-                    "{origin}: apps.{name}: app names may hold only letters, digits, '-' and '_' (they appear in the URL)"
-                )));
+                return Err(invalid(
+                    origin,
+                    format!("apps.{name}"),
+                    "app names may hold only letters, digits, '-' and '_' (they appear in the URL)",
+                ));
             }
             let hash = app.token_sha256.trim().to_ascii_lowercase();
             if !is_sha256_hex(&hash) {
-                return Err(ConfigError(format!(
-                    "{}: must be the 64-character hex SHA-256 of the app's token (run `scim-bridge token`)",
-                    at("token_sha256")
-                )));
+                return Err(invalid(
+                    origin,
+                    at("token_sha256"),
+                    "must be the 64-character hex SHA-256 of the app's token (run `scim-bridge token`)",
+                ));
             }
             if let Some(other) = seen_tokens.insert(hash, name) {
-                return Err(ConfigError(format!(
-                    "{}: the same token is configured for app '{other}'; every app needs its own token",
-                    at("token_sha256")
-                )));
+                return Err(invalid(
+                    origin,
+                    at("token_sha256"),
+                    format!("the same token is configured for app '{other}'; every app needs its own token"),
+                ));
             }
             let l = &app.limits;
             if let Some(rps) = l.requests_per_second {
                 if !(rps.is_finite() && rps > 0.0) {
-                    return Err(ConfigError(format!(
-                        "{}: must be a positive number",
-                        at("limits.requests_per_second")
-                    )));
+                    return Err(invalid(origin, at("limits.requests_per_second"), "must be a positive number"));
                 }
             }
             for (key, v) in [
@@ -463,18 +572,19 @@ impl Config {
                 ("limits.max_attempts", l.max_attempts.map(u64::from)),
             ] {
                 if v == Some(0) {
-                    return Err(ConfigError(format!("{}: must be at least 1", at(key))));
+                    return Err(invalid(origin, at(key), "must be at least 1"));
                 }
             }
             if let (Some(attempt), Some(deadline)) = (l.attempt_timeout_ms, l.deadline_ms) {
                 if attempt > deadline {
-                    return Err(ConfigError(format!(
-                        "{}: an attempt timeout of {attempt} ms cannot fit in a deadline of {deadline} ms",
-                        at("limits.attempt_timeout_ms")
-                    )));
+                    return Err(invalid(
+                        origin,
+                        at("limits.attempt_timeout_ms"),
+                        format!("an attempt timeout of {attempt} ms cannot fit in a deadline of {deadline} ms"),
+                    ));
                 }
             }
-            app.reconcile.validate(at)?;
+            app.reconcile.validate(origin, at)?;
             // Names are unique in the gateway's store ignoring case, so two entries differing only in case
             // could never both match: refused as the same group.
             let mut seen_groups: BTreeMap<String, usize> = BTreeMap::new();
@@ -482,130 +592,154 @@ impl Config {
                 let key = |k: &str| at(&format!("group_roles[{i}].{k}"));
                 let (seen_key, shown, field) = match (&entry.group, &entry.group_id) {
                     (Some(_), Some(_)) | (None, None) => {
-                        return Err(ConfigError(format!(
-                            "{}: give exactly one of group_id (the Entra group's objectId, which a rename does not \
+                        return Err(invalid(
+                            origin,
+                            at(&format!("group_roles[{i}]")),
+                            "give exactly one of group_id (the Entra group's objectId, which a rename does not \
                              change) or group (its displayName, matched exactly)",
-                            at(&format!("group_roles[{i}]"))
-                        )))
+                        ))
                     }
                     (Some(group), None) if group.trim().is_empty() => {
-                        return Err(ConfigError(format!(
-                            "{}: must name an Entra group (its displayName)",
-                            key("group")
-                        )))
+                        return Err(invalid(origin, key("group"), "must name an Entra group (its displayName)"))
                     }
                     (Some(group), None) if group.trim() != group => {
-                        return Err(ConfigError(format!(
-                            "{}: '{group}' has leading or trailing spaces: names match exactly, so a stray space \
-                             would keep the entry from ever matching the Entra group; remove it",
-                            key("group")
-                        )))
+                        return Err(invalid(
+                            origin,
+                            key("group"),
+                            format!(
+                                "'{group}' has leading or trailing spaces: names match exactly, so a stray space \
+                             would keep the entry from ever matching the Entra group; remove it"
+                            ),
+                        ))
                     }
                     (Some(group), None) => (format!("name:{}", group.to_lowercase()), group, "group"),
                     (None, Some(id)) if !is_object_id(id.trim()) => {
-                        return Err(ConfigError(format!(
-                            "{}: '{id}' is not an Entra objectId (a GUID such as \
-                             0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b; Entra ID > Groups > the group > Object ID)",
-                            key("group_id")
-                        )))
+                        return Err(invalid(
+                            origin,
+                            key("group_id"),
+                            format!(
+                                "'{id}' is not an Entra objectId (a GUID such as \
+                             0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b; Entra ID > Groups > the group > Object ID)"
+                            ),
+                        ))
                     }
                     (None, Some(id)) => (format!("id:{}", id.trim().to_lowercase()), id, "group_id"),
                 };
                 if entry.role.trim().is_empty() {
-                    return Err(ConfigError(format!("{}: must name a vendor role", key("role"))));
+                    return Err(invalid(origin, key("role"), "must name a vendor role"));
                 }
                 if let Some(first) = seen_groups.insert(seen_key, i) {
-                    return Err(ConfigError(format!(
-                        "{}: '{shown}' is already mapped by group_roles[{first}]; a group has one role (the list's \
-                         order is the precedence between groups)",
-                        key(field)
-                    )));
+                    return Err(invalid(
+                        origin,
+                        key(field),
+                        format!(
+                            "'{shown}' is already mapped by group_roles[{first}]; a group has one role (the list's \
+                         order is the precedence between groups)"
+                        ),
+                    ));
                 }
             }
             for (i, cidr) in app.ip_allow.iter().enumerate() {
                 crate::ip_allow::Cidr::parse(cidr)
-                    .map_err(|e| ConfigError(format!("{}: {e}", at(&format!("ip_allow[{i}]")))))?;
+                    .map_err(|e| ConfigError::at(origin, at(&format!("ip_allow[{i}]")), e))?;
             }
         }
         if let Some(admin) = &self.admin.token_sha256 {
             let hash = admin.trim().to_ascii_lowercase();
             if !is_sha256_hex(&hash) {
-                return Err(ConfigError(format!(
-                    "{origin}: admin.token_sha256: must be the 64-character hex SHA-256 of the admin token (run \
-                     `scim-bridge token`)"
-                )));
+                return Err(invalid(
+                    origin,
+                    "admin.token_sha256",
+                    "must be the 64-character hex SHA-256 of the admin token (run `scim-bridge token`)",
+                ));
             }
             if let Some(app) = seen_tokens.get(&hash) {
-                return Err(ConfigError(format!(
-                    "{origin}: admin.token_sha256: the same token is configured for app '{app}'; Entra's token must \
-                     not open the status page"
-                )));
+                return Err(invalid(
+                    origin,
+                    "admin.token_sha256",
+                    format!(
+                        "the same token is configured for app '{app}'; Entra's token must not open the status page"
+                    ),
+                ));
             }
             if self.admin_listen.is_none() {
-                return Err(ConfigError(format!(
-                    "{origin}: admin.token_sha256: the status page is served only on admin_listen, never on the \
-                     SCIM listener; set admin_listen (e.g. 127.0.0.1:9090)"
-                )));
+                return Err(invalid(
+                    origin,
+                    "admin.token_sha256",
+                    "the status page is served only on admin_listen, never on the SCIM listener; set admin_listen \
+                     (e.g. 127.0.0.1:9090)",
+                ));
             }
         }
         let c = &self.connections;
         if c.header_read_timeout_ms < 100 {
-            return Err(ConfigError(format!("{origin}: connections.header_read_timeout_ms: must be at least 100")));
+            return Err(invalid(origin, "connections.header_read_timeout_ms", "must be at least 100"));
         }
         if c.idle_timeout_ms <= self.request_budget_ms {
-            return Err(ConfigError(format!(
-                "{origin}: connections.idle_timeout_ms: must exceed request_budget_ms ({} ms): a request waiting \
+            return Err(invalid(
+                origin,
+                "connections.idle_timeout_ms",
+                format!(
+                    "must exceed request_budget_ms ({} ms): a request waiting \
                  on the vendor moves no bytes",
-                self.request_budget_ms
-            )));
+                    self.request_budget_ms
+                ),
+            ));
         }
         if c.max == 0 {
-            return Err(ConfigError(format!("{origin}: connections.max: must be at least 1")));
+            return Err(invalid(origin, "connections.max", "must be at least 1"));
         }
         if c.max > MAX_CONNECTIONS {
-            return Err(ConfigError(format!("{origin}: connections.max: must be at most {MAX_CONNECTIONS}")));
+            return Err(invalid(origin, "connections.max", format!("must be at most {MAX_CONNECTIONS}")));
         }
         if c.max_per_source == 0 {
-            return Err(ConfigError(format!("{origin}: connections.max_per_source: must be at least 1")));
+            return Err(invalid(origin, "connections.max_per_source", "must be at least 1"));
         }
         if c.auth_failures_per_minute == 0 {
-            return Err(ConfigError(format!("{origin}: connections.auth_failures_per_minute: must be at least 1")));
+            return Err(invalid(origin, "connections.auth_failures_per_minute", "must be at least 1"));
         }
         if self.request_budget_ms < 1000 {
-            return Err(ConfigError(format!("{origin}: request_budget_ms: must be at least 1000")));
+            return Err(invalid(origin, "request_budget_ms", "must be at least 1000"));
         }
         if self.request_budget_ms > MAX_REQUEST_BUDGET_MS {
-            return Err(ConfigError(format!(
-                "{origin}: request_budget_ms: must be at most {MAX_REQUEST_BUDGET_MS}: the shutdown drain \
+            return Err(invalid(
+                origin,
+                "request_budget_ms",
+                format!(
+                    "must be at most {MAX_REQUEST_BUDGET_MS}: the shutdown drain \
                  (request_budget_ms + 5 s) must end before the deploy files' grace period sends SIGKILL"
-            )));
+                ),
+            ));
         }
         if self.max_body_bytes < 1024 {
-            return Err(ConfigError(format!("{origin}: max_body_bytes: must be at least 1024")));
+            return Err(invalid(origin, "max_body_bytes", "must be at least 1024"));
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError(format!("{origin}: public_url: must start with http:// or https://")));
+                return Err(invalid(origin, "public_url", "must start with http:// or https://"));
             }
         }
         Ok(())
     }
 }
 
-/// figment already says "for key `x` in file"; make sure the file is named even when it does not.
-fn describe_figment_error(err: figment::Error, path: &Path) -> String {
-    let mut lines = Vec::new();
-    for e in err {
-        let key = if e.path.is_empty() { String::new() } else { format!("key `{}`: ", e.path.join(".")) };
-        let source = match &e.metadata {
-            Some(md) if md.name.contains("environment") => {
-                format!("environment variable {}{}", ENV_PREFIX, e.path.join("__").to_uppercase())
-            }
-            _ => path.display().to_string(),
-        };
-        lines.push(format!("{source}: {key}{}", e.kind));
-    }
-    lines.join("\n")
+/// figment's errors, each with where its value came from: the file, or the environment variable that
+/// overrode it (figment's own message does not always name either).
+fn syntax_error(err: figment::Error, path: &Path) -> ConfigError {
+    let problems = err
+        .into_iter()
+        .map(|e| {
+            let source_name = match &e.metadata {
+                Some(md) if md.name.contains("environment") => {
+                    format!("environment variable {}{}", ENV_PREFIX, e.path.join("__").to_uppercase())
+                }
+                _ => path.display().to_string(),
+            };
+            let key = (!e.path.is_empty()).then(|| e.path.join("."));
+            SyntaxError { source_name, key, kind: e.kind }
+        })
+        .collect();
+    ConfigError::Syntax(problems)
 }
 
 #[cfg(test)]
@@ -668,10 +802,27 @@ mod tests {
             (&format!("apps:\n  a:\n    type: promapp\n    token_sha256: {HASH2}\n    group_roles:\n      - group: G\n        rank: 1\n"), "rank"),
         ];
         for (yaml, key) in cases {
-            let err = Config::from_yaml(yaml, "proxy.yaml").unwrap_err().0;
+            let err = Config::from_yaml(yaml, "proxy.yaml").unwrap_err().to_string();
             assert!(err.contains(key), "{yaml:?}: {err}");
             assert!(err.contains("proxy.yaml"), "{yaml:?}: {err}");
         }
+    }
+
+    #[test]
+    fn errors_carry_file_key_and_problem() {
+        let yaml = format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n    limits:\n      burst: 0\n");
+        let err = Config::from_yaml(&yaml, "proxy.yaml").unwrap_err();
+        assert_eq!((err.file().as_deref(), err.key().as_deref()), (Some("proxy.yaml"), Some("apps.a.limits.burst")));
+        assert!(matches!(&err, ConfigError::Key { problem, .. } if matches!(**problem, Problem::Invalid(_))));
+        assert_eq!(err.to_string(), "proxy.yaml: apps.a.limits.burst: must be at least 1");
+        let yaml =
+            format!("apps:\n  a:\n    type: sandbox\n    token_sha256: {HASH}\n    reconcile:\n      interval: soon\n");
+        let err = Config::from_yaml(&yaml, "proxy.yaml").unwrap_err();
+        assert_eq!(err.key().as_deref(), Some("apps.a.reconcile.interval"));
+        assert!(matches!(&err, ConfigError::Key { problem, .. } if matches!(**problem, Problem::Duration(_))));
+        let err = Config::from_yaml("lisen: 1\n", "proxy.yaml").unwrap_err();
+        assert!(matches!(&err, ConfigError::Syntax(_)), "{err}");
+        assert_eq!(err.file().as_deref(), Some("proxy.yaml"));
     }
 
     #[test]
@@ -679,9 +830,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.yaml");
         std::fs::write(&path, "listen: [\n").unwrap();
-        let err = Config::load(&path).unwrap_err().0;
+        let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("bad.yaml"), "{err}");
-        let missing = Config::load(&dir.path().join("nope.yaml")).unwrap_err().0;
+        let missing = Config::load(&dir.path().join("nope.yaml")).unwrap_err().to_string();
         assert!(missing.contains("nope.yaml"), "{missing}");
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
-use crate::reconcile::{UnmanagedSeen, VendorIndex};
+use crate::outcome::Outcome;
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, Filter};
 use crate::scim::patch;
@@ -21,6 +21,7 @@ use crate::scim::schema::{self, ResourceKind};
 use crate::scim::{list_page_response, ListQuery, ListWindow};
 use crate::store::{lock_key, AuditEntry, Hold, Kind, Record, SharedLocks, Store, StoreError, StoreResult};
 use crate::vendor_errors::from_adapter;
+use crate::vendor_index::{UnmanagedSeen, VendorIndex};
 
 /// One configured app at run time.
 pub struct App {
@@ -45,6 +46,13 @@ pub struct Ctx {
     pub request_id: String,
     /// `https://host/scim/{app}/v2`, for `meta.location`.
     pub base_url: String,
+}
+
+/// What a group request asks: a PATCH's body or a PUT's document. The engine hands it to `group_roles`
+/// for an app that maps groups to roles.
+pub(crate) enum GroupEdit {
+    Patch(Value),
+    Replace(Value),
 }
 
 /// A successful answer.
@@ -354,7 +362,13 @@ impl Gateway {
         Gateway { apps, store, metrics, locks: Locks::new(shared), indexes, unmanaged_seen: UnmanagedSeen::default() }
     }
 
-    /// The app's vendor index (see `reconcile::VendorIndex`).
+    /// Whether the app maps groups to roles (then its groups live in the gateway's store, and its group
+    /// changes go through `group_roles`).
+    pub(crate) fn maps_groups(app: &App) -> bool {
+        !app.group_roles.is_empty()
+    }
+
+    /// The app's vendor index (see `vendor_index::VendorIndex`).
     pub fn vendor_index(&self, app: &str) -> Arc<VendorIndex> {
         self.indexes.get(app).cloned().unwrap_or_default()
     }
@@ -387,7 +401,7 @@ impl Gateway {
             operation: op.into(),
             actor: "entra".into(),
             request_id: Some(ctx.request_id.clone()),
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             ..Default::default()
         }
     }
@@ -409,7 +423,7 @@ impl Gateway {
         adapter_err: Option<&adapter_api::Error>,
     ) {
         stamp(&mut entry);
-        entry.outcome = adapter_err.map(|e| e.kind_name().to_string()).unwrap_or_else(|| "rejected".into());
+        entry.outcome = adapter_err.map_or(Outcome::Rejected, Outcome::from);
         entry.status = err.status.as_u16();
         entry.detail = Some(err.detail.clone());
         if let Err(e) = self.store.audit(&entry).await {
@@ -503,12 +517,12 @@ impl Gateway {
     }
 
     fn to_user(doc: &Value) -> ScimResult<User> {
-        User::from_scim(doc).map(crate::group_roles::entra_roles_only).map_err(ScimError::invalid_value)
+        User::from_scim(doc).map(crate::roles::entra_roles_only).map_err(|e| ScimError::invalid_value(e.to_string()))
     }
 
     /// A group with member ids translated to the vendor's ids.
     async fn to_group(&self, app: &App, doc: &Value) -> ScimResult<Group> {
-        let mut group = Group::from_scim(doc).map_err(ScimError::invalid_value)?;
+        let mut group = Group::from_scim(doc).map_err(|e| ScimError::invalid_value(e.to_string()))?;
         for m in &mut group.members {
             let rec = match self.store.get(&app.name, Kind::User, &m.value).await.map_err(store_err)? {
                 Some(r) => Some(r),
@@ -922,7 +936,7 @@ impl Gateway {
 
     pub async fn patch(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
         if kind == Kind::Group && Self::maps_groups(app) {
-            return self.mapped_group_update(app, ctx, id, crate::group_roles::GroupEdit::Patch(body)).await;
+            return self.mapped_group_update(app, ctx, id, GroupEdit::Patch(body)).await;
         }
         let parsed = patch::parse_patch(&body).map_err(|e| ScimError::bad_request(e.scim_type, e.detail));
         let _guard = self.locks.id(&app.name, kind, id).await.map_err(store_err)?;
@@ -955,7 +969,7 @@ impl Gateway {
 
     pub async fn replace(&self, app: &App, ctx: &Ctx, kind: Kind, id: &str, body: Value) -> ScimResult<Reply> {
         if kind == Kind::Group && Self::maps_groups(app) {
-            return self.mapped_group_update(app, ctx, id, crate::group_roles::GroupEdit::Replace(body)).await;
+            return self.mapped_group_update(app, ctx, id, GroupEdit::Replace(body)).await;
         }
         let values = Self::incoming_doc(kind, body);
         let _guard = self.locks.id(&app.name, kind, id).await.map_err(store_err)?;
@@ -1044,7 +1058,7 @@ impl Gateway {
                 // (a 404 it did not mean), a filter does not silently relink it, and only the same Entra
                 // user may take it back.
                 stamp(&mut audit);
-                audit.outcome = e.kind_name().into();
+                audit.outcome = Outcome::from(&e);
                 audit.status = err.status.as_u16();
                 audit.after = None;
                 audit.detail =

@@ -29,31 +29,54 @@
 
 use std::collections::BTreeSet;
 
-use adapter_api::{Adapter, ErrorKind, MultiValue, User};
+use adapter_api::{Adapter, ErrorKind, User};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::config::AppConfig;
-use crate::gateway::{now, stamp, stamp_since, store_err, App, Ctx, Gateway, Reply, ScimResult};
+use crate::gateway::{now, stamp, stamp_since, store_err, App, Ctx, Gateway, GroupEdit, Reply, ScimResult};
+use crate::outcome::Outcome;
+use crate::roles::{entra_roles_only, with_group_role};
 use crate::scim::error::ScimError;
 use crate::scim::patch;
 use crate::scim::schema::ResourceKind;
 use crate::store::{AuditEntry, Kind, Record, StoreError};
 
-/// Checks an app's `group_roles` against its adapter at start-up; the error names the key (the caller
-/// adds the file and the app).
-pub(crate) fn check_config(app: &AppConfig, adapter: &dyn Adapter) -> Result<(), String> {
+/// Why an app's `group_roles` cannot work with its adapter. The message says what; `key` says where,
+/// relative to `apps.<name>` (the caller adds the file and the app).
+#[derive(Debug, thiserror::Error)]
+pub enum GroupRolesError {
+    #[error("the {vendor} vendor keeps groups itself; group_roles is for vendors without groups")]
+    VendorKeepsGroups { vendor: &'static str },
+    /// Entry `index` names a role the adapter cannot give.
+    #[error("{source}")]
+    Role {
+        index: usize,
+        #[source]
+        source: adapter_api::RoleError,
+    },
+}
+
+impl GroupRolesError {
+    /// The key the error is about, relative to `apps.<name>`.
+    pub fn key(&self) -> String {
+        match self {
+            GroupRolesError::VendorKeepsGroups { .. } => "group_roles".into(),
+            GroupRolesError::Role { index, .. } => format!("group_roles[{index}].role"),
+        }
+    }
+}
+
+/// Checks an app's `group_roles` against its adapter at start-up.
+pub(crate) fn check_config(app: &AppConfig, adapter: &dyn Adapter) -> Result<(), GroupRolesError> {
     if app.group_roles.is_empty() {
         return Ok(());
     }
     if adapter.capabilities().groups {
-        return Err(format!(
-            "group_roles: the {} vendor keeps groups itself; group_roles is for vendors without groups",
-            adapter.vendor()
-        ));
+        return Err(GroupRolesError::VendorKeepsGroups { vendor: adapter.vendor() });
     }
-    for (i, entry) in app.group_roles.iter().enumerate() {
-        adapter.check_role(entry.role.trim()).map_err(|e| format!("group_roles[{i}].role: {e}"))?;
+    for (index, entry) in app.group_roles.iter().enumerate() {
+        adapter.check_role(entry.role.trim()).map_err(|source| GroupRolesError::Role { index, source })?;
     }
     Ok(())
 }
@@ -152,31 +175,6 @@ fn entry_of(app: &App, doc: &Value) -> Option<usize> {
     app.group_roles.iter().position(|e| e.names(name, external_id(doc)))
 }
 
-/// Roles as Entra sent them are app-role values, whatever `type` they carry: only the gateway marks a role
-/// as the vendor's own name (`VENDOR_ROLE_TYPE`), so a mapping that sent that type could not skip
-/// `role_map` (and its "never more than the default").
-pub(crate) fn entra_roles_only(mut user: User) -> User {
-    for role in user.roles.iter_mut().filter(|r| r.is_vendor_role()) {
-        role.kind = None;
-    }
-    user
-}
-
-/// `user` as the vendor gets it: with a group role, that role alone (marked as a vendor role name).
-pub(crate) fn with_group_role(user: User, role: Option<&str>) -> User {
-    let mut user = entra_roles_only(user);
-    if let Some(role) = role {
-        user.roles = vec![MultiValue::vendor_role(role)];
-    }
-    user
-}
-
-/// What a group request asks.
-pub(crate) enum GroupEdit {
-    Patch(Value),
-    Replace(Value),
-}
-
 /// The members' role updates of one group change.
 #[derive(Default)]
 struct RoleUpdates {
@@ -196,10 +194,10 @@ struct RoleUpdates {
 
 impl RoleUpdates {
     /// The group entry's outcome when the change stopped: a person's when every member was refused.
-    fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> Outcome {
         match self.everyone_refused {
-            true => "needs_manual_action",
-            false => "partial",
+            true => Outcome::NEEDS_MANUAL_ACTION,
+            false => Outcome::Partial,
         }
     }
 
@@ -265,11 +263,6 @@ fn partial_doc(before: &Value, after: &Value, confirmed: &BTreeSet<String>) -> V
 }
 
 impl Gateway {
-    /// Whether the app maps groups to roles (then its groups live in the gateway's store).
-    pub(crate) fn maps_groups(app: &App) -> bool {
-        !app.group_roles.is_empty()
-    }
-
     // ---- every store call of this module (one place to make async when the store becomes async)
 
     /// The app's stored groups (one store read).
@@ -396,7 +389,7 @@ impl Gateway {
                     out.updated += 1;
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound) => {
-                    audit.outcome = e.kind_name().into();
+                    audit.outcome = Outcome::from(&e);
                     audit.status = 200;
                     audit.detail = Some("the vendor no longer has this user; its membership is recorded".into());
                     self.write_audit(&audit).await;
@@ -405,7 +398,7 @@ impl Gateway {
                 // A grant refused for good: the member holds less than its groups give; a person fixes it.
                 Err(e) if refused_for_good(e.kind()) && was.is_none() => {
                     let err = self.vendor_error(app, &e);
-                    audit.outcome = "needs_manual_action".into();
+                    audit.outcome = Outcome::NEEDS_MANUAL_ACTION;
                     audit.status = err.status.as_u16();
                     audit.detail = Some(format!("{} ({})", err.detail, e.kind_name()));
                     refusals.push((uid.clone(), audit, err));
@@ -413,7 +406,7 @@ impl Gateway {
                 // Any refused change away from a group role: the member would keep a role Entra took away.
                 Err(e) if refused_for_good(e.kind()) => {
                     let err = self.vendor_error(app, &e);
-                    audit.outcome = "needs_manual_action".into();
+                    audit.outcome = Outcome::NEEDS_MANUAL_ACTION;
                     audit.status = err.status.as_u16();
                     audit.detail = Some(format!(
                         "{} ({}); the vendor would keep its group role {}: disabling it at the vendor instead",
@@ -493,7 +486,7 @@ impl Gateway {
         match result {
             Ok(()) => {
                 // Still a person's: the needs-a-person list keeps the user until a later change of it succeeds.
-                audit.outcome = "needs_manual_action".into();
+                audit.outcome = Outcome::NEEDS_MANUAL_ACTION;
                 audit.status = 200;
                 audit.detail = Some(format!(
                     "disabled: its group role could not be taken back ({}); fix its role at the vendor, then \
@@ -612,7 +605,7 @@ impl Gateway {
                 }
                 false => format!("{}; the group was not recorded: retry the request", err.detail),
             };
-            audit.outcome = updates.outcome().into();
+            audit.outcome = updates.outcome();
             audit.status = err.status.as_u16();
             audit.detail = Some(format!("{} ({})", err.detail, updates.summary(members.len())));
             stamp(&mut audit);
@@ -727,7 +720,7 @@ impl Gateway {
         audit.after = Some(updated.doc.clone());
         if let Some(err) = failure {
             let err = Self::partial_failure(err, &updates, affected.len());
-            audit.outcome = updates.outcome().into();
+            audit.outcome = updates.outcome();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);
@@ -772,7 +765,7 @@ impl Gateway {
             let updated = self.versioned(&rec, kept);
             let err = Self::partial_failure(err, &updates, affected.len());
             audit.after = Some(updated.doc.clone());
-            audit.outcome = updates.outcome().into();
+            audit.outcome = updates.outcome();
             audit.status = err.status.as_u16();
             audit.detail = Some(err.detail.clone());
             stamp(&mut audit);

@@ -126,7 +126,8 @@ impl Metrics {
         self.count_in_hour(app, current_hour(), status >= 400);
     }
 
-    /// The vendor HTTP attempts one Entra request made (from its call log), into the latency histogram.
+    /// Vendor HTTP attempts into the latency histogram: those one Entra request made (from its call log, when
+    /// it ends), and each of a reconcile pass's as it is made.
     pub fn observe_vendor_attempts(&self, app: &str, attempts: &[adapter_api::calls::Attempt]) {
         if attempts.is_empty() {
             return;

@@ -13,19 +13,20 @@
 //! after the vendor said 404 for it, through the create path that adopts instead of duplicating; vendor
 //! users the gateway never linked are never touched; at most `max_repairs` repairs per pass.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use adapter_api::calls::{self, CallLog};
-use adapter_api::{Adapter, ErrorKind, User, VendorUser};
+use adapter_api::{ErrorKind, User, VendorUser};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::ReconcileMode;
 use crate::gateway::{now, App, Gateway};
-use crate::group_roles::{role_from_groups, with_group_role};
+use crate::group_roles::role_from_groups;
+use crate::outcome::Outcome;
+use crate::roles::with_group_role;
 use crate::store::{AuditEntry, Kind, Record};
 
 /// What one pass may do.
@@ -138,74 +139,6 @@ pub enum Progress {
     Checked,
 }
 
-/// The userNames a recent listing of the vendor held: while fresh, a `userName eq` query for a name it
-/// lacks is answered "no such user" without a vendor call (see `Capabilities::create_reports_conflict`).
-#[derive(Debug, Default)]
-pub struct VendorIndex {
-    listing: RwLock<Option<Listing>>,
-    building: AtomicBool,
-}
-
-#[derive(Debug)]
-struct Listing {
-    /// When the listing started: a user created at the vendor after it may be missing from it.
-    taken: Instant,
-    user_names: HashSet<String>,
-}
-
-impl VendorIndex {
-    /// `Some(true)` when a listing younger than `ttl` lacks `user_name`; `Some(false)` when it holds it;
-    /// `None` when there is no fresh listing.
-    pub fn lacks(&self, user_name: &str, ttl: Duration) -> Option<bool> {
-        let guard = self.listing.read().unwrap_or_else(|p| p.into_inner());
-        let listing = guard.as_ref().filter(|l| l.taken.elapsed() < ttl)?;
-        Some(!listing.user_names.contains(&user_name.to_lowercase()))
-    }
-
-    fn store(&self, taken: Instant, users: &[VendorUser]) {
-        let user_names = users.iter().map(|u| u.user.user_name.to_lowercase()).collect();
-        *self.listing.write().unwrap_or_else(|p| p.into_inner()) = Some(Listing { taken, user_names });
-    }
-
-    /// Lists the vendor in the background unless a listing is already under way. The listing is Entra's
-    /// own work (it stands in for Entra's lookups), so it is not background priority.
-    pub fn refresh(self: &Arc<Self>, app_name: &str, adapter: Arc<dyn Adapter>) {
-        if self.building.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        /// Lets the next miss start a listing again however this one ends (a panicking adapter included).
-        struct Built(Arc<VendorIndex>);
-        impl Drop for Built {
-            fn drop(&mut self) {
-                self.0.building.store(false, Ordering::Release);
-            }
-        }
-        let index = Built(self.clone());
-        let app_name = app_name.to_string();
-        tokio::spawn(async move {
-            let taken = Instant::now();
-            match adapter.list_users().await {
-                Ok(users) => {
-                    tracing::debug!(app = %app_name, users = users.len(), "vendor index refreshed");
-                    index.0.store(taken, &users);
-                }
-                Err(e) => tracing::warn!(app = %app_name, error = %e, "listing the vendor for the index failed"),
-            }
-        });
-    }
-}
-
-/// Unmanaged vendor users already reported by this process's periodic passes: each is audited once, not
-/// every hour.
-#[derive(Debug, Default)]
-pub struct UnmanagedSeen(Mutex<HashSet<(String, String)>>);
-
-impl UnmanagedSeen {
-    fn first_sighting(&self, app: &str, vendor_id: &str) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert((app.to_string(), vendor_id.to_string()))
-    }
-}
-
 /// A difference found by comparing, before anything is repaired.
 enum Candidate {
     Linked { rec: Box<Record>, kind: DriftKind },
@@ -231,12 +164,20 @@ impl Gateway {
         let started = Instant::now();
         let mut report =
             PassReport { app: app.name.clone(), vendor: app.adapter.vendor().to_string(), ..PassReport::default() };
-        let listing_log = Arc::new(CallLog::background(&format!("reconcile-{}", app.name)));
+        // Every vendor attempt of the pass goes into the app's latency histogram as it is made, as an Entra
+        // request's do when it ends: a listing makes far more attempts than a call log keeps.
+        let metrics = self.metrics.clone();
+        let app_name = app.name.clone();
+        let observer =
+            calls::AttemptObserver::new(move |a| metrics.observe_vendor_attempts(&app_name, std::slice::from_ref(a)));
+        let log_of_pass =
+            || Arc::new(CallLog::background(&format!("reconcile-{}", app.name)).observed_by(observer.clone()));
+        let listing_log = log_of_pass();
         let candidates = calls::scope(listing_log.clone(), self.compare(app, &mut report, progress)).await;
         report.vendor_calls = listing_log.calls();
         let mut repairs = 0usize;
         for candidate in candidates {
-            let log = Arc::new(CallLog::background(&format!("reconcile-{}", app.name)));
+            let log = log_of_pass();
             let finding = calls::scope(log.clone(), self.resolve(app, opts, periodic, candidate, &mut repairs)).await;
             report.vendor_calls += log.calls();
             progress(Progress::Checked);
@@ -598,7 +539,7 @@ impl Gateway {
 
     async fn audit_drift_found(&self, app: &App, finding: &Finding, before: Option<Value>, after: Option<Value>) {
         let mut entry = self.reconcile_audit(app, finding.resource_id.clone(), &finding.user_name);
-        entry.outcome = "drift_found".into();
+        entry.outcome = Outcome::DriftFound;
         entry.before = before;
         entry.after = after;
         entry.detail = Some(format!("{}: {} (vendor id {})", finding.kind.as_str(), finding.detail, finding.vendor_id));
@@ -612,11 +553,11 @@ impl Gateway {
         crate::gateway::stamp(&mut entry);
         match result {
             Ok(detail) => {
-                entry.outcome = "drift_repaired".into();
+                entry.outcome = Outcome::DriftRepaired;
                 entry.detail = Some(detail.clone());
             }
             Err(e) => {
-                entry.outcome = e.kind_name().into();
+                entry.outcome = Outcome::from(e);
                 entry.detail = Some(format!("repair failed: {}", e.detail()));
             }
         }
@@ -705,7 +646,7 @@ impl Gateway {
         let detail = format!("re-created at the vendor as {vendor_id} (was {})", rec.vendor_id);
         let relinked = Record { vendor_id, ..rec };
         crate::gateway::stamp(&mut audit);
-        audit.outcome = "drift_repaired".into();
+        audit.outcome = Outcome::DriftRepaired;
         audit.operation = "reconcile".into();
         audit.detail = Some(detail.clone());
         match self.store.put(&relinked, &audit).await {

@@ -10,7 +10,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Problem, StoreConfig};
 use crate::gateway::{App, Gateway};
 use crate::http::{self, AppState};
 use crate::ip_allow::Cidr;
@@ -22,17 +22,45 @@ use crate::store;
 /// A config with `store.url` (PostgreSQL) needs [`open_gateway`].
 pub fn build_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, ConfigError> {
     if config.store.url.is_some() {
-        return Err(ConfigError(format!("{origin}: store.url: PostgreSQL is opened by `open_gateway`")));
+        return Err(ConfigError::at(
+            origin,
+            "store.url",
+            Problem::Invalid("PostgreSQL is opened by `open_gateway`".into()),
+        ));
     }
-    let store = store::open(&config.store.path)
-        .map_err(|e| ConfigError(format!("{origin}: store.path: cannot open {}: {e}", config.store.path)))?;
+    let store = store::open(&config.store.path).map_err(|source| {
+        ConfigError::at(origin, "store.path", Problem::Open { target: config.store.path.clone(), source })
+    })?;
     build_gateway_on(config, origin, store)
 }
 
 /// Builds the engine for a validated config on whichever store it names (SQLite or PostgreSQL).
 pub async fn open_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>, ConfigError> {
-    let store = store::open_config(&config.store, origin).await.map_err(ConfigError)?;
+    let store = open_store(&config.store, origin).await?;
     build_gateway_on(config, origin, store)
+}
+
+/// Opens the store a config names: PostgreSQL when `store.url` is set, else the SQLite file at
+/// `store.path`. `origin` names the config file; errors name the key, never the password.
+pub async fn open_store(cfg: &StoreConfig, origin: &str) -> Result<Arc<store::Store>, ConfigError> {
+    let Some(url) = &cfg.url else {
+        return store::open(&cfg.path).map_err(|source| {
+            ConfigError::at(origin, "store.path", Problem::Open { target: cfg.path.clone(), source })
+        });
+    };
+    let password = match (&cfg.password_env, &cfg.password_file) {
+        (None, None) => None,
+        (env, file) => Some(
+            adapter_api::secret::resolve("store.password", None, env.as_deref(), file.as_deref())
+                .map_err(|source| ConfigError::Credential { file: origin.to_string(), source })?,
+        ),
+    };
+    let opts =
+        store::PgOptions { url: url.clone(), password, schema: cfg.schema.clone(), pool_size: cfg.pool_size as usize };
+    let engine = store::PgEngine::open(opts)
+        .await
+        .map_err(|source| ConfigError::at(origin, "store.url", Problem::Connect { url: url.clone(), source }))?;
+    Ok(Arc::new(engine))
 }
 
 /// Builds the engine for a validated config on an open store.
@@ -42,19 +70,20 @@ pub fn build_gateway_on(config: &Config, origin: &str, store: Arc<store::Store>)
     let mut apps = BTreeMap::new();
     for (name, app) in &config.apps {
         let adapter = crate::vendors::build(name, app, Duration::from_millis(config.request_budget_ms), &shared)
-            .map_err(|e| ConfigError(format!("{origin}: apps.{name}: {e}")))?;
+            .map_err(|e| ConfigError::app(origin, format!("apps.{name}"), e))?;
         let mut token = [0u8; 32];
-        hex::decode_to_slice(app.token_sha256.trim(), &mut token)
-            .map_err(|_| ConfigError(format!("{origin}: apps.{name}.token_sha256: not hex")))?;
+        hex::decode_to_slice(app.token_sha256.trim(), &mut token).map_err(|_| {
+            ConfigError::at(origin, format!("apps.{name}.token_sha256"), Problem::Invalid("not hex".into()))
+        })?;
         let ip_allow = app
             .ip_allow
             .iter()
             .map(|c| Cidr::parse(c))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError(format!("{origin}: apps.{name}.ip_allow: {e}")))?;
+            .map_err(|e| ConfigError::at(origin, format!("apps.{name}.ip_allow"), e))?;
         let reconcile = app.reconcile.clone();
         crate::group_roles::check_config(app, adapter.as_ref())
-            .map_err(|e| ConfigError(format!("{origin}: apps.{name}.{e}")))?;
+            .map_err(|e| ConfigError::app(origin, format!("apps.{name}.{}", e.key()), e))?;
         let group_roles = app.group_roles.clone();
         apps.insert(
             name.clone(),
@@ -263,4 +292,40 @@ pub fn spawn_audit_retention(gateway: Arc<Gateway>, days: u32) {
             tokio::time::sleep(Duration::from_secs(24 * 60 * 60)).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The password from `store.password_file` appears neither in the engine's options as printed nor in
+    /// the error of a connection that fails (the message names `store.url`).
+    #[tokio::test]
+    async fn the_postgres_password_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg-password");
+        std::fs::write(&file, "hunter2-pg\n").unwrap();
+        let cfg = StoreConfig {
+            url: Some("postgres://gw@127.0.0.1:1/scim".into()),
+            password_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let err = open_store(&cfg, "proxy.yaml").await.err().unwrap();
+        assert_eq!(err.key().as_deref(), Some("store.url"));
+        let err = err.to_string();
+        assert!(err.starts_with("proxy.yaml: store.url: ") && !err.contains("hunter2"), "{err}");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        let opts = store::PgOptions {
+            url: "postgres://gw@127.0.0.1:1/scim".into(),
+            password: Some(secrecy::SecretString::from("hunter2-pg")),
+            schema: None,
+            pool_size: 2,
+        };
+        assert!(!format!("{opts:?}").contains("hunter2"));
+        let missing = StoreConfig { password_file: Some(dir.path().join("nope")), ..cfg };
+        let err = open_store(&missing, "proxy.yaml").await.err().unwrap();
+        assert_eq!(err.key().as_deref(), Some("store.password_file"));
+        let err = err.to_string();
+        assert!(err.contains("store.password_file") && err.contains("nope"), "{err}");
+    }
 }

@@ -55,18 +55,37 @@ fn apply_limits(mut base: OutboundConfig, l: &LimitsConfig) -> OutboundConfig {
     base
 }
 
+/// Why an app's `limits:` (or the vendor notes' spellings `max_rps`, `retry_budget`) cannot be used. Each
+/// names its key relative to `apps.<name>`.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    /// The merged limits contradict each other (the outbound client says which key).
+    #[error("limits.{}", .0.detail())]
+    Outbound(#[source] adapter_api::Error),
+    #[error(
+        "limits.attempt_timeout_ms ({attempt_ms} ms) is longer than request_budget_ms ({budget_ms} ms): every slow \
+         attempt would be cut short; lower it or raise request_budget_ms"
+    )]
+    LongerThanBudget { attempt_ms: u128, budget_ms: u128 },
+    #[error("`max_rps`: must be a number above 0")]
+    MaxRps,
+    #[error("`retry_budget`: must be a whole number")]
+    RetryBudget,
+    /// A vendor-note spelling given beside the `limits:` key it stands for.
+    #[error("`{alias}` and `limits.{key}` are the same setting: give one")]
+    GivenTwice { alias: &'static str, key: &'static str },
+}
+
 /// The vendor's defaults with the app's `limits:` on top, validated, also against the Entra request's
 /// time budget (an attempt longer than the whole budget would always be cut short).
-fn limits_for(defaults: OutboundConfig, l: &LimitsConfig, budget: Duration) -> Result<OutboundConfig, String> {
+fn limits_for(defaults: OutboundConfig, l: &LimitsConfig, budget: Duration) -> Result<OutboundConfig, LimitsError> {
     let merged = apply_limits(defaults, l);
-    merged.validate().map_err(|e| format!("limits.{}", e.detail()))?;
+    merged.validate().map_err(LimitsError::Outbound)?;
     if merged.attempt_timeout > budget {
-        return Err(format!(
-            "limits.attempt_timeout_ms ({} ms) is longer than request_budget_ms ({} ms): every slow attempt would be \
-             cut short; lower it or raise request_budget_ms",
-            merged.attempt_timeout.as_millis(),
-            budget.as_millis()
-        ));
+        return Err(LimitsError::LongerThanBudget {
+            attempt_ms: merged.attempt_timeout.as_millis(),
+            budget_ms: budget.as_millis(),
+        });
     }
     Ok(merged)
 }
@@ -74,20 +93,22 @@ fn limits_for(defaults: OutboundConfig, l: &LimitsConfig, budget: Duration) -> R
 /// The vendor notes spell two limits beside the vendor keys: `max_rps` (= `limits.requests_per_second`)
 /// and `retry_budget` (retries after the first attempt, = `limits.max_attempts - 1`). Both are accepted
 /// there and moved into the limits; giving a value both ways is refused rather than guessed.
-fn take_limit_aliases(app: &AppConfig) -> Result<(serde_json::Map<String, serde_json::Value>, LimitsConfig), String> {
+fn take_limit_aliases(
+    app: &AppConfig,
+) -> Result<(serde_json::Map<String, serde_json::Value>, LimitsConfig), LimitsError> {
     let mut options = app.options.clone();
     let mut limits = app.limits.clone();
     if let Some(v) = options.remove("max_rps") {
-        let rps = v.as_f64().filter(|r| r.is_finite() && *r > 0.0).ok_or("`max_rps`: must be a number above 0")?;
+        let rps = v.as_f64().filter(|r| r.is_finite() && *r > 0.0).ok_or(LimitsError::MaxRps)?;
         if limits.requests_per_second.is_some() {
-            return Err("`max_rps` and `limits.requests_per_second` are the same setting: give one".into());
+            return Err(LimitsError::GivenTwice { alias: "max_rps", key: "requests_per_second" });
         }
         limits.requests_per_second = Some(rps);
     }
     if let Some(v) = options.remove("retry_budget") {
-        let retries = v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or("`retry_budget`: must be a whole number")?;
+        let retries = v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or(LimitsError::RetryBudget)?;
         if limits.max_attempts.is_some() {
-            return Err("`retry_budget` and `limits.max_attempts` are the same setting: give one".into());
+            return Err(LimitsError::GivenTwice { alias: "retry_budget", key: "max_attempts" });
         }
         limits.max_attempts = Some(retries.saturating_add(1));
     }
@@ -100,8 +121,8 @@ pub enum AppBuildError {
     #[error("type: unknown adapter type '{given}' (known: {known})")]
     UnknownType { given: String, known: String },
     /// `limits:` (or its aliases `max_rps`, `retry_budget`) cannot be used.
-    #[error("{0}")]
-    Limits(String),
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     /// The vendor refused its options.
     #[error(transparent)]
     Vendor(#[from] adapter_api::BuildError),
@@ -125,8 +146,8 @@ pub fn build(
     if !vendor.has_limits() {
         return Ok(build(app.options.clone(), vendor.default_limits())?);
     }
-    let (options, limits) = take_limit_aliases(app).map_err(AppBuildError::Limits)?;
-    let mut limits = limits_for(vendor.default_limits(), &limits, request_budget).map_err(AppBuildError::Limits)?;
+    let (options, limits) = take_limit_aliases(app)?;
+    let mut limits = limits_for(vendor.default_limits(), &limits, request_budget)?;
     limits.shared = shared.clone();
     Ok(build(options, limits)?)
 }
@@ -164,7 +185,7 @@ mod tests {
     #[test]
     fn an_attempt_longer_than_the_request_budget_is_refused() {
         let slow = LimitsConfig { attempt_timeout_ms: Some(20_000), deadline_ms: Some(25_000), ..Default::default() };
-        let err = limits_for(adapter_prompt::default_limits(), &slow, Duration::from_secs(15)).unwrap_err();
+        let err = limits_for(adapter_prompt::default_limits(), &slow, Duration::from_secs(15)).unwrap_err().to_string();
         assert!(err.contains("limits.attempt_timeout_ms (20000 ms)") && err.contains("request_budget_ms"), "{err}");
         assert!(limits_for(adapter_prompt::default_limits(), &slow, Duration::from_secs(30)).is_ok());
     }
@@ -172,13 +193,13 @@ mod tests {
     #[test]
     fn a_limit_given_both_ways_or_badly_is_refused_with_the_key() {
         let both = LimitsConfig { requests_per_second: Some(2.0), ..Default::default() };
-        let err = take_limit_aliases(&app(json!({"max_rps": 1}), both)).unwrap_err();
+        let err = take_limit_aliases(&app(json!({"max_rps": 1}), both)).unwrap_err().to_string();
         assert!(err.contains("`max_rps`") && err.contains("limits.requests_per_second"), "{err}");
         let both = LimitsConfig { max_attempts: Some(2), ..Default::default() };
-        let err = take_limit_aliases(&app(json!({"retry_budget": 1}), both)).unwrap_err();
+        let err = take_limit_aliases(&app(json!({"retry_budget": 1}), both)).unwrap_err().to_string();
         assert!(err.contains("`retry_budget`") && err.contains("limits.max_attempts"), "{err}");
         for (bad, key) in [(json!({"max_rps": 0}), "`max_rps`"), (json!({"retry_budget": -1}), "`retry_budget`")] {
-            let err = take_limit_aliases(&app(bad, LimitsConfig::default())).unwrap_err();
+            let err = take_limit_aliases(&app(bad, LimitsConfig::default())).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
     }

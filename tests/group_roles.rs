@@ -1069,8 +1069,13 @@ async fn group_roles_config_errors_name_key_and_file() {
             "apps:\n  a:\n    type: {vendor}\n    token_sha256: {hash}\n{options}    group_roles:\n      - group: G\n        role: {role}\n"
         );
         let config = Config::from_yaml(&yaml, "proxy.yaml").unwrap();
-        let err = scim_bridge::server::build_gateway(&config, "proxy.yaml").expect_err(vendor).0;
-        assert!(err.contains(key) && err.contains("proxy.yaml"), "{vendor}: {err}");
+        let err = scim_bridge::server::build_gateway(&config, "proxy.yaml").expect_err(vendor);
+        // The error carries the file and the key, and says them in that order.
+        assert_eq!(err.file().as_deref(), Some("proxy.yaml"), "{vendor}: {err}");
+        let at = err.key().unwrap_or_default();
+        assert!(at.starts_with("apps.a") && key.starts_with(&at), "{vendor}: key {at}: {err}");
+        let err = err.to_string();
+        assert!(err.contains(key) && err.starts_with("proxy.yaml: "), "{vendor}: {err}");
     }
 }
 

@@ -268,6 +268,24 @@ async fn metrics_after_a_small_run_and_audit_query() {
     ] {
         assert!(metrics.contains(needle), "missing `{needle}` in:\n{metrics}");
     }
+    // A reconcile pass's vendor attempts are timed into the same histogram as Entra requests' attempts.
+    let attempts_observed = |metrics: &str| -> u64 {
+        let needle = "scim_bridge_vendor_attempt_duration_seconds_count{app=\"pm\"} ";
+        let line = metrics.lines().find(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("no {needle}"));
+        line[needle.len()..].trim().parse().unwrap()
+    };
+    let before = attempts_observed(&metrics);
+    let app = running.gateway.apps["pm"].clone();
+    let opts = scim_bridge::reconcile::PassOptions {
+        mode: scim_bridge::config::ReconcileMode::Report,
+        dry_run: true,
+        max_repairs: 0,
+    };
+    let report = running.gateway.reconcile(&app, &opts, false, &|_| {}).await;
+    assert!(report.vendor_calls >= 1, "the pass listed the vendor: {report:?}");
+    let metrics = client.get(format!("http://{}/metrics", running.addr)).send().await.unwrap().text().await.unwrap();
+    let after = attempts_observed(&metrics);
+    assert!(after >= before + u64::from(report.vendor_calls), "{before} + {} > {after}", report.vendor_calls);
     let ready = client.get(format!("http://{}/readyz", running.addr)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();

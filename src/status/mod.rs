@@ -9,7 +9,7 @@ mod session;
 pub mod view;
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -21,9 +21,26 @@ use minijinja::Environment;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::http::{token_hash, AppState};
+use crate::auth::{token_hash, AuthFailures};
+use crate::gateway::Gateway;
 use crate::store::{AuditFilter, OutcomeFilter};
 use session::Sessions;
+
+/// What the page's handlers read: the engine, the page's credential and sessions, and the failed-token
+/// throttle it shares with the SCIM listener. `http` builds it from its own state (`FromRef`).
+#[derive(Clone, Debug)]
+pub struct StatusState {
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) status: Option<Arc<Status>>,
+    pub(crate) auth_failures: Arc<AuthFailures>,
+}
+
+impl StatusState {
+    /// Counts a failed admin-token check from `peer`; `Some(wait)` when the source is over its quota.
+    fn record_auth_failure(&self, peer: Option<SocketAddr>) -> Option<std::time::Duration> {
+        peer.and_then(|p| self.auth_failures.record(p.ip()))
+    }
+}
 
 /// The admin's credential (its hash) and the open sessions.
 pub struct Status {
@@ -91,7 +108,11 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
                    frame-ancestors 'none'; base-uri 'none'";
 
 /// `/`, `/audit`, `/login`, `/logout` and the stylesheet; mounted by `http::admin_app` only.
-pub fn routes() -> Router<AppState> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    StatusState: axum::extract::FromRef<S>,
+{
     Router::new()
         .route("/", get(overview))
         .route("/audit", get(audit))
@@ -167,7 +188,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// A failed admin-token check: counted against its source; a source over its quota gets 429.
-fn refused(state: &AppState, peer: Option<SocketAddr>, login_page: bool) -> Response {
+fn refused(state: &StatusState, peer: Option<SocketAddr>, login_page: bool) -> Response {
     let wait = state.record_auth_failure(peer);
     if let (Some(status), Some(wait)) = (status_of(state), wait) {
         status.block(peer, wait);
@@ -176,7 +197,7 @@ fn refused(state: &AppState, peer: Option<SocketAddr>, login_page: bool) -> Resp
 }
 
 /// A source blocked for failed tokens is answered 429 before its token is even compared.
-fn still_blocked(state: &AppState, peer: Option<SocketAddr>, login_page: bool) -> Option<Response> {
+fn still_blocked(state: &StatusState, peer: Option<SocketAddr>, login_page: bool) -> Option<Response> {
     too_many(status_of(state)?.blocked_for(peer), login_page)
 }
 
@@ -217,7 +238,7 @@ fn wrong_token(login_page: bool) -> Response {
     }
 }
 
-fn access(state: &AppState, status: &Status, req: &Request) -> Access {
+fn access(state: &StatusState, status: &Status, req: &Request) -> Access {
     let headers = req.headers();
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let token = value
@@ -243,7 +264,7 @@ fn to_login() -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response()
 }
 
-fn status_of(state: &AppState) -> Option<&Status> {
+fn status_of(state: &StatusState) -> Option<&Status> {
     state.status.as_deref()
 }
 
@@ -254,7 +275,7 @@ fn not_mounted() -> Response {
 /// The page `render` makes, for an admin; the login form for anyone else.
 /// Lets a signed-in admin through (`None`); everyone else gets the login redirect or a refusal. Sync, so
 /// no handler holds the request across an await.
-fn gate(state: &AppState, req: &Request) -> Option<Response> {
+fn gate(state: &StatusState, req: &Request) -> Option<Response> {
     let Some(status) = status_of(state) else { return Some(not_mounted()) };
     match access(state, status, req) {
         Access::Granted => None,
@@ -272,7 +293,7 @@ fn store_failed(e: crate::store::StoreError) -> Response {
     )
 }
 
-async fn overview(State(state): State<AppState>, req: Request) -> Response {
+async fn overview(State(state): State<StatusState>, req: Request) -> Response {
     if let Some(refused) = gate(&state, &req) {
         return refused;
     }
@@ -292,25 +313,8 @@ struct AuditParams {
     view: String,
 }
 
-/// Outcomes offered in the filter (what the engine and reconcile write).
-const OUTCOMES: &[&str] = &[
-    "ok",
-    "rejected",
-    "conflict",
-    "invalid",
-    "not_found",
-    "unauthorized",
-    "rate_limited",
-    "unavailable",
-    "unsupported",
-    "needs_manual_action",
-    "intent",
-    "drift_found",
-    "drift_repaired",
-];
-
 /// Reads the audit view's query: unknown parameters are ignored; a bad value is said on the page.
-fn audit_filter(state: &AppState, query: &str) -> (AuditParams, AuditFilter, Option<String>) {
+fn audit_filter(state: &StatusState, query: &str) -> (AuditParams, AuditFilter, Option<String>) {
     let mut p = AuditParams::default();
     let mut before = None;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -344,11 +348,13 @@ fn audit_filter(state: &AppState, query: &str) -> (AuditParams, AuditFilter, Opt
         "" => OutcomeFilter::Any,
         "failed" => OutcomeFilter::Failed,
         "needs_person" => OutcomeFilter::NeedsPerson,
-        o if OUTCOMES.contains(&o) => OutcomeFilter::Is(o.to_string()),
-        other => {
-            error = Some(format!("'{}' is not an outcome.", view::shown(other)));
-            OutcomeFilter::Any
-        }
+        o => match crate::outcome::Outcome::offered(o) {
+            Some(outcome) => OutcomeFilter::Is(outcome),
+            None => {
+                error = Some(format!("'{}' is not an outcome.", view::shown(o)));
+                OutcomeFilter::Any
+            }
+        },
     };
     if !p.since.is_empty() {
         match crate::audit_report::parse_since(&p.since, time::OffsetDateTime::now_utc()) {
@@ -381,7 +387,7 @@ fn older_link(p: &AuditParams, before: i64) -> String {
     format!("/audit?{}", q.finish())
 }
 
-async fn audit(State(state): State<AppState>, req: Request) -> Response {
+async fn audit(State(state): State<StatusState>, req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
     if let Some(refused) = gate(&state, &req) {
         return refused;
@@ -402,7 +408,7 @@ async fn audit(State(state): State<AppState>, req: Request) -> Response {
 }
 
 fn audit_context(
-    state: &AppState,
+    state: &StatusState,
     params: &AuditParams,
     entries: Vec<view::EntryView>,
     older: Option<String>,
@@ -411,19 +417,19 @@ fn audit_context(
     let apps: Vec<&String> = state.gateway.apps.keys().collect();
     let nav = if params.outcome == "needs_person" { "person" } else { "audit" };
     minijinja::context! {
-        p => params, apps => apps, outcomes => OUTCOMES, entries => entries, older => older, error => error,
+        p => params, apps => apps, outcomes => crate::outcome::Outcome::OFFERED.iter().map(|o| o.as_str()).collect::<Vec<_>>(), entries => entries, older => older, error => error,
         nav => nav, page_size => view::PAGE_SIZE,
     }
 }
 
-async fn login_form(State(state): State<AppState>) -> Response {
+async fn login_form(State(state): State<StatusState>) -> Response {
     if status_of(&state).is_none() {
         return not_mounted();
     }
     page(StatusCode::OK, "login.html", minijinja::context! { error => None::<String> })
 }
 
-async fn login(State(state): State<AppState>, req: Request) -> Response {
+async fn login(State(state): State<StatusState>, req: Request) -> Response {
     let Some(status) = status_of(&state) else { return not_mounted() };
     let peer = peer_of(&req);
     let secure = req.headers().get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
@@ -457,7 +463,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
     }
 }
 
-async fn logout(State(state): State<AppState>, req: Request) -> Response {
+async fn logout(State(state): State<StatusState>, req: Request) -> Response {
     let Some(status) = status_of(&state) else { return not_mounted() };
     if let Some(id) = session_cookie(req.headers()) {
         status.sessions.close(id);
@@ -470,7 +476,7 @@ async fn logout(State(state): State<AppState>, req: Request) -> Response {
     resp
 }
 
-async fn stylesheet(State(state): State<AppState>) -> Response {
+async fn stylesheet(State(state): State<StatusState>) -> Response {
     if status_of(&state).is_none() {
         return not_mounted();
     }
@@ -482,7 +488,7 @@ const FAVICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 1
 <rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#24292f\"/><rect x=\"3\" y=\"9\" width=\"2\" height=\"4\" fill=\"#fff\"/>\
 <rect x=\"7\" y=\"6\" width=\"2\" height=\"7\" fill=\"#fff\"/><rect x=\"11\" y=\"3\" width=\"2\" height=\"10\" fill=\"#cf222e\"/></svg>";
 
-async fn favicon(State(state): State<AppState>) -> Response {
+async fn favicon(State(state): State<StatusState>) -> Response {
     if status_of(&state).is_none() {
         return not_mounted();
     }

@@ -41,13 +41,13 @@ impl Sessions {
                 open.remove(&oldest);
             }
         }
-        open.insert(crate::http::token_hash(&id), now + SESSION_TTL);
+        open.insert(crate::auth::token_hash(&id), now + SESSION_TTL);
         id
     }
 
     /// Whether `id` is an open, unexpired session.
     pub fn valid(&self, id: &str) -> bool {
-        let key = crate::http::token_hash(id);
+        let key = crate::auth::token_hash(id);
         let mut open = self.lock();
         match open.get(&key) {
             Some(expires) if *expires > Instant::now() => true,
@@ -60,7 +60,7 @@ impl Sessions {
     }
 
     pub fn close(&self, id: &str) {
-        self.lock().remove(&crate::http::token_hash(id));
+        self.lock().remove(&crate::auth::token_hash(id));
     }
 
     #[cfg(test)]

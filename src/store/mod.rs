@@ -7,6 +7,7 @@
 mod postgres;
 mod sqlite;
 
+pub use crate::outcome::Outcome;
 use std::sync::Arc;
 
 use adapter_api::calls::Attempt;
@@ -100,8 +101,8 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
     pub before: Option<Value>,
     pub after: Option<Value>,
-    /// ok, or the error kind.
-    pub outcome: String,
+    /// ok, or the error kind (stored as its word).
+    pub outcome: Outcome,
     /// HTTP status given to Entra.
     pub status: u16,
     pub detail: Option<String>,
@@ -203,7 +204,7 @@ pub(crate) fn audit_filter_sql(
     }
     match &f.outcome {
         OutcomeFilter::Any => {}
-        OutcomeFilter::Is(outcome) => arg(&mut sql, "a.outcome = {}", SqlArg::Text(outcome.clone())),
+        OutcomeFilter::Is(outcome) => arg(&mut sql, "a.outcome = {}", SqlArg::Text(outcome.as_str().to_string())),
         OutcomeFilter::Failed => sql.push(format!("a.outcome NOT IN ({SUCCESS_OUTCOMES})")),
         // The IN list first, so the (app, outcome) index finds the candidates; only drift is then
         // checked for a later repair of the same user.
@@ -241,7 +242,7 @@ pub enum OutcomeFilter {
     #[default]
     Any,
     /// Exactly this outcome (`ok`, `unavailable`, `needs_manual_action`, ...).
-    Is(String),
+    Is(Outcome),
     /// Anything but a success: the vendor or the gateway refused, failed, or never recorded the outcome.
     Failed,
     /// What only a person can settle: refusals that need manual action, a vendor that refuses the
@@ -261,23 +262,6 @@ pub fn postgres_url_problem(url: &str) -> Option<String> {
 /// Opens a SQLite store: `:memory:` or a file path.
 pub fn open(path: &str) -> StoreResult<Arc<Store>> {
     Ok(Arc::new(SqliteEngine::open(path, SqliteOptions::default())?))
-}
-
-/// Opens the store a config names: PostgreSQL when `store.url` is set, else the SQLite file at
-/// `store.path`. `origin` names the config file; errors name the key, never the password.
-pub async fn open_config(cfg: &crate::config::StoreConfig, origin: &str) -> Result<Arc<Store>, String> {
-    let Some(url) = &cfg.url else {
-        return open(&cfg.path).map_err(|e| format!("{origin}: store.path: cannot open {}: {e}", cfg.path));
-    };
-    let password = match (&cfg.password_env, &cfg.password_file) {
-        (None, None) => None,
-        (env, file) => Some(
-            adapter_api::secret::resolve("store.password", None, env.as_deref(), file.as_deref())
-                .map_err(|e| format!("{origin}: {e}"))?,
-        ),
-    };
-    let opts = PgOptions { url: url.clone(), password, schema: cfg.schema.clone(), pool_size: cfg.pool_size as usize };
-    Ok(Arc::new(PgEngine::open(opts).await.map_err(|e| format!("{origin}: store.url: {url}: {e}"))?))
 }
 
 /// An exclusive claim on a store file, held by `serve` for as long as it runs: the per-resource locks
@@ -491,7 +475,7 @@ mod tests {
             name: Some(name.into()),
             operation: op.into(),
             actor: "entra".into(),
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             status: 201,
             ..Default::default()
         }
@@ -598,7 +582,7 @@ mod tests {
             let mut entry = audit("create", "erin");
             entry.seq = s.audit_intent(&entry).await.unwrap();
             let open = s.audit_log(&AuditQuery::default()).await.unwrap();
-            assert_eq!((open.len(), open[0].outcome.as_str()), (1, INTENT));
+            assert_eq!((open.len(), &open[0].outcome), (1, &Outcome::Intent));
             s.put(&rec("1", "erin"), &entry).await.unwrap();
             let done = s.audit_log(&AuditQuery::default()).await.unwrap();
             assert_eq!((done.len(), done[0].outcome.as_str(), done[0].status), (1, "ok", 201));
@@ -902,33 +886,6 @@ mod tests {
         }
     }
 
-    /// The password from `store.password_file` appears neither in the engine's options as printed nor in
-    /// the error of a connection that fails (the message names `store.url`).
-    #[tokio::test]
-    async fn the_postgres_password_is_never_printed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pg-password");
-        std::fs::write(&file, "hunter2-pg\n").unwrap();
-        let cfg = crate::config::StoreConfig {
-            url: Some("postgres://gw@127.0.0.1:1/scim".into()),
-            password_file: Some(file.clone()),
-            ..Default::default()
-        };
-        let err = open_config(&cfg, "proxy.yaml").await.unwrap_err();
-        assert!(err.contains("proxy.yaml: store.url") && !err.contains("hunter2"), "{err}");
-        assert!(!format!("{cfg:?}").contains("hunter2"));
-        let opts = PgOptions {
-            url: "postgres://gw@127.0.0.1:1/scim".into(),
-            password: Some(secrecy::SecretString::from("hunter2-pg")),
-            schema: None,
-            pool_size: 2,
-        };
-        assert!(!format!("{opts:?}").contains("hunter2"));
-        let missing = crate::config::StoreConfig { password_file: Some(dir.path().join("nope")), ..cfg };
-        let err = open_config(&missing, "proxy.yaml").await.unwrap_err();
-        assert!(err.contains("store.password_file") && err.contains("nope"), "{err}");
-    }
-
     #[test]
     fn a_postgres_url_with_a_password_is_refused() {
         assert!(postgres_url_problem("postgres://gw:s3cret@db:5432/scim").unwrap().contains("password_file"));
@@ -1069,7 +1026,7 @@ mod status_tests {
             name: Some(name.into()),
             operation: "create".into(),
             actor: "entra".into(),
-            outcome: outcome.into(),
+            outcome: Outcome::parse(outcome),
             status,
             ..Default::default()
         }
@@ -1118,7 +1075,10 @@ mod status_tests {
             assert_eq!(s.audit_count(&person).await.unwrap(), 4);
             // A LIKE pattern in the name is text, not a pattern.
             assert_eq!(names(AuditFilter { name_contains: Some("%".into()), ..Default::default() }).await, ["x%_@y"]);
-            let exact = AuditFilter { outcome: OutcomeFilter::Is("unavailable".into()), ..Default::default() };
+            let exact = AuditFilter {
+                outcome: OutcomeFilter::Is(Outcome::Failed(adapter_api::KindName::Unavailable)),
+                ..Default::default()
+            };
             assert_eq!(names(exact.clone()).await, ["alan@x"]);
             // Pages of two, newest first, until nothing older is left.
             let (first, more) = s.audit_page(&AuditFilter::default(), 2).await.unwrap();

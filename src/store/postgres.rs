@@ -16,7 +16,7 @@ use tokio_postgres::{NoTls, Row};
 
 use super::{
     external_id_of, work_email_of, AuditEntry, AuditFilter, AuditQuery, Kind, Record, StoreEngine, StoreError,
-    StoreResult, Tombstone, INTENT,
+    StoreResult, Tombstone,
 };
 
 /// Audit entries one pruning transaction deletes: a large backlog never holds a connection for long.
@@ -517,7 +517,7 @@ async fn append_audit(tx: &deadpool_postgres::Transaction<'_>, e: &AuditEntry) -
                     &e.operation,
                     &json_text(&e.before),
                     &json_text(&e.after),
-                    &e.outcome,
+                    &e.outcome.as_str(),
                     &i32::from(e.status),
                     &e.detail,
                     &i64::from(e.vendor_calls),
@@ -556,7 +556,7 @@ async fn insert_audit(tx: &deadpool_postgres::Transaction<'_>, e: &AuditEntry) -
                 &e.request_id,
                 &json_text(&e.before),
                 &json_text(&e.after),
-                &e.outcome,
+                &e.outcome.as_str(),
                 &i32::from(e.status),
                 &e.detail,
                 &i64::from(e.vendor_calls),
@@ -585,7 +585,7 @@ fn audit_row(r: &Row) -> AuditEntry {
         request_id: r.get(8),
         before: parse(r.get(9)),
         after: parse(r.get(10)),
-        outcome: r.get(11),
+        outcome: crate::outcome::Outcome::parse(r.get(11)),
         status: u16::try_from(r.get::<_, i32>(12)).unwrap_or(0),
         detail: r.get(13),
         vendor_calls: u32::try_from(r.get::<_, i64>(14)).unwrap_or(u32::MAX),
@@ -783,7 +783,7 @@ impl StoreEngine for PgEngine {
     async fn audit_intent(&self, entry: &AuditEntry) -> StoreResult<i64> {
         let intent = AuditEntry {
             seq: 0,
-            outcome: INTENT.into(),
+            outcome: crate::outcome::Outcome::Intent,
             status: 0,
             detail: Some(
                 "sent to the vendor; the outcome was never recorded (the gateway stopped or its store failed)".into(),

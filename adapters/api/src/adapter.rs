@@ -7,6 +7,19 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::{Group, User};
 
+/// Why an adapter cannot give a role `group_roles` names (checked once, at start-up).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleError {
+    #[error("an empty role name")]
+    Empty,
+    /// The vendor has no such role, or keeps none a group could give (`reason` says which and why).
+    #[error("'{role}' {reason}")]
+    Refused { role: String, reason: &'static str },
+    /// The adapter cannot change a user's role at all, as configured (`0` says why and what to change).
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
 /// What a vendor can do; the gateway advertises and enforces it towards Entra.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
@@ -175,9 +188,9 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Whether `role` is a role this vendor can give, for `group_roles` (checked once, at start-up; the
     /// error says why not). The default takes any non-empty name: the vendor's catalogue is unknown.
-    fn check_role(&self, role: &str) -> std::result::Result<(), String> {
+    fn check_role(&self, role: &str) -> std::result::Result<(), RoleError> {
         if role.trim().is_empty() {
-            return Err("an empty role name".into());
+            return Err(RoleError::Empty);
         }
         Ok(())
     }

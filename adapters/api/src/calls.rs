@@ -39,6 +39,26 @@ pub struct CallLog {
     /// The gateway's own work (reconcile), not an Entra request: its calls take the app's rate only when no
     /// Entra call is waiting for it.
     background: bool,
+    /// Told of every attempt as it is recorded, the ones past [`MAX_ATTEMPTS_KEPT`] included.
+    observer: Option<AttemptObserver>,
+}
+
+/// Told of each attempt of a scope as it is made: work whose attempts are not read back one request at a
+/// time (a reconcile pass lists the vendor page by page, far more than `MAX_ATTEMPTS_KEPT` attempts) still
+/// reaches the gateway's latency histogram, every attempt of it.
+#[derive(Clone)]
+pub struct AttemptObserver(Arc<dyn Fn(&Attempt) + Send + Sync>);
+
+impl AttemptObserver {
+    pub fn new(observe: impl Fn(&Attempt) + Send + Sync + 'static) -> Self {
+        AttemptObserver(Arc::new(observe))
+    }
+}
+
+impl std::fmt::Debug for AttemptObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttemptObserver")
+    }
 }
 
 impl CallLog {
@@ -54,6 +74,12 @@ impl CallLog {
     /// The call log of the gateway's own background work (`label` is sent as its request id).
     pub fn background(label: &str) -> Self {
         CallLog { request_id: Some(label.to_string()), background: true, ..CallLog::default() }
+    }
+
+    /// The same log, telling `observer` of each attempt as it is made.
+    pub fn observed_by(mut self, observer: AttemptObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn is_background(&self) -> bool {
@@ -110,6 +136,9 @@ pub(crate) fn count_call() {
 pub(crate) fn record_attempt(attempt: Attempt) {
     let _ = CURRENT.try_with(|l| {
         l.attempts.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = &l.observer {
+            (observer.0)(&attempt);
+        }
         let mut kept = l.kept.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() < MAX_ATTEMPTS_KEPT {
             kept.push(attempt);
@@ -123,6 +152,24 @@ mod tests {
 
     fn attempt(outcome: &str) -> Attempt {
         Attempt { method: "POST".into(), path: "/scim/v2/Users".into(), outcome: outcome.into(), ms: 3 }
+    }
+
+    #[tokio::test]
+    async fn an_observer_is_told_of_every_attempt_past_the_kept_ones() {
+        let seen = Arc::new(AtomicU32::new(0));
+        let counted = seen.clone();
+        let observer = AttemptObserver::new(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        let log = Arc::new(CallLog::background("reconcile-a").observed_by(observer));
+        scope(log.clone(), async {
+            for _ in 0..MAX_ATTEMPTS_KEPT + 3 {
+                record_attempt(attempt("200"));
+            }
+        })
+        .await;
+        assert_eq!(seen.load(Ordering::Relaxed) as usize, MAX_ATTEMPTS_KEPT + 3);
+        assert_eq!(log.attempt_log().len(), MAX_ATTEMPTS_KEPT);
     }
 
     #[tokio::test]

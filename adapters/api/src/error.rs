@@ -26,6 +26,48 @@ pub enum ErrorKind {
     NeedsManualAction,
 }
 
+/// An [`ErrorKind`] without its data: what logs, metrics labels and the audit log call it. A label or a
+/// stored outcome is one of these words, never an error's message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KindName {
+    NotFound,
+    Conflict,
+    Invalid,
+    Unauthorized,
+    RateLimited,
+    Unavailable,
+    Unsupported,
+    NeedsManualAction,
+}
+
+impl KindName {
+    /// Every kind, in declaration order.
+    pub const ALL: [KindName; 8] = [
+        KindName::NotFound,
+        KindName::Conflict,
+        KindName::Invalid,
+        KindName::Unauthorized,
+        KindName::RateLimited,
+        KindName::Unavailable,
+        KindName::Unsupported,
+        KindName::NeedsManualAction,
+    ];
+
+    /// The wire word (`not_found`, `rate_limited`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KindName::NotFound => "not_found",
+            KindName::Conflict => "conflict",
+            KindName::Invalid => "invalid",
+            KindName::Unauthorized => "unauthorized",
+            KindName::RateLimited => "rate_limited",
+            KindName::Unavailable => "unavailable",
+            KindName::Unsupported => "unsupported",
+            KindName::NeedsManualAction => "needs_manual_action",
+        }
+    }
+}
+
 /// Where an error came from (pingora's `ErrorSource`): the vendor's answer, the network between us (no
 /// answer at all), or the gateway's own limits refusing before any vendor call (queue full, breaker open,
 /// the Entra request's budget spent). Logs and metrics tell an admin whom to call; policy reads the kind.
@@ -129,18 +171,23 @@ impl Error {
         }
     }
 
+    /// The kind without its data, as logs, metrics and the audit log name it.
+    pub fn kind_tag(&self) -> KindName {
+        match self.kind {
+            ErrorKind::NotFound => KindName::NotFound,
+            ErrorKind::Conflict => KindName::Conflict,
+            ErrorKind::Invalid => KindName::Invalid,
+            ErrorKind::Unauthorized => KindName::Unauthorized,
+            ErrorKind::RateLimited { .. } => KindName::RateLimited,
+            ErrorKind::Unavailable { .. } => KindName::Unavailable,
+            ErrorKind::Unsupported => KindName::Unsupported,
+            ErrorKind::NeedsManualAction => KindName::NeedsManualAction,
+        }
+    }
+
     /// A short stable name for logs, metrics and the audit log.
     pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Invalid => "invalid",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::RateLimited { .. } => "rate_limited",
-            ErrorKind::Unavailable { .. } => "unavailable",
-            ErrorKind::Unsupported => "unsupported",
-            ErrorKind::NeedsManualAction => "needs_manual_action",
-        }
+        self.kind_tag().as_str()
     }
 }
 

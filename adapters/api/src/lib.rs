@@ -17,8 +17,8 @@ pub mod vendor;
 /// The SCIM protocol crate, for vendor crates (which depend only on this one).
 pub use scim;
 
-pub use adapter::{check_vendor_id, Adapter, Capabilities, Note, NoteLevel, ProbeReport, VendorUser};
-pub use error::{Error, ErrorKind, Origin, Result};
-pub use model::{Enterprise, Group, Manager, Member, MultiValue, Name, User};
-pub use outbound::{BreakerState, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};
+pub use adapter::{check_vendor_id, Adapter, Capabilities, Note, NoteLevel, ProbeReport, RoleError, VendorUser};
+pub use error::{Error, ErrorKind, KindName, Origin, Result};
+pub use model::{Enterprise, Group, Manager, Member, ModelError, MultiValue, Name, User};
+pub use outbound::{BreakerState, CallOutcome, Outbound, OutboundConfig, OutboundStats, VendorRequest, VendorResponse};
 pub use vendor::{BuildError, Vendor};

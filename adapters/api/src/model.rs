@@ -138,6 +138,19 @@ fn strip_envelope(doc: &Value) -> Value {
     doc
 }
 
+/// A document that does not fit the canonical model; the message is serde's, which names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// From Entra, after normalisation (a SCIM 400 `invalidValue`).
+    #[error("user does not fit the User schema: {0}")]
+    User(#[source] serde_json::Error),
+    /// From a vendor's reply (the vendor answered something the gateway cannot read).
+    #[error("the vendor's user does not fit the User schema: {0}")]
+    VendorUser(#[source] serde_json::Error),
+    #[error("group does not fit the Group schema: {0}")]
+    Group(#[source] serde_json::Error),
+}
+
 impl User {
     /// A user with only a userName, active.
     pub fn new(user_name: impl Into<String>) -> Self {
@@ -163,13 +176,13 @@ impl User {
 
     /// Builds the canonical user from a normalised SCIM document (attribute names in schema spelling,
     /// no nulls). `schemas`, `id` and `meta` are the gateway's and are not part of the user.
-    pub fn from_scim(doc: &Value) -> Result<User, String> {
-        serde_json::from_value(strip_envelope(doc)).map_err(|e| format!("user does not fit the User schema: {e}"))
+    pub fn from_scim(doc: &Value) -> Result<User, ModelError> {
+        serde_json::from_value(strip_envelope(doc)).map_err(ModelError::User)
     }
 
     /// Builds the user from a vendor's reply, which may not be normalised: nulls are dropped, `active` may be
     /// a string or a number, and ids and values may be numbers.
-    pub fn from_vendor_json(doc: &Value) -> Result<User, String> {
+    pub fn from_vendor_json(doc: &Value) -> Result<User, ModelError> {
         let mut doc = strip_envelope(doc);
         tidy_vendor_value(&mut doc);
         if let Some(obj) = doc.as_object_mut() {
@@ -195,7 +208,7 @@ impl User {
                 }
             }
         }
-        serde_json::from_value(doc).map_err(|e| format!("the vendor's user does not fit the User schema: {e}"))
+        serde_json::from_value(doc).map_err(ModelError::VendorUser)
     }
 
     /// The SCIM attributes of this user (no `schemas`, `id` or `meta`).
@@ -305,8 +318,8 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn from_scim(doc: &Value) -> Result<Group, String> {
-        serde_json::from_value(strip_envelope(doc)).map_err(|e| format!("group does not fit the Group schema: {e}"))
+    pub fn from_scim(doc: &Value) -> Result<Group, ModelError> {
+        serde_json::from_value(strip_envelope(doc)).map_err(ModelError::Group)
     }
 
     pub fn to_scim(&self) -> Value {

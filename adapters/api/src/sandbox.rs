@@ -38,7 +38,7 @@ impl crate::vendor::Vendor for SandboxVendor {
         _limits: crate::OutboundConfig,
     ) -> std::result::Result<std::sync::Arc<dyn Adapter>, crate::vendor::BuildError> {
         if let Some(key) = options.as_object().and_then(|o| o.keys().next()) {
-            return Err(format!("unknown key `{key}` (the sandbox type takes no options)").into());
+            return Err(crate::vendor::BuildError::NoOptions { key: key.clone(), vendor: "sandbox" });
         }
         Ok(std::sync::Arc::new(Sandbox::new()))
     }

@@ -163,31 +163,63 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: Value) -> Result<T, 
     crate::options::parse(config)
 }
 
+/// A vendor URL or path from config that cannot be used; each names its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("`{key}`: not a URL ({reason})")]
+    NotAUrl { key: String, reason: String },
+    #[error("`{key}`: must be an http(s) URL with a host")]
+    NotHttp { key: String },
+    #[error("`{key}`: must be https:// (plain http is allowed only to localhost)")]
+    PlainHttp { key: String },
+    #[error("`{key}`: must not have a query or fragment")]
+    QueryOrFragment { key: String },
+    #[error("`{key}`: must not carry credentials; use the token keys")]
+    Credentials { key: String },
+    #[error("`{key}`: must be a path such as /Users")]
+    NotAPath { key: String },
+}
+
+impl UrlError {
+    /// The config key the error is about.
+    pub fn key(&self) -> &str {
+        match self {
+            UrlError::NotAUrl { key, .. }
+            | UrlError::NotHttp { key }
+            | UrlError::PlainHttp { key }
+            | UrlError::QueryOrFragment { key }
+            | UrlError::Credentials { key }
+            | UrlError::NotAPath { key } => key,
+        }
+    }
+}
+
 /// Checks a base URL from config: absolute http(s), no query. Returns it without trailing slash.
-pub fn check_base_url(key: &str, raw: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(raw).map_err(|e| format!("`{key}`: not a URL ({e})"))?;
+pub fn check_base_url(key: &str, raw: &str) -> Result<String, UrlError> {
+    let key_ = || key.to_string();
+    let url = reqwest::Url::parse(raw).map_err(|e| UrlError::NotAUrl { key: key_(), reason: e.to_string() })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("`{key}`: must be an http(s) URL with a host"));
+        return Err(UrlError::NotHttp { key: key_() });
     }
     // The vendor credential travels in every request: plain HTTP only to this machine (simulators, a local
     // TLS-terminating proxy).
     let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
     if url.scheme() == "http" && !local {
-        return Err(format!("`{key}`: must be https:// (plain http is allowed only to localhost)"));
+        return Err(UrlError::PlainHttp { key: key_() });
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("`{key}`: must not have a query or fragment"));
+        return Err(UrlError::QueryOrFragment { key: key_() });
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("`{key}`: must not carry credentials; use the token keys"));
+        return Err(UrlError::Credentials { key: key_() });
     }
     Ok(raw.trim_end_matches('/').to_string())
 }
 
 /// Checks a users path from config: starts with `/`, no query.
-pub fn check_users_path(key: &str, raw: &str) -> Result<String, String> {
+pub fn check_users_path(key: &str, raw: &str) -> Result<String, UrlError> {
     if !raw.starts_with('/') || raw.contains('?') || raw.contains('#') || raw.len() < 2 {
-        return Err(format!("`{key}`: must be a path such as /Users"));
+        return Err(UrlError::NotAPath { key: key.to_string() });
     }
     Ok(raw.trim_end_matches('/').to_string())
 }
@@ -281,7 +313,7 @@ impl ScimClient {
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(self.bad_reply(op, "a user without an id")),
         };
-        let user = User::from_vendor_json(doc).map_err(|e| self.bad_reply(op, &e))?;
+        let user = User::from_vendor_json(doc).map_err(|e| self.bad_reply(op, &e.to_string()))?;
         Ok(VendorUser { vendor_id, user })
     }
 
@@ -742,9 +774,9 @@ mod tests {
     #[test]
     fn config_checks_name_the_key() {
         assert!(check_base_url("base_url", "https://h/api/scim/").unwrap().ends_with("/scim"));
-        assert!(check_base_url("base_url", "ftp://h").unwrap_err().contains("base_url"));
+        assert!(check_base_url("base_url", "ftp://h").unwrap_err().to_string().contains("base_url"));
         assert!(check_base_url("base_url", "https://u:p@h").is_err());
-        assert!(check_users_path("users_path", "Users").unwrap_err().contains("users_path"));
+        assert_eq!(check_users_path("users_path", "Users").unwrap_err().key(), "users_path");
     }
 }
 

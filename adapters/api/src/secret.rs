@@ -1,7 +1,7 @@
 //! Vendor credentials from config: given inline, through an environment variable, or as a file path
 //! (`*_file`, for Kubernetes and Docker secrets). Held as `SecretString` so they never reach a log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
@@ -17,16 +17,51 @@ pub fn deserialize_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<
     }
 }
 
+/// Why a credential could not be read. Each names the key (`api_key`, `access_token`, ...) and never the
+/// credential itself.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("give only one of `{key}`, `{key}_env` and `{key}_file`")]
+    MoreThanOne { key: String },
+    #[error("`{key}_env` names the environment variable {var}, which is unset or empty")]
+    EnvUnset { key: String, var: String },
+    #[error("`{key}_file`: {} is empty", path.display())]
+    FileEmpty { key: String, path: PathBuf },
+    #[error("`{key}_file`: cannot read {}: {source}", path.display())]
+    FileUnreadable {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("missing `{key}` (or `{key}_env` / `{key}_file`)")]
+    Missing { key: String },
+}
+
+impl CredentialError {
+    /// The config key the error is about (`api_key_file` for a file that cannot be read).
+    pub fn key(&self) -> String {
+        match self {
+            CredentialError::MoreThanOne { key } | CredentialError::Missing { key } => key.clone(),
+            CredentialError::EnvUnset { key, .. } => format!("{key}_env"),
+            CredentialError::FileEmpty { key, .. } | CredentialError::FileUnreadable { key, .. } => {
+                format!("{key}_file")
+            }
+        }
+    }
+}
+
 /// Resolves a credential named `key` from exactly one of its three sources. Errors name the key.
 pub fn resolve(
     key: &str,
     inline: Option<SecretString>,
     env_var: Option<&str>,
     file: Option<&Path>,
-) -> Result<SecretString, String> {
+) -> Result<SecretString, CredentialError> {
+    let key_ = || key.to_string();
     let given = [inline.is_some(), env_var.is_some(), file.is_some()].iter().filter(|b| **b).count();
     if given > 1 {
-        return Err(format!("give only one of `{key}`, `{key}_env` and `{key}_file`"));
+        return Err(CredentialError::MoreThanOne { key: key_() });
     }
     if let Some(secret) = inline {
         return Ok(secret);
@@ -34,17 +69,17 @@ pub fn resolve(
     if let Some(var) = env_var {
         return match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
-            _ => Err(format!("`{key}_env` names the environment variable {var}, which is unset or empty")),
+            _ => Err(CredentialError::EnvUnset { key: key_(), var: var.to_string() }),
         };
     }
     if let Some(path) = file {
         return match std::fs::read_to_string(path) {
             Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
-            Ok(_) => Err(format!("`{key}_file`: {} is empty", path.display())),
-            Err(e) => Err(format!("`{key}_file`: cannot read {}: {e}", path.display())),
+            Ok(_) => Err(CredentialError::FileEmpty { key: key_(), path: path.to_path_buf() }),
+            Err(source) => Err(CredentialError::FileUnreadable { key: key_(), path: path.to_path_buf(), source }),
         };
     }
-    Err(format!("missing `{key}` (or `{key}_env` / `{key}_file`)"))
+    Err(CredentialError::Missing { key: key_() })
 }
 
 /// A short, stable name for a credential that reveals nothing of it: the first 12 hex digits of its
@@ -99,11 +134,13 @@ mod tests {
         std::fs::write(&file, "from-file\n").unwrap();
         assert_eq!(resolve("api_key", None, None, Some(&file)).unwrap().expose_secret(), "from-file");
 
-        let missing = resolve("auth_code", None, None, None).unwrap_err();
+        let missing = resolve("auth_code", None, None, None).unwrap_err().to_string();
         assert!(missing.contains("auth_code"), "{missing}");
         let unset = resolve("token", None, Some("SCIM_BRIDGE_TEST_SURELY_UNSET_VAR"), None).unwrap_err();
+        assert_eq!(unset.key(), "token_env");
+        let unset = unset.to_string();
         assert!(unset.contains("token_env"), "{unset}");
-        let both = resolve("token", Some(SecretString::from("a")), None, Some(&file)).unwrap_err();
+        let both = resolve("token", Some(SecretString::from("a")), None, Some(&file)).unwrap_err().to_string();
         assert!(both.contains("only one"), "{both}");
     }
 }

@@ -19,22 +19,30 @@ pub enum BuildError {
         #[source]
         source: OptionsError,
     },
+    /// The vendor type takes no options, and `key` was given.
+    #[error("unknown key `{key}` (the {vendor} type takes no options)")]
+    NoOptions { key: String, vendor: &'static str },
     /// The options parse, but a value cannot be used (no credential, a base_url that is not https, a
-    /// role the vendor does not have, a combination of keys that contradict each other).
-    #[error("{0}")]
-    Setting(String),
-}
-
-impl From<String> for BuildError {
-    fn from(reason: String) -> Self {
-        BuildError::Setting(reason)
-    }
+    /// role the vendor does not have, a combination of keys that contradict each other): the vendor
+    /// crate's own error, which names the key.
+    #[error("{context}: {source}")]
+    Setting {
+        /// Which app and vendor, as the message starts (`app a (promapp)`).
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl BuildError {
     /// Options that do not parse, for app `app` of `vendor`.
     pub fn options(app: &str, vendor: &str, source: OptionsError) -> Self {
         BuildError::Options { context: format!("app {app} ({vendor})"), source }
+    }
+
+    /// Options that parse into values the vendor cannot use, for app `app` of `vendor`.
+    pub fn setting(app: &str, vendor: &str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BuildError::Setting { context: format!("app {app} ({vendor})"), source: Box::new(source) }
     }
 }
 

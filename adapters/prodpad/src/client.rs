@@ -32,9 +32,9 @@ impl std::fmt::Debug for RestClient {
 }
 
 /// The `Authorization: Bearer <key>` value, marked sensitive. The error never repeats the key.
-pub fn bearer(key: &SecretString) -> std::result::Result<HeaderValue, String> {
+pub fn bearer(key: &SecretString) -> std::result::Result<HeaderValue, crate::SettingsError> {
     let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret().trim()))
-        .map_err(|_| "`api_key` holds characters that cannot be sent in an HTTP header".to_string())?;
+        .map_err(|_| crate::SettingsError::ApiKeyHeader)?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -268,7 +268,7 @@ mod tests {
         let v = bearer(&SecretString::from("k-123")).unwrap();
         assert!(v.is_sensitive());
         assert!(!format!("{v:?}").contains("k-123"));
-        let err = bearer(&SecretString::from("bad\nkey-xyz")).unwrap_err();
+        let err = bearer(&SecretString::from("bad\nkey-xyz")).unwrap_err().to_string();
         assert!(!err.contains("key-xyz"), "{err}");
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use adapter_api::scim_client::{DeleteMode, PatchStrategy};
 use adapter_api::scim_client::{ErrorMapper, ScimClient, ScimRules, VendorFailure};
 use adapter_api::{
-    Adapter, Capabilities, Error, ErrorKind, Outbound, OutboundConfig, ProbeReport, Result, User, VendorUser,
+    Adapter, Capabilities, Error, ErrorKind, Outbound, OutboundConfig, ProbeReport, Result, RoleError, User, VendorUser,
 };
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
@@ -132,49 +132,33 @@ impl Config {
     }
 
     /// Validates everything but the secret. Errors name the key.
-    pub fn settings(&self) -> std::result::Result<Settings, String> {
+    pub fn settings(&self) -> std::result::Result<Settings, SettingsError> {
         let mode = match (self.mode, self.base_url.as_deref()) {
             (Some(mode), _) => mode,
             (None, Some(url)) if url.to_ascii_lowercase().contains("api.prodpad.com/v1") => {
-                return Err("prodpad: `mode` is missing and `base_url` looks like ProdPad's REST API: set `mode: \
-                            rest` (create and read only, cannot deprovision) or give ProdPad's SCIM Tenant URL \
-                            with `mode: scim`"
-                    .into())
+                return Err(SettingsError::ModeMissingForRestUrl)
             }
             (None, Some(_)) => Mode::Scim,
-            (None, None) => {
-                return Err("prodpad: `mode` is missing: set `mode: scim` with `base_url` = ProdPad's SCIM Tenant \
-                            URL (higher plans; can deprovision), or `mode: rest` (create and read only; users \
-                            must then be deprovisioned by hand in ProdPad)"
-                    .into())
-            }
+            (None, None) => return Err(SettingsError::ModeMissing),
         };
         let base_url = match (mode, self.base_url.as_deref()) {
             (_, Some(url)) => check_base_url(url)?,
             (Mode::Rest, None) => DEFAULT_REST_BASE.to_string(),
-            (Mode::Scim, None) => {
-                return Err("prodpad: `base_url` is required in scim mode: ProdPad's SCIM Tenant URL is not public; \
-                            ask ProdPad support for your account's SCIM base"
-                    .into())
-            }
+            (Mode::Scim, None) => return Err(SettingsError::BaseUrlRequired),
         };
         let default = match self.role_default.as_deref() {
             None => Role::Reviewer,
-            Some(raw) => Role::parse(raw)
-                .ok_or_else(|| format!("prodpad: `role_default`: `{raw}` is not Admin, Editor or Reviewer"))?,
+            Some(raw) => Role::parse(raw).ok_or_else(|| SettingsError::RoleDefault { given: raw.to_string() })?,
         };
         let mut map = BTreeMap::new();
         for (entra, target) in &self.role_map {
-            let role = Role::parse(target).ok_or_else(|| {
-                format!("prodpad: `role_map.{entra}`: `{target}` is not a ProdPad role (Admin, Editor or Reviewer)")
-            })?;
+            let role = Role::parse(target)
+                .ok_or_else(|| SettingsError::RoleMap { entra: entra.clone(), given: target.clone() })?;
             map.insert(entra.clone(), role);
         }
         if let Some(tz) = &self.timezone_default {
             if !looks_like_iana_zone(tz) {
-                return Err(format!(
-                    "prodpad: `timezone_default`: `{tz}` is not an IANA time zone name (e.g. Europe/London, UTC)"
-                ));
+                return Err(SettingsError::TimeZone { given: tz.clone() });
             }
         }
         Ok(Settings {
@@ -191,41 +175,84 @@ impl Config {
     }
 
     /// The API key from exactly one of its sources.
-    pub fn api_key(&self) -> std::result::Result<SecretString, String> {
-        adapter_api::secret::resolve(
+    pub fn api_key(&self) -> std::result::Result<SecretString, SettingsError> {
+        Ok(adapter_api::secret::resolve(
             "api_key",
             self.api_key.clone(),
             self.api_key_env.as_deref(),
             self.api_key_file.as_deref(),
-        )
-        .map_err(|e| format!("prodpad: {e}"))
+        )?)
     }
+}
+
+/// Why a ProdPad app's options cannot be used. Each names its key; `build` starts the message with
+/// `prodpad: `.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "`mode` is missing and `base_url` looks like ProdPad's REST API: set `mode: rest` (create and read \
+         only, cannot deprovision) or give ProdPad's SCIM Tenant URL with `mode: scim`"
+    )]
+    ModeMissingForRestUrl,
+    #[error(
+        "`mode` is missing: set `mode: scim` with `base_url` = ProdPad's SCIM Tenant URL (higher plans; can \
+         deprovision), or `mode: rest` (create and read only; users must then be deprovisioned by hand in ProdPad)"
+    )]
+    ModeMissing,
+    #[error(
+        "`base_url` is required in scim mode: ProdPad's SCIM Tenant URL is not public; ask ProdPad support for \
+         your account's SCIM base"
+    )]
+    BaseUrlRequired,
+    #[error("`base_url`: `{given}` is not a URL: {reason}")]
+    BaseUrlNotAUrl { given: String, reason: String },
+    #[error(
+        "`base_url` must use https (ProdPad refuses plain HTTP with 403; http is allowed only for \
+         127.0.0.1/localhost simulators), got `{scheme}://{host}`"
+    )]
+    BaseUrlNotHttps { scheme: String, host: String },
+    #[error("`base_url` has no host")]
+    BaseUrlNoHost,
+    #[error("`base_url` must not carry credentials; use `api_key`")]
+    BaseUrlCredentials,
+    #[error("`base_url` must not have a query or fragment")]
+    BaseUrlQueryOrFragment,
+    #[error("`role_default`: `{given}` is not Admin, Editor or Reviewer")]
+    RoleDefault { given: String },
+    #[error("`role_map.{entra}`: `{given}` is not a ProdPad role (Admin, Editor or Reviewer)")]
+    RoleMap { entra: String, given: String },
+    #[error("`timezone_default`: `{given}` is not an IANA time zone name (e.g. Europe/London, UTC)")]
+    TimeZone { given: String },
+    #[error(transparent)]
+    ApiKey(#[from] adapter_api::secret::CredentialError),
+    /// The key reads but cannot travel in an HTTP header; the message never repeats it.
+    #[error("`api_key` holds characters that cannot be sent in an HTTP header")]
+    ApiKeyHeader,
+    /// `limits:` cannot be used by the outbound client.
+    #[error("{}", .0.detail())]
+    Limits(#[source] adapter_api::Error),
 }
 
 /// HTTPS only (ProdPad answers plain HTTP with 403), except 127.0.0.1/localhost for simulators. No
 /// credentials, query or fragment in the URL. Returns the URL without a trailing slash.
-fn check_base_url(raw: &str) -> std::result::Result<String, String> {
-    let url = reqwest::Url::parse(raw.trim()).map_err(|e| format!("prodpad: `base_url`: `{raw}` is not a URL: {e}"))?;
+fn check_base_url(raw: &str) -> std::result::Result<String, SettingsError> {
+    let url = reqwest::Url::parse(raw.trim())
+        .map_err(|e| SettingsError::BaseUrlNotAUrl { given: raw.to_string(), reason: e.to_string() })?;
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let local = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1");
     match url.scheme() {
         "https" => {}
         "http" if local => {}
-        other => {
-            return Err(format!(
-                "prodpad: `base_url` must use https (ProdPad refuses plain HTTP with 403; http is allowed only for \
-                 127.0.0.1/localhost simulators), got `{other}://{host}`"
-            ))
-        }
+        other => return Err(SettingsError::BaseUrlNotHttps { scheme: other.to_string(), host }),
     }
     if host.is_empty() {
-        return Err("prodpad: `base_url` has no host".into());
+        return Err(SettingsError::BaseUrlNoHost);
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("prodpad: `base_url` must not carry credentials; use `api_key`".into());
+        return Err(SettingsError::BaseUrlCredentials);
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err("prodpad: `base_url` must not have a query or fragment".into());
+        return Err(SettingsError::BaseUrlQueryOrFragment);
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
@@ -324,15 +351,17 @@ pub fn build(
     config: serde_json::Value,
     outbound: OutboundConfig,
 ) -> std::result::Result<Arc<dyn Adapter>, adapter_api::BuildError> {
-    Ok(Arc::new(ProdPad::new(app, Config::from_json(config)?, outbound)?))
+    let adapter = ProdPad::new(app, Config::from_json(config)?, outbound)
+        .map_err(|source| adapter_api::BuildError::Setting { context: "prodpad".into(), source: Box::new(source) })?;
+    Ok(Arc::new(adapter))
 }
 
 impl ProdPad {
-    pub fn new(app: &str, config: Config, outbound: OutboundConfig) -> std::result::Result<Self, String> {
+    pub fn new(app: &str, config: Config, outbound: OutboundConfig) -> std::result::Result<Self, SettingsError> {
         let settings = config.settings()?;
         let key = config.api_key()?;
         let auth = client::bearer(&key)?;
-        let outbound = Arc::new(Outbound::new(app, outbound).map_err(|e| format!("prodpad: {}", e.detail()))?);
+        let outbound = Arc::new(Outbound::new(app, outbound).map_err(SettingsError::Limits)?);
         let backend = match settings.mode {
             Mode::Rest => Backend::Rest(RestClient::new(outbound.clone(), &settings.base_url, auth)),
             Mode::Scim => {
@@ -441,16 +470,21 @@ impl Adapter for ProdPad {
 
     /// Admin, Editor or Reviewer; scim mode only (with `scim_roles`): ProdPad's REST API sets a role at
     /// create and cannot change it, and a user joins its groups after it was created.
-    fn check_role(&self, role: &str) -> std::result::Result<(), String> {
-        Role::parse(role).ok_or_else(|| format!("'{role}' is not a ProdPad role (Admin, Editor or Reviewer)"))?;
+    fn check_role(&self, role: &str) -> std::result::Result<(), RoleError> {
+        Role::parse(role).ok_or_else(|| RoleError::Refused {
+            role: role.to_string(),
+            reason: "is not a ProdPad role (Admin, Editor or Reviewer)",
+        })?;
         match (&self.backend, self.settings.scim_roles) {
             (Backend::Scim(_), true) => Ok(()),
-            (Backend::Scim(_), false) => Err("scim_roles is off (the default): the gateway sends ProdPad no \
-                                              roles; set scim_roles: true in the app's config to use group_roles"
-                .into()),
-            (Backend::Rest(_), _) => Err("rest mode cannot change a user's role after its creation (ProdPad's REST \
-                                          API has no such call); group_roles needs mode: scim"
-                .into()),
+            (Backend::Scim(_), false) => Err(RoleError::Unsupported(
+                "scim_roles is off (the default): the gateway sends ProdPad no roles; set scim_roles: true in the \
+                 app's config to use group_roles",
+            )),
+            (Backend::Rest(_), _) => Err(RoleError::Unsupported(
+                "rest mode cannot change a user's role after its creation (ProdPad's REST API has no such call); \
+                 group_roles needs mode: scim",
+            )),
         }
     }
 
@@ -590,7 +624,7 @@ mod tests {
     use serde_json::json;
 
     fn settings(v: serde_json::Value) -> std::result::Result<Settings, String> {
-        Config::from_json(v).map_err(|e| e.to_string())?.settings()
+        Config::from_json(v).map_err(|e| e.to_string())?.settings().map_err(|e| e.to_string())
     }
 
     #[test]
@@ -653,7 +687,7 @@ mod tests {
         let adapter = ProdPad::new("pp", cfg, default_limits()).unwrap();
         assert!(!format!("{adapter:?}").contains("pp-secret-123"));
         let both = Config::from_json(json!({"mode": "rest", "api_key": "pp-secret-123", "api_key_env": "X"}));
-        let err = ProdPad::new("pp", both.unwrap(), default_limits()).unwrap_err();
+        let err = ProdPad::new("pp", both.unwrap(), default_limits()).unwrap_err().to_string();
         assert!(err.contains("api_key") && !err.contains("pp-secret-123"), "{err}");
         let err = build("pp", json!({"mode": "rest"}), default_limits()).err().unwrap().to_string();
         assert!(err.contains("api_key"), "{err}");

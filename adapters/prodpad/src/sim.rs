@@ -434,7 +434,7 @@ async fn scim_list(
     let wanted = match q.get("filter").map(|f| parse_user_name_filter(f)) {
         None => None,
         Some(Ok(v)) => Some(v),
-        Some(Err(detail)) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidFilter"), &detail),
+        Some(Err(e)) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidFilter"), &e.to_string()),
     };
     let (start, count) = page_params(&q, 100, 100);
     let base = scim_base(&sim);

@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use adapter_api::scim_client::{self, PatchStrategy, ScimClient};
-use adapter_api::{Adapter, Capabilities, Error, Outbound, OutboundConfig, ProbeReport, Result, User, VendorUser};
+use adapter_api::{
+    Adapter, Capabilities, Error, Outbound, OutboundConfig, ProbeReport, Result, RoleError, User, VendorUser,
+};
 use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -126,14 +128,39 @@ pub fn default_limits() -> OutboundConfig {
     OutboundConfig { requests_per_second: 2.0, burst: 2, max_in_flight: 2, ..OutboundConfig::default() }
 }
 
+/// Why a Promapp app's options cannot be used; each names its key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    AccessToken(#[from] adapter_api::secret::CredentialError),
+    #[error(transparent)]
+    Url(#[from] scim_client::UrlError),
+    #[error("`page_size`: must be 1..={MAX_PAGE_SIZE}, got {0}")]
+    PageSize(u32),
+    #[error("`role_map`: '{0}' maps to an empty role name")]
+    EmptyRole(String),
+    #[error("`token_expires_at`: '{0}' is not a date (YYYY-MM-DD)")]
+    TokenExpiresAt(String),
+    /// Refused with `group_roles`: the role a group gives and one kept from Promapp would both count.
+    #[error(
+        "`role_mode`: preserve cannot be combined with `group_roles` (a user whose only Process Manager role was \
+         given in Promapp would be disabled); use `role_mode: replace` (the default) and give that role through a \
+         group"
+    )]
+    PreserveWithGroupRoles,
+    /// `limits:` cannot be used by the outbound client.
+    #[error("{0}")]
+    Limits(#[source] Error),
+}
+
 /// Parses `YYYY-MM-DD` or an RFC 3339 timestamp.
-pub fn parse_date(raw: &str) -> Result<Date, String> {
+pub fn parse_date(raw: &str) -> std::result::Result<Date, SettingsError> {
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     Date::parse(raw.trim(), &fmt)
         .or_else(|_| {
             time::OffsetDateTime::parse(raw.trim(), &time::format_description::well_known::Rfc3339).map(|t| t.date())
         })
-        .map_err(|_| format!("`token_expires_at`: '{raw}' is not a date (YYYY-MM-DD)"))
+        .map_err(|_| SettingsError::TokenExpiresAt(raw.to_string()))
 }
 
 /// What `probe()` says about the token's expiry on `today`: an error once past, a note within 30 days.
@@ -175,14 +202,10 @@ pub fn build_with(
     if group_roles && config.role_mode == RoleMode::Preserve {
         // The role a group gives and a role kept from Promapp would both have to count: a user whose only
         // role was given in Promapp would be held disabled as having none.
-        return Err(format!(
-            "app {app} (promapp): `role_mode`: preserve cannot be combined with `group_roles` (a user whose only \
-             Process Manager role was given in Promapp would be disabled); use `role_mode: replace` (the default) \
-             and give that role through a group"
-        )
-        .into());
+        return Err(adapter_api::BuildError::setting(app, "promapp", SettingsError::PreserveWithGroupRoles));
     }
-    let mut adapter = Promapp::new(app, config, outbound).map_err(|e| format!("app {app} (promapp): {e}"))?;
+    let mut adapter =
+        Promapp::new(app, config, outbound).map_err(|e| adapter_api::BuildError::setting(app, "promapp", e))?;
     adapter.hold_without_role = group_roles;
     Ok(Arc::new(adapter))
 }
@@ -206,7 +229,7 @@ impl fmt::Debug for Promapp {
 }
 
 impl Promapp {
-    pub fn new(app: &str, config: Config, outbound: OutboundConfig) -> Result<Self, String> {
+    pub fn new(app: &str, config: Config, outbound: OutboundConfig) -> std::result::Result<Self, SettingsError> {
         let token = adapter_api::secret::resolve(
             "access_token",
             config.access_token,
@@ -216,13 +239,13 @@ impl Promapp {
         let base_url = scim_client::check_base_url("base_url", &config.base_url)?;
         let users_path = scim_client::check_users_path("users_path", &config.users_path)?;
         if config.page_size == 0 || config.page_size > MAX_PAGE_SIZE {
-            return Err(format!("`page_size`: must be 1..={MAX_PAGE_SIZE}, got {}", config.page_size));
+            return Err(SettingsError::PageSize(config.page_size));
         }
         if let Some((value, _)) = config.role_map.iter().find(|(_, name)| name.trim().is_empty()) {
-            return Err(format!("`role_map`: '{value}' maps to an empty role name"));
+            return Err(SettingsError::EmptyRole(value.clone()));
         }
         let token_expires_at = config.token_expires_at.as_deref().map(parse_date).transpose()?;
-        let outbound = Outbound::new(app, outbound).map_err(|e| e.to_string())?;
+        let outbound = Outbound::new(app, outbound).map_err(SettingsError::Limits)?;
         let settings = client::ClientSettings {
             base_url,
             users_path,
@@ -313,14 +336,16 @@ impl Adapter for Promapp {
     }
 
     /// Any non-empty name but a skip role: mapping a group to Default Access would only disable its members.
-    fn check_role(&self, role: &str) -> std::result::Result<(), String> {
+    fn check_role(&self, role: &str) -> std::result::Result<(), RoleError> {
         if role.trim().is_empty() {
-            return Err("an empty role name".into());
+            return Err(RoleError::Empty);
         }
         if self.skip_roles.iter().any(|s| s.eq_ignore_ascii_case(role)) {
-            return Err(format!(
-                "'{role}' is one of skip_roles: Promapp keeps no user whose only role it is; name a Process Manager role"
-            ));
+            return Err(RoleError::Refused {
+                role: role.to_string(),
+                reason:
+                    "is one of skip_roles: Promapp keeps no user whose only role it is; name a Process Manager role",
+            });
         }
         Ok(())
     }

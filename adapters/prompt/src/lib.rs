@@ -133,7 +133,7 @@ pub fn build(
 ) -> Result<Arc<dyn Adapter>, adapter_api::BuildError> {
     let config: Config =
         scim_client::parse_config(config).map_err(|e| adapter_api::BuildError::options(app, "prompt", e))?;
-    let adapter = Prompt::new(app, config, outbound).map_err(|e| format!("app {app} (prompt): {e}"))?;
+    let adapter = Prompt::new(app, config, outbound).map_err(|e| adapter_api::BuildError::setting(app, "prompt", e))?;
     Ok(Arc::new(adapter))
 }
 
@@ -152,16 +152,30 @@ impl fmt::Debug for Prompt {
     }
 }
 
-fn non_empty(key: &str, value: &str) -> Result<String, String> {
+/// Why a PROMPT app's options cannot be used; each names its key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    AuthCode(#[from] adapter_api::secret::CredentialError),
+    #[error(transparent)]
+    Url(#[from] scim_client::UrlError),
+    #[error("`{0}`: must not be empty")]
+    Empty(&'static str),
+    /// `limits:` cannot be used by the outbound client.
+    #[error("{0}")]
+    Limits(#[source] adapter_api::Error),
+}
+
+fn non_empty(key: &'static str, value: &str) -> std::result::Result<String, SettingsError> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(format!("`{key}`: must not be empty"));
+        return Err(SettingsError::Empty(key));
     }
     Ok(v.to_string())
 }
 
 impl Prompt {
-    pub fn new(app: &str, config: Config, outbound: OutboundConfig) -> Result<Self, String> {
+    pub fn new(app: &str, config: Config, outbound: OutboundConfig) -> std::result::Result<Self, SettingsError> {
         let auth_code = adapter_api::secret::resolve(
             "auth_code",
             config.auth_code,
@@ -195,7 +209,7 @@ impl Prompt {
             PromptDeleteMode::Disable => DeleteMode::Disable,
             PromptDeleteMode::Passthrough => DeleteMode::Delete,
         };
-        let outbound = Outbound::new(app, outbound).map_err(|e| e.to_string())?;
+        let outbound = Outbound::new(app, outbound).map_err(SettingsError::Limits)?;
         let settings = client::ClientSettings {
             base_url,
             users_path,
@@ -235,8 +249,10 @@ impl Adapter for Prompt {
 
     /// PROMPT takes no roles through SCIM (user types are set in PROMPT itself): `group_roles` has nothing
     /// to set there.
-    fn check_role(&self, _role: &str) -> std::result::Result<(), String> {
-        Err("PROMPT takes no roles through SCIM (user types are set in PROMPT itself); remove group_roles".into())
+    fn check_role(&self, _role: &str) -> std::result::Result<(), adapter_api::RoleError> {
+        Err(adapter_api::RoleError::Unsupported(
+            "PROMPT takes no roles through SCIM (user types are set in PROMPT itself); remove group_roles",
+        ))
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -345,7 +361,7 @@ mod tests {
         let mut options = base();
         options["default_section"] = json!(" ");
         let err = build("p", options, default_limits());
-        assert!(matches!(err, Err(adapter_api::BuildError::Setting(_))), "{:?}", err.err());
+        assert!(matches!(err, Err(adapter_api::BuildError::Setting { .. })), "{:?}", err.err());
     }
 
     #[test]

@@ -355,7 +355,7 @@ fn list(store: &Store, query: &BTreeMap<String, String>) -> Response {
     let matches: Vec<&SimUser> = match filter {
         Some(f) => match simkit::parse_eq_filter(f, attributes) {
             Ok(f) => store.users.values().filter(|u| simkit::filter_matches(&f, &u.scim.to_resource())).collect(),
-            Err(detail) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidFilter"), &detail),
+            Err(e) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidFilter"), &e.to_string()),
         },
         None => store.users.values().collect(),
     };

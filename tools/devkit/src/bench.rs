@@ -254,7 +254,8 @@ fn ms(d: Duration) -> f64 {
 // 3. Vendor calls per Entra operation.
 
 async fn economy(a: &BenchArgs) -> Result<String, String> {
-    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &a.store).await?;
+    let demo =
+        demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &a.store).await.map_err(|e| e.to_string())?;
     let mut out = format!(
         "== economy: vendor calls per Entra request, N = {}: the initial cycle (Test Connection + N match/create; \
          goal <= 0.55) and the full cycle (then incremental 20 % changes / 10 % disables / 5 % deletions; goal <= 1.0)\n",
@@ -400,7 +401,9 @@ async fn measure(http: &reqwest::Client, t: &Arc<Target>, clients: usize, op: Op
 async fn latency(a: &BenchArgs) -> Result<String, String> {
     let vendor = "prompt";
     let clients = a.clients.max(1);
-    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(clients * 2), &a.store).await?;
+    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(clients * 2), &a.store)
+        .await
+        .map_err(|e| e.to_string())?;
     let sim = sim(&demo, vendor)?;
     let http = http_client(clients * 2)?;
     // Users made through the gateway (GET/PATCH through it) and users made directly at the simulator.
@@ -494,7 +497,8 @@ struct Mix {
 }
 
 async fn throughput(a: &BenchArgs, store: &str) -> Result<String, String> {
-    let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), store).await?;
+    let demo =
+        demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), store).await.map_err(|e| e.to_string())?;
     let run = std::process::id();
     let base = demo.app_url("sandbox");
     let http = http_client(a.concurrency * 2)?;
@@ -673,7 +677,11 @@ async fn endpoints(a: &BenchArgs, store: &str) -> Result<String, String> {
     let replicas = a.replicas.max(1);
     let mut demos = Vec::new();
     for _ in 0..replicas {
-        demos.push(demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), store).await?);
+        demos.push(
+            demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), store)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
     let bases: Arc<Vec<String>> = Arc::new(demos.iter().map(|d| d.app_url("sandbox")).collect());
     // Names of this run only: a store file kept from an earlier run must not turn creates into conflicts.
@@ -801,7 +809,9 @@ async fn paging(a: &BenchArgs) -> Result<String, String> {
     for (round, users) in [1_000usize, a.paging_users].into_iter().enumerate() {
         let store = if a.store == ":memory:" { a.store.clone() } else { format!("{}.{round}", a.store) };
         let _ = std::fs::remove_file(&store);
-        let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &store).await?;
+        let demo = demo::start_with_limits(any_addr(), TOKEN, None, unthrottled(64), &store)
+            .await
+            .map_err(|e| e.to_string())?;
         let base = Arc::new(demo.app_url("sandbox"));
         let http = http_client(a.concurrency * 2)?;
         let made = entra_sim::for_each_bounded((0..users).collect(), a.concurrency, |i| {
@@ -883,7 +893,7 @@ async fn throttled_cycle(a: &BenchArgs, users: usize, rate: f64) -> Result<Strin
         max_in_flight: Some(64),
         ..Default::default()
     };
-    let demo = demo::start_with_limits(any_addr(), TOKEN, None, limits, &a.store).await?;
+    let demo = demo::start_with_limits(any_addr(), TOKEN, None, limits, &a.store).await.map_err(|e| e.to_string())?;
     let sim = sim(&demo, &a.vendor)?;
     let per_window = rate.floor().max(1.0) as u32;
     sim.set_faults(SimFaults {

@@ -23,12 +23,42 @@ pub fn simulated_types() -> Vec<&'static str> {
     simulated().map(|(name, _)| name).collect()
 }
 
+/// Why the demo, a simulator or `simulate --config` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("no simulator for '{vendor}' (known: {known})")]
+    NoSimulator { vendor: String, known: String },
+    #[error("cannot start the {vendor} simulator: {source}")]
+    Simulator {
+        vendor: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] scim_bridge::config::ConfigError),
+    /// `simulate --config`: a key of an app the simulator needs is missing or unusable.
+    #[error("apps.{app}.{key} in {file}: {what}")]
+    Simulate { file: String, app: String, key: String, what: String },
+    #[error("--faults: not 'mixed' nor fault JSON: {0}")]
+    Faults(#[source] serde_json::Error),
+    #[error("--admin-token must differ from --token: Entra's token must not open the status page")]
+    AdminTokenIsEntras,
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Starts the simulator of `vendor` accepting `credential`.
-pub async fn simulator(vendor: &str, credential: &str, addr: Option<SocketAddr>) -> Result<DemoSim, String> {
+pub async fn simulator(vendor: &str, credential: &str, addr: Option<SocketAddr>) -> Result<DemoSim, DemoError> {
     let Some((_, spec)) = simulated().find(|(name, _)| *name == vendor) else {
-        return Err(format!("no simulator for '{vendor}' (known: {})", simulated_types().join(", ")));
+        return Err(DemoError::NoSimulator { vendor: vendor.to_string(), known: simulated_types().join(", ") });
     };
-    (spec.start)(credential.to_string(), addr).await.map_err(|e| format!("cannot start the {vendor} simulator: {e}"))
+    (spec.start)(credential.to_string(), addr)
+        .await
+        .map_err(|source| DemoError::Simulator { vendor: vendor.to_string(), source })
 }
 
 /// Starts, for every app of the config at `path` whose vendor has a simulator, that simulator on the
@@ -37,33 +67,39 @@ pub async fn simulator(vendor: &str, credential: &str, addr: Option<SocketAddr>)
 pub async fn simulate_config(
     path: &std::path::Path,
     faults: Option<SimFaults>,
-) -> Result<Vec<(String, Box<dyn Simulator>)>, String> {
+) -> Result<Vec<(String, Box<dyn Simulator>)>, DemoError> {
     let origin = path.display();
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::load(path)?;
     let mut started = Vec::new();
     for (name, app) in &config.apps {
         let Some((vendor, spec)) = simulated().find(|(v, _)| *v == app.vendor) else { continue };
-        let key = |k: &str| format!("apps.{name}.{k} in {origin}");
+        let unusable = |key: &str, what: String| DemoError::Simulate {
+            file: origin.to_string(),
+            app: name.clone(),
+            key: key.to_string(),
+            what,
+        };
         let base = app
             .options
             .get("base_url")
             .and_then(Value::as_str)
-            .ok_or_else(|| format!("{}: needed to simulate", key("base_url")))?;
-        let url = reqwest::Url::parse(base).map_err(|e| format!("{}: {e}", key("base_url")))?;
+            .ok_or_else(|| unusable("base_url", "needed to simulate".into()))?;
+        let url = reqwest::Url::parse(base).map_err(|e| unusable("base_url", e.to_string()))?;
         let addr = match (url.host_str(), url.port_or_known_default()) {
             (Some(host @ ("127.0.0.1" | "localhost")), Some(port)) => {
                 let ip = if host == "localhost" {
                     std::net::Ipv4Addr::LOCALHOST
                 } else {
-                    host.parse().map_err(|_| key("base_url"))?
+                    host.parse().map_err(|_| unusable("base_url", format!("{host} is not an address")))?
                 };
                 SocketAddr::from((ip, port))
             }
             _ => continue,
         };
-        let credential = app.options.get(spec.credential_key).and_then(Value::as_str).ok_or_else(|| {
-            format!("{}: the simulator needs the credential written inline", key(spec.credential_key))
-        })?;
+        let credential =
+            app.options.get(spec.credential_key).and_then(Value::as_str).ok_or_else(|| {
+                unusable(spec.credential_key, "the simulator needs the credential written inline".into())
+            })?;
         let sim = simulator(vendor, credential, Some(addr)).await?.sim;
         if let Some(f) = &faults {
             sim.set_faults(f.clone());
@@ -82,7 +118,7 @@ pub struct DemoSimOptions {
 
 /// Parses `--faults`: `mixed` (20 % of requests: errors, drops, lost responses, slow replies) or the JSON
 /// of the simulators' fault settings (e.g. `{"error_rate":0.1,"throttle":{"requests":5,"per":1,"retry_after_secs":1}}`).
-pub fn parse_faults(text: &str) -> Result<SimFaults, String> {
+pub fn parse_faults(text: &str) -> Result<SimFaults, DemoError> {
     if text.trim().eq_ignore_ascii_case("mixed") {
         return Ok(SimFaults {
             error_rate: 0.08,
@@ -93,7 +129,7 @@ pub fn parse_faults(text: &str) -> Result<SimFaults, String> {
             ..SimFaults::default()
         });
     }
-    serde_json::from_str(text).map_err(|e| format!("--faults: not 'mixed' nor fault JSON: {e}"))
+    serde_json::from_str(text).map_err(DemoError::Faults)
 }
 
 /// The vendor credential the demo's simulator of `vendor` accepts (for calling a simulator directly).
@@ -131,7 +167,7 @@ pub async fn start_with_admin(
     token: &str,
     faults: Option<SimFaults>,
     admin: DemoAdmin,
-) -> Result<Demo, String> {
+) -> Result<Demo, DemoError> {
     let demo = start_inner(listen, token, faults, demo_limits(), ":memory:", Some(admin)).await?;
     scim_bridge::probe::spawn_health_probes(demo.running.gateway.clone(), scim_bridge::probe::PROBE_INTERVAL);
     Ok(demo)
@@ -149,7 +185,7 @@ pub const DEMO_GROUP_OBJECT_ID: &str = "0b6c1a6e-3f0a-4d5e-9c1b-2a7d8e9f0a1b";
 
 /// Starts the simulators and a gateway serving `sandbox`, `prodpad`, `promapp` and `prompt`, and the
 /// `group_roles` apps `prodpad-groups` and `promapp-groups` (each simulator's `demo_group_roles`), all with `token` (the demo's one convenience: real configs need one token per app).
-pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -> Result<Demo, String> {
+pub async fn start(listen: SocketAddr, token: &str, faults: Option<SimFaults>) -> Result<Demo, DemoError> {
     start_with_limits(listen, token, faults, demo_limits(), ":memory:").await
 }
 
@@ -161,7 +197,7 @@ pub async fn start_with_limits(
     faults: Option<SimFaults>,
     limits: LimitsConfig,
     store_path: &str,
-) -> Result<Demo, String> {
+) -> Result<Demo, DemoError> {
     start_inner(listen, token, faults, limits, store_path, None).await
 }
 
@@ -172,7 +208,7 @@ async fn start_inner(
     limits: LimitsConfig,
     store_path: &str,
     admin: Option<DemoAdmin>,
-) -> Result<Demo, String> {
+) -> Result<Demo, DemoError> {
     let hash = hex::encode(scim_bridge::http::token_hash(token));
     // Every demo app: one token, no IP allow-list, reconcile as configured by default.
     let app = |vendor: &str, limits: LimitsConfig, group_roles: Vec<GroupRole>, options| AppConfig {
@@ -239,12 +275,12 @@ async fn start_inner(
     if let Some(admin) = &admin {
         config.admin_listen = Some(admin.listen);
         if admin.token == token {
-            return Err("--admin-token must differ from --token: Entra's token must not open the status page".into());
+            return Err(DemoError::AdminTokenIsEntras);
         }
         config.admin.token_sha256 = Some(hex::encode(scim_bridge::http::token_hash(&admin.token)));
     }
-    let gateway = server::open_gateway(&config, "demo").await.map_err(|e| e.to_string())?;
-    let running = server::start(&config, gateway).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let gateway = server::open_gateway(&config, "demo").await?;
+    let running = server::start(&config, gateway).await.map_err(|source| DemoError::Listen { addr: listen, source })?;
     Ok(Demo { running, sims, token: token.to_string(), admin_token: admin.map(|a| a.token) })
 }
 

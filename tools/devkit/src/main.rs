@@ -81,7 +81,8 @@ fn main() -> ExitCode {
     block_on(run(cli.command))
 }
 
-async fn run(command: Command) -> Result<(), String> {
+/// The dev binary's edge: every command's error, said as `error: ...` by `block_on`.
+async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Demo { listen, token, walkthrough, faults, admin_listen, admin_token } => {
             let faults = faults.map(|f| demo::parse_faults(&f)).transpose()?;
@@ -95,13 +96,13 @@ async fn run(command: Command) -> Result<(), String> {
             print!("{}", demo.banner());
             if walkthrough {
                 print!("{}", demo.walkthrough().await?);
-                return demo.running.stop().await.map_err(|e| e.to_string());
+                return Ok(demo.running.stop().await?);
             }
             server::termination().await;
-            demo.running.stop().await.map_err(|e| e.to_string())
+            Ok(demo.running.stop().await?)
         }
-        Command::EntraSim(args) => entra_sim::cli(args).await,
-        Command::Bench(args) => bench::cli(args).await,
+        Command::EntraSim(args) => Ok(entra_sim::cli(args).await?),
+        Command::Bench(args) => Ok(bench::cli(args).await?),
         Command::Simulate { config: Some(config), faults, .. } => {
             let faults = faults.map(|f| demo::parse_faults(&f)).transpose()?;
             let started = demo::simulate_config(&config, faults).await?;

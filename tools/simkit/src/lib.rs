@@ -474,18 +474,28 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// A filter a simulator does not take; its message is the detail of the 400 `invalidFilter` it answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported filter '{filter}': only {} eq \"value\" is supported", attributes.join(" / "))]
+pub struct UnsupportedFilter {
+    pub filter: String,
+    /// The attributes it would take.
+    pub attributes: Vec<String>,
+}
+
 /// Parses the only filter the simulators accept by default, `userName eq "value"` (attribute and operator
 /// case-insensitive). `Err` carries a detail for a 400 `invalidFilter`.
-pub fn parse_user_name_filter(filter: &str) -> Result<Filter, String> {
+pub fn parse_user_name_filter(filter: &str) -> Result<Filter, UnsupportedFilter> {
     parse_eq_filter(filter, &["userName"])
 }
 
 /// Parses `ATTR eq "value"` where ATTR is one of `attributes` (case-insensitive), with the protocol
 /// crate's filter parser; any other filter is refused, as by a vendor that documents only these. Match
 /// users with `filter_matches`.
-pub fn parse_eq_filter(filter: &str, attributes: &[&str]) -> Result<Filter, String> {
+pub fn parse_eq_filter(filter: &str, attributes: &[&str]) -> Result<Filter, UnsupportedFilter> {
     let f = filter.trim();
-    let unsupported = || format!("unsupported filter '{f}': only {} eq \"value\" is supported", attributes.join(" / "));
+    let unsupported =
+        || UnsupportedFilter { filter: f.to_string(), attributes: attributes.iter().map(|a| a.to_string()).collect() };
     let parsed = scim::filter::parse(f).map_err(|_| unsupported())?;
     let Filter::Compare { path, op: CompareOp::Eq, value: Value::String(_) } = &parsed else {
         return Err(unsupported());
@@ -817,14 +827,17 @@ mod tests {
             r#"userName eq "unterminated"#,
         ];
         for bad in refused {
-            assert!(parse_user_name_filter(bad).unwrap_err().contains("only userName eq"), "{bad}");
+            assert!(parse_user_name_filter(bad).unwrap_err().to_string().contains("only userName eq"), "{bad}");
         }
         let attrs = ["userName", "emails.value"];
         let by_email = parse_eq_filter(r#"Emails.Value eq "A@x""#, &attrs).unwrap();
         assert!(filter_matches(&by_email, &json!({"userName": "u", "emails": [{"value": "b@x"}, {"value": "a@X"}]})));
         assert!(!filter_matches(&by_email, &json!({"userName": "a@x"})));
         assert!(parse_eq_filter(r#"username eq "b""#, &attrs).is_ok());
-        assert!(parse_eq_filter(r#"emails eq "a""#, &attrs).unwrap_err().contains("userName / emails.value"));
+        assert!(parse_eq_filter(r#"emails eq "a""#, &attrs)
+            .unwrap_err()
+            .to_string()
+            .contains("userName / emails.value"));
     }
 
     #[test]

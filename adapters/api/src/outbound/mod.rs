@@ -47,7 +47,7 @@ pub use self::config::OutboundConfig;
 pub use self::pacer::TokioClock;
 pub use self::request::{VendorRequest, VendorResponse, MAX_RESPONSE_BYTES};
 pub use self::retry::{parse_retry_after, parse_retry_after_at};
-pub use self::stats::OutboundStats;
+pub use self::stats::{CallOutcome, OutboundStats, StatusClass};
 
 use self::breaker::{CircuitBreaker, Verdict};
 use self::pacer::{NoSlot, Pacer};
@@ -207,8 +207,8 @@ impl Outbound {
             bump(&self.counters.failures);
         }
         let outcome = match &result {
-            Ok(resp) => format!("{}xx", resp.status / 100),
-            Err(e) => e.kind_name().to_string(),
+            Ok(resp) => CallOutcome::Answered(StatusClass::of(resp.status)),
+            Err(e) => CallOutcome::Failed(e.kind_tag()),
         };
         *lock(&self.counters.by_outcome).entry(outcome).or_default() += 1;
         result
