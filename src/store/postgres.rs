@@ -228,21 +228,49 @@ const LEASE_SET: i32 = 100;
 /// Taking is `pg_try_advisory_lock` polled with backoff, never the blocking form: a blocked statement
 /// would hold up every other lock and unlock behind it on the shared connection. The polling ends at
 /// `wait_for`: a lock held elsewhere for longer refuses the change (503), it never waits for ever.
+///
+/// The fence: a lock's session can end under it (the server restarted, the backend was terminated, the
+/// network dropped the connection); the database then releases the lock at once and another replica may
+/// take it, while this replica's request goes on. So each lock taken for a request is one of the
+/// request's fences (`adapter_api::calls::add_fence`): the outbound client asks, on the lock's own
+/// connection, whether the session still holds it right before each vendor attempt, and `put`/`remove`
+/// check in their write transaction that the session that took it (backend pid and start time, which a
+/// new session never shares) still holds it. Either refuses with 503; the record's version
+/// compare-and-set catches what slips between that check and the commit.
 #[derive(Debug)]
 pub(crate) struct PgLocks {
     pool: Pool,
-    conn: tokio::sync::Mutex<Option<std::sync::Arc<deadpool_postgres::Object>>>,
+    conn: tokio::sync::Mutex<Option<std::sync::Arc<LockConn>>>,
     /// How long `acquire` waits, for a lock another replica holds or for an unreachable database, before
     /// the change is refused with 503 and Retry-After (`LOCK_WAIT`; shorter in tests).
     wait_for: std::time::Duration,
+    /// Mixed into every key: two gateways with different `store.schema` on one database lock apart
+    /// (advisory locks are database-wide).
+    namespace: String,
 }
 
 /// How long a replica lock is waited for (held elsewhere, or the database unreachable) before the change
 /// is refused (503 with Retry-After): Entra retries; a lock held for ever never holds a request for ever.
 pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-struct AdvisoryHold {
-    conn: std::sync::Arc<deadpool_postgres::Object>,
+/// The lock connection and the identity of its database session.
+struct LockConn {
+    client: deadpool_postgres::Object,
+    /// `pg_backend_pid()` of the session.
+    pid: i32,
+    /// Its `backend_start` (epoch seconds): with the pid, names this session and no later one.
+    started: f64,
+}
+
+impl std::fmt::Debug for LockConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockConn").field("pid", &self.pid).finish()
+    }
+}
+
+/// One advisory lock held by this replica's lock session.
+pub(crate) struct AdvisoryHold {
+    conn: std::sync::Arc<LockConn>,
     set: i32,
     key: i32,
 }
@@ -253,7 +281,10 @@ impl Drop for AdvisoryHold {
         // Outside a runtime (process exit) the closing connection releases it.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(e) = conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&set, &key]).await {
+                if conn.client.is_closed() {
+                    return;
+                }
+                if let Err(e) = conn.client.execute("SELECT pg_advisory_unlock($1, $2)", &[&set, &key]).await {
                     tracing::warn!(error = %StoreError::from(e), "releasing a replica lock failed; the database releases it with the connection");
                 }
             });
@@ -261,26 +292,133 @@ impl Drop for AdvisoryHold {
     }
 }
 
+impl AdvisoryHold {
+    /// The backend pid of the session holding the lock (tests end that session).
+    #[cfg(test)]
+    pub(crate) fn session_pid(&self) -> i32 {
+        self.conn.pid
+    }
+}
+
+impl adapter_api::calls::Fence for AdvisoryHold {
+    fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let lost = || format!("replica lock ({}, {}) lost with its database session", self.set, self.key);
+            if self.conn.client.is_closed() {
+                return Err(lost());
+            }
+            // On the lock's own session: if it answers, it is the session that took the lock.
+            let held: bool = self
+                .conn
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                       AND pid = pg_backend_pid() AND classid = ($1::int4)::oid AND objid = ($2::int4)::oid
+                       AND objsubid = 2)",
+                    &[&self.set, &self.key],
+                )
+                .await
+                .map_err(|e| format!("{}: {}", lost(), StoreError::from(e)))?
+                .get(0);
+            if held {
+                Ok(())
+            } else {
+                Err(lost())
+            }
+        })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl PgLocks {
     /// The lock connection, opened again if it was lost (its locks went with it).
-    async fn conn(&self) -> StoreResult<std::sync::Arc<deadpool_postgres::Object>> {
+    async fn conn(&self) -> StoreResult<std::sync::Arc<LockConn>> {
         let mut held = self.conn.lock().await;
-        if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
+        if let Some(c) = held.as_ref().filter(|c| !c.client.is_closed()) {
             return Ok(c.clone());
         }
         if held.is_some() {
             tracing::warn!("the replica lock connection was lost; the locks it held were released by the database");
         }
-        let c = std::sync::Arc::new(self.pool.get().await.map_err(pool_error)?);
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_one(
+                "SELECT pid, extract(epoch FROM backend_start)::float8 FROM pg_stat_activity
+                 WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        let c = std::sync::Arc::new(LockConn { client, pid: row.get(0), started: row.get(1) });
         *held = Some(c.clone());
         Ok(c)
     }
 
+    /// The key of a lock name in this store's namespace.
+    fn key(&self, name: i32) -> i32 {
+        if self.namespace.is_empty() {
+            name
+        } else {
+            super::lock_key(&[&self.namespace, &name.to_string()])
+        }
+    }
+
     /// One attempt: `Some` when taken.
     async fn try_take(&self, set: i32, key: i32) -> StoreResult<Option<AdvisoryHold>> {
+        let key = self.key(key);
         let conn = self.conn().await?;
-        let taken: bool = conn.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&set, &key]).await?.get(0);
+        let taken: bool = conn.client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&set, &key]).await?.get(0);
         Ok(taken.then_some(AdvisoryHold { conn, set, key }))
+    }
+}
+
+/// The replica locks the current request holds (its fences), as (session pid, session start, set, key).
+fn request_locks() -> StoreResult<Vec<(i32, f64, i32, i32)>> {
+    let mut held = Vec::new();
+    for fence in adapter_api::calls::fences() {
+        if let Some(hold) = fence.as_any().downcast_ref::<AdvisoryHold>() {
+            if hold.conn.client.is_closed() {
+                return Err(StoreError::Fenced(format!(
+                    "replica lock ({}, {}) lost with its database session",
+                    hold.set, hold.key
+                )));
+            }
+            held.push((hold.conn.pid, hold.conn.started, hold.set, hold.key));
+        }
+    }
+    Ok(held)
+}
+
+/// Inside a write transaction: every replica lock of the current request is still held by the session
+/// that took it. `Fenced` otherwise: the database released it, and another replica may have acted.
+async fn check_request_locks(tx: &deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
+    let held = request_locks()?;
+    if held.is_empty() {
+        return Ok(());
+    }
+    let pids: Vec<i32> = held.iter().map(|h| h.0).collect();
+    let started: Vec<f64> = held.iter().map(|h| h.1).collect();
+    let sets: Vec<i32> = held.iter().map(|h| h.2).collect();
+    let keys: Vec<i32> = held.iter().map(|h| h.3).collect();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT count(*) FROM unnest($1::int4[], $2::float8[], $3::int4[], $4::int4[]) AS h(pid, started, set, key)
+             WHERE EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid = h.pid
+                 AND l.classid = (h.set)::oid AND l.objid = (h.key)::oid
+                 AND extract(epoch FROM a.backend_start)::float8 = h.started)",
+        )
+        .await?;
+    let still: i64 = tx.query_one(&stmt, &[&pids, &started, &sets, &keys]).await?.get(0);
+    if still as usize == held.len() {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(format!(
+            "{} of the request's {} replica locks lost with their database session",
+            held.len() - still as usize,
+            held.len()
+        )))
     }
 }
 
@@ -292,7 +430,13 @@ impl super::SharedLocks for PgLocks {
         loop {
             // One attempt is bounded too: the pool's wait and the session's statement_timeout.
             let last = match self.try_take(set, key).await {
-                Ok(Some(hold)) => return Ok(Box::new(hold)),
+                Ok(Some(hold)) => {
+                    // One of the request's fences until it is released (see `PgLocks`).
+                    let hold = std::sync::Arc::new(hold);
+                    let fence: std::sync::Arc<dyn adapter_api::calls::Fence> = hold.clone();
+                    adapter_api::calls::add_fence(std::sync::Arc::downgrade(&fence));
+                    return Ok(Box::new(hold));
+                }
                 Ok(None) => None,
                 Err(e) => Some(e),
             };
@@ -393,6 +537,7 @@ impl PgEngine {
             pool: pool.clone(),
             conn: tokio::sync::Mutex::new(None),
             wait_for: LOCK_WAIT,
+            namespace: opts.schema.clone().unwrap_or_default(),
         });
         let budget = std::sync::Arc::new(PgRateBudget { pool: pool.clone(), ready: Default::default() });
         let engine = PgEngine { location: opts.url.clone(), pool, locks, budget };
@@ -455,7 +600,12 @@ impl PgEngine {
     /// be) that wait at most `wait_for`.
     #[cfg(test)]
     pub(crate) fn locks_waiting(&self, wait_for: std::time::Duration) -> std::sync::Arc<dyn super::SharedLocks> {
-        std::sync::Arc::new(PgLocks { pool: self.pool.clone(), conn: tokio::sync::Mutex::new(None), wait_for })
+        std::sync::Arc::new(PgLocks {
+            pool: self.pool.clone(),
+            conn: tokio::sync::Mutex::new(None),
+            wait_for,
+            namespace: self.locks.namespace.clone(),
+        })
     }
 
     #[cfg(test)]
@@ -679,7 +829,17 @@ impl StoreEngine for PgEngine {
     async fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        check_request_locks(&tx).await?;
         let kind = rec.kind.as_str();
+        // The compare-and-set (`check_version`): the row, locked until the commit, is the version the
+        // writer read, or absent for a new one.
+        let stored = tx
+            .query_opt(
+                "SELECT version FROM resources WHERE app = $1 AND kind = $2 AND id = $3 FOR UPDATE",
+                &[&rec.app, &kind, &rec.id],
+            )
+            .await?;
+        super::check_version(rec.version, stored.map(|r| r.get(0)))?;
         let owner = tx
             .query_opt(
                 "SELECT id FROM resources WHERE app = $1 AND kind = $2 AND vendor_id = $3 AND id <> $4",
@@ -695,7 +855,8 @@ impl StoreEngine for PgEngine {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (app, kind, id) DO UPDATE SET vendor_id = excluded.vendor_id,
                    name_key = excluded.name_key, external_id = excluded.external_id, doc = excluded.doc,
-                   modified = excluded.modified, version = excluded.version, email_key = excluded.email_key",
+                   modified = excluded.modified, version = excluded.version, email_key = excluded.email_key
+                 WHERE resources.version = excluded.version - 1",
             )
             .await?;
         let res = tx
@@ -716,6 +877,10 @@ impl StoreEngine for PgEngine {
                 ],
             )
             .await;
+        if let Ok(0) = res {
+            // A new record whose id another writer inserted since the check above.
+            return Err(StoreError::Fenced(format!("version {} was written since it was read", rec.version)));
+        }
         if let Err(e) = res {
             return Err(match unique_violation(&e) {
                 // Another replica linked the vendor record between the check above and this insert.
@@ -741,9 +906,16 @@ impl StoreEngine for PgEngine {
     async fn remove(&self, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        check_request_locks(&tx).await?;
         let kind = rec.kind.as_str();
-        tx.execute("DELETE FROM resources WHERE app = $1 AND kind = $2 AND id = $3", &[&rec.app, &kind, &rec.id])
+        let gone = tx
+            .query_opt(
+                "DELETE FROM resources WHERE app = $1 AND kind = $2 AND id = $3 RETURNING version",
+                &[&rec.app, &kind, &rec.id],
+            )
             .await?;
+        // Deleted, then refused if it was not the version read: the rollback keeps it.
+        super::check_removed_version(rec.version, gone.map(|r| r.get(0)))?;
         if tombstone {
             tx.execute(
                 "INSERT INTO tombstones (app, kind, vendor_id, name_key, deleted, external_id)

@@ -278,6 +278,17 @@ impl Outbound {
                 // The request's budget ran out while this call queued: no attempt, and no verdict on the vendor.
                 return Err(last_error.unwrap_or_else(|| self.budget_spent()));
             }
+            // Right before the vendor hears of it: a replica whose lock on this resource was lost (its
+            // database session ended) must not act on it, another replica may hold that lock now.
+            if let Err(why) = crate::calls::check_fences().await {
+                drop(permit);
+                tracing::warn!(app = %self.app, reason = %why, "a replica lock was lost; not calling the vendor");
+                return Err(Error::unavailable(
+                    Some(Duration::from_secs(5)),
+                    format!("{}: this replica lost its lock on the resource; not calling the vendor", self.app),
+                )
+                .with_origin(Origin::Gateway));
+            }
             bump(&self.counters.attempts);
             if attempt > 1 {
                 bump(&self.counters.retries);

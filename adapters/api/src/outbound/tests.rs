@@ -853,3 +853,47 @@ async fn a_shared_budget_paces_and_hears_pauses_and_breakers() {
     assert!(lock(&budget.pauses).iter().any(|d| *d >= Duration::from_secs(3)), "{:?}", lock(&budget.pauses));
     assert_eq!(*lock(&budget.breakers), [Duration::from_secs(30)]);
 }
+
+/// A replica lock the test can take away.
+struct TestFence(std::sync::atomic::AtomicBool);
+
+impl crate::calls::Fence for TestFence {
+    fn check(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>> {
+        let held = self.0.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if held {
+                Ok(())
+            } else {
+                Err("lost".into())
+            }
+        })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// A request whose replica lock was lost never reaches the vendor (another replica may hold the lock
+/// now): 503 with Retry-After, the gateway's doing; one whose lock is held, or was released, calls as before.
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_replica_lock_was_lost_does_not_call_the_vendor() {
+    let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+    let out = Outbound::new("acme", config()).unwrap();
+    let log = Arc::new(crate::calls::CallLog::for_request("r"));
+    let fence: Arc<TestFence> = Arc::new(TestFence(std::sync::atomic::AtomicBool::new(true)));
+    let weak: std::sync::Weak<dyn crate::calls::Fence> = Arc::downgrade(&fence) as _;
+    crate::calls::scope(log.clone(), async { crate::calls::add_fence(weak) }).await;
+    crate::calls::scope(log.clone(), out.send(get(&url))).await.unwrap();
+    assert_eq!(vendor.hits(), 1);
+    fence.0.store(false, Ordering::SeqCst);
+    let err = crate::calls::scope(log.clone(), out.send(get(&url))).await.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Unavailable { retry_after: Some(_) }), "{err}");
+    assert_eq!(err.origin(), Origin::Gateway);
+    assert_eq!(vendor.hits(), 1, "the vendor never heard of the unlocked call");
+    // Released (the hold dropped): no longer this request's fence.
+    drop(fence);
+    crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+    assert_eq!(vendor.hits(), 2);
+}
