@@ -897,3 +897,56 @@ async fn a_request_whose_replica_lock_was_lost_does_not_call_the_vendor() {
     crate::calls::scope(log, out.send(get(&url))).await.unwrap();
     assert_eq!(vendor.hits(), 2);
 }
+
+/// A lock check that stalls the first time it is asked (a busy host, a slow database).
+struct StallingFence(std::sync::atomic::AtomicBool);
+
+impl crate::calls::Fence for StallingFence {
+    fn check(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>> {
+        let stall = self.0.swap(false, Ordering::SeqCst);
+        Box::pin(async move {
+            if stall {
+                tokio::time::sleep(pacer::MAX_LATE * 3).await;
+            }
+            Ok(())
+        })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// With replicas, a call that would leave well after its shared slot (it stalled) gives the slot up and
+/// takes another instead of bunching with the other replicas' punctual calls; one on time goes at once.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_missed_its_shared_slot_takes_another() {
+    use crate::budget::{Reserved, SharedBudget};
+    let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+    let budget = Arc::new(FakeBudget::default());
+    lock(&budget.answers).extend([Reserved::After(Duration::ZERO), Reserved::After(Duration::ZERO)]);
+    let config = OutboundConfig { shared: SharedBudget::new(budget.clone()), ..config() };
+    let out = Outbound::new("acme", config).unwrap();
+    let log = Arc::new(crate::calls::CallLog::for_request("r"));
+    let fence: Arc<StallingFence> = Arc::new(StallingFence(std::sync::atomic::AtomicBool::new(true)));
+    let weak: std::sync::Weak<dyn crate::calls::Fence> = Arc::downgrade(&fence) as _;
+    crate::calls::scope(log.clone(), async { crate::calls::add_fence(weak) }).await;
+    crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+    assert_eq!(vendor.hits(), 1);
+    assert!(lock(&budget.answers).is_empty(), "two slots taken: the missed one and the one used");
+    assert_eq!(out.stats().late_slots, 1);
+}
+
+/// One process alike: a call that stalled past its slot takes the next one rather than leave late.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_missed_its_own_slot_takes_another() {
+    let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+    let out = Outbound::new("acme", config()).unwrap();
+    let log = Arc::new(crate::calls::CallLog::for_request("r"));
+    let fence: Arc<StallingFence> = Arc::new(StallingFence(std::sync::atomic::AtomicBool::new(true)));
+    let weak: std::sync::Weak<dyn crate::calls::Fence> = Arc::downgrade(&fence) as _;
+    crate::calls::scope(log.clone(), async { crate::calls::add_fence(weak) }).await;
+    crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+    assert_eq!((vendor.hits(), out.stats().late_slots), (1, 1));
+}
