@@ -997,9 +997,14 @@ mod tests {
         granted.sort();
         assert_eq!(granted.len(), 2, "{granted:?}");
         assert!(granted[0] < s(1) && granted[1] > s(990), "one now, one a period later: {granted:?}");
+        // Background work on either replica sees the schedule full, without taking a slot.
+        assert!(b.next_free("vendor", s(0)).await.unwrap() > s(1990));
+        assert!(a.next_free("vendor", s(0)).await.unwrap() > s(1990));
         // Another app has its own schedule; a pause set by one replica holds the other's next slot.
         assert!(matches!(b.reserve("other", s(1), s(0), s(5)).await.unwrap(), Reserved::After(w) if w < s(1)));
+        assert!(a.next_free("other", s(0)).await.unwrap() < s(1));
         a.pause("other", s(3600)).await.unwrap();
+        assert!(b.next_free("other", s(0)).await.unwrap() > s(3500), "a pause is no free slot");
         assert!(matches!(b.reserve("other", s(1), s(0), s(5)).await.unwrap(), Reserved::Full(w) if w > s(3500)));
         a.open_breaker("third", s(60)).await.unwrap();
         assert!(matches!(b.reserve("third", s(1), s(0), s(5)).await.unwrap(), Reserved::BreakerOpen(w) if w > s(50)));

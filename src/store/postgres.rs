@@ -255,6 +255,22 @@ impl adapter_api::budget::RateBudget for PgRateBudget {
         Ok(if breaker > 0.0 { Reserved::BreakerOpen(duration(breaker)) } else { Reserved::Full(duration(wait)) })
     }
 
+    async fn next_free(&self, app: &str, tolerance: std::time::Duration) -> Result<std::time::Duration, String> {
+        let client = self.client(app).await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "WITH c AS (SELECT {NOW} AS now)
+                     SELECT GREATEST(c.now, r.tat - $2, r.paused_until, r.breaker_until) - c.now
+                     FROM rate_budget r, c WHERE r.app = $1"
+                ),
+                &[&app, &secs(tolerance)],
+            )
+            .await
+            .map_err(|e| StoreError::from(e).to_string())?;
+        Ok(duration(row.get(0)))
+    }
+
     async fn pause(&self, app: &str, d: std::time::Duration) -> Result<(), String> {
         let client = self.client(app).await?;
         client

@@ -220,7 +220,7 @@ impl Outbound {
     /// reserves a slot like any other, so the vendor never sees more than the rate.
     async fn yield_to_entra(&self) {
         loop {
-            let (free_now, period) = self.pacer.free_now();
+            let (free_now, period) = self.pacer.free_now(&self.app).await;
             if free_now && self.counters.foreground_queued.load(Ordering::Relaxed) == 0 {
                 return;
             }

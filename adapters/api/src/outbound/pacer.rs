@@ -156,14 +156,20 @@ impl Pacer {
     }
 
     /// Whether a call reserving now would go at once (no pause, a free slot), and the schedule's period:
-    /// how background work finds a gap without taking a slot Entra is waiting for.
-    pub(super) fn free_now(&self) -> (bool, Duration) {
+    /// how background work finds a gap without taking a slot Entra is waiting for. With replicas, the
+    /// shared schedule says (the local one is not used): another replica's Entra calls fill it too. An
+    /// unreachable budget counts as free: the call's own reservation then refuses it.
+    pub(super) async fn free_now(&self, app: &str) -> (bool, Duration) {
         let now = Instant::now();
-        let (free, period) = {
+        let (free, period, tolerance) = {
             let schedule = lock(&self.schedule);
-            (schedule.next_slot(now) <= now, schedule.period)
+            (schedule.next_slot(now) <= now, schedule.period, schedule.tolerance)
         };
         let paused = lock(&self.paused_until).is_some_and(|until| until > now);
+        let free = match self.shared.get() {
+            Some(shared) => shared.next_free(app, tolerance).await.map_or(true, |wait| wait.is_zero()),
+            None => free,
+        };
         (free && !paused, period)
     }
 

@@ -797,6 +797,8 @@ async fn vendor_429s_do_not_open_the_breaker() {
 #[derive(Debug, Default)]
 struct FakeBudget {
     answers: Mutex<std::collections::VecDeque<crate::budget::Reserved>>,
+    /// What `next_free` answers, in turn (then: unreachable).
+    busy: Mutex<std::collections::VecDeque<Duration>>,
     pauses: Mutex<Vec<Duration>>,
     breakers: Mutex<Vec<Duration>>,
 }
@@ -811,6 +813,9 @@ impl crate::budget::RateBudget for FakeBudget {
         _max_wait: Duration,
     ) -> std::result::Result<crate::budget::Reserved, String> {
         lock(&self.answers).pop_front().ok_or_else(|| "unreachable".to_string())
+    }
+    async fn next_free(&self, _app: &str, _tolerance: Duration) -> std::result::Result<Duration, String> {
+        lock(&self.busy).pop_front().ok_or_else(|| "unreachable".to_string())
     }
     async fn pause(&self, _app: &str, d: Duration) -> std::result::Result<(), String> {
         lock(&self.pauses).push(d);
@@ -949,4 +954,20 @@ async fn a_call_that_missed_its_own_slot_takes_another() {
     crate::calls::scope(log.clone(), async { crate::calls::add_fence(weak) }).await;
     crate::calls::scope(log, out.send(get(&url))).await.unwrap();
     assert_eq!((vendor.hits(), out.stats().late_slots), (1, 1));
+}
+
+/// With replicas, background work yields to the shared schedule, not the local one (which the replica
+/// does not use): while another replica's Entra calls keep it busy, the background call waits.
+#[tokio::test(start_paused = true)]
+async fn background_work_yields_to_the_other_replicas_entra_calls() {
+    use crate::budget::{Reserved, SharedBudget};
+    let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+    let budget = Arc::new(FakeBudget::default());
+    lock(&budget.busy).extend([Duration::from_millis(30), Duration::from_millis(20), Duration::ZERO]);
+    lock(&budget.answers).push_back(Reserved::After(Duration::ZERO));
+    let out = Outbound::new("acme", OutboundConfig { shared: SharedBudget::new(budget.clone()), ..config() }).unwrap();
+    let log = Arc::new(crate::calls::CallLog::background("reconcile"));
+    crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+    assert_eq!(vendor.hits(), 1);
+    assert!(lock(&budget.busy).is_empty(), "asked the shared schedule until it had a free slot");
 }
