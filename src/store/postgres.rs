@@ -145,6 +145,10 @@ struct DbClock {
     best: Option<(f64, f64, f64)>,
 }
 
+/// A disagreement with the best sample beyond both round trips and this is a step of the database's
+/// clock, not noise: the estimate follows it at once.
+const CLOCK_STEP: f64 = 0.05;
+
 /// How fast a sample's precision is taken to decay, seconds per second: well above two clocks' drift
 /// (tens of ppm), so a better sample is preferred within a few seconds of the last one.
 const DRIFT: f64 = 1e-4;
@@ -162,12 +166,17 @@ impl DbClock {
     fn sample(&mut self, sent: std::time::Instant, answered: std::time::Instant, db: f64) {
         let (t0, t1) = (self.local(sent), self.local(answered));
         let rtt = t1 - t0;
+        let offset = db - (t0 + t1) / 2.0;
         let better = match self.best {
             None => true,
-            Some((_, best_rtt, at)) => rtt <= best_rtt + (t1 - at) * DRIFT,
+            // Tighter than the best once its age is counted; or the two cannot both be right (the
+            // database's clock was stepped, or a failover moved it to another host): the new one wins.
+            Some((best, best_rtt, at)) => {
+                rtt <= best_rtt + (t1 - at) * DRIFT || (offset - best).abs() > (rtt + best_rtt) / 2.0 + CLOCK_STEP
+            }
         };
         if better {
-            self.best = Some((db - (t0 + t1) / 2.0, rtt, t1));
+            self.best = Some((offset, rtt, t1));
         }
     }
 
@@ -1161,5 +1170,9 @@ mod tests {
         assert!((left - 0.039).abs() < 1e-6, "{left}");
         // A slot already past goes now.
         assert_eq!(clock.until(1000.0, t(100)), Duration::ZERO);
+        // The database's clock stepped back 10 s (a failover): even a loose sample is taken at once.
+        clock.sample(t(200), t(230), 990.216);
+        let left = clock.until(990.250, t(200)).as_secs_f64();
+        assert!((left - 0.049).abs() < 1e-6, "{left}");
     }
 }
