@@ -885,6 +885,30 @@ mod tests {
         drop(hold);
     }
 
+    /// Advisory locks are database-wide: two gateways in different schemas of one database take the same
+    /// lock name without blocking each other (and their reconcile leases are their own), while two
+    /// replicas of one schema still exclude each other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateways_in_different_schemas_lock_apart() {
+        let Some(url) = test_pg_url("gateways_in_different_schemas_lock_apart") else { return };
+        let opts =
+            |schema: &str| PgOptions { url: url.clone(), password: None, schema: Some(schema.into()), pool_size: 4 };
+        let (one, two) =
+            (format!("t_{}", uuid::Uuid::new_v4().simple()), format!("t_{}", uuid::Uuid::new_v4().simple()));
+        let a = PgEngine::open(opts(&one)).await.unwrap();
+        let b = PgEngine::open(opts(&two)).await.unwrap();
+        let a_twin = PgEngine::open(opts(&one)).await.unwrap();
+        let key = lock_key(&["a", "User", "42"]);
+        let _held = a.shared_locks().unwrap().acquire(2, key).await.unwrap();
+        let other = b.locks_waiting(std::time::Duration::from_millis(200)).acquire(2, key).await;
+        assert!(other.is_ok(), "another schema's gateway is not blocked: {:?}", other.err());
+        let twin = a_twin.locks_waiting(std::time::Duration::from_millis(200)).acquire(2, key).await;
+        assert!(matches!(twin, Err(StoreError::Unavailable(_))), "the same schema's replica waits");
+        let every = std::time::Duration::from_secs(3600);
+        let _lease = a.lease("reconcile:a", every).await.unwrap().expect("first lease");
+        assert!(b.lease("reconcile:a", every).await.unwrap().is_some(), "its own lease in its own schema");
+    }
+
     /// Two replicas (two engines, two database sessions) on one store: a lock held by one keeps the
     /// other out. Each increments a counter that lives outside both under the lock, reading and writing
     /// it with a database round trip between: without mutual exclusion, increments are lost.
