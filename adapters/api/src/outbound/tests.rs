@@ -859,6 +859,15 @@ async fn a_shared_budget_paces_and_hears_pauses_and_breakers() {
     assert_eq!(*lock(&budget.breakers), [Duration::from_secs(30)]);
 }
 
+/// An Entra request's call log holding `fence` (as a request that took a replica lock does).
+async fn request_holding<F: crate::calls::Fence>(fence: &Arc<F>) -> Arc<crate::calls::CallLog> {
+    let log = Arc::new(crate::calls::CallLog::for_request("r"));
+    let as_fence: Arc<dyn crate::calls::Fence> = fence.clone();
+    let weak = Arc::downgrade(&as_fence);
+    crate::calls::scope(log.clone(), async { crate::calls::add_fence(weak) }).await;
+    log
+}
+
 /// A replica lock the test can take away.
 struct TestFence(std::sync::atomic::AtomicBool);
 
@@ -886,10 +895,8 @@ impl crate::calls::Fence for TestFence {
 async fn a_request_whose_replica_lock_was_lost_does_not_call_the_vendor() {
     let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
     let out = Outbound::new("acme", config()).unwrap();
-    let log = Arc::new(crate::calls::CallLog::for_request("r"));
-    let fence: Arc<TestFence> = Arc::new(TestFence(std::sync::atomic::AtomicBool::new(true)));
-    let weak: std::sync::Weak<dyn crate::calls::Fence> = Arc::downgrade(&fence) as _;
-    crate::calls::scope(log.clone(), async { crate::calls::add_fence(weak) }).await;
+    let fence = Arc::new(TestFence(std::sync::atomic::AtomicBool::new(true)));
+    let log = request_holding(&fence).await;
     crate::calls::scope(log.clone(), out.send(get(&url))).await.unwrap();
     assert_eq!(vendor.hits(), 1);
     fence.0.store(false, Ordering::SeqCst);
@@ -933,10 +940,8 @@ async fn a_call_that_missed_its_shared_slot_takes_another() {
     lock(&budget.answers).extend([Reserved::After(Duration::ZERO), Reserved::After(Duration::ZERO)]);
     let config = OutboundConfig { shared: SharedBudget::new(budget.clone()), ..config() };
     let out = Outbound::new("acme", config).unwrap();
-    let log = Arc::new(crate::calls::CallLog::for_request("r"));
-    let fence: Arc<StallingFence> = Arc::new(StallingFence(std::sync::atomic::AtomicBool::new(true)));
-    let weak: std::sync::Weak<dyn crate::calls::Fence> = Arc::downgrade(&fence) as _;
-    crate::calls::scope(log.clone(), async { crate::calls::add_fence(weak) }).await;
+    let fence = Arc::new(StallingFence(std::sync::atomic::AtomicBool::new(true)));
+    let log = request_holding(&fence).await;
     crate::calls::scope(log, out.send(get(&url))).await.unwrap();
     assert_eq!(vendor.hits(), 1);
     assert!(lock(&budget.answers).is_empty(), "two slots taken: the missed one and the one used");
@@ -948,10 +953,8 @@ async fn a_call_that_missed_its_shared_slot_takes_another() {
 async fn a_call_that_missed_its_own_slot_takes_another() {
     let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
     let out = Outbound::new("acme", config()).unwrap();
-    let log = Arc::new(crate::calls::CallLog::for_request("r"));
-    let fence: Arc<StallingFence> = Arc::new(StallingFence(std::sync::atomic::AtomicBool::new(true)));
-    let weak: std::sync::Weak<dyn crate::calls::Fence> = Arc::downgrade(&fence) as _;
-    crate::calls::scope(log.clone(), async { crate::calls::add_fence(weak) }).await;
+    let fence = Arc::new(StallingFence(std::sync::atomic::AtomicBool::new(true)));
+    let log = request_holding(&fence).await;
     crate::calls::scope(log, out.send(get(&url))).await.unwrap();
     assert_eq!((vendor.hits(), out.stats().late_slots), (1, 1));
 }
