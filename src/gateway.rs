@@ -234,8 +234,26 @@ fn store_err_for_vendor_path(err: StoreError) -> adapter_api::Error {
 /// What Entra reads when the shadow store fails inside the vendor-facing path.
 const STORE_UNAVAILABLE_DETAIL: &str = "the gateway's store is unavailable; try again";
 
+/// Entra's answer to a write the store refused as stale (`StoreError::Fenced`): another replica acted on
+/// the resource, or this one lost its replica lock. Entra's retry starts again from the store's state.
+fn fenced(after_vendor: bool) -> ScimError {
+    ScimError::unavailable(
+        5,
+        if after_vendor {
+            "the vendor made the change, but another gateway replica changed this resource meanwhile (this \
+             replica lost its lock), so it was not recorded; try again"
+        } else {
+            "another gateway replica is changing this resource (this replica lost its lock); try again"
+        },
+    )
+}
+
 pub(crate) fn store_err(err: StoreError) -> ScimError {
     match err {
+        StoreError::Fenced(why) => {
+            tracing::warn!(reason = %why, "shadow write refused as stale");
+            fenced(false)
+        }
         StoreError::Duplicate => ScimError::uniqueness("another resource already has this name"),
         StoreError::VendorLinked(owner) => {
             ScimError::uniqueness(format!("the vendor's record is already linked to gateway id {owner}"))
@@ -451,6 +469,21 @@ impl Gateway {
                      resolve the clash (see the audit log), then retry"
                 ));
                 self.audit_failure(audit, &scim, None).await;
+                scim
+            }
+            // Nothing of this change reached the shadow; the audit entry says so (the intent is completed,
+            // not left open: the store can write, it refused this write).
+            StoreError::Fenced(why) => {
+                tracing::warn!(reason = %why, "shadow write refused as stale after the vendor made the change");
+                let scim = fenced(true);
+                let mut entry = audit;
+                stamp(&mut entry);
+                entry.outcome = Outcome::Fenced;
+                entry.status = scim.status.as_u16();
+                entry.detail = Some(format!("{} ({why})", scim.detail));
+                if let Err(e) = self.store.audit(&entry).await {
+                    tracing::error!(error = %e, "cannot write audit entry");
+                }
                 scim
             }
             other => {
@@ -1172,29 +1205,47 @@ impl Gateway {
         };
         let Ok(groups) = self.store.list(&app.name, Kind::Group).await else { return };
         for g in groups {
-            let Some(members) = g.doc.get("members").and_then(Value::as_array) else { continue };
-            if !members.iter().any(|m| m.get("value").and_then(Value::as_str) == Some(member_id)) {
-                continue;
-            }
-            let mut doc = g.doc.clone();
-            if let Some(list) = doc.get_mut("members").and_then(Value::as_array_mut) {
-                list.retain(|m| m.get("value").and_then(Value::as_str) != Some(member_id));
-                if list.is_empty() {
-                    doc.as_object_mut().map(|o| o.remove("members"));
+            // A group changed meanwhile (its write is newer than this read) is read again: the store
+            // refuses a write from a stale read (`StoreError::Fenced`).
+            let mut g = g;
+            for _ in 0..3 {
+                match self.drop_membership(app, ctx, member_id, &g).await {
+                    Err(StoreError::Fenced(_)) => match self.store.get(&app.name, Kind::Group, &g.id).await {
+                        Ok(Some(again)) => g = again,
+                        _ => break,
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot drop a deleted member from a group");
+                        break;
+                    }
+                    Ok(()) => break,
                 }
             }
-            let mut audit = self.audit(app, ctx, Kind::Group, "drop-member");
-            audit.actor = "gateway".into();
-            audit.resource_id = Some(g.id.clone());
-            audit.name = Some(g.name().to_string());
-            audit.before = Some(g.doc.clone());
-            audit.after = Some(doc.clone());
-            audit.status = 204;
-            let updated = Record { doc, ..g };
-            if let Err(e) = self.store.put(&updated, &audit).await {
-                tracing::error!(error = %e, "cannot drop a deleted member from a group");
+        }
+    }
+
+    /// Removes `member_id` from group `g`'s member list, as the next version of the group.
+    async fn drop_membership(&self, app: &App, ctx: &Ctx, member_id: &str, g: &Record) -> StoreResult<()> {
+        let Some(members) = g.doc.get("members").and_then(Value::as_array) else { return Ok(()) };
+        if !members.iter().any(|m| m.get("value").and_then(Value::as_str) == Some(member_id)) {
+            return Ok(());
+        }
+        let mut doc = g.doc.clone();
+        if let Some(list) = doc.get_mut("members").and_then(Value::as_array_mut) {
+            list.retain(|m| m.get("value").and_then(Value::as_str) != Some(member_id));
+            if list.is_empty() {
+                doc.as_object_mut().map(|o| o.remove("members"));
             }
         }
+        let mut audit = self.audit(app, ctx, Kind::Group, "drop-member");
+        audit.actor = "gateway".into();
+        audit.resource_id = Some(g.id.clone());
+        audit.name = Some(g.name().to_string());
+        audit.before = Some(g.doc.clone());
+        audit.after = Some(doc.clone());
+        audit.status = 204;
+        let updated = self.versioned(g, doc);
+        self.store.put(&updated, &audit).await
     }
 }
 

@@ -785,7 +785,7 @@ impl Gateway {
     }
 
     /// `rec` with `doc` as its next version.
-    fn versioned(&self, rec: &Record, mut doc: Value) -> Record {
+    pub(crate) fn versioned(&self, rec: &Record, mut doc: Value) -> Record {
         let at = now();
         let version = rec.version + 1;
         if let Some(obj) = doc.as_object_mut() {

@@ -24,6 +24,9 @@ pub enum Outcome {
     DriftRepaired,
     /// A group change recorded only as far as the vendor confirmed its members (`group_roles`).
     Partial,
+    /// The vendor made the change but the shadow write was refused as stale: another replica holds the
+    /// record's lock now, or wrote a newer version (the replicas' fence; Entra was answered 503).
+    Fenced,
     /// The change failed or was refused with this kind: the vendor's, or the gateway's own judgement
     /// (`needs_manual_action` for a grant left to a person).
     Failed(KindName),
@@ -52,7 +55,7 @@ impl Outcome {
 
     /// Every outcome this build writes.
     pub fn known_all() -> impl Iterator<Item = Outcome> {
-        Outcome::OFFERED.into_iter().chain([Outcome::Partial])
+        Outcome::OFFERED.into_iter().chain([Outcome::Partial, Outcome::Fenced])
     }
 
     /// A change only a person can complete.
@@ -67,6 +70,7 @@ impl Outcome {
             Outcome::DriftFound => "drift_found",
             Outcome::DriftRepaired => "drift_repaired",
             Outcome::Partial => "partial",
+            Outcome::Fenced => "fenced",
             Outcome::Failed(kind) => kind.as_str(),
             Outcome::Other(word) => word,
         }

@@ -644,7 +644,13 @@ impl Gateway {
             }
         };
         let detail = format!("re-created at the vendor as {vendor_id} (was {})", rec.vendor_id);
-        let relinked = Record { vendor_id, ..rec };
+        // A new version of the record (the store's compare-and-set takes version n + 1 over n only).
+        let version = rec.version + 1;
+        let mut doc = rec.doc.clone();
+        if let Some(meta) = doc.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.insert("version".into(), Value::String(format!("W/\"{version}\"")));
+        }
+        let relinked = Record { vendor_id, doc, version, ..rec };
         crate::gateway::stamp(&mut audit);
         audit.outcome = Outcome::DriftRepaired;
         audit.operation = "reconcile".into();

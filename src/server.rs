@@ -273,13 +273,28 @@ pub async fn termination() {
     }
 }
 
-/// Deletes audit entries older than `days` now and once a day (0: keep forever).
+/// Deletes audit entries older than `days` now and once a day (0: keep forever). With replicas, one of
+/// them does it each day (a lease, as for reconcile): the same deletes run on every replica only made
+/// them wait on each other's row locks.
 pub fn spawn_audit_retention(gateway: Arc<Gateway>, days: u32) {
     if days == 0 {
         return;
     }
+    // Under a day, so a replica whose timer drifted a little still finds the lease free the next day.
+    const EVERY: Duration = Duration::from_secs(23 * 60 * 60);
     tokio::spawn(async move {
         loop {
+            let lease = match gateway.store.lease("audit-retention", EVERY).await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit retention: the lease could not be asked for");
+                    None
+                }
+            };
+            if lease.is_none() {
+                tokio::time::sleep(Duration::from_secs(24 * 60 * 60)).await;
+                continue;
+            }
             let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
             match cutoff.format(&time::format_description::well_known::Rfc3339) {
                 Ok(before) => match gateway.store.prune_audit(&before).await {
@@ -289,6 +304,7 @@ pub fn spawn_audit_retention(gateway: Arc<Gateway>, days: u32) {
                 },
                 Err(e) => tracing::error!(error = %e, "audit retention: bad cutoff"),
             }
+            drop(lease);
             tokio::time::sleep(Duration::from_secs(24 * 60 * 60)).await;
         }
     });

@@ -5,6 +5,10 @@
 //! the way through and started again. The vendor must end with every user once, with every change Entra
 //! was answered 2xx for, must never have throttled nor seen more than its rate in any one second (one
 //! schedule for both replicas, not one each), and the restarted replica must be ready and answer 2xx.
+//! The app is configured at the vendor's own rate.
+//!
+//! The second test is the fence: a replica whose lock session ends while its change is at the vendor
+//! answers 503 (never 2xx) and does not overwrite the other replica's newer write.
 //!
 //! Needs PostgreSQL: `SCIM_TEST_PG_URL` (`.ci/run` starts one); without it the test says SKIPPED,
 //! and under `CI=true` it fails.
@@ -22,10 +26,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_scim-bridge");
 const TOKEN: &str = "replica-token";
 /// The vendor's rate: the simulator answers 429 past it, within any one-second window.
 const VENDOR_RATE: u32 = 200;
-/// The rate configured for the app. Below the vendor's by 10 %: on top of the pacer's own margin, the
-/// database round trip that takes each slot and two busy processes on a 2-core box add jitter a fixed
-/// window sees. Two replicas each pacing alone would send up to twice this, far over the vendor's rate.
-const CONFIGURED_RATE: u32 = 180;
+/// The rate configured for the app: the vendor's own. The replicas share one schedule timed by the
+/// database's clock, each sends at its slot on its own reading of that clock, a call that woke too late
+/// for its slot takes another (`MAX_LATE`), and the pacer's margin absorbs the rest, as it does for one
+/// process. Two replicas each pacing alone would send up to twice this, far over the vendor's rate.
+const CONFIGURED_RATE: u32 = VENDOR_RATE;
 
 fn users() -> usize {
     std::env::var("SCIM_TEST_REPLICA_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
@@ -247,19 +252,113 @@ async fn two_replicas_one_killed_lose_nothing_duplicate_nothing_and_keep_the_ven
         .expect("the restarted replica answers");
     assert!(again.status().is_success(), "the restarted replica answers 2xx: {}", again.status());
     let counters = sim.sim.counters();
+    println!(
+        "{users} users over 2 replicas (one SIGKILLed after {at_kill}): {:.1} s, {} vendor requests, {} faults \
+         injected, peak {} requests in one second (vendor rate {VENDOR_RATE}, configured {CONFIGURED_RATE}), {} \
+         throttled",
+        elapsed.as_secs_f64(),
+        counters.requests,
+        counters.faults_total(),
+        counters.peak_requests_per_second,
+        counters.throttled,
+    );
     assert_eq!(counters.throttled, 0, "the vendor never throttled: both replicas kept to one schedule");
     assert!(
         counters.peak_requests_per_second <= u64::from(VENDOR_RATE),
         "the vendor never saw more than its rate in one second: peak {} > {VENDOR_RATE}",
         counters.peak_requests_per_second
     );
+}
+
+/// The fence, black-box: replica 0 holds a user's lock while its vendor call is slow; the test ends that
+/// replica's lock session (`pg_terminate_backend`, as a database restart or a dropped connection would),
+/// so the database releases the lock and replica 1 changes the same user. Replica 0 must not answer
+/// Entra 2xx for a change it made (or would make) without its lock: it answers 503 with Retry-After,
+/// and the store keeps replica 1's write. Entra's retry of replica 0's change then lands under the lock,
+/// and the store and the vendor agree. Without the fence, replica 0 answers 200 and overwrites.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_lock_session_ends_mid_change_answers_503_and_overwrites_nothing() {
+    let Some(pg) = scim_bridge::store::test_pg_url("a_replica_whose_lock_session_ends_mid_change") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let schema = format!("fence_{}", uuid::Uuid::new_v4().simple());
+    let sim = scim_bridge_devkit::demo::simulator("promapp", "vendor-cred", None).await.unwrap();
+    let mut replicas =
+        [Replica::new(dir.path(), 0, &pg, &schema, &sim), Replica::new(dir.path(), 1, &pg, &schema, &sim)];
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    for r in replicas.iter_mut() {
+        r.start();
+    }
+    for r in &replicas {
+        wait_up(&client, &r.base, &r.log).await;
+    }
+    let bases = [replicas[0].base.clone(), replicas[1].base.clone()];
+    let id = create(&client, &bases, 0, 0).await;
+    let (db, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    // The user's id lock, as replica 0 takes it: set 2 (ids), its key mixed with the store's schema.
+    let key = scim_bridge::store::lock_key(&[&schema, &scim_bridge::store::lock_key(&["pm", "User", &id]).to_string()]);
+    let body = |family: &str| {
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "name.familyName", "value": family}]})
+    };
+    let patch_on = |replica: usize, family: &str| {
+        client.patch(format!("{}/scim/pm/v2/Users/{id}", bases[replica])).bearer_auth(TOKEN).json(&body(family)).send()
+    };
+
+    // Replica 0's change reaches the vendor, which holds it for a while.
+    let before = sim.sim.counters().requests;
+    sim.sim.set_faults(simkit::SimFaults { slow_rate: 1.0, slow_ms: 4000, ..Default::default() });
+    let stale = tokio::spawn(patch_on(0, "FromReplica0"));
+    while sim.sim.counters().requests == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sim.sim.set_faults(simkit::SimFaults::default());
+    let holder: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 2
+               AND objid = ($1::int4)::oid AND objsubid = 2",
+            &[&key],
+        )
+        .await
+        .expect("replica 0 holds the user's lock during its vendor call")
+        .get(0);
+    let ended: bool = db.query_one("SELECT pg_terminate_backend($1)", &[&holder]).await.unwrap().get(0);
+    assert!(ended);
+
+    // Replica 1 takes the lock the database released and changes the user.
+    let newer = patch_on(1, "FromReplica1").await.unwrap();
+    assert_eq!(newer.status(), 200, "replica 1's change under the lock");
+    let stale = stale.await.unwrap().unwrap();
+    let status = stale.status();
+    let retry_after = stale.headers().get("retry-after").cloned();
+    let answer: Value = stale.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 503, "replica 0 lost its lock: no 2xx for that change: {answer}");
+    assert!(retry_after.is_some(), "Entra is told when to retry");
+    for base in &bases {
+        let got: Value = client
+            .get(format!("{base}/scim/pm/v2/Users/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(got["name"]["familyName"], json!("FromReplica1"), "replica 1's write stays: {got}");
+    }
+
+    // Entra retries replica 0's change (on any replica): it lands, and the vendor and the store agree.
+    let retried =
+        send(&bases, 0, "retry", |b| client.patch(format!("{b}/scim/pm/v2/Users/{id}")).json(&body("FromReplica0")))
+            .await
+            .expect("the retry is not 409");
+    assert_eq!(retried["name"]["familyName"], json!("FromReplica0"));
+    let at_vendor = sim.sim.users_json();
+    let user = at_vendor.iter().find(|u| u["userName"] == json!(user_name(0))).expect("at the vendor");
+    assert_eq!(user["name"]["familyName"], json!("FromReplica0"), "the vendor holds what the store holds: {user}");
     println!(
-        "{users} users over 2 replicas (one SIGKILLed after {at_kill}): {:.1} s, {} vendor requests, {} faults \
-         injected, peak {} requests in one second (vendor rate {VENDOR_RATE}, configured {CONFIGURED_RATE}), 0 \
-         throttled, 0 lost, 0 duplicates",
-        elapsed.as_secs_f64(),
-        counters.requests,
-        counters.faults_total(),
-        counters.peak_requests_per_second,
+        "fence: replica 0 answered {status} after losing its lock session ({}); replica 1's write kept; the retry \
+         landed",
+        answer["detail"]
     );
 }

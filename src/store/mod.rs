@@ -153,6 +153,11 @@ pub enum StoreError {
     Unavailable(String),
     #[error("shadow store: bad JSON in a stored document: {0}")]
     Json(#[from] serde_json::Error),
+    /// The write was refused because it would act on a stale view: the record changed since it was read
+    /// (another replica wrote it), or a replica lock the request holds was lost (its database session
+    /// ended, so another replica may hold it now). Nothing was written; Entra retries (503).
+    #[error("shadow store: write refused: {0}")]
+    Fenced(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -318,6 +323,32 @@ pub trait SharedLocks: Send + Sync + std::fmt::Debug {
     async fn acquire(&self, set: i32, key: i32) -> StoreResult<Hold>;
 }
 
+/// The compare-and-set of `put`, the same in every engine: version 1 is a new record, version n > 1
+/// replaces the stored n − 1. `stored`: the version the store holds now, if it holds the record.
+pub(crate) fn check_version(new: i64, stored: Option<i64>) -> StoreResult<()> {
+    match stored {
+        None if new <= 1 => Ok(()),
+        Some(v) if v == new - 1 => Ok(()),
+        None => Err(StoreError::Fenced(format!(
+            "version {new} of a record the store no longer holds (removed since it was read)"
+        ))),
+        Some(v) => Err(StoreError::Fenced(format!(
+            "version {new} would replace version {v}, not {} (written since it was read)",
+            new - 1
+        ))),
+    }
+}
+
+/// The compare-and-set of `remove`: the stored record, if still there, is the version that was read.
+pub(crate) fn check_removed_version(read: i64, stored: Option<i64>) -> StoreResult<()> {
+    match stored {
+        Some(v) if v != read => {
+            Err(StoreError::Fenced(format!("the record is at version {v}, not {read} (written since it was read)")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A stable 31-bit key for a lock name: the same in every replica and every release (std's hasher is
 /// neither promised), so replicas of different versions during a rolling update still meet on one key.
 pub fn lock_key(parts: &[&str]) -> i32 {
@@ -362,9 +393,15 @@ pub trait StoreEngine: Send + Sync + std::fmt::Debug {
 
     /// Inserts or replaces a record and appends its audit entry, atomically. `Duplicate` when another
     /// record of the app already has the same name; `VendorLinked` when another id holds the vendor record.
+    /// Compare-and-set on `version`: version 1 only inserts (a new id), version n > 1 only replaces the
+    /// stored version n − 1; anything else is `Fenced` (someone wrote the record since it was read), so a
+    /// writer working from a stale read never overwrites a newer write. On a store shared by replicas,
+    /// also `Fenced` when a replica lock the current request holds (`adapter_api::calls::fences`) is lost.
     async fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()>;
     /// Removes a record and appends its audit entry, atomically. With `tombstone`, remembers that the
-    /// vendor still holds the (disabled) record so filters do not bring it back.
+    /// vendor still holds the (disabled) record so filters do not bring it back. `Fenced` when the stored
+    /// record is another version than `rec` (or, shared, a lock of the request was lost); a record
+    /// already gone is not an error.
     async fn remove(&self, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<()>;
     /// The tombstone of a vendor record the gateway deprovisioned, if any.
     async fn tombstone(&self, app: &str, kind: Kind, vendor_id: &str) -> StoreResult<Option<Tombstone>>;
@@ -520,6 +557,7 @@ mod tests {
         r.doc["externalId"] = json!("ext-9");
         r.doc["emails"] = json!([{"type": "work", "value": "erin2@x"}]);
         r.vendor_id = "v-9".into();
+        r.version = 3;
         s.put(&r, &audit("update", "erin2")).await.unwrap();
         assert!(s.find_by_name("a", Kind::User, "erin").await.unwrap().is_none());
         assert_eq!(s.find_by_name("a", Kind::User, "ERIN2").await.unwrap().unwrap().id, "1");
@@ -743,6 +781,118 @@ mod tests {
         client.execute(raw("5", "v-5", "eve").as_str(), &[]).await.unwrap();
     }
 
+    /// The compare-and-set on `version`: two writers that read the same version cannot both write the
+    /// next one (the second is refused and the first's write stays), a remove from a stale read is
+    /// refused, and a record removed since it was read is not brought back by an update.
+    #[tokio::test]
+    async fn a_write_from_a_stale_read_is_refused() {
+        for s in backends("a_write_from_a_stale_read_is_refused").await {
+            let path = s.location();
+            let read = rec("1", "fay");
+            s.put(&read, &audit("create", "fay")).await.unwrap();
+            let mut first = Record { version: 2, ..read.clone() };
+            first.doc["title"] = json!("first");
+            let mut second = Record { version: 2, ..read.clone() };
+            second.doc["title"] = json!("second");
+            s.put(&first, &audit("update", "fay")).await.unwrap();
+            let refused = s.put(&second, &audit("update", "fay")).await;
+            assert!(matches!(refused, Err(StoreError::Fenced(_))), "{path}: {refused:?}");
+            let refused = s.put(&read, &audit("create", "fay")).await;
+            assert!(
+                matches!(refused, Err(StoreError::Fenced(_))),
+                "{path}: a version 1 over an existing id: {refused:?}"
+            );
+            let refused = s.remove(&read, false, &audit("delete", "fay")).await;
+            assert!(matches!(refused, Err(StoreError::Fenced(_))), "{path}: {refused:?}");
+            let got = s.get("a", Kind::User, "1").await.unwrap().expect("still there");
+            assert_eq!((got.version, got.doc["title"].as_str()), (2, Some("first")), "{path}");
+            s.remove(&first, false, &audit("delete", "fay")).await.unwrap();
+            let refused = s.put(&Record { version: 3, ..first.clone() }, &audit("update", "fay")).await;
+            assert!(matches!(refused, Err(StoreError::Fenced(_))), "{path}: resurrected: {refused:?}");
+            assert!(s.get("a", Kind::User, "1").await.unwrap().is_none(), "{path}");
+            // Refusals wrote no audit entry: create, update, delete.
+            assert_eq!(s.audit_len().await.unwrap(), 3, "{path}");
+        }
+    }
+
+    /// The fence. Replica A holds a user's lock for a request; its lock session ends under it (here
+    /// `pg_terminate_backend`, as a server restart or a dropped connection would), so the database
+    /// releases the lock and replica B takes it. A must neither call the vendor (its fences fail) nor
+    /// write: its write is refused even when B has written nothing yet (the version check alone would
+    /// let it through), and after B wrote, B's write stays. A's next request locks and writes as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_whose_lock_session_ended_cannot_write() {
+        use adapter_api::calls::{self, CallLog};
+        let Some(url) = test_pg_url("a_replica_whose_lock_session_ended_cannot_write") else { return };
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let opts = PgOptions { url, password: None, schema: Some(schema), pool_size: 4 };
+        let (a, b) = (PgEngine::open(opts.clone()).await.unwrap(), PgEngine::open(opts).await.unwrap());
+        let read = rec("1", "gil");
+        a.put(&read, &audit("create", "gil")).await.unwrap();
+        let key = lock_key(&["a", "User", "1"]);
+        let next = |title: &str| {
+            let mut r = Record { version: 2, ..read.clone() };
+            r.doc["title"] = json!(title);
+            r
+        };
+        let (request_a, request_b) = (Arc::new(CallLog::for_request("a")), Arc::new(CallLog::for_request("b")));
+        let hold_a = calls::scope(request_a.clone(), a.shared_locks().unwrap().acquire(2, key)).await.unwrap();
+        calls::scope(request_a.clone(), async { calls::check_fences().await }).await.expect("held");
+        let pid = calls::scope(request_a.clone(), async {
+            let fences = calls::fences();
+            fences[0].as_any().downcast_ref::<postgres::AdvisoryHold>().unwrap().session_pid()
+        })
+        .await;
+        let admin = b.pool().get().await.unwrap();
+        let ended: bool = admin.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+        assert!(ended);
+        let lost = calls::scope(request_a.clone(), async { calls::check_fences().await }).await;
+        assert!(lost.is_err(), "A's fence still passes after its lock session ended");
+        let hold_b = calls::scope(request_b.clone(), b.shared_locks().unwrap().acquire(2, key))
+            .await
+            .expect("B takes the lock the database released");
+        let refused = calls::scope(request_a.clone(), a.put(&next("from A"), &audit("update", "gil"))).await;
+        assert!(matches!(refused, Err(StoreError::Fenced(_))), "A wrote without its lock: {refused:?}");
+        calls::scope(request_b.clone(), b.put(&next("from B"), &audit("update", "gil"))).await.unwrap();
+        let refused = calls::scope(request_a.clone(), a.put(&next("from A"), &audit("update", "gil"))).await;
+        assert!(matches!(refused, Err(StoreError::Fenced(_))), "A overwrote B: {refused:?}");
+        let refused = calls::scope(request_a.clone(), a.remove(&read, true, &audit("delete", "gil"))).await;
+        assert!(matches!(refused, Err(StoreError::Fenced(_))), "A removed B's record: {refused:?}");
+        let got = b.get("a", Kind::User, "1").await.unwrap().unwrap();
+        assert_eq!((got.version, got.doc["title"].as_str()), (2, Some("from B")));
+        drop((hold_a, hold_b));
+        // A recovers: a new lock session, a new lock, a write.
+        let request = Arc::new(CallLog::for_request("a2"));
+        let third = Record { version: 3, ..got };
+        let hold = calls::scope(request.clone(), a.shared_locks().unwrap().acquire(2, key)).await.unwrap();
+        calls::scope(request.clone(), a.put(&third, &audit("update", "gil"))).await.unwrap();
+        drop(hold);
+    }
+
+    /// Advisory locks are database-wide: two gateways in different schemas of one database take the same
+    /// lock name without blocking each other (and their reconcile leases are their own), while two
+    /// replicas of one schema still exclude each other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateways_in_different_schemas_lock_apart() {
+        let Some(url) = test_pg_url("gateways_in_different_schemas_lock_apart") else { return };
+        let opts =
+            |schema: &str| PgOptions { url: url.clone(), password: None, schema: Some(schema.into()), pool_size: 4 };
+        let (one, two) =
+            (format!("t_{}", uuid::Uuid::new_v4().simple()), format!("t_{}", uuid::Uuid::new_v4().simple()));
+        let a = PgEngine::open(opts(&one)).await.unwrap();
+        let b = PgEngine::open(opts(&two)).await.unwrap();
+        let a_twin = PgEngine::open(opts(&one)).await.unwrap();
+        let key = lock_key(&["a", "User", "42"]);
+        let _held = a.shared_locks().unwrap().acquire(2, key).await.unwrap();
+        let other = b.locks_waiting(std::time::Duration::from_millis(200)).acquire(2, key).await;
+        assert!(other.is_ok(), "another schema's gateway is not blocked: {:?}", other.err());
+        let twin = a_twin.locks_waiting(std::time::Duration::from_millis(200)).acquire(2, key).await;
+        assert!(matches!(twin, Err(StoreError::Unavailable(_))), "the same schema's replica waits");
+        let every = std::time::Duration::from_secs(3600);
+        let _lease = a.lease("reconcile:a", every).await.unwrap().expect("first lease");
+        assert!(b.lease("reconcile:a", every).await.unwrap().is_some(), "its own lease in its own schema");
+    }
+
     /// Two replicas (two engines, two database sessions) on one store: a lock held by one keeps the
     /// other out. Each increments a counter that lives outside both under the lock, reading and writing
     /// it with a database round trip between: without mutual exclusion, increments are lost.
@@ -855,9 +1005,14 @@ mod tests {
         granted.sort();
         assert_eq!(granted.len(), 2, "{granted:?}");
         assert!(granted[0] < s(1) && granted[1] > s(990), "one now, one a period later: {granted:?}");
+        // Background work on either replica sees the schedule full, without taking a slot.
+        assert!(b.next_free("vendor", s(0)).await.unwrap() > s(1990));
+        assert!(a.next_free("vendor", s(0)).await.unwrap() > s(1990));
         // Another app has its own schedule; a pause set by one replica holds the other's next slot.
         assert!(matches!(b.reserve("other", s(1), s(0), s(5)).await.unwrap(), Reserved::After(w) if w < s(1)));
+        assert!(a.next_free("other", s(0)).await.unwrap() < s(1));
         a.pause("other", s(3600)).await.unwrap();
+        assert!(b.next_free("other", s(0)).await.unwrap() > s(3500), "a pause is no free slot");
         assert!(matches!(b.reserve("other", s(1), s(0), s(5)).await.unwrap(), Reserved::Full(w) if w > s(3500)));
         a.open_breaker("third", s(60)).await.unwrap();
         assert!(matches!(b.reserve("third", s(1), s(0), s(5)).await.unwrap(), Reserved::BreakerOpen(w) if w > s(50)));
@@ -931,7 +1086,7 @@ mod tests {
             let ids = |page: Vec<Record>| page.into_iter().map(|r| r.id).collect::<Vec<_>>();
             assert_eq!(ids(s.page("a", Kind::User, 2, 3).await.unwrap()), ["02", "04", "05"], "{path}");
             s.put(&rec("new", "u-new"), &audit("create", "u")).await.unwrap();
-            s.put(&rec("00", "u0"), &audit("update", "u")).await.unwrap();
+            s.put(&Record { version: 2, ..rec("00", "u0") }, &audit("update", "u")).await.unwrap();
             assert!(matches!(s.put(&rec("dup", "u1"), &audit("create", "u")).await, Err(StoreError::Duplicate)));
             assert_eq!(ids(s.page("a", Kind::User, 0, 2).await.unwrap()), ["00", "01"], "{path}");
             assert_eq!(ids(s.page("a", Kind::User, 23, 5).await.unwrap()), ["24", "new"], "{path}");

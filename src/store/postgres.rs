@@ -118,11 +118,73 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// one `UPDATE` per vendor call (the row lock orders the replicas), timed by the database's clock so the
 /// replicas' own clocks never meet. Pauses and an open breaker sit in the same row, so every replica's
 /// next call sees them.
+///
+/// A slot is an instant of the database's clock, and each replica sends at that instant on its own clock
+/// (`DbClock`), not "the wait the database computed" after the answer arrived: the answer's delay (the
+/// commit, the network, the replica's scheduling) differs call by call and replica by replica, and
+/// added to the wait it bunched calls reserved a period apart. The schedule's `UPDATE` commits without
+/// waiting for the WAL flush (`synchronous_commit` off for that transaction alone): a schedule lost in
+/// a database crash costs nothing (the next call starts a new one), while a flush per vendor call made
+/// each slot ~7 ms late, by a varying amount, and capped the schedule near 270 calls a second.
 #[derive(Debug)]
 pub(crate) struct PgRateBudget {
     pool: Pool,
     /// Apps whose row is known to exist.
     ready: std::sync::Mutex<std::collections::HashSet<String>>,
+    clock: std::sync::Mutex<DbClock>,
+}
+
+/// The database's clock as seen from this process: its offset from the local monotonic clock, taken
+/// from the round trip that bounded the database's reading most tightly (NTP's rule). A reading lies
+/// between the request's sending and the answer's arrival, so the offset is known to half the round
+/// trip; the best sample ages (`DRIFT`), so the estimate follows the clocks' drift.
+#[derive(Debug)]
+struct DbClock {
+    origin: std::time::Instant,
+    /// (database time − local time in seconds since `origin`, the sample's round trip, when it was taken).
+    best: Option<(f64, f64, f64)>,
+}
+
+/// A disagreement with the best sample beyond both round trips and this is a step of the database's
+/// clock, not noise: the estimate follows it at once.
+const CLOCK_STEP: f64 = 0.05;
+
+/// How fast a sample's precision is taken to decay, seconds per second: well above two clocks' drift
+/// (tens of ppm), so a better sample is preferred within a few seconds of the last one.
+const DRIFT: f64 = 1e-4;
+
+impl DbClock {
+    fn new() -> Self {
+        DbClock { origin: std::time::Instant::now(), best: None }
+    }
+
+    fn local(&self, at: std::time::Instant) -> f64 {
+        at.saturating_duration_since(self.origin).as_secs_f64()
+    }
+
+    /// A reading `db` of the database's clock taken between `sent` and `answered`.
+    fn sample(&mut self, sent: std::time::Instant, answered: std::time::Instant, db: f64) {
+        let (t0, t1) = (self.local(sent), self.local(answered));
+        let rtt = t1 - t0;
+        let offset = db - (t0 + t1) / 2.0;
+        let better = match self.best {
+            None => true,
+            // Tighter than the best once its age is counted; or the two cannot both be right (the
+            // database's clock was stepped, or a failover moved it to another host): the new one wins.
+            Some((best, best_rtt, at)) => {
+                rtt <= best_rtt + (t1 - at) * DRIFT || (offset - best).abs() > (rtt + best_rtt) / 2.0 + CLOCK_STEP
+            }
+        };
+        if better {
+            self.best = Some((offset, rtt, t1));
+        }
+    }
+
+    /// How long from `now` until the database's clock reads `db`.
+    fn until(&self, db: f64, now: std::time::Instant) -> std::time::Duration {
+        let Some((offset, _, _)) = self.best else { return std::time::Duration::ZERO };
+        duration(db - offset - self.local(now))
+    }
 }
 
 fn secs(d: std::time::Duration) -> f64 {
@@ -164,20 +226,28 @@ impl adapter_api::budget::RateBudget for PgRateBudget {
         let db = |e: tokio_postgres::Error| StoreError::from(e).to_string();
         let (period, tolerance, max_wait) = (secs(period), secs(tolerance), secs(max_wait));
         // The slot is max(now, tat - tolerance, paused_until); taken only if it is within max_wait and no
-        // breaker is open. RETURNING sees the new tat, from which the slot follows again.
+        // breaker is open. RETURNING sees the new tat, from which the slot follows again: as an instant
+        // of the database's clock, with the reading of that clock. `set_config(.., true)` turns the
+        // flush off for this statement's own transaction only (see `PgRateBudget`).
         let stmt = client
             .prepare_cached(&format!(
-                "WITH c AS (SELECT {NOW} AS now)
+                "WITH c AS (SELECT {NOW} AS now, set_config('synchronous_commit', 'off', true) AS async)
                  UPDATE rate_budget r SET tat = GREATEST(r.tat, c.now, r.paused_until) + $2
                  FROM c
                  WHERE r.app = $1 AND r.breaker_until <= c.now
                    AND GREATEST(c.now, r.tat - $3, r.paused_until) <= c.now + $4
-                 RETURNING GREATEST(c.now, r.tat - $2 - $3, r.paused_until) - c.now"
+                 RETURNING GREATEST(c.now, r.tat - $2 - $3, r.paused_until), c.now"
             ))
             .await
             .map_err(db)?;
-        if let Some(row) = client.query_opt(&stmt, &[&app, &period, &tolerance, &max_wait]).await.map_err(db)? {
-            return Ok(Reserved::After(duration(row.get(0))));
+        let sent = std::time::Instant::now();
+        let taken = client.query_opt(&stmt, &[&app, &period, &tolerance, &max_wait]).await.map_err(db)?;
+        let answered = std::time::Instant::now();
+        if let Some(row) = taken {
+            let (slot, db_now): (f64, f64) = (row.get(0), row.get(1));
+            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+            clock.sample(sent, answered, db_now);
+            return Ok(Reserved::After(clock.until(slot, std::time::Instant::now())));
         }
         let row = client
             .query_one(
@@ -192,6 +262,22 @@ impl adapter_api::budget::RateBudget for PgRateBudget {
             .map_err(db)?;
         let (breaker, wait): (f64, f64) = (row.get(0), row.get(1));
         Ok(if breaker > 0.0 { Reserved::BreakerOpen(duration(breaker)) } else { Reserved::Full(duration(wait)) })
+    }
+
+    async fn next_free(&self, app: &str, tolerance: std::time::Duration) -> Result<std::time::Duration, String> {
+        let client = self.client(app).await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "WITH c AS (SELECT {NOW} AS now)
+                     SELECT GREATEST(c.now, r.tat - $2, r.paused_until, r.breaker_until) - c.now
+                     FROM rate_budget r, c WHERE r.app = $1"
+                ),
+                &[&app, &secs(tolerance)],
+            )
+            .await
+            .map_err(|e| StoreError::from(e).to_string())?;
+        Ok(duration(row.get(0)))
     }
 
     async fn pause(&self, app: &str, d: std::time::Duration) -> Result<(), String> {
@@ -228,21 +314,53 @@ const LEASE_SET: i32 = 100;
 /// Taking is `pg_try_advisory_lock` polled with backoff, never the blocking form: a blocked statement
 /// would hold up every other lock and unlock behind it on the shared connection. The polling ends at
 /// `wait_for`: a lock held elsewhere for longer refuses the change (503), it never waits for ever.
+///
+/// The fence: a lock's session can end under it (the server restarted, the backend was terminated, the
+/// network dropped the connection); the database then releases the lock at once and another replica may
+/// take it, while this replica's request goes on. So each lock taken for a request is one of the
+/// request's fences (`adapter_api::calls::add_fence`): the outbound client asks, on the lock's own
+/// connection, whether the session still holds it right before each vendor attempt, and `put`/`remove`
+/// check in their write transaction that the session that took it still holds it: the lock held by the
+/// backend pid, which also holds the session's token (an advisory lock on a random 64-bit key taken
+/// when the connection opened, which no later session holds even if it gets the same pid). Either
+/// refuses with 503; the record's version compare-and-set catches what slips between that check and
+/// the commit. (The token, not `pg_stat_activity.backend_start`: that view costs a snapshot of every
+/// backend, ~1 ms a write under load, against ~0.5 ms for `pg_locks` alone.)
 #[derive(Debug)]
 pub(crate) struct PgLocks {
     pool: Pool,
-    conn: tokio::sync::Mutex<Option<std::sync::Arc<deadpool_postgres::Object>>>,
+    conn: tokio::sync::Mutex<Option<std::sync::Arc<LockConn>>>,
     /// How long `acquire` waits, for a lock another replica holds or for an unreachable database, before
     /// the change is refused with 503 and Retry-After (`LOCK_WAIT`; shorter in tests).
     wait_for: std::time::Duration,
+    /// Mixed into every key: two gateways with different `store.schema` on one database lock apart
+    /// (advisory locks are database-wide).
+    namespace: String,
 }
 
 /// How long a replica lock is waited for (held elsewhere, or the database unreachable) before the change
 /// is refused (503 with Retry-After): Entra retries; a lock held for ever never holds a request for ever.
 pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-struct AdvisoryHold {
-    conn: std::sync::Arc<deadpool_postgres::Object>,
+/// The lock connection and the identity of its database session.
+struct LockConn {
+    client: deadpool_postgres::Object,
+    /// `pg_backend_pid()` of the session.
+    pid: i32,
+    /// The key of the advisory lock the session holds as its token: with the pid, names this session
+    /// and no later one.
+    token: i64,
+}
+
+impl std::fmt::Debug for LockConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockConn").field("pid", &self.pid).finish()
+    }
+}
+
+/// One advisory lock held by this replica's lock session.
+pub(crate) struct AdvisoryHold {
+    conn: std::sync::Arc<LockConn>,
     set: i32,
     key: i32,
 }
@@ -253,7 +371,10 @@ impl Drop for AdvisoryHold {
         // Outside a runtime (process exit) the closing connection releases it.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(e) = conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&set, &key]).await {
+                if conn.client.is_closed() {
+                    return;
+                }
+                if let Err(e) = conn.client.execute("SELECT pg_advisory_unlock($1, $2)", &[&set, &key]).await {
                     tracing::warn!(error = %StoreError::from(e), "releasing a replica lock failed; the database releases it with the connection");
                 }
             });
@@ -261,26 +382,135 @@ impl Drop for AdvisoryHold {
     }
 }
 
+impl AdvisoryHold {
+    /// The backend pid of the session holding the lock (tests end that session).
+    #[cfg(test)]
+    pub(crate) fn session_pid(&self) -> i32 {
+        self.conn.pid
+    }
+}
+
+impl adapter_api::calls::Fence for AdvisoryHold {
+    fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let lost = || format!("replica lock ({}, {}) lost with its database session", self.set, self.key);
+            if self.conn.client.is_closed() {
+                return Err(lost());
+            }
+            // On the lock's own session: if it answers, it is the session that took the lock.
+            let held: bool = self
+                .conn
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                       AND pid = pg_backend_pid() AND classid = ($1::int4)::oid AND objid = ($2::int4)::oid
+                       AND objsubid = 2)",
+                    &[&self.set, &self.key],
+                )
+                .await
+                .map_err(|e| format!("{}: {}", lost(), StoreError::from(e)))?
+                .get(0);
+            if held {
+                Ok(())
+            } else {
+                Err(lost())
+            }
+        })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl PgLocks {
     /// The lock connection, opened again if it was lost (its locks went with it).
-    async fn conn(&self) -> StoreResult<std::sync::Arc<deadpool_postgres::Object>> {
+    async fn conn(&self) -> StoreResult<std::sync::Arc<LockConn>> {
         let mut held = self.conn.lock().await;
-        if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
+        if let Some(c) = held.as_ref().filter(|c| !c.client.is_closed()) {
             return Ok(c.clone());
         }
         if held.is_some() {
             tracing::warn!("the replica lock connection was lost; the locks it held were released by the database");
         }
-        let c = std::sync::Arc::new(self.pool.get().await.map_err(pool_error)?);
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let (pid, token) = loop {
+            // A random 64-bit key: another session holding it is all but impossible; if one does, draw again.
+            let token = uuid::Uuid::new_v4().as_u64_pair().0 as i64;
+            let row = client.query_one("SELECT pg_backend_pid(), pg_try_advisory_lock($1)", &[&token]).await?;
+            if row.get::<_, bool>(1) {
+                break (row.get::<_, i32>(0), token);
+            }
+        };
+        let c = std::sync::Arc::new(LockConn { client, pid, token });
         *held = Some(c.clone());
         Ok(c)
     }
 
+    /// The key of a lock name in this store's namespace.
+    fn key(&self, name: i32) -> i32 {
+        if self.namespace.is_empty() {
+            name
+        } else {
+            super::lock_key(&[&self.namespace, &name.to_string()])
+        }
+    }
+
     /// One attempt: `Some` when taken.
     async fn try_take(&self, set: i32, key: i32) -> StoreResult<Option<AdvisoryHold>> {
+        let key = self.key(key);
         let conn = self.conn().await?;
-        let taken: bool = conn.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&set, &key]).await?.get(0);
+        let taken: bool = conn.client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&set, &key]).await?.get(0);
         Ok(taken.then_some(AdvisoryHold { conn, set, key }))
+    }
+}
+
+/// The replica locks the current request holds (its fences), as (session pid, session token, set, key).
+fn request_locks() -> StoreResult<Vec<(i32, i64, i32, i32)>> {
+    let mut held = Vec::new();
+    for fence in adapter_api::calls::fences() {
+        if let Some(hold) = fence.as_any().downcast_ref::<AdvisoryHold>() {
+            if hold.conn.client.is_closed() {
+                return Err(StoreError::Fenced(format!(
+                    "replica lock ({}, {}) lost with its database session",
+                    hold.set, hold.key
+                )));
+            }
+            held.push((hold.conn.pid, hold.conn.token, hold.set, hold.key));
+        }
+    }
+    Ok(held)
+}
+
+/// Inside a write transaction: every replica lock of the current request is still held by the session
+/// that took it. `Fenced` otherwise: the database released it, and another replica may have acted.
+async fn check_request_locks(tx: &deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
+    let held = request_locks()?;
+    if held.is_empty() {
+        return Ok(());
+    }
+    let pids: Vec<i32> = held.iter().map(|h| h.0).collect();
+    let tokens: Vec<i64> = held.iter().map(|h| h.1).collect();
+    let sets: Vec<i32> = held.iter().map(|h| h.2).collect();
+    let keys: Vec<i32> = held.iter().map(|h| h.3).collect();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT count(*) FROM unnest($1::int4[], $2::int8[], $3::int4[], $4::int4[]) AS h(pid, token, set, key)
+             WHERE (SELECT count(*) FROM pg_locks l
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = h.pid
+                      AND ((l.objsubid = 2 AND l.classid = (h.set)::oid AND l.objid = (h.key)::oid)
+                        OR (l.objsubid = 1 AND l.classid = ((h.token >> 32) & 4294967295)::oid
+                            AND l.objid = (h.token & 4294967295)::oid))) = 2",
+        )
+        .await?;
+    let still: i64 = tx.query_one(&stmt, &[&pids, &tokens, &sets, &keys]).await?.get(0);
+    if still as usize == held.len() {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(format!(
+            "{} of the request's {} replica locks lost with their database session",
+            held.len() - still as usize,
+            held.len()
+        )))
     }
 }
 
@@ -292,7 +522,13 @@ impl super::SharedLocks for PgLocks {
         loop {
             // One attempt is bounded too: the pool's wait and the session's statement_timeout.
             let last = match self.try_take(set, key).await {
-                Ok(Some(hold)) => return Ok(Box::new(hold)),
+                Ok(Some(hold)) => {
+                    // One of the request's fences until it is released (see `PgLocks`).
+                    let hold = std::sync::Arc::new(hold);
+                    let fence: std::sync::Arc<dyn adapter_api::calls::Fence> = hold.clone();
+                    adapter_api::calls::add_fence(std::sync::Arc::downgrade(&fence));
+                    return Ok(Box::new(hold));
+                }
                 Ok(None) => None,
                 Err(e) => Some(e),
             };
@@ -393,8 +629,13 @@ impl PgEngine {
             pool: pool.clone(),
             conn: tokio::sync::Mutex::new(None),
             wait_for: LOCK_WAIT,
+            namespace: opts.schema.clone().unwrap_or_default(),
         });
-        let budget = std::sync::Arc::new(PgRateBudget { pool: pool.clone(), ready: Default::default() });
+        let budget = std::sync::Arc::new(PgRateBudget {
+            pool: pool.clone(),
+            ready: Default::default(),
+            clock: std::sync::Mutex::new(DbClock::new()),
+        });
         let engine = PgEngine { location: opts.url.clone(), pool, locks, budget };
         engine.migrate(opts.schema.as_deref()).await?;
         Ok(engine)
@@ -455,7 +696,12 @@ impl PgEngine {
     /// be) that wait at most `wait_for`.
     #[cfg(test)]
     pub(crate) fn locks_waiting(&self, wait_for: std::time::Duration) -> std::sync::Arc<dyn super::SharedLocks> {
-        std::sync::Arc::new(PgLocks { pool: self.pool.clone(), conn: tokio::sync::Mutex::new(None), wait_for })
+        std::sync::Arc::new(PgLocks {
+            pool: self.pool.clone(),
+            conn: tokio::sync::Mutex::new(None),
+            wait_for,
+            namespace: self.locks.namespace.clone(),
+        })
     }
 
     #[cfg(test)]
@@ -679,7 +925,17 @@ impl StoreEngine for PgEngine {
     async fn put(&self, rec: &Record, audit: &AuditEntry) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        check_request_locks(&tx).await?;
         let kind = rec.kind.as_str();
+        // The compare-and-set (`check_version`): the row, locked until the commit, is the version the
+        // writer read, or absent for a new one.
+        let stored = tx
+            .query_opt(
+                "SELECT version FROM resources WHERE app = $1 AND kind = $2 AND id = $3 FOR UPDATE",
+                &[&rec.app, &kind, &rec.id],
+            )
+            .await?;
+        super::check_version(rec.version, stored.map(|r| r.get(0)))?;
         let owner = tx
             .query_opt(
                 "SELECT id FROM resources WHERE app = $1 AND kind = $2 AND vendor_id = $3 AND id <> $4",
@@ -695,7 +951,8 @@ impl StoreEngine for PgEngine {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (app, kind, id) DO UPDATE SET vendor_id = excluded.vendor_id,
                    name_key = excluded.name_key, external_id = excluded.external_id, doc = excluded.doc,
-                   modified = excluded.modified, version = excluded.version, email_key = excluded.email_key",
+                   modified = excluded.modified, version = excluded.version, email_key = excluded.email_key
+                 WHERE resources.version = excluded.version - 1",
             )
             .await?;
         let res = tx
@@ -716,6 +973,10 @@ impl StoreEngine for PgEngine {
                 ],
             )
             .await;
+        if let Ok(0) = res {
+            // A new record whose id another writer inserted since the check above.
+            return Err(StoreError::Fenced(format!("version {} was written since it was read", rec.version)));
+        }
         if let Err(e) = res {
             return Err(match unique_violation(&e) {
                 // Another replica linked the vendor record between the check above and this insert.
@@ -741,9 +1002,16 @@ impl StoreEngine for PgEngine {
     async fn remove(&self, rec: &Record, tombstone: bool, audit: &AuditEntry) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        check_request_locks(&tx).await?;
         let kind = rec.kind.as_str();
-        tx.execute("DELETE FROM resources WHERE app = $1 AND kind = $2 AND id = $3", &[&rec.app, &kind, &rec.id])
+        let gone = tx
+            .query_opt(
+                "DELETE FROM resources WHERE app = $1 AND kind = $2 AND id = $3 RETURNING version",
+                &[&rec.app, &kind, &rec.id],
+            )
             .await?;
+        // Deleted, then refused if it was not the version read: the rollback keeps it.
+        super::check_removed_version(rec.version, gone.map(|r| r.get(0)))?;
         if tombstone {
             tx.execute(
                 "INSERT INTO tombstones (app, kind, vendor_id, name_key, deleted, external_id)
@@ -878,5 +1146,39 @@ impl StoreEngine for PgEngine {
             )
             .await?;
         Ok(due.map(|_| Box::new(hold) as super::Hold))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The database's clock is read off the tightest round trip: a slow answer (a commit, a busy
+    /// replica) does not move where this replica puts the database's instants, a faster one refines it,
+    /// and a slot is an instant, whenever the answer that named it arrived.
+    #[test]
+    fn the_database_clock_follows_the_tightest_round_trip() {
+        let mut clock = DbClock::new();
+        let origin = clock.origin;
+        let t = |ms: u64| origin + Duration::from_millis(ms);
+        // The database reads 1000.010 s while we are at 10 ms: offset 1000 s, known to ±2 ms.
+        let (sent, answered) = (t(8), t(12));
+        clock.sample(sent, answered, 1000.010);
+        let slot = 1000.050;
+        assert_eq!(clock.until(slot, t(10)).as_millis(), 40);
+        // A slow answer (a 30 ms round trip) is not taken, whatever it says.
+        clock.sample(t(25), t(55), 1000.045);
+        assert_eq!(clock.until(slot, t(10)).as_millis(), 40);
+        // A tighter one is: the database is 1 ms ahead of what we thought.
+        clock.sample(t(60), t(61), 1000.0615);
+        let left = clock.until(slot, t(10)).as_secs_f64();
+        assert!((left - 0.039).abs() < 1e-6, "{left}");
+        // A slot already past goes now.
+        assert_eq!(clock.until(1000.0, t(100)), Duration::ZERO);
+        // The database's clock stepped back 10 s (a failover): even a loose sample is taken at once.
+        clock.sample(t(200), t(230), 990.216);
+        let left = clock.until(990.250, t(200)).as_secs_f64();
+        assert!((left - 0.049).abs() < 1e-6, "{left}");
     }
 }

@@ -193,6 +193,8 @@ struct RecordKeys {
     vendor_id: String,
     name_key: String,
     external_id: Option<String>,
+    /// The version the caller read (what a remove expects to find).
+    version: i64,
 }
 
 impl RecordKeys {
@@ -204,6 +206,7 @@ impl RecordKeys {
             vendor_id: rec.vendor_id.clone(),
             name_key: lower(rec.name()),
             external_id: external_id_of(&rec.doc).map(String::from),
+            version: rec.version,
         }
     }
 }
@@ -934,15 +937,17 @@ fn put(conn: &Connection, row: &RecordRow, audit: &AuditRow) -> StoreResult<Appl
         return Err(StoreError::VendorLinked(owner));
     }
     type Keys = (String, String, Option<String>, Option<String>);
-    let existing: Option<(i64, Keys)> = conn
+    let existing: Option<(i64, Keys, i64)> = conn
         .prepare_cached(
-            "SELECT rowid, vendor_id, name_key, external_id, email_key FROM resources
+            "SELECT rowid, vendor_id, name_key, external_id, email_key, version FROM resources
              WHERE app = ?1 AND kind = ?2 AND id = ?3",
         )?
         .query_row(params![k.app, k.kind.as_str(), k.id], |r| {
-            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?), r.get(5)?))
         })
         .optional()?;
+    super::check_version(row.version, existing.as_ref().map(|e| e.2))?;
+    let existing = existing.map(|(rowid, keys, _)| (rowid, keys));
     let keys: Keys = (k.vendor_id.clone(), k.name_key.clone(), k.external_id.clone(), row.email_key.clone());
     match &existing {
         // An update that changes no key (most of Entra's PATCHes) rewrites the row alone: setting a key
@@ -1001,6 +1006,11 @@ fn upsert(conn: &Connection, row: &RecordRow) -> StoreResult<()> {
 }
 
 fn remove(conn: &Connection, k: &RecordKeys, tombstone: bool, audit: &AuditRow) -> StoreResult<Applied> {
+    let stored: Option<i64> = conn
+        .prepare_cached("SELECT version FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3")?
+        .query_row(params![k.app, k.kind.as_str(), k.id], |r| r.get(0))
+        .optional()?;
+    super::check_removed_version(k.version, stored)?;
     let gone: Option<i64> = conn
         .prepare_cached("DELETE FROM resources WHERE app = ?1 AND kind = ?2 AND id = ?3 RETURNING rowid")?
         .query_row(params![k.app, k.kind.as_str(), k.id], |r| r.get(0))

@@ -33,6 +33,10 @@ pub trait RateBudget: Send + Sync + fmt::Debug {
         tolerance: Duration,
         max_wait: Duration,
     ) -> Result<Reserved, String>;
+    /// How long until `app`'s schedule has a slot free (zero: one is free now), a pause and an open
+    /// breaker included, without taking it: how background work on one replica finds a gap that no
+    /// replica's Entra call is waiting for.
+    async fn next_free(&self, app: &str, tolerance: Duration) -> Result<Duration, String>;
     /// No call of `app` starts within `d` on any replica (a vendor's `Retry-After`).
     async fn pause(&self, app: &str, d: Duration) -> Result<(), String>;
     /// `app`'s breaker opened here: the other replicas hold their calls for `cooldown` too.

@@ -1,11 +1,14 @@
 //! Per-request accounting of vendor traffic: the gateway opens a scope around one Entra request, and the
 //! outbound client records into it every vendor call and every attempt (retries included, each with its
 //! method, path, outcome and duration), so the audit log and the request's log line say what one Entra
-//! request did at the vendor. Outside a scope nothing is recorded.
+//! request did at the vendor. Outside a scope nothing is recorded. The scope also carries the request's
+//! fences: the replica locks it holds, which the outbound client checks before each vendor attempt and the
+//! store before each write, so a replica whose lock was lost stops instead of acting unlocked.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +44,8 @@ pub struct CallLog {
     background: bool,
     /// Told of every attempt as it is recorded, the ones past [`MAX_ATTEMPTS_KEPT`] included.
     observer: Option<AttemptObserver>,
+    /// The replica locks the request holds, weakly: a lock released (its hold dropped) is no longer checked.
+    fences: Mutex<Vec<Weak<dyn Fence>>>,
 }
 
 /// Told of each attempt of a scope as it is made: work whose attempts are not read back one request at a
@@ -59,6 +64,15 @@ impl std::fmt::Debug for AttemptObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AttemptObserver")
     }
+}
+
+/// A lock the request holds that another process could take from it behind its back (a replica lock
+/// whose database session ended). `check` answers whether it is still held, now.
+pub trait Fence: Send + Sync + std::any::Any {
+    /// `Err` (a short reason, no secret) when the lock is no longer held, or that cannot be known.
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    /// The concrete lock, for the store that checks its own locks inside its write transaction.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl CallLog {
@@ -122,6 +136,30 @@ pub async fn scope<F: Future>(log: Arc<CallLog>, fut: F) -> F::Output {
 /// The current request's call log, when inside a scope.
 pub fn current() -> Option<Arc<CallLog>> {
     CURRENT.try_with(Arc::clone).ok()
+}
+
+/// Adds a lock the current request now holds to its fences (nothing outside a scope).
+pub fn add_fence(fence: Weak<dyn Fence>) {
+    let _ = CURRENT.try_with(|l| {
+        let mut fences = l.fences.lock().unwrap_or_else(|p| p.into_inner());
+        fences.retain(|f| f.strong_count() > 0);
+        fences.push(fence);
+    });
+}
+
+/// The locks the current request still holds.
+pub fn fences() -> Vec<Arc<dyn Fence>> {
+    CURRENT
+        .try_with(|l| l.fences.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect())
+        .unwrap_or_default()
+}
+
+/// `Err` when any lock the current request holds has been lost: it must not call the vendor or write.
+pub async fn check_fences() -> Result<(), String> {
+    for fence in fences() {
+        fence.check().await?;
+    }
+    Ok(())
 }
 
 /// Whether the current scope is background work (see `CallLog::background`).

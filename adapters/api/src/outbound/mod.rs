@@ -180,6 +180,7 @@ impl Outbound {
             in_flight: self.config.max_in_flight.saturating_sub(free) as u64,
             max_in_flight: self.config.max_in_flight as u64,
             requests_per_second: self.config.requests_per_second,
+            late_slots: get(&c.late_slots),
         }
     }
 
@@ -219,7 +220,7 @@ impl Outbound {
     /// reserves a slot like any other, so the vendor never sees more than the rate.
     async fn yield_to_entra(&self) {
         loop {
-            let (free_now, period) = self.pacer.free_now();
+            let (free_now, period) = self.pacer.free_now(&self.app).await;
             if free_now && self.counters.foreground_queued.load(Ordering::Relaxed) == 0 {
                 return;
             }
@@ -264,7 +265,9 @@ impl Outbound {
         for attempt in 1..=self.config.max_attempts {
             let queue_until = (Instant::now() + self.config.queue_timeout).min(deadline);
             let permit = match self.acquire(queue_until).await {
-                Ok(permit) => permit,
+                Ok(Ok(permit)) => permit,
+                // The request lost its replica lock: that, not the vendor's last word, is why it stops.
+                Ok(Err(fenced)) => return Err(fenced),
                 // A retry that cannot get a permit in time reports what the vendor said last.
                 Err(e) => {
                     return Err(last_error.unwrap_or_else(|| {
@@ -403,8 +406,9 @@ impl Outbound {
         Ok(VendorResponse { status, headers, body })
     }
 
-    /// Waits for the vendor pause, an in-flight slot and a send slot, in that order, until `until`.
-    async fn acquire(&self, until: Instant) -> Result<SemaphorePermit<'_>> {
+    /// Waits for the vendor pause, an in-flight slot and a send slot, in that order, until `until`, then
+    /// checks the request's replica locks (`Ok(Err)` when one was lost).
+    async fn acquire(&self, until: Instant) -> Result<Result<SemaphorePermit<'_>>> {
         let _waiting = Waiting::enter(&self.counters, !crate::calls::in_background());
         match tokio::time::timeout_at(until, self.queue(until)).await {
             Ok(result) => result,
@@ -412,13 +416,38 @@ impl Outbound {
         }
     }
 
-    async fn queue(&self, until: Instant) -> Result<SemaphorePermit<'_>> {
+    async fn queue(&self, until: Instant) -> Result<Result<SemaphorePermit<'_>>> {
         self.pacer.wait_out_pause(until).await.map_err(|no| self.no_slot(no))?;
         let permit = self.in_flight.acquire().await.map_err(|_| {
             Error::unavailable(None, format!("{}: outbound client closed", self.app)).with_origin(Origin::Gateway)
         })?;
-        self.pacer.reserve(&self.app, until).await.map_err(|no| self.no_slot(no))?;
-        Ok(permit)
+        loop {
+            let slot = self.pacer.reserve(&self.app, until).await.map_err(|no| self.no_slot(no))?;
+            // Right before the vendor hears of it: a replica whose lock on this resource was lost (its
+            // database session ended) must not act on it, another replica may hold that lock now.
+            if let Err(fenced) = self.check_fences().await {
+                return Ok(Err(fenced));
+            }
+            if Instant::now() <= slot + pacer::MAX_LATE {
+                return Ok(Ok(permit));
+            }
+            // Stalled past its slot (a busy host, a slow lock check): sent now it would bunch with the
+            // punctual calls after it (another replica's too), so it takes a new slot (`MAX_LATE`).
+            bump(&self.counters.late_slots);
+        }
+    }
+
+    /// `Err` (503, the gateway's doing) when a replica lock the current request holds was lost.
+    async fn check_fences(&self) -> Result<()> {
+        if let Err(why) = crate::calls::check_fences().await {
+            tracing::warn!(app = %self.app, reason = %why, "a replica lock was lost; not calling the vendor");
+            return Err(Error::unavailable(
+                Some(Duration::from_secs(5)),
+                format!("{}: this replica lost its lock on the resource; not calling the vendor", self.app),
+            )
+            .with_origin(Origin::Gateway));
+        }
+        Ok(())
     }
 
     /// Holds every call of the app back for `d` (never shortens a pause already set), on every replica

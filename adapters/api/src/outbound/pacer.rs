@@ -27,6 +27,14 @@ use super::OutboundConfig;
 /// (0.2 % and 1 % still drew the odd 429 from a fixed-window simulator on a loaded 2-core machine.)
 pub(super) const PACING_MARGIN: f64 = 0.02;
 
+/// How late after its slot a call may still leave; later (the host stalled), its slot is given up and
+/// it takes another. Half the margin: calls never leave early, so a vendor's one-second window can only
+/// hold the slots of 1 s + `MAX_LATE`, and at 2 % under the rate (≥ 20 ms of slots a second) that is
+/// never one call too many, whatever the rate, leaving the other half for the network. Without it, the
+/// calls whose slots passed during a stall all left together when it ended, on top of the next window's
+/// punctual ones: with replicas sharing a schedule, on top of the other replica's.
+pub(super) const MAX_LATE: Duration = Duration::from_millis(10);
+
 /// `governor` clock over `tokio::time::Instant`, so the limiter follows tokio's (pausable) clock.
 #[derive(Clone, Debug)]
 pub struct TokioClock {
@@ -148,14 +156,20 @@ impl Pacer {
     }
 
     /// Whether a call reserving now would go at once (no pause, a free slot), and the schedule's period:
-    /// how background work finds a gap without taking a slot Entra is waiting for.
-    pub(super) fn free_now(&self) -> (bool, Duration) {
+    /// how background work finds a gap without taking a slot Entra is waiting for. With replicas, the
+    /// shared schedule says (the local one is not used): another replica's Entra calls fill it too. An
+    /// unreachable budget counts as free: the call's own reservation then refuses it.
+    pub(super) async fn free_now(&self, app: &str) -> (bool, Duration) {
         let now = Instant::now();
-        let (free, period) = {
+        let (free, period, tolerance) = {
             let schedule = lock(&self.schedule);
-            (schedule.next_slot(now) <= now, schedule.period)
+            (schedule.next_slot(now) <= now, schedule.period, schedule.tolerance)
         };
         let paused = lock(&self.paused_until).is_some_and(|until| until > now);
+        let free = match self.shared.get() {
+            Some(shared) => shared.next_free(app, tolerance).await.map_or(true, |wait| wait.is_zero()),
+            None => free,
+        };
         (free && !paused, period)
     }
 
@@ -195,8 +209,8 @@ impl Pacer {
         }
     }
 
-    /// Waits for this call's send slot, or fails at once when it falls past `until`.
-    pub(super) async fn reserve(&self, app: &str, until: Instant) -> Result<(), NoSlot> {
+    /// Waits for this call's send slot, or fails at once when it falls past `until`; returns the slot.
+    pub(super) async fn reserve(&self, app: &str, until: Instant) -> Result<Instant, NoSlot> {
         // Reserve the next send slot in arrival order, then sleep until it without holding the turn, so the
         // callers behind reserve theirs at once. The schedule advances by the period from the slot, not from
         // when a sleeper wakes: tokio's timer wakes up to a millisecond late, and asking the limiter again
@@ -228,7 +242,7 @@ impl Pacer {
         // timer lateness on top of the burst), so this only ever waits if the schedule itself went wrong.
         loop {
             match self.limiter.check() {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(slot),
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(self.clock.now());
                     if Instant::now() + wait > until {

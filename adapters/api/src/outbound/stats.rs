@@ -105,6 +105,8 @@ pub struct OutboundStats {
     pub max_in_flight: u64,
     /// The configured pace (`limits.requests_per_second`).
     pub requests_per_second: f64,
+    /// Send slots given up because the call woke too late for them (and took another).
+    pub late_slots: u64,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +120,8 @@ pub(super) struct Counters {
     pub(super) rejected_queue_full: AtomicU64,
     pub(super) queued: AtomicU64,
     pub(super) foreground_queued: AtomicU64,
+    /// Send slots given up because the call woke too late for them (`pacer::MAX_LATE`).
+    pub(super) late_slots: AtomicU64,
     pub(super) by_outcome: Mutex<BTreeMap<CallOutcome, u64>>,
 }
 

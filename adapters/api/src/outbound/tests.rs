@@ -797,6 +797,8 @@ async fn vendor_429s_do_not_open_the_breaker() {
 #[derive(Debug, Default)]
 struct FakeBudget {
     answers: Mutex<std::collections::VecDeque<crate::budget::Reserved>>,
+    /// What `next_free` answers, in turn (then: unreachable).
+    busy: Mutex<std::collections::VecDeque<Duration>>,
     pauses: Mutex<Vec<Duration>>,
     breakers: Mutex<Vec<Duration>>,
 }
@@ -811,6 +813,9 @@ impl crate::budget::RateBudget for FakeBudget {
         _max_wait: Duration,
     ) -> std::result::Result<crate::budget::Reserved, String> {
         lock(&self.answers).pop_front().ok_or_else(|| "unreachable".to_string())
+    }
+    async fn next_free(&self, _app: &str, _tolerance: Duration) -> std::result::Result<Duration, String> {
+        lock(&self.busy).pop_front().ok_or_else(|| "unreachable".to_string())
     }
     async fn pause(&self, _app: &str, d: Duration) -> std::result::Result<(), String> {
         lock(&self.pauses).push(d);
@@ -852,4 +857,120 @@ async fn a_shared_budget_paces_and_hears_pauses_and_breakers() {
     assert_eq!(vendor.hits(), 2);
     assert!(lock(&budget.pauses).iter().any(|d| *d >= Duration::from_secs(3)), "{:?}", lock(&budget.pauses));
     assert_eq!(*lock(&budget.breakers), [Duration::from_secs(30)]);
+}
+
+/// An Entra request's call log holding `fence` (as a request that took a replica lock does).
+async fn request_holding<F: crate::calls::Fence>(fence: &Arc<F>) -> Arc<crate::calls::CallLog> {
+    let log = Arc::new(crate::calls::CallLog::for_request("r"));
+    let as_fence: Arc<dyn crate::calls::Fence> = fence.clone();
+    let weak = Arc::downgrade(&as_fence);
+    crate::calls::scope(log.clone(), async { crate::calls::add_fence(weak) }).await;
+    log
+}
+
+/// A replica lock the test can take away.
+struct TestFence(std::sync::atomic::AtomicBool);
+
+impl crate::calls::Fence for TestFence {
+    fn check(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>> {
+        let held = self.0.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if held {
+                Ok(())
+            } else {
+                Err("lost".into())
+            }
+        })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// A request whose replica lock was lost never reaches the vendor (another replica may hold the lock
+/// now): 503 with Retry-After, the gateway's doing; one whose lock is held, or was released, calls as before.
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_replica_lock_was_lost_does_not_call_the_vendor() {
+    let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+    let out = Outbound::new("acme", config()).unwrap();
+    let fence = Arc::new(TestFence(std::sync::atomic::AtomicBool::new(true)));
+    let log = request_holding(&fence).await;
+    crate::calls::scope(log.clone(), out.send(get(&url))).await.unwrap();
+    assert_eq!(vendor.hits(), 1);
+    fence.0.store(false, Ordering::SeqCst);
+    let err = crate::calls::scope(log.clone(), out.send(get(&url))).await.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Unavailable { retry_after: Some(_) }), "{err}");
+    assert_eq!(err.origin(), Origin::Gateway);
+    assert_eq!(vendor.hits(), 1, "the vendor never heard of the unlocked call");
+    // Released (the hold dropped): no longer this request's fence.
+    drop(fence);
+    crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+    assert_eq!(vendor.hits(), 2);
+}
+
+/// A lock check that stalls the first time it is asked (a busy host, a slow database).
+struct StallingFence(std::sync::atomic::AtomicBool);
+
+impl crate::calls::Fence for StallingFence {
+    fn check(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>> {
+        let stall = self.0.swap(false, Ordering::SeqCst);
+        Box::pin(async move {
+            if stall {
+                tokio::time::sleep(pacer::MAX_LATE * 3).await;
+            }
+            Ok(())
+        })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// With replicas, a call that would leave well after its shared slot (it stalled) gives the slot up and
+/// takes another instead of bunching with the other replicas' punctual calls; one on time goes at once.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_missed_its_shared_slot_takes_another() {
+    use crate::budget::{Reserved, SharedBudget};
+    let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+    let budget = Arc::new(FakeBudget::default());
+    lock(&budget.answers).extend([Reserved::After(Duration::ZERO), Reserved::After(Duration::ZERO)]);
+    let config = OutboundConfig { shared: SharedBudget::new(budget.clone()), ..config() };
+    let out = Outbound::new("acme", config).unwrap();
+    let fence = Arc::new(StallingFence(std::sync::atomic::AtomicBool::new(true)));
+    let log = request_holding(&fence).await;
+    crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+    assert_eq!(vendor.hits(), 1);
+    assert!(lock(&budget.answers).is_empty(), "two slots taken: the missed one and the one used");
+    assert_eq!(out.stats().late_slots, 1);
+}
+
+/// One process alike: a call that stalled past its slot takes the next one rather than leave late.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_missed_its_own_slot_takes_another() {
+    let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+    let out = Outbound::new("acme", config()).unwrap();
+    let fence = Arc::new(StallingFence(std::sync::atomic::AtomicBool::new(true)));
+    let log = request_holding(&fence).await;
+    crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+    assert_eq!((vendor.hits(), out.stats().late_slots), (1, 1));
+}
+
+/// With replicas, background work yields to the shared schedule, not the local one (which the replica
+/// does not use): while another replica's Entra calls keep it busy, the background call waits.
+#[tokio::test(start_paused = true)]
+async fn background_work_yields_to_the_other_replicas_entra_calls() {
+    use crate::budget::{Reserved, SharedBudget};
+    let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+    let budget = Arc::new(FakeBudget::default());
+    lock(&budget.busy).extend([Duration::from_millis(30), Duration::from_millis(20), Duration::ZERO]);
+    lock(&budget.answers).push_back(Reserved::After(Duration::ZERO));
+    let out = Outbound::new("acme", OutboundConfig { shared: SharedBudget::new(budget.clone()), ..config() }).unwrap();
+    let log = Arc::new(crate::calls::CallLog::background("reconcile"));
+    crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+    assert_eq!(vendor.hits(), 1);
+    assert!(lock(&budget.busy).is_empty(), "asked the shared schedule until it had a free slot");
 }
