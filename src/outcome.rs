@@ -37,7 +37,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The outcomes the status page's filter offers, in its order.
-    pub const OFFERED: [Outcome; 13] = [
+    pub const OFFERED: [Outcome; 14] = [
         Outcome::Ok,
         Outcome::Rejected,
         Outcome::Failed(KindName::Conflict),
@@ -51,11 +51,12 @@ impl Outcome {
         Outcome::Intent,
         Outcome::DriftFound,
         Outcome::DriftRepaired,
+        Outcome::Fenced,
     ];
 
     /// Every outcome this build writes.
     pub fn known_all() -> impl Iterator<Item = Outcome> {
-        Outcome::OFFERED.into_iter().chain([Outcome::Partial, Outcome::Fenced])
+        Outcome::OFFERED.into_iter().chain([Outcome::Partial])
     }
 
     /// A change only a person can complete.
@@ -152,11 +153,13 @@ mod tests {
                 "needs_manual_action",
                 "intent",
                 "drift_found",
-                "drift_repaired"
+                "drift_repaired",
+                "fenced"
             ]
         );
-        assert_eq!(Outcome::parse("fenced"), Outcome::Other("fenced".into()));
-        assert_eq!(Outcome::parse("fenced").as_str(), "fenced");
+        assert_eq!(Outcome::parse("fenced"), Outcome::Fenced);
+        assert_eq!(Outcome::parse("quarantined"), Outcome::Other("quarantined".into()));
+        assert_eq!(Outcome::parse("quarantined").as_str(), "quarantined");
         for kind in KindName::ALL {
             assert!(Outcome::offered(kind.as_str()).is_some(), "{kind:?} is offered by the filter");
         }
