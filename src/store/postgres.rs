@@ -7,6 +7,7 @@
 //! bound: statement and lock timeouts on every session, bounded pool waits, TCP keepalives, and a bounded
 //! wait for a replica lock; each ends as `StoreError` (503 with Retry-After to Entra).
 
+use adapter_api::budget::SharedError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -196,14 +197,14 @@ fn duration(secs: f64) -> std::time::Duration {
 }
 
 impl PgRateBudget {
-    async fn client(&self, app: &str) -> Result<deadpool_postgres::Object, String> {
-        let client = self.pool.get().await.map_err(|e| pool_error(e).to_string())?;
+    async fn client(&self, app: &str) -> Result<deadpool_postgres::Object, SharedError> {
+        let client = self.pool.get().await.map_err(|e| SharedError::Unreachable(pool_error(e).to_string()))?;
         let known = self.ready.lock().unwrap_or_else(|p| p.into_inner()).contains(app);
         if !known {
             client
                 .execute("INSERT INTO rate_budget (app) VALUES ($1) ON CONFLICT (app) DO NOTHING", &[&app])
                 .await
-                .map_err(|e| StoreError::from(e).to_string())?;
+                .map_err(|e| SharedError::Unreachable(StoreError::from(e).to_string()))?;
             self.ready.lock().unwrap_or_else(|p| p.into_inner()).insert(app.to_string());
         }
         Ok(client)
@@ -220,10 +221,10 @@ impl adapter_api::budget::RateBudget for PgRateBudget {
         period: std::time::Duration,
         tolerance: std::time::Duration,
         max_wait: std::time::Duration,
-    ) -> Result<adapter_api::budget::Reserved, String> {
+    ) -> Result<adapter_api::budget::Reserved, SharedError> {
         use adapter_api::budget::Reserved;
         let client = self.client(app).await?;
-        let db = |e: tokio_postgres::Error| StoreError::from(e).to_string();
+        let db = |e: tokio_postgres::Error| SharedError::Unreachable(StoreError::from(e).to_string());
         let (period, tolerance, max_wait) = (secs(period), secs(tolerance), secs(max_wait));
         // The slot is max(now, tat - tolerance, paused_until); taken only if it is within max_wait and no
         // breaker is open. RETURNING sees the new tat, from which the slot follows again: as an instant
@@ -264,7 +265,7 @@ impl adapter_api::budget::RateBudget for PgRateBudget {
         Ok(if breaker > 0.0 { Reserved::BreakerOpen(duration(breaker)) } else { Reserved::Full(duration(wait)) })
     }
 
-    async fn next_free(&self, app: &str, tolerance: std::time::Duration) -> Result<std::time::Duration, String> {
+    async fn next_free(&self, app: &str, tolerance: std::time::Duration) -> Result<std::time::Duration, SharedError> {
         let client = self.client(app).await?;
         let row = client
             .query_one(
@@ -276,11 +277,11 @@ impl adapter_api::budget::RateBudget for PgRateBudget {
                 &[&app, &secs(tolerance)],
             )
             .await
-            .map_err(|e| StoreError::from(e).to_string())?;
+            .map_err(|e| SharedError::Unreachable(StoreError::from(e).to_string()))?;
         Ok(duration(row.get(0)))
     }
 
-    async fn pause(&self, app: &str, d: std::time::Duration) -> Result<(), String> {
+    async fn pause(&self, app: &str, d: std::time::Duration) -> Result<(), SharedError> {
         let client = self.client(app).await?;
         client
             .execute(
@@ -288,11 +289,11 @@ impl adapter_api::budget::RateBudget for PgRateBudget {
                 &[&app, &secs(d)],
             )
             .await
-            .map_err(|e| StoreError::from(e).to_string())?;
+            .map_err(|e| SharedError::Unreachable(StoreError::from(e).to_string()))?;
         Ok(())
     }
 
-    async fn open_breaker(&self, app: &str, cooldown: std::time::Duration) -> Result<(), String> {
+    async fn open_breaker(&self, app: &str, cooldown: std::time::Duration) -> Result<(), SharedError> {
         let client = self.client(app).await?;
         client
             .execute(
@@ -300,7 +301,7 @@ impl adapter_api::budget::RateBudget for PgRateBudget {
                 &[&app, &secs(cooldown)],
             )
             .await
-            .map_err(|e| StoreError::from(e).to_string())?;
+            .map_err(|e| SharedError::Unreachable(StoreError::from(e).to_string()))?;
         Ok(())
     }
 }
@@ -391,11 +392,12 @@ impl AdvisoryHold {
 }
 
 impl adapter_api::calls::Fence for AdvisoryHold {
-    fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+    fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SharedError>> + Send + '_>> {
         Box::pin(async move {
             let lost = || format!("replica lock ({}, {}) lost with its database session", self.set, self.key);
+            let gone = || SharedError::LockLost(lost());
             if self.conn.client.is_closed() {
-                return Err(lost());
+                return Err(gone());
             }
             // On the lock's own session: if it answers, it is the session that took the lock.
             let held: bool = self
@@ -408,12 +410,12 @@ impl adapter_api::calls::Fence for AdvisoryHold {
                     &[&self.set, &self.key],
                 )
                 .await
-                .map_err(|e| format!("{}: {}", lost(), StoreError::from(e)))?
+                .map_err(|e| SharedError::LockLost(format!("{}: {}", lost(), StoreError::from(e))))?
                 .get(0);
             if held {
                 Ok(())
             } else {
-                Err(lost())
+                Err(gone())
             }
         })
     }

@@ -20,6 +20,19 @@ pub enum Reserved {
     BreakerOpen(Duration),
 }
 
+/// Why a replica could not use what it shares with the others (the vendor's schedule, a lock): the call
+/// it was for is refused (503 to Entra), never made unpaced or unlocked. The text is short and carries no
+/// secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SharedError {
+    /// The shared database could not be reached, or refused the statement.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A lock the request held is no longer held: its database session ended, or it cannot be told.
+    #[error("{0}")]
+    LockLost(String),
+}
+
 /// A vendor's limits shared by every process that calls it for one app.
 #[async_trait::async_trait]
 pub trait RateBudget: Send + Sync + fmt::Debug {
@@ -32,15 +45,15 @@ pub trait RateBudget: Send + Sync + fmt::Debug {
         period: Duration,
         tolerance: Duration,
         max_wait: Duration,
-    ) -> Result<Reserved, String>;
+    ) -> Result<Reserved, SharedError>;
     /// How long until `app`'s schedule has a slot free (zero: one is free now), a pause and an open
     /// breaker included, without taking it: how background work on one replica finds a gap that no
     /// replica's Entra call is waiting for.
-    async fn next_free(&self, app: &str, tolerance: Duration) -> Result<Duration, String>;
+    async fn next_free(&self, app: &str, tolerance: Duration) -> Result<Duration, SharedError>;
     /// No call of `app` starts within `d` on any replica (a vendor's `Retry-After`).
-    async fn pause(&self, app: &str, d: Duration) -> Result<(), String>;
+    async fn pause(&self, app: &str, d: Duration) -> Result<(), SharedError>;
     /// `app`'s breaker opened here: the other replicas hold their calls for `cooldown` too.
-    async fn open_breaker(&self, app: &str, cooldown: Duration) -> Result<(), String>;
+    async fn open_breaker(&self, app: &str, cooldown: Duration) -> Result<(), SharedError>;
 }
 
 /// An optional shared budget in `OutboundConfig`: compared by identity, printed without its insides.

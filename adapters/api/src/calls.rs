@@ -70,7 +70,7 @@ impl std::fmt::Debug for AttemptObserver {
 /// whose database session ended). `check` answers whether it is still held, now.
 pub trait Fence: Send + Sync + std::any::Any {
     /// `Err` (a short reason, no secret) when the lock is no longer held, or that cannot be known.
-    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), crate::budget::SharedError>> + Send + '_>>;
     /// The concrete lock, for the store that checks its own locks inside its write transaction.
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -155,7 +155,7 @@ pub fn fences() -> Vec<Arc<dyn Fence>> {
 }
 
 /// `Err` when any lock the current request holds has been lost: it must not call the vendor or write.
-pub async fn check_fences() -> Result<(), String> {
+pub async fn check_fences() -> Result<(), crate::budget::SharedError> {
     for fence in fences() {
         fence.check().await?;
     }

@@ -57,7 +57,8 @@ use self::stats::{bump, Counters, Waiting};
 use crate::error::{Error, Origin, Result};
 
 /// A message to the replicas' shared budget, sent in the background.
-type SharedCall = std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send>>;
+type SharedCall =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), crate::budget::SharedError>> + Send>>;
 
 /// Tells the other replicas, without waiting for it (a lost message costs at most one 429 there).
 fn share(

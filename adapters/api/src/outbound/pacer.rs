@@ -104,7 +104,7 @@ pub(super) enum NoSlot {
     /// Another replica opened the circuit breaker for this long (the shared budget said so).
     BreakerOpenElsewhere(Duration),
     /// The replicas' shared budget cannot be reached: the call is refused, never sent unpaced.
-    SharedUnreachable(String),
+    SharedUnreachable(crate::budget::SharedError),
 }
 
 #[derive(Debug)]

@@ -811,17 +811,25 @@ impl crate::budget::RateBudget for FakeBudget {
         _period: Duration,
         _tolerance: Duration,
         _max_wait: Duration,
-    ) -> std::result::Result<crate::budget::Reserved, String> {
-        lock(&self.answers).pop_front().ok_or_else(|| "unreachable".to_string())
+    ) -> std::result::Result<crate::budget::Reserved, crate::budget::SharedError> {
+        lock(&self.answers).pop_front().ok_or_else(|| crate::budget::SharedError::Unreachable("unreachable".into()))
     }
-    async fn next_free(&self, _app: &str, _tolerance: Duration) -> std::result::Result<Duration, String> {
-        lock(&self.busy).pop_front().ok_or_else(|| "unreachable".to_string())
+    async fn next_free(
+        &self,
+        _app: &str,
+        _tolerance: Duration,
+    ) -> std::result::Result<Duration, crate::budget::SharedError> {
+        lock(&self.busy).pop_front().ok_or_else(|| crate::budget::SharedError::Unreachable("unreachable".into()))
     }
-    async fn pause(&self, _app: &str, d: Duration) -> std::result::Result<(), String> {
+    async fn pause(&self, _app: &str, d: Duration) -> std::result::Result<(), crate::budget::SharedError> {
         lock(&self.pauses).push(d);
         Ok(())
     }
-    async fn open_breaker(&self, _app: &str, cooldown: Duration) -> std::result::Result<(), String> {
+    async fn open_breaker(
+        &self,
+        _app: &str,
+        cooldown: Duration,
+    ) -> std::result::Result<(), crate::budget::SharedError> {
         lock(&self.breakers).push(cooldown);
         Ok(())
     }
@@ -874,13 +882,15 @@ struct TestFence(std::sync::atomic::AtomicBool);
 impl crate::calls::Fence for TestFence {
     fn check(
         &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<(), crate::budget::SharedError>> + Send + '_>,
+    > {
         let held = self.0.load(Ordering::SeqCst);
         Box::pin(async move {
             if held {
                 Ok(())
             } else {
-                Err("lost".into())
+                Err(crate::budget::SharedError::LockLost("lost".into()))
             }
         })
     }
@@ -916,7 +926,9 @@ struct StallingFence(std::sync::atomic::AtomicBool);
 impl crate::calls::Fence for StallingFence {
     fn check(
         &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + '_>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<(), crate::budget::SharedError>> + Send + '_>,
+    > {
         let stall = self.0.swap(false, Ordering::SeqCst);
         Box::pin(async move {
             if stall {
