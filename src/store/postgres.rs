@@ -565,6 +565,16 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Unavailable(format!("no database connection: {e}"))
 }
 
+/// The schema's part of the lock and lease keys: the schema as PostgreSQL names it (an unquoted name is
+/// folded to lower case), and nothing for `public`, where the tables are when no schema is set, so
+/// `store.schema: public` written out and left out lock alike.
+fn lock_namespace(schema: Option<&str>) -> String {
+    match schema.map(str::to_ascii_lowercase) {
+        Some(schema) if schema != "public" => schema,
+        _ => String::new(),
+    }
+}
+
 /// Parses `url` and refuses a password in it: the password comes from `*_file`/`*_env`, so the URL can
 /// be logged and shown.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
@@ -631,7 +641,7 @@ impl PgEngine {
             pool: pool.clone(),
             conn: tokio::sync::Mutex::new(None),
             wait_for: LOCK_WAIT,
-            namespace: opts.schema.clone().unwrap_or_default(),
+            namespace: lock_namespace(opts.schema.as_deref()),
         });
         let budget = std::sync::Arc::new(PgRateBudget {
             pool: pool.clone(),
@@ -1153,6 +1163,15 @@ impl StoreEngine for PgEngine {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_schema_locks_by_the_name_postgres_gives_it() {
+        assert_eq!(super::lock_namespace(None), "");
+        assert_eq!(super::lock_namespace(Some("public")), "");
+        assert_eq!(super::lock_namespace(Some("PUBLIC")), "");
+        assert_eq!(super::lock_namespace(Some("Tenant_A")), "tenant_a");
+        assert_eq!(super::lock_namespace(Some("tenant_a")), "tenant_a");
+    }
+
     use super::*;
     use std::time::Duration;
 

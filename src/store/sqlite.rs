@@ -530,7 +530,7 @@ impl SqliteEngine {
         Ok(SqliteEngine { path: path.to_string(), writer: tx, wait_blocking: memory, readers, counts })
     }
 
-    /// Sends a change to the writer and waits, on a blocking thread, until it is committed (or refused).
+    /// Sends a change to the writer and waits until it is committed and on disk, or refused (see `wait`).
     async fn write(&self, w: Write) -> StoreResult<i64> {
         let (reply, answer) = oneshot::channel();
         self.writer.send(Job::Write(w, reply)).map_err(|_| writer_gone())?;
@@ -672,9 +672,41 @@ impl Flusher {
             }
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::spawn(move || wal.sync_data(), move || drop(writer.send(Job::Flushed)))
+        let identity = file_identity(&wal.metadata().map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot read the store's write-ahead log {}: {e}",
+                wal_name.to_string_lossy()
+            ))
+        })?);
+        let flush = move || {
+            // The file SQLite writes is the one this handle fsyncs: a WAL replaced behind the store's back
+            // (a restore, an operator's tool) would otherwise be answered for without being on disk.
+            let now = std::fs::metadata(&wal_name).map(|m| file_identity(&m));
+            if now.as_ref().ok() != Some(&identity) {
+                return Err(std::io::Error::other(format!(
+                    "the write-ahead log {} is no longer the file the store opened",
+                    wal_name.to_string_lossy()
+                )));
+            }
+            wal.sync_data()
+        };
+        Self::spawn(flush, move || drop(writer.send(Job::Flushed)))
     }
+}
 
+/// Device and inode: which file a path names now.
+#[cfg(unix)]
+fn file_identity(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn file_identity(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.len(), 0)
+}
+
+impl Flusher {
     /// Starts the flusher thread with `flush` making everything committed so far durable, and `flushed`
     /// telling the writer after each flush.
     fn spawn(
@@ -831,7 +863,12 @@ fn apply_in_open(conn: &Connection, open: &mut Option<Open>, w: Write, reply: Re
         step(conn, "SAVEPOINT change").and_then(|()| {
             let applied = apply(conn, &w);
             if applied.is_err() {
-                step(conn, "ROLLBACK TO change")?;
+                if let Err(e) = step(conn, "ROLLBACK TO change") {
+                    // The refused change's writes could not be undone: nothing of the open transaction
+                    // may be committed with them.
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
             }
             step(conn, "RELEASE change")?;
             applied
@@ -866,6 +903,14 @@ fn apply_in_open(conn: &Connection, open: &mut Option<Open>, w: Write, reply: Re
 /// a moment before) that is not on disk yet.
 fn commit_open(conn: &Connection, open: &mut Option<Open>, counts: &Counts, flusher: Option<&Flusher>) -> bool {
     let Some(changes) = open.take() else { return false };
+    if flusher.is_some_and(Flusher::failed) {
+        // After a failed fsync nothing more is committed: the changes applied meanwhile are undone.
+        let _ = conn.execute_batch("ROLLBACK");
+        for (_, reply) in changes {
+            let _ = reply.send(Err(flush_failed()));
+        }
+        return false;
+    }
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         let why = e.to_string();
@@ -1402,6 +1447,28 @@ mod flusher_tests {
         releaser.join().unwrap();
         assert_eq!(answer1.blocking_recv().unwrap().unwrap(), 7);
         assert_eq!(answer2.blocking_recv().unwrap().unwrap(), 8);
+    }
+
+    /// The flusher fsyncs the file SQLite writes, named `<store>-wal`: replaced behind the store's back, the
+    /// next change is refused (and every one after it), never answered as on disk.
+    #[test]
+    fn a_replaced_write_ahead_log_stops_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replaced.sqlite");
+        let path = path.to_str().unwrap().to_string();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = SqliteEngine::open(&path, SqliteOptions::default()).unwrap();
+        let entry = AuditEntry { app: "a".into(), operation: "create".into(), ..AuditEntry::default() };
+        rt.block_on(store.audit(&entry)).unwrap();
+        let wal = format!("{path}-wal");
+        std::fs::rename(&wal, format!("{wal}.moved")).unwrap();
+        std::fs::write(&wal, b"").unwrap();
+        assert!(matches!(rt.block_on(store.audit(&entry)), Err(StoreError::Unavailable(_))));
+        std::fs::remove_file(&wal).unwrap();
+        std::fs::rename(format!("{wal}.moved"), &wal).unwrap();
+        // Even with the file back: after a failed flush nothing is trusted until a restart.
+        assert!(matches!(rt.block_on(store.audit(&entry)), Err(StoreError::Unavailable(_))));
+        assert!(matches!(rt.block_on(store.check_writable()), Err(StoreError::Unavailable(_))));
     }
 
     #[test]
