@@ -202,9 +202,15 @@ impl Outbound {
         }
         // Entra's request id goes to the vendor on every attempt, so both sides' logs meet.
         let request_id = scope.as_ref().and_then(|log| log.request_id()).and_then(|id| HeaderValue::from_str(id).ok());
+        let mut fenced_unsent = false;
+        let result = self.call(&req, budget, request_id.as_ref(), &mut fenced_unsent).await;
+        if fenced_unsent {
+            // Refused for a lost replica lock before its first attempt: the vendor never heard of it, so
+            // it is neither a vendor call nor a vendor failure (in /metrics or the audit's count).
+            return result;
+        }
         bump(&self.counters.calls);
         crate::calls::count_call();
-        let result = self.call(&req, budget, request_id.as_ref()).await;
         if result.is_err() {
             bump(&self.counters.failures);
         }
@@ -251,6 +257,7 @@ impl Outbound {
         req: &VendorRequest,
         budget: Option<Instant>,
         request_id: Option<&HeaderValue>,
+        fenced_unsent: &mut bool,
     ) -> Result<VendorResponse> {
         let now = Instant::now();
         // The call's own deadline, or the Entra request's budget if that ends first.
@@ -268,7 +275,10 @@ impl Outbound {
             let permit = match self.acquire(queue_until).await {
                 Ok(Ok(permit)) => permit,
                 // The request lost its replica lock: that, not the vendor's last word, is why it stops.
-                Ok(Err(fenced)) => return Err(fenced),
+                Ok(Err(fenced)) => {
+                    *fenced_unsent = attempt == 1;
+                    return Err(fenced);
+                }
                 // A retry that cannot get a permit in time reports what the vendor said last.
                 Err(e) => {
                     return Err(last_error.unwrap_or_else(|| {
@@ -422,6 +432,7 @@ impl Outbound {
         let permit = self.in_flight.acquire().await.map_err(|_| {
             Error::unavailable(None, format!("{}: outbound client closed", self.app)).with_origin(Origin::Gateway)
         })?;
+        let mut retaken = 0;
         loop {
             let slot = self.pacer.reserve(&self.app, until).await.map_err(|no| self.no_slot(no))?;
             // Right before the vendor hears of it: a replica whose lock on this resource was lost (its
@@ -429,11 +440,15 @@ impl Outbound {
             if let Err(fenced) = self.check_fences().await {
                 return Ok(Err(fenced));
             }
-            if Instant::now() <= slot + pacer::MAX_LATE {
+            // A call that stalled past its slot (a busy host, a slow lock check) would bunch with the
+            // punctual calls after it (another replica's too), so it takes a new slot (`MAX_LATE`). Only a
+            // few times: a database slow for every lock check would otherwise make each call give up slot
+            // after slot of the schedule all replicas share; then it goes late, and a 429 that may draw
+            // is honoured like any other.
+            if Instant::now() <= slot + pacer::MAX_LATE || retaken == pacer::MAX_RETAKES {
                 return Ok(Ok(permit));
             }
-            // Stalled past its slot (a busy host, a slow lock check): sent now it would bunch with the
-            // punctual calls after it (another replica's too), so it takes a new slot (`MAX_LATE`).
+            retaken += 1;
             bump(&self.counters.late_slots);
         }
     }

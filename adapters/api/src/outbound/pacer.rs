@@ -34,6 +34,8 @@ pub(super) const PACING_MARGIN: f64 = 0.02;
 /// calls whose slots passed during a stall all left together when it ended, on top of the next window's
 /// punctual ones: with replicas sharing a schedule, on top of the other replica's.
 pub(super) const MAX_LATE: Duration = Duration::from_millis(10);
+/// How many slots one call gives up for being late before it goes late anyway.
+pub(super) const MAX_RETAKES: u32 = 2;
 
 /// `governor` clock over `tokio::time::Instant`, so the limiter follows tokio's (pausable) clock.
 #[derive(Clone, Debug)]

@@ -914,14 +914,35 @@ async fn a_request_whose_replica_lock_was_lost_does_not_call_the_vendor() {
     assert!(matches!(err.kind(), ErrorKind::Unavailable { retry_after: Some(_) }), "{err}");
     assert_eq!(err.origin(), Origin::Gateway);
     assert_eq!(vendor.hits(), 1, "the vendor never heard of the unlocked call");
+    // Nor is it counted as a vendor call or failure (metrics, the audit's vendor_calls).
+    assert_eq!((out.stats().calls, out.stats().failures), (1, 0));
+    assert_eq!(log.calls(), 1);
     // Released (the hold dropped): no longer this request's fence.
     drop(fence);
     crate::calls::scope(log, out.send(get(&url))).await.unwrap();
     assert_eq!(vendor.hits(), 2);
 }
 
-/// A lock check that stalls the first time it is asked (a busy host, a slow database).
+/// A lock check that stalls the first time it is asked (a busy host, a slow database): its first check past `MAX_LATE` (`true`), or every check (`AlwaysStalling`).
 struct StallingFence(std::sync::atomic::AtomicBool);
+
+struct AlwaysStalling;
+
+impl crate::calls::Fence for AlwaysStalling {
+    fn check(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<(), crate::budget::SharedError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            tokio::time::sleep(pacer::MAX_LATE * 3).await;
+            Ok(())
+        })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
 
 impl crate::calls::Fence for StallingFence {
     fn check(
@@ -958,6 +979,27 @@ async fn a_call_that_missed_its_shared_slot_takes_another() {
     assert_eq!(vendor.hits(), 1);
     assert!(lock(&budget.answers).is_empty(), "two slots taken: the missed one and the one used");
     assert_eq!(out.stats().late_slots, 1);
+}
+
+/// A lock check slow every time (a loaded database) costs a call a bounded number of slots of the shared
+/// schedule, then it goes: it never gives up slot after slot until its queue time runs out.
+#[tokio::test(start_paused = true)]
+async fn a_lock_check_slow_every_time_gives_up_a_bounded_number_of_slots() {
+    use crate::budget::{Reserved, SharedBudget};
+    let (url, vendor) = vendor(vec![], Reply::Status(200)).await;
+    let budget = Arc::new(FakeBudget::default());
+    lock(&budget.answers).extend([Reserved::After(Duration::ZERO); 5]);
+    let out = Outbound::new("acme", OutboundConfig { shared: SharedBudget::new(budget.clone()), ..config() }).unwrap();
+    let fence = Arc::new(AlwaysStalling);
+    let log = request_holding(&fence).await;
+    crate::calls::scope(log, out.send(get(&url))).await.unwrap();
+    assert_eq!(vendor.hits(), 1);
+    assert_eq!(out.stats().late_slots, u64::from(pacer::MAX_RETAKES));
+    assert_eq!(
+        lock(&budget.answers).len(),
+        5 - 1 - pacer::MAX_RETAKES as usize,
+        "slots taken: the retaken ones and the one used"
+    );
 }
 
 /// One process alike: a call that stalled past its slot takes the next one rather than leave late.
