@@ -92,10 +92,7 @@ pub fn app(state: AppState, with_admin: bool) -> Router {
 
 /// /healthz, /readyz and /metrics.
 pub fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 /// The admin listener's router: the operational endpoints, and the status page when an admin token is set
@@ -110,6 +107,15 @@ pub fn admin_app(state: AppState) -> Router {
 
 async fn not_found() -> Response {
     ScimError::not_found("no such endpoint; SCIM lives under /scim/{app}/v2").into_response()
+}
+
+/// Alive unless the store has stopped for good (a failed fsync): only a restart recovers that, so the
+/// orchestrator is told to do it rather than keep an unready process.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.gateway.store.broken() {
+        None => "ok\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("store stopped: {why}\n")).into_response(),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -371,6 +371,12 @@ pub trait StoreEngine: Send + Sync + std::fmt::Debug {
     /// Where the data lives, for messages (a path; never a credential).
     fn location(&self) -> String;
 
+    /// Why the store has stopped taking changes for good, until the process restarts (SQLite after a
+    /// failed fsync: see `sqlite::Flusher`); `/healthz` then fails so an orchestrator restarts it.
+    fn broken(&self) -> Option<String> {
+        None
+    }
+
     /// Proves the store can commit a write (for /readyz).
     async fn check_writable(&self) -> StoreResult<()>;
 

@@ -393,6 +393,8 @@ pub struct SqliteEngine {
     /// Whether a caller waits for the writer on a blocking thread rather than on its task (in-memory
     /// stores: see `wait`).
     wait_blocking: bool,
+    /// Set by the flusher when a flush failed (a file store).
+    flush_failed: Option<Arc<std::sync::atomic::AtomicBool>>,
     readers: Option<Arc<ReadPool>>,
     counts: Arc<Counts>,
 }
@@ -522,12 +524,13 @@ impl SqliteEngine {
         };
         let (tx, rx) = mpsc::channel();
         let flusher = if memory { None } else { Some(Flusher::start(&conn, tx.clone())?) };
+        let flush_failed = flusher.as_ref().map(|f| f.failed.clone());
         let writer_counts = counts.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(conn, rx, &writer_counts, opts.recount_every, flusher))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
-        Ok(SqliteEngine { path: path.to_string(), writer: tx, wait_blocking: memory, readers, counts })
+        Ok(SqliteEngine { path: path.to_string(), writer: tx, wait_blocking: memory, flush_failed, readers, counts })
     }
 
     /// Sends a change to the writer and waits until it is committed and on disk, or refused (see `wait`).
@@ -1197,6 +1200,11 @@ impl StoreEngine for SqliteEngine {
         self.path.clone()
     }
 
+    fn broken(&self) -> Option<String> {
+        let failed = self.flush_failed.as_ref().is_some_and(|f| f.load(Ordering::Acquire));
+        failed.then(|| flush_failed().to_string())
+    }
+
     async fn check_writable(&self) -> StoreResult<()> {
         self.write(Write::CheckWritable).await.map(drop)
     }
@@ -1469,6 +1477,7 @@ mod flusher_tests {
         // Even with the file back: after a failed flush nothing is trusted until a restart.
         assert!(matches!(rt.block_on(store.audit(&entry)), Err(StoreError::Unavailable(_))));
         assert!(matches!(rt.block_on(store.check_writable()), Err(StoreError::Unavailable(_))));
+        assert!(store.broken().is_some(), "/healthz fails so the process is restarted");
     }
 
     #[test]
