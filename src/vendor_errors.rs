@@ -23,7 +23,12 @@ fn seconds(d: Option<Duration>, default: Duration) -> u64 {
 /// A vendor 401/403 is the gateway's credential problem, not Entra's: answering 401 would make the admin
 /// chase the wrong secret, so it becomes 503 with a detail naming the vendor credential.
 pub fn from_adapter(app: &str, err: &AdapterError) -> ScimError {
-    let detail = format!("{app}: {}", err.detail());
+    // The outbound client already names the app in its own errors ("acme: circuit open ..."): once is
+    // enough for the admin reading Entra's provisioning log.
+    let detail = match err.detail().strip_prefix(app).and_then(|rest| rest.strip_prefix(": ")) {
+        Some(_) => err.detail().to_string(),
+        None => format!("{app}: {}", err.detail()),
+    };
     match err.kind() {
         ErrorKind::NotFound => ScimError::not_found(detail),
         ErrorKind::Conflict => ScimError::uniqueness(detail),
@@ -71,5 +76,16 @@ mod tests {
             assert_eq!(mapped.retry_after, retry_after, "{err}");
             assert_eq!(mapped.is_retryable(), err.is_retryable() || status == 503, "{err}");
         }
+    }
+
+    #[test]
+    fn the_app_is_named_once() {
+        let own = from_adapter("pm", &AdapterError::unavailable(None, "pm: circuit open"));
+        assert_eq!(own.detail, "pm: circuit open");
+        let vendor = from_adapter("pm", &AdapterError::invalid("email taken"));
+        assert_eq!(vendor.detail, "pm: email taken");
+        // A detail that merely starts with the app's letters is still prefixed.
+        let other = from_adapter("pm", &AdapterError::invalid("pmx: odd"));
+        assert_eq!(other.detail, "pm: pmx: odd");
     }
 }
