@@ -1,11 +1,12 @@
 //! The embedded SQLite engine (WAL). One writer thread owns the only write connection and group-commits:
-//! it takes every change that is waiting, applies each inside its own savepoint (so one refused change
-//! does not undo its neighbours) and commits them in one transaction. A file store's commits are
+//! it applies each change as it arrives, inside its own savepoint (so one refused change does not undo its
+//! neighbours) of one open transaction, and commits when the disk is free. A file store's commits are
 //! pipelined: the writer commits without waiting for the disk (`synchronous=NORMAL`) and hands the batch
 //! to a flusher thread, which fsyncs the WAL once for every batch committed meanwhile and only then
 //! answers their callers; the writer is already applying the next batch. Readers use a small pool of
-//! read-only connections, which in WAL mode never wait for the writer. Every database call runs on a blocking thread (`spawn_blocking`), never on an
-//! async worker; tokio also keeps its paused test clock still while such a call is in flight.
+//! read-only connections, which in WAL mode never wait for the writer. No database call runs on an async
+//! worker: reads run on tokio's blocking pool, writes on the writer thread (see `SqliteEngine::wait` for
+//! how a caller waits for one).
 //! Counts (records per app and kind, audit entries) are kept by the writer, so `/metrics` counts nothing.
 
 use std::collections::HashMap;
@@ -644,8 +645,8 @@ fn flush_failed() -> StoreError {
 ///
 /// A failed fsync is final (fail-stop, as PostgreSQL does since 2018): Linux reports a write-back error
 /// once and may then mark the lost pages clean, so a later fsync that succeeds proves nothing. Every
-/// waiting caller and every later change gets `Unavailable` (Entra: 503, retried later), `/readyz` fails,
-/// and a restart recovers the store from what the disk really holds.
+/// waiting caller and every later change gets `Unavailable` (Entra: 503, retried later), `/readyz` and
+/// `/healthz` fail (`StoreEngine::broken`), and a restart recovers the store from what the disk holds.
 struct Flusher {
     handed: Option<mpsc::Sender<Vec<Answer>>>,
     failed: Arc<std::sync::atomic::AtomicBool>,
@@ -662,12 +663,14 @@ impl Flusher {
         };
         let mut wal_name = db.clone().into_os_string();
         wal_name.push("-wal");
-        let wal = std::fs::OpenOptions::new().read(true).write(true).open(&wal_name).map_err(|e| {
+        let unusable = |what: &str, e: std::io::Error| {
             StoreError::Unavailable(format!(
-                "cannot open the store's write-ahead log {}: {e}",
+                "cannot {what} the store's write-ahead log {}: {e}",
                 wal_name.to_string_lossy()
             ))
-        })?;
+        };
+        let wal =
+            std::fs::OpenOptions::new().read(true).write(true).open(&wal_name).map_err(|e| unusable("open", e))?;
         // The WAL's directory entry is on disk before the first answer relies on the file.
         if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
             if let Ok(d) = std::fs::File::open(dir) {
@@ -675,12 +678,7 @@ impl Flusher {
             }
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let identity = file_identity(&wal.metadata().map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot read the store's write-ahead log {}: {e}",
-                wal_name.to_string_lossy()
-            ))
-        })?);
+        let identity = file_identity(&wal.metadata().map_err(|e| unusable("read", e))?);
         let flush = move || {
             // The file SQLite writes is the one this handle fsyncs: a WAL replaced behind the store's back
             // (a restore, an operator's tool) would otherwise be answered for without being on disk.
@@ -695,21 +693,7 @@ impl Flusher {
         };
         Self::spawn(flush, move || drop(writer.send(Job::Flushed)))
     }
-}
 
-/// Device and inode: which file a path names now.
-#[cfg(unix)]
-fn file_identity(m: &std::fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (m.dev(), m.ino())
-}
-
-#[cfg(not(unix))]
-fn file_identity(m: &std::fs::Metadata) -> (u64, u64) {
-    (m.len(), 0)
-}
-
-impl Flusher {
     /// Starts the flusher thread with `flush` making everything committed so far durable, and `flushed`
     /// telling the writer after each flush.
     fn spawn(
@@ -737,6 +721,18 @@ impl Flusher {
             let _ = handed.send(answers);
         }
     }
+}
+
+/// Device and inode: which file a path names now.
+#[cfg(unix)]
+fn file_identity(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn file_identity(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.len(), 0)
 }
 
 impl Drop for Flusher {
