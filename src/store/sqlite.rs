@@ -3,17 +3,17 @@
 //! neighbours) of one open transaction, and commits when the disk is free. A file store's commits are
 //! pipelined: the writer commits without waiting for the disk (`synchronous=NORMAL`) and hands the batch
 //! to a flusher thread, which fsyncs the WAL once for every batch committed meanwhile and only then
-//! answers their callers; the writer is already applying the next batch. Readers use a small pool of
-//! read-only connections, which in WAL mode never wait for the writer. No database call runs on an async
-//! worker: reads run on tokio's blocking pool, writes on the writer thread (see `SqliteEngine::wait` for
-//! how a caller waits for one).
+//! answers their callers; the writer is already applying the next batch. Reader threads each own a
+//! read-only connection, which in WAL mode never waits for the writer. No database call runs on an async
+//! worker: reads run on the reader threads, writes on the writer thread (see `SqliteEngine::wait` for how
+//! a caller waits for either).
 //! Counts (records per app and kind, audit entries) are kept by the writer, so `/metrics` counts nothing.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -356,35 +356,35 @@ impl Counts {
     }
 }
 
-/// Read-only connections handed out one caller at a time.
-struct ReadPool {
-    idle: Mutex<Vec<Connection>>,
-    returned: Condvar,
+/// A read for a reader thread: it runs the query and sends its own answer.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A file store's readers: one thread per read-only connection, all taking reads from one queue. A
+/// dedicated thread that already owns its connection costs a read one hand-off each way; tokio's blocking
+/// pool (used before) also allocated a task per read and parked its threads on one condvar, then took a
+/// connection from a locked list (BENCHMARKS.md 2b: GET and filter CPU per request). The threads end
+/// when the engine (the queue's only sender) is dropped, closing their connections.
+struct Readers {
+    queue: crossbeam_channel::Sender<ReadJob>,
 }
 
-impl ReadPool {
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        let conn = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                if let Some(c) = idle.pop() {
-                    break c;
-                }
-                idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
-            }
-        };
-        // Returned even if `f` panics, so the pool never shrinks.
-        struct Back<'a>(&'a ReadPool, Option<Connection>);
-        impl Drop for Back<'_> {
-            fn drop(&mut self) {
-                if let Some(c) = self.1.take() {
-                    self.0.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
-                    self.0.returned.notify_one();
-                }
-            }
+impl Readers {
+    fn start(connections: Vec<Connection>) -> StoreResult<Readers> {
+        let (queue, jobs) = crossbeam_channel::unbounded::<ReadJob>();
+        for (n, conn) in connections.into_iter().enumerate() {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("store-reader-{n}"))
+                .spawn(move || {
+                    for job in jobs.iter() {
+                        // A read that panics drops its reply (its caller gets `Unavailable`); the thread
+                        // and its connection stay for the next one.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
+                    }
+                })
+                .map_err(|e| StoreError::Unavailable(format!("cannot start a reader thread: {e}")))?;
         }
-        let back = Back(self, Some(conn));
-        f(back.1.as_ref().expect("held until drop"))
+        Ok(Readers { queue })
     }
 }
 
@@ -396,7 +396,7 @@ pub struct SqliteEngine {
     wait_blocking: bool,
     /// Set by the flusher when a flush failed (a file store).
     flush_failed: Option<Arc<std::sync::atomic::AtomicBool>>,
-    readers: Option<Arc<ReadPool>>,
+    readers: Option<Readers>,
     counts: Arc<Counts>,
 }
 
@@ -508,7 +508,7 @@ impl SqliteEngine {
         let readers = if memory {
             None
         } else {
-            let mut idle = Vec::with_capacity(READERS);
+            let mut connections = Vec::with_capacity(READERS);
             for _ in 0..READERS {
                 let r = Connection::open_with_flags(
                     path,
@@ -519,9 +519,9 @@ impl SqliteEngine {
                 // transaction drops its cache and its mapping of the changed file: under writes, unmapping
                 // and mapping again cost more than the read calls a map saves, and a larger cache costs
                 // more to drop than it saves (BENCHMARKS.md 2b: CPU per request in alternated pairs).
-                idle.push(r);
+                connections.push(r);
             }
-            Some(Arc::new(ReadPool { idle: Mutex::new(idle), returned: Condvar::new() }))
+            Some(Readers::start(connections)?)
         };
         let (tx, rx) = mpsc::channel();
         let flusher = if memory { None } else { Some(Flusher::start(&conn, tx.clone())?) };
@@ -541,21 +541,21 @@ impl SqliteEngine {
         self.wait(answer).await
     }
 
-    /// Runs a read on a read-only connection (file store) or on the writer (in-memory store), on a
-    /// blocking thread.
+    /// Runs a read on a reader thread's read-only connection (file store) or on the writer (in-memory
+    /// store).
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        if let Some(pool) = self.readers.clone() {
-            return tokio::task::spawn_blocking(move || pool.with(f)).await.map_err(store_call_failed)?;
-        }
         let (reply, answer) = oneshot::channel();
-        let job = Job::Read(Box::new(move |conn: &Connection| {
+        let job = move |conn: &Connection| {
             let _ = reply.send(f(conn));
-        }));
-        self.writer.send(job).map_err(|_| writer_gone())?;
+        };
+        match &self.readers {
+            Some(readers) => readers.queue.send(Box::new(job)).map_err(|_| readers_gone())?,
+            None => self.writer.send(Job::Read(Box::new(job))).map_err(|_| writer_gone())?,
+        }
         self.wait(answer).await
     }
 
@@ -613,6 +613,10 @@ fn batch_lost() -> StoreError {
 
 fn store_call_failed(e: tokio::task::JoinError) -> StoreError {
     StoreError::Unavailable(format!("store call failed: {e}"))
+}
+
+fn readers_gone() -> StoreError {
+    StoreError::Unavailable("the store's readers have stopped".into())
 }
 
 fn writer_gone() -> StoreError {
@@ -1506,5 +1510,36 @@ mod flusher_tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let again = SqliteEngine::open(&path, SqliteOptions::default()).unwrap();
         assert_eq!(rt.block_on(again.audit_len()).unwrap(), 64);
+    }
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+
+    /// A read that panics (a bug in a query's row mapping, say) answers its caller `Unavailable` and leaves
+    /// its reader thread and connection working: with every reader having panicked once, reads still run.
+    #[test]
+    fn a_read_that_panics_answers_unavailable_and_the_readers_keep_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("readers.sqlite");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let store = Arc::new(SqliteEngine::open(path.to_str().unwrap(), SqliteOptions::default()).unwrap());
+        rt.block_on(async {
+            for _ in 0..READERS * 2 {
+                let failed = store.read(|_| -> StoreResult<i64> { panic!("a broken row mapping") }).await;
+                assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+            }
+            let mut reads = tokio::task::JoinSet::new();
+            for n in 0..READERS as i64 * 4 {
+                let store = store.clone();
+                reads.spawn(async move {
+                    store.read(move |c| Ok(c.query_row("SELECT ?1 + 1", [n], |r| r.get::<_, i64>(0))?)).await
+                });
+            }
+            let mut answers = reads.join_all().await.into_iter().map(Result::unwrap).collect::<Vec<i64>>();
+            answers.sort();
+            assert_eq!(answers, (1..=READERS as i64 * 4).collect::<Vec<_>>());
+        });
     }
 }
