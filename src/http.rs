@@ -137,8 +137,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Whether the store can commit a write, checked at most once per `STORE_CHECK_TTL`: probes in between
 /// get the last answer. Concurrent probes wait (without holding a runtime thread) for the one check under
-/// way instead of each writing; the write itself runs on the store's writer thread, as it may wait out the
-/// store's busy timeout.
+/// way instead of each writing; the write itself runs off the async workers (SQLite's writer thread, or a
+/// PostgreSQL connection), as it may wait out the store's busy timeout.
 async fn store_writable(state: &AppState) -> bool {
     let mut last = state.store_check.lock().await;
     if let Some((at, ok)) = *last {

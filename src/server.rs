@@ -44,7 +44,12 @@ pub async fn open_gateway(config: &Config, origin: &str) -> Result<Arc<Gateway>,
 /// `store.path`. `origin` names the config file; errors name the key, never the password.
 pub async fn open_store(cfg: &StoreConfig, origin: &str) -> Result<Arc<store::Store>, ConfigError> {
     let Some(url) = &cfg.url else {
-        return store::open(&cfg.path).map_err(|source| {
+        // Migrations and the first counts run SQLite, which stays off the async workers.
+        let path = cfg.path.clone();
+        let opened = tokio::task::spawn_blocking(move || store::open(&path))
+            .await
+            .unwrap_or_else(|e| Err(store::StoreError::Unavailable(format!("opening the store stopped: {e}"))));
+        return opened.map_err(|source| {
             ConfigError::at(origin, "store.path", Problem::Open { target: cfg.path.clone(), source })
         });
     };

@@ -362,18 +362,20 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 /// A file store's readers: one thread per read-only connection, all taking reads from one queue. A
 /// dedicated thread that already owns its connection costs a read one hand-off each way; tokio's blocking
 /// pool (used before) also allocated a task per read and parked its threads on one condvar, then took a
-/// connection from a locked list (BENCHMARKS.md 2b: GET and filter CPU per request). The threads end
-/// when the engine (the queue's only sender) is dropped, closing their connections.
+/// connection from a locked list (BENCHMARKS.md 2b, fourth pass). The threads end when the engine (the
+/// queue's only sender) is dropped, closing their connections; the writer waits for them before it
+/// closes its own, so the last connection to close is the one that can checkpoint and remove the WAL.
 struct Readers {
     queue: crossbeam_channel::Sender<ReadJob>,
 }
 
 impl Readers {
-    fn start(connections: Vec<Connection>) -> StoreResult<Readers> {
+    fn start(connections: Vec<Connection>) -> StoreResult<(Readers, Vec<std::thread::JoinHandle<()>>)> {
         let (queue, jobs) = crossbeam_channel::unbounded::<ReadJob>();
+        let mut threads = Vec::with_capacity(connections.len());
         for (n, conn) in connections.into_iter().enumerate() {
             let jobs = jobs.clone();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("store-reader-{n}"))
                 .spawn(move || {
                     for job in jobs.iter() {
@@ -383,8 +385,9 @@ impl Readers {
                     }
                 })
                 .map_err(|e| StoreError::Unavailable(format!("cannot start a reader thread: {e}")))?;
+            threads.push(thread);
         }
-        Ok(Readers { queue })
+        Ok((Readers { queue }, threads))
     }
 }
 
@@ -505,8 +508,8 @@ impl SqliteEngine {
         migrations().to_latest(&mut conn)?;
         let counts = Arc::new(Counts::default());
         recount(&conn, &counts)?;
-        let readers = if memory {
-            None
+        let (readers, reader_threads) = if memory {
+            (None, Vec::new())
         } else {
             let mut connections = Vec::with_capacity(READERS);
             for _ in 0..READERS {
@@ -521,7 +524,8 @@ impl SqliteEngine {
                 // more to drop than it saves (BENCHMARKS.md 2b: CPU per request in alternated pairs).
                 connections.push(r);
             }
-            Some(Readers::start(connections)?)
+            let (readers, threads) = Readers::start(connections)?;
+            (Some(readers), threads)
         };
         let (tx, rx) = mpsc::channel();
         let flusher = if memory { None } else { Some(Flusher::start(&conn, tx.clone())?) };
@@ -529,7 +533,7 @@ impl SqliteEngine {
         let writer_counts = counts.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &writer_counts, opts.recount_every, flusher))
+            .spawn(move || writer_loop(conn, rx, &writer_counts, opts.recount_every, flusher, reader_threads))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteEngine { path: path.to_string(), writer: tx, wait_blocking: memory, flush_failed, readers, counts })
     }
@@ -550,13 +554,21 @@ impl SqliteEngine {
     {
         let (reply, answer) = oneshot::channel();
         let job = move |conn: &Connection| {
-            let _ = reply.send(f(conn));
+            // A caller that went away (Entra hung up, the request timed out) needs no answer.
+            if !reply.is_closed() {
+                let _ = reply.send(f(conn));
+            }
         };
         match &self.readers {
-            Some(readers) => readers.queue.send(Box::new(job)).map_err(|_| readers_gone())?,
-            None => self.writer.send(Job::Read(Box::new(job))).map_err(|_| writer_gone())?,
+            Some(readers) => {
+                readers.queue.send(Box::new(job)).map_err(|_| read_lost())?;
+                self.wait_or(answer, read_lost).await
+            }
+            None => {
+                self.writer.send(Job::Read(Box::new(job))).map_err(|_| writer_gone())?;
+                self.wait(answer).await
+            }
         }
-        self.wait(answer).await
     }
 
     /// Waits for the writer's (or flusher's) answer. A file store's caller awaits it on its task: no
@@ -565,12 +577,21 @@ impl SqliteEngine {
     /// paused test clock (tests/pacing.rs, which runs on memory) would otherwise see an idle runtime and
     /// jump its timers forward while the writer works; with a blocking call in flight it stands still.
     async fn wait<T: Send + 'static>(&self, answer: oneshot::Receiver<StoreResult<T>>) -> StoreResult<T> {
+        self.wait_or(answer, writer_gone).await
+    }
+
+    /// `wait`, with `lost` saying what an answer that never came means (the writer or a reader stopped).
+    async fn wait_or<T: Send + 'static>(
+        &self,
+        answer: oneshot::Receiver<StoreResult<T>>,
+        lost: fn() -> StoreError,
+    ) -> StoreResult<T> {
         if self.wait_blocking {
-            return tokio::task::spawn_blocking(move || answer.blocking_recv().map_err(|_| writer_gone())?)
+            return tokio::task::spawn_blocking(move || answer.blocking_recv().map_err(|_| lost())?)
                 .await
                 .map_err(store_call_failed)?;
         }
-        answer.await.map_err(|_| writer_gone())?
+        answer.await.map_err(|_| lost())?
     }
 
     /// The rowid at `offset` in (app, kind)'s order (`Some(None)` past the end), or `None` while that
@@ -615,8 +636,8 @@ fn store_call_failed(e: tokio::task::JoinError) -> StoreError {
     StoreError::Unavailable(format!("store call failed: {e}"))
 }
 
-fn readers_gone() -> StoreError {
-    StoreError::Unavailable("the store's readers have stopped".into())
+fn read_lost() -> StoreError {
+    StoreError::Unavailable("a store read failed before it answered".into())
 }
 
 fn writer_gone() -> StoreError {
@@ -718,12 +739,15 @@ impl Flusher {
         self.failed.load(Ordering::Acquire)
     }
 
-    fn hand_over(&self, answers: Vec<Answer>) {
-        if let Some(handed) = &self.handed {
-            // The flusher only stops when this sender is dropped; if it died, the replies drop with the
-            // batch and their callers get `Unavailable`.
-            let _ = handed.send(answers);
+    /// Hands a committed batch to the flusher thread; false if that thread is gone (it only stops when
+    /// this sender is dropped, so it died): the replies drop with the batch (their callers get
+    /// `Unavailable`) and, as after a failed flush, nothing more is trusted.
+    fn hand_over(&self, answers: Vec<Answer>) -> bool {
+        let handed = self.handed.as_ref().is_some_and(|h| h.send(answers).is_ok());
+        if !handed {
+            self.failed.store(true, Ordering::Release);
         }
+        handed
     }
 }
 
@@ -791,6 +815,7 @@ fn writer_loop(
     counts: &Counts,
     recount_every: Duration,
     flusher: Option<Flusher>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 ) {
     let mut open: Option<Open> = None;
     let mut disk_busy = false;
@@ -831,8 +856,13 @@ fn writer_loop(
                 }
                 Job::Stop => {
                     commit_open(&conn, &mut open, counts, flusher.as_ref());
-                    // The flusher answers what it holds before the connection closes.
+                    // The flusher answers what it holds before the connection closes, and the readers
+                    // (ending as the engine drops their queue) close theirs first: the last connection
+                    // to close checkpoints the WAL and removes it, which a read-only one cannot.
                     drop(flusher);
+                    for reader in readers {
+                        let _ = reader.join();
+                    }
                     drop(conn);
                     return;
                 }
@@ -934,8 +964,9 @@ fn commit_open(conn: &Connection, open: &mut Option<Open>, counts: &Counts, flus
         .collect();
     match flusher {
         Some(flusher) => {
-            flusher.hand_over(answers);
-            true
+            // The disk is busy until the flusher says so; a flusher that is gone never will, and every
+            // later change is refused instead of waiting for it.
+            flusher.hand_over(answers)
         }
         None => {
             answer(answers);
