@@ -986,7 +986,15 @@ async fn spawn_gateway() -> Result<Child, String> {
     );
     std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // The gateway binary beside this one (the dev tool has no `serve` since the layout split; this bench
+    // then failed with "unrecognized subcommand").
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("scim-bridge");
+    if !exe.is_file() {
+        return Err(format!(
+            "{} not found: build it beside this tool (cargo build --release -p scim-bridge)",
+            exe.display()
+        ));
+    }
     let child = std::process::Command::new(exe)
         .arg("serve")
         .arg("--config")
