@@ -566,7 +566,7 @@ impl SqliteEngine {
             }
             None => {
                 self.writer.send(Job::Read(Box::new(job))).map_err(|_| writer_gone())?;
-                self.wait(answer).await
+                self.wait_or(answer, read_lost).await
             }
         }
     }
@@ -730,7 +730,18 @@ impl Flusher {
         let flag = failed.clone();
         let thread = std::thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || flusher_loop(batches, flush, flushed, &flag))
+            .spawn(move || {
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    flusher_loop(batches, flush, &flushed, &flag);
+                }));
+                // A flusher that panicked answered nothing of what it held (those callers get
+                // `Unavailable`); the store fails, and the writer is told the disk is free so that it
+                // refuses what it holds instead of waiting for a flush that will never come.
+                if run.is_err() {
+                    flag.store(true, Ordering::Release);
+                    flushed();
+                }
+            })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the flusher thread: {e}")))?;
         Ok(Flusher { handed: Some(handed), failed, thread: Some(thread) })
     }
@@ -1486,6 +1497,23 @@ mod flusher_tests {
         releaser.join().unwrap();
         assert_eq!(answer1.blocking_recv().unwrap().unwrap(), 7);
         assert_eq!(answer2.blocking_recv().unwrap().unwrap(), 8);
+    }
+
+    /// A flusher that panics (a bug, not a disk error) fails the store and wakes the writer: nothing it
+    /// held is answered as on disk, and no later change waits for a flush that will never come.
+    #[test]
+    fn a_flusher_that_panics_fails_the_store_and_tells_the_writer() {
+        let (told, writer_woken) = mpsc::channel();
+        let flusher =
+            Flusher::spawn(|| -> std::io::Result<()> { panic!("a flush that panics") }, move || drop(told.send(())))
+                .unwrap();
+        let (reply, answer) = waiting_caller();
+        assert!(flusher.hand_over(vec![(Ok(1), reply)]));
+        writer_woken.recv_timeout(Duration::from_secs(30)).expect("the writer is told the disk is free");
+        assert!(flusher.failed(), "the store takes no more changes");
+        assert!(answer.blocking_recv().is_err(), "the held change is not answered as on disk");
+        let (reply, _answer) = waiting_caller();
+        assert!(!flusher.hand_over(vec![(Ok(2), reply)]), "a later commit finds the flusher gone");
     }
 
     /// The flusher fsyncs the file SQLite writes, named `<store>-wal`: replaced behind the store's back, the
