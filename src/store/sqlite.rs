@@ -1504,9 +1504,13 @@ mod flusher_tests {
     #[test]
     fn a_flusher_that_panics_fails_the_store_and_tells_the_writer() {
         let (told, writer_woken) = mpsc::channel();
-        let flusher =
-            Flusher::spawn(|| -> std::io::Result<()> { panic!("a flush that panics") }, move || drop(told.send(())))
-                .unwrap();
+        let flusher = Flusher::spawn(
+            || -> std::io::Result<()> { panic!("a flush that panics") },
+            move || {
+                let _ = told.send(());
+            },
+        )
+        .unwrap();
         let (reply, answer) = waiting_caller();
         assert!(flusher.hand_over(vec![(Ok(1), reply)]));
         writer_woken.recv_timeout(Duration::from_secs(30)).expect("the writer is told the disk is free");
