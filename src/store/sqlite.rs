@@ -309,7 +309,7 @@ enum Job {
     Write(Write, Reply),
     /// A read run by the writer with no transaction open (an in-memory store has no second connection;
     /// the paging positions are loaded where no commit can slip between).
-    Read(Box<dyn FnOnce(&Connection) + Send>),
+    Read(ReadJob),
     /// The flusher has made the last commit durable: the next may go.
     Flushed,
     /// The engine is dropped: commit what is open, answer it, close.
@@ -356,8 +356,14 @@ impl Counts {
     }
 }
 
-/// A read for a reader thread: it runs the query and sends its own answer.
+/// A read for a reader thread (or an in-memory store's writer): it runs the query and sends its own answer.
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Runs a read. One that panics drops its reply (its caller gets `Unavailable`); the thread running it
+/// (a reader, or the writer) and its connection go on.
+fn run_read(job: ReadJob, conn: &Connection) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
+}
 
 /// A file store's readers: one thread per read-only connection, all taking reads from one queue. A
 /// dedicated thread that already owns its connection costs a read one hand-off each way; tokio's blocking
@@ -379,9 +385,7 @@ impl Readers {
                 .name(format!("store-reader-{n}"))
                 .spawn(move || {
                     for job in jobs.iter() {
-                        // A read that panics drops its reply (its caller gets `Unavailable`); the thread
-                        // and its connection stay for the next one.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
+                        run_read(job, &conn);
                     }
                 })
                 .map_err(|e| StoreError::Unavailable(format!("cannot start a reader thread: {e}")))?;
@@ -560,15 +564,10 @@ impl SqliteEngine {
             }
         };
         match &self.readers {
-            Some(readers) => {
-                readers.queue.send(Box::new(job)).map_err(|_| read_lost())?;
-                self.wait_or(answer, read_lost).await
-            }
-            None => {
-                self.writer.send(Job::Read(Box::new(job))).map_err(|_| writer_gone())?;
-                self.wait_or(answer, read_lost).await
-            }
+            Some(readers) => readers.queue.send(Box::new(job)).map_err(|_| read_lost())?,
+            None => self.writer.send(Job::Read(Box::new(job))).map_err(|_| writer_gone())?,
         }
+        self.wait_or(answer, read_lost).await
     }
 
     /// Waits for the writer's (or flusher's) answer. A file store's caller awaits it on its task: no
@@ -862,8 +861,7 @@ fn writer_loop(
                 Job::Read(f) => {
                     // Reads see committed state only (the positions list is kept in step with commits).
                     disk_busy |= commit_open(&conn, &mut open, counts, flusher.as_ref());
-                    // A read that panics drops its reply (its caller gets `Unavailable`); the writer goes on.
-                    drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&conn))));
+                    run_read(f, &conn);
                 }
                 Job::Stop => {
                     commit_open(&conn, &mut open, counts, flusher.as_ref());
