@@ -1160,18 +1160,33 @@ mod tests {
     async fn a_new_store_and_a_migrated_one_end_at_the_same_schema_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.sqlite");
+        let schema = |conn: &Connection| {
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            let mut indexes: Vec<String> = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'audit%'")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            indexes.sort();
+            (version, indexes)
+        };
+        let latest = (4, vec!["audit_at".to_string(), "audit_outcome_time".into(), "audit_user_outcome".into()]);
         drop(open(path.to_str().unwrap()).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 3);
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ('audit_at', 'resources_order')")
+        assert_eq!(schema(&Connection::open(&path).unwrap()), latest);
+        // A store left at version 3, with that version's audit indexes, is brought to the same place.
+        Connection::open(&path)
             .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
+            .execute_batch(
+                "DROP INDEX audit_outcome_time; DROP INDEX audit_user_outcome;
+                 CREATE INDEX audit_app_name ON audit (app, name_key, seq);
+                 CREATE INDEX audit_app_outcome ON audit (app, outcome, name_key, at);
+                 PRAGMA user_version = 3;",
+            )
             .unwrap();
-        assert_eq!(indexes.len(), 2);
+        drop(open(path.to_str().unwrap()).unwrap());
+        assert_eq!(schema(&Connection::open(&path).unwrap()), latest);
     }
 }
 
