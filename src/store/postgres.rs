@@ -113,13 +113,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
         paused_until DOUBLE PRECISION NOT NULL DEFAULT 0,
         breaker_until DOUBLE PRECISION NOT NULL DEFAULT 0
     );",
-    // The status counts from indexes a new audit entry is appended to (time only grows) plus one keyed
-    // by the user, instead of two keyed by the user (the SQLite engine's migration 4 says why). An old
-    // replica's queries are the same, so a rolling update stays safe.
-    "DROP INDEX IF EXISTS audit_app_outcome;
-    DROP INDEX IF EXISTS audit_app_name;
-    CREATE INDEX audit_outcome_time ON audit (app, outcome, at) INCLUDE (name_key, vendor_calls);
-    CREATE INDEX audit_user_outcome ON audit (app, name_key, outcome, seq);",
 ];
 
 /// One schedule per app for all replicas: the GCRA of the outbound pacer, kept in one row and advanced by

@@ -176,7 +176,8 @@ pub fn machine() -> String {
 }
 
 /// The stores a throughput figure is measured on: the one asked for and, beside `:memory:`, a fresh file
-/// store (WAL, `synchronous=FULL`: the production setting, where every 2xx waits for an fsync), so the
+/// store (WAL, committed with `synchronous=NORMAL` and fsynced by the store's flusher before any answer:
+/// the production setting, where every 2xx waits for an fsync), so the
 /// durable figure is always printed. The file is removed afterwards.
 struct Stores {
     asked: String,
