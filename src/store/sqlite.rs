@@ -127,9 +127,9 @@ fn migrations() -> Migrations<'static> {
         // each entry landed on a random page of each, one more WAL frame for every change. `name_key` and
         // `vendor_calls` ride at the end so the "needs a person" count reads only this index, and "was it
         // repaired later" is one covering seek of (app, name_key, outcome) and the rowid, `seq`, that
-        // every index ends with. BENCHMARKS.md 2b, fifth pass: nine alternated pairs, POST -14 to +10 %
-        // (better in six), PATCH -5 to +18 % (better in eight); the status overview of a 100,000-entry log
-        // 40 -> 31 ms. PostgreSQL keeps its indexes (DEVELOPERS.md says why).
+        // every index ends with. BENCHMARKS.md 2b, fifth pass, eleven pairs against the layout before:
+        // PATCH -5 to +15 % (better in ten), POST within the machine's swing; the status overview of a
+        // 100,000-entry log 40 -> 31 ms. PostgreSQL keeps its indexes (DEVELOPERS.md says why).
         M::up(
             "DROP INDEX IF EXISTS audit_app_outcome;
              DROP INDEX IF EXISTS audit_app_name;
