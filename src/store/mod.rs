@@ -690,6 +690,33 @@ mod tests {
             .unwrap();
         }
         let s = open(path.to_str().unwrap()).unwrap();
+        // The same tables, columns and indexes as a store created new.
+        let new_path = dir.path().join("new.sqlite");
+        drop(open(new_path.to_str().unwrap()).unwrap());
+        let layout = |path: &std::path::Path| {
+            let conn = Connection::open(path).unwrap();
+            let mut names: Vec<(String, String)> = conn
+                .prepare("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for table in ["resources", "tombstones", "audit", "health"] {
+                let mut columns: Vec<(String, String)> = conn
+                    .prepare(&format!("SELECT name, type FROM pragma_table_info('{table}')"))
+                    .unwrap()
+                    .query_map([], |r| Ok((format!("{table}.{}", r.get::<_, String>(0)?), r.get(1)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                columns.sort();
+                names.extend(columns);
+            }
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            (version, names)
+        };
+        assert_eq!(layout(&path), layout(&new_path));
         assert_eq!(s.find_by_work_email("a", Kind::User, "old@x.com").await.unwrap().len(), 1);
         s.audit(&audit("create", "old")).await.unwrap();
         assert_eq!(s.audit_log(&AuditQuery::default()).await.unwrap()[0].attempts, 0);
