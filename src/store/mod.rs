@@ -497,7 +497,7 @@ mod tests {
         out
     }
 
-    fn rec(id: &str, name: &str) -> Record {
+    pub(super) fn rec(id: &str, name: &str) -> Record {
         Record {
             app: "a".into(),
             kind: Kind::User,
@@ -510,7 +510,7 @@ mod tests {
         }
     }
 
-    fn audit(op: &str, name: &str) -> AuditEntry {
+    pub(super) fn audit(op: &str, name: &str) -> AuditEntry {
         AuditEntry {
             at: "2026-01-01T00:00:00Z".into(),
             app: "a".into(),

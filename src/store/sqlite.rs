@@ -345,6 +345,8 @@ struct Counts {
     /// writer notices another process wrote (within `recount_every`); until then a page may be shifted
     /// by that process's changes, never wrong in what it holds.
     positions: Mutex<HashMap<(String, Kind), Vec<i64>>>,
+    /// How many times a list was read from the database (a list is loaded once, however many pages ask).
+    position_loads: AtomicU64,
 }
 
 impl Counts {
@@ -651,6 +653,15 @@ impl SqliteEngine {
         let counts = self.counts.clone();
         let (reply, answer) = oneshot::channel();
         let job = Job::Read(Box::new(move |conn: &Connection| {
+            // Pages asked for together before the list existed each sent a load: the first one loads,
+            // the others answer from its list (the writer keeps it in step with every commit since).
+            let known =
+                counts.positions.lock().unwrap_or_else(|p| p.into_inner()).get(&key).map(|l| l.get(offset).copied());
+            if let Some(start) = known {
+                let _ = reply.send(Ok(start));
+                return;
+            }
+            counts.position_loads.fetch_add(1, Ordering::Relaxed);
             let loaded = conn
                 .prepare_cached("SELECT rowid FROM resources WHERE app = ?1 AND kind = ?2 ORDER BY rowid")
                 .and_then(|mut stmt| stmt.query_map(params![key.0, key.1.as_str()], |r| r.get(0))?.collect());
@@ -1339,6 +1350,8 @@ impl StoreEngine for SqliteEngine {
         let key = (app.to_string(), kind);
         let start = match self.position(&key, offset) {
             Some(start) => start,
+            // The first page starts at the first row: no list is needed (Entra's paging starts there).
+            None if offset == 0 => Some(i64::MIN),
             None => self.load_positions(key, offset).await?,
         };
         let Some(start) = start else { return Ok(Vec::new()) };
@@ -1704,6 +1717,38 @@ mod plan_tests {
 #[cfg(test)]
 mod reader_tests {
     use super::*;
+
+    /// Pages asked for at once on a store whose position list is not loaded yet (just after a start, or
+    /// a bulk load) load it once: 32 loads of 100,000 rowids, one after another on the writer, made the
+    /// first such requests take ~150-290 ms (BENCHMARKS.md 2c). The first page needs no list at all.
+    #[test]
+    fn pages_asked_for_together_load_the_positions_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages.sqlite");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let store = Arc::new(SqliteEngine::open(path.to_str().unwrap(), SqliteOptions::default()).unwrap());
+        rt.block_on(async {
+            for i in 0..300 {
+                let name = format!("user{i:03}");
+                store
+                    .put(&super::super::tests::rec(&i.to_string(), &name), &super::super::tests::audit("create", &name))
+                    .await
+                    .unwrap();
+            }
+            let first = store.page("a", Kind::User, 0, 10).await.unwrap();
+            assert_eq!(first.iter().map(|r| r.name().to_string()).collect::<Vec<_>>()[..2], ["user000", "user001"]);
+            assert_eq!(store.counts.position_loads.load(Ordering::Relaxed), 0, "the first page needs no list");
+            let mut pages = tokio::task::JoinSet::new();
+            for k in 0..32usize {
+                let store = store.clone();
+                pages.spawn(async move { (k, store.page("a", Kind::User, 100 + k, 1).await.unwrap()) });
+            }
+            for (k, page) in pages.join_all().await {
+                assert_eq!(page[0].name(), format!("user{:03}", 100 + k));
+            }
+            assert_eq!(store.counts.position_loads.load(Ordering::Relaxed), 1);
+        });
+    }
 
     /// A read that panics (a bug in a query's row mapping, say) answers its caller `Unavailable` and leaves
     /// its reader thread and connection working: with every reader having panicked once, reads still run.
