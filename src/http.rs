@@ -109,7 +109,8 @@ async fn not_found() -> Response {
     ScimError::not_found("no such endpoint; SCIM lives under /scim/{app}/v2").into_response()
 }
 
-/// Alive unless the store has stopped for good (a failed fsync): only a restart recovers that, so the
+/// Alive unless the store has stopped for good (a failed fsync, a panicked writer thread): only a restart
+/// recovers that, so the
 /// orchestrator is told to do it rather than keep an unready process.
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.gateway.store.broken() {

@@ -371,8 +371,9 @@ pub trait StoreEngine: Send + Sync + std::fmt::Debug {
     /// Where the data lives, for messages (a path; never a credential).
     fn location(&self) -> String;
 
-    /// Why the store has stopped taking changes for good, until the process restarts (SQLite after a
-    /// failed fsync: see `sqlite::Flusher`); `/healthz` then fails so an orchestrator restarts it.
+    /// Why the store has stopped taking changes and reads for good, until the process restarts (SQLite
+    /// after a failed fsync, see `sqlite::Flusher`, or a panicked writer thread); `/healthz` then fails so
+    /// an orchestrator restarts it.
     fn broken(&self) -> Option<String> {
         None
     }
@@ -712,6 +713,23 @@ mod tests {
                     .unwrap();
                 columns.sort();
                 names.extend(columns);
+            }
+            // Each index's columns in order and whether it is unique, not its name alone.
+            let indexes: Vec<String> = names.iter().filter(|(t, _)| t == "index").map(|(_, n)| n.clone()).collect();
+            for index in indexes {
+                let columns: Vec<String> = conn
+                    .prepare(&format!("SELECT coalesce(name, '<expr>') FROM pragma_index_xinfo('{index}') WHERE key = 1 ORDER BY seqno"))
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let unique: bool = conn
+                    .query_row("SELECT sql LIKE 'CREATE UNIQUE%' FROM sqlite_master WHERE name = ?1", [&index], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                names.push((format!("{index} unique={unique}"), columns.join(",")));
             }
             let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
             (version, names)

@@ -27,6 +27,8 @@ def serve(binary, work, db):
             f.write(f"  {app}:\n    type: sandbox\n    token_sha256: {hashlib.sha256(app.encode()).hexdigest()}\n")
     proc = subprocess.Popen([binary, "serve", "--config", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(400):
+        if proc.poll() is not None:
+            sys.exit("serve exited at start")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1)
             return proc, admin_port

@@ -177,8 +177,8 @@ pub fn machine() -> String {
 
 /// The stores a throughput figure is measured on: the one asked for and, beside `:memory:`, a fresh file
 /// store (WAL, committed with `synchronous=NORMAL` and fsynced by the store's flusher before any answer:
-/// the production setting, where every 2xx waits for an fsync), so the
-/// durable figure is always printed. The file is removed afterwards.
+/// the production setting, where every 2xx waits for an fsync), so the durable figure is always printed.
+/// The file is removed afterwards.
 struct Stores {
     asked: String,
     file: Option<PathBuf>,
