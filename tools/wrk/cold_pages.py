@@ -8,7 +8,7 @@ Starts `serve` with one `sandbox` app on a fresh file store, creates --users use
 median and slowest answer. Round 0 is what the first Entra cycle or an admin sees after a start or an
 import; the later rounds are the steady state (BENCHMARKS.md 2c, fifth pass).
 """
-import argparse, concurrent.futures, hashlib, os, shutil, subprocess, sys, tempfile, time, urllib.request
+import argparse, concurrent.futures, os, shutil, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as R  # noqa: E402
@@ -21,23 +21,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=4)
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="scim-cold-")
-    port = R.free_port()
-    config = os.path.join(work, "cold.yaml")
-    with open(config, "w") as f:
-        f.write(f"listen: 127.0.0.1:{port}\nstore:\n  path: {work}/store.sqlite\nconnections:\n  max_per_source: 1024\n"
-                f"apps:\n  sandbox:\n    type: sandbox\n    token_sha256: {hashlib.sha256(R.TOKEN.encode()).hexdigest()}\n")
-    serve = subprocess.Popen([a.binary, "serve", "--config", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}/scim/sandbox/v2"
+    serve, base = R.start_sandbox(a.binary, work)
     try:
-        for _ in range(200):
-            if serve.poll() is not None:
-                sys.exit("serve exited at start")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.05)
-
         def create(i):
             name = f"cold.{i}@bench.example.com"
             R.call("POST", f"{base}/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name,

@@ -49,6 +49,28 @@ def wrk(base, script, seconds, connections, env):
     return rate, pct(50), pct(99), int(bad.group(1)) if bad else 0, errors.group(0) if errors else ""
 
 
+def start_sandbox(binary, work):
+    """Starts `serve` with one `sandbox` app on a fresh file store in `work` and waits until it is ready;
+    returns the process and the app's SCIM base URL."""
+    port = free_port()
+    config = os.path.join(work, "serve.yaml")
+    with open(config, "w") as f:
+        f.write(f"listen: 127.0.0.1:{port}\nstore:\n  path: {work}/store.sqlite\n"
+                f"connections:\n  max_per_source: 1024\n"
+                f"apps:\n  sandbox:\n    type: sandbox\n    token_sha256: {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    log = open(os.path.join(work, "serve.log"), "w")
+    serve = subprocess.Popen([binary, "serve", "--config", config], stdout=log, stderr=log)
+    for _ in range(200):
+        if serve.poll() is not None:
+            sys.exit(f"serve exited at start; see {work}/serve.log")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            break
+        except Exception:
+            time.sleep(0.05)
+    return serve, f"http://127.0.0.1:{port}/scim/sandbox/v2"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
@@ -59,22 +81,8 @@ def main():
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
     work = tempfile.mkdtemp(prefix="scim-wrk-")
-    port = free_port()
-    config = os.path.join(work, "wrk.yaml")
-    with open(config, "w") as f:
-        f.write(f"listen: 127.0.0.1:{port}\nstore:\n  path: {work}/store.sqlite\n"
-                f"connections:\n  max_per_source: 1024\n"
-                f"apps:\n  sandbox:\n    type: sandbox\n    token_sha256: {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
-    log = open(os.path.join(work, "serve.log"), "w")
-    serve = subprocess.Popen([a.binary, "serve", "--config", config], stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}/scim/sandbox/v2"
+    serve, base = start_sandbox(a.binary, work)
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.05)
         run = str(os.getpid())
         def create(i):
             name = f"wrk.{run}.load.{i}@bench.example.com"
