@@ -4,9 +4,8 @@
 //! create is sent to both at once, as a retry after a timeout can be); one replica is SIGKILLed a third of
 //! the way through and started again. The vendor must end with every user once, with every change Entra
 //! was answered 2xx for, must never have throttled nor seen more than its rate (plus one call of edge
-//! jitter) in any one clock second (one
-//! schedule for both replicas, not one each), and the restarted replica must be ready and answer 2xx.
-//! The app is configured at the vendor's own rate.
+//! jitter) in any one clock second (one schedule for both replicas, not one each), and the restarted
+//! replica must be ready and answer 2xx. The app is configured at the vendor's own rate.
 //!
 //! The second test is the fence: a replica whose lock session ends while its change is at the vendor
 //! answers 503 (never 2xx) and does not overwrite the other replica's newer write.
