@@ -351,6 +351,13 @@ struct Counts {
 }
 
 impl Counts {
+    /// The rowid at `offset` in (app, kind)'s order (`Some(None)` past the end), or `None` while that
+    /// list is not loaded.
+    fn position(&self, key: &(String, Kind), offset: usize) -> Option<Option<i64>> {
+        let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        positions.get(key).map(|list| list.get(offset).copied())
+    }
+
     fn apply(&self, a: &Applied) {
         if let Some((key, delta)) = &a.records {
             let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
@@ -644,13 +651,6 @@ impl SqliteEngine {
         answer.await.map_err(|_| lost())?
     }
 
-    /// The rowid at `offset` in (app, kind)'s order (`Some(None)` past the end), or `None` while that
-    /// list is not loaded.
-    fn position(&self, key: &(String, Kind), offset: usize) -> Option<Option<i64>> {
-        let positions = self.counts.positions.lock().unwrap_or_else(|p| p.into_inner());
-        positions.get(key).map(|list| list.get(offset).copied())
-    }
-
     /// Loads (app, kind)'s rowids on the writer, between two batches, and answers the one at `offset`.
     async fn load_positions(&self, key: (String, Kind), offset: usize) -> StoreResult<Option<i64>> {
         let counts = self.counts.clone();
@@ -658,9 +658,7 @@ impl SqliteEngine {
         let job = Job::Read(Box::new(move |conn: &Connection| {
             // Pages asked for together before the list existed each sent a load: the first one loads,
             // the others answer from its list (the writer keeps it in step with every commit since).
-            let known =
-                counts.positions.lock().unwrap_or_else(|p| p.into_inner()).get(&key).map(|l| l.get(offset).copied());
-            if let Some(start) = known {
+            if let Some(start) = counts.position(&key, offset) {
                 let _ = reply.send(Ok(start));
                 return;
             }
@@ -1364,7 +1362,7 @@ impl StoreEngine for SqliteEngine {
         let start = if offset == 0 {
             Some(i64::MIN)
         } else {
-            match self.position(&key, offset) {
+            match self.counts.position(&key, offset) {
                 Some(start) => start,
                 None => self.load_positions(key, offset).await?,
             }
