@@ -60,15 +60,22 @@ def start_sandbox(binary, work):
                 f"apps:\n  sandbox:\n    type: sandbox\n    token_sha256: {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
     log = open(os.path.join(work, "serve.log"), "w")
     serve = subprocess.Popen([binary, "serve", "--config", config], stdout=log, stderr=log)
-    for _ in range(200):
+    wait_ready(serve, port, f"see {work}/serve.log")
+    return serve, f"http://127.0.0.1:{port}/scim/sandbox/v2"
+
+
+def wait_ready(serve, port, hint=""):
+    """Waits until `serve` answers /readyz on `port`; ends the run if it exits or is not ready in 20 s."""
+    for _ in range(400):
         if serve.poll() is not None:
-            sys.exit(f"serve exited at start; see {work}/serve.log")
+            sys.exit(f"serve exited at start {hint}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
-            break
+            return
         except Exception:
             time.sleep(0.05)
-    return serve, f"http://127.0.0.1:{port}/scim/sandbox/v2"
+    serve.terminate()
+    sys.exit(f"serve did not become ready {hint}")
 
 
 def main():

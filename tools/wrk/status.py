@@ -12,7 +12,7 @@ The overview counts "needs a person" and the day's failures for every app: the i
 import argparse, hashlib, os, random, shutil, sqlite3, statistics, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import free_port  # noqa: E402
+from run import free_port, wait_ready  # noqa: E402
 
 ADMIN = "status-bench-admin-token"
 
@@ -26,16 +26,8 @@ def serve(binary, work, db):
         for app in ("a1", "a2"):
             f.write(f"  {app}:\n    type: sandbox\n    token_sha256: {hashlib.sha256(app.encode()).hexdigest()}\n")
     proc = subprocess.Popen([binary, "serve", "--config", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(400):
-        if proc.poll() is not None:
-            sys.exit("serve exited at start")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1)
-            return proc, admin_port
-        except Exception:
-            time.sleep(0.05)
-    proc.terminate()
-    sys.exit("serve did not become ready")
+    wait_ready(proc, admin_port)
+    return proc, admin_port
 
 
 def timed_get(admin_port, path):
