@@ -671,6 +671,51 @@ mod tests {
         }
     }
 
+    /// A SQLite store's schema version, tables, indexes, each table's columns and types, and each index's
+    /// columns and uniqueness: what two stores must share to be the same schema.
+    fn sqlite_layout(path: &std::path::Path) -> (i64, Vec<(String, String)>) {
+        let conn = Connection::open(path).unwrap();
+        let mut names: Vec<(String, String)> = conn
+            .prepare("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for table in ["resources", "tombstones", "audit", "health"] {
+            let mut columns: Vec<(String, String)> = conn
+                .prepare(&format!("SELECT name, type FROM pragma_table_info('{table}')"))
+                .unwrap()
+                .query_map([], |r| Ok((format!("{table}.{}", r.get::<_, String>(0)?), r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            columns.sort();
+            names.extend(columns);
+        }
+        // Each index's columns in order and whether it is unique, not its name alone.
+        let indexes: Vec<String> = names.iter().filter(|(t, _)| t == "index").map(|(_, n)| n.clone()).collect();
+        for index in indexes {
+            let columns: Vec<String> = conn
+                .prepare(&format!(
+                    "SELECT coalesce(name, '<expr>') FROM pragma_index_xinfo('{index}') WHERE key = 1 ORDER BY seqno"
+                ))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let unique: bool = conn
+                .query_row("SELECT sql LIKE 'CREATE UNIQUE%' FROM sqlite_master WHERE name = ?1", [&index], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            names.push((format!("{index} unique={unique}"), columns.join(",")));
+        }
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        (version, names)
+    }
+
     #[tokio::test]
     async fn older_stores_are_migrated_in_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -694,47 +739,7 @@ mod tests {
         // The same tables, columns and indexes as a store created new.
         let new_path = dir.path().join("new.sqlite");
         drop(open(new_path.to_str().unwrap()).unwrap());
-        let layout = |path: &std::path::Path| {
-            let conn = Connection::open(path).unwrap();
-            let mut names: Vec<(String, String)> = conn
-                .prepare("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            for table in ["resources", "tombstones", "audit", "health"] {
-                let mut columns: Vec<(String, String)> = conn
-                    .prepare(&format!("SELECT name, type FROM pragma_table_info('{table}')"))
-                    .unwrap()
-                    .query_map([], |r| Ok((format!("{table}.{}", r.get::<_, String>(0)?), r.get(1)?)))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap();
-                columns.sort();
-                names.extend(columns);
-            }
-            // Each index's columns in order and whether it is unique, not its name alone.
-            let indexes: Vec<String> = names.iter().filter(|(t, _)| t == "index").map(|(_, n)| n.clone()).collect();
-            for index in indexes {
-                let columns: Vec<String> = conn
-                    .prepare(&format!("SELECT coalesce(name, '<expr>') FROM pragma_index_xinfo('{index}') WHERE key = 1 ORDER BY seqno"))
-                    .unwrap()
-                    .query_map([], |r| r.get(0))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap();
-                let unique: bool = conn
-                    .query_row("SELECT sql LIKE 'CREATE UNIQUE%' FROM sqlite_master WHERE name = ?1", [&index], |r| {
-                        r.get(0)
-                    })
-                    .unwrap();
-                names.push((format!("{index} unique={unique}"), columns.join(",")));
-            }
-            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-            (version, names)
-        };
-        assert_eq!(layout(&path), layout(&new_path));
+        assert_eq!(sqlite_layout(&path), sqlite_layout(&new_path));
         assert_eq!(s.find_by_work_email("a", Kind::User, "old@x.com").await.unwrap().len(), 1);
         s.audit(&audit("create", "old")).await.unwrap();
         assert_eq!(s.audit_log(&AuditQuery::default()).await.unwrap()[0].attempts, 0);
@@ -1205,21 +1210,12 @@ mod tests {
     async fn a_new_store_and_a_migrated_one_end_at_the_same_schema_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.sqlite");
-        let schema = |conn: &Connection| {
-            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-            let mut indexes: Vec<String> = conn
-                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'audit%'")
-                .unwrap()
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            indexes.sort();
-            (version, indexes)
-        };
-        let latest = (4, vec!["audit_at".to_string(), "audit_outcome_time".into(), "audit_user_outcome".into()]);
         drop(open(path.to_str().unwrap()).unwrap());
-        assert_eq!(schema(&Connection::open(&path).unwrap()), latest);
+        let latest = sqlite_layout(&path);
+        assert_eq!(latest.0, 4);
+        let audit_indexes: Vec<&str> =
+            latest.1.iter().filter(|(t, n)| t == "index" && n.starts_with("audit")).map(|(_, n)| n.as_str()).collect();
+        assert_eq!(audit_indexes, ["audit_at", "audit_outcome_time", "audit_user_outcome"]);
         // A store left at version 3, with that version's audit indexes, is brought to the same place.
         Connection::open(&path)
             .unwrap()
@@ -1231,7 +1227,7 @@ mod tests {
             )
             .unwrap();
         drop(open(path.to_str().unwrap()).unwrap());
-        assert_eq!(schema(&Connection::open(&path).unwrap()), latest);
+        assert_eq!(sqlite_layout(&path), latest);
     }
 }
 
