@@ -110,8 +110,7 @@ async fn not_found() -> Response {
 }
 
 /// Alive unless the store has stopped for good (a failed fsync, a panicked writer thread): only a restart
-/// recovers that, so the
-/// orchestrator is told to do it rather than keep an unready process.
+/// recovers that, so the orchestrator is told to do it rather than keep an unready process.
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.gateway.store.broken() {
         None => "ok\n".into_response(),
